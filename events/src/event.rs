@@ -1,0 +1,364 @@
+//! The events: one past-tense enum for the whole stream and the payload of each variant.
+//!
+//! Variant order and field order ARE the postcard wire format. Append new variants at
+//! the end; never reorder, remove or retype a field. A payload that must change gets a
+//! new variant (e.g. `UploadReceivedV2`) and the old one stays decodable forever; the
+//! golden tests in `tests/golden.rs` fail on any accidental change.
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{DatasetId, Owner, UploadId};
+use crate::names::{ObjectKey, Sha256, TableName};
+
+/// The file formats weir ingests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    Csv,
+    Tsv,
+    Ndjson,
+    Json,
+    Parquet,
+}
+
+impl Format {
+    pub const ALL: [Format; 5] = [
+        Self::Csv,
+        Self::Tsv,
+        Self::Ndjson,
+        Self::Json,
+        Self::Parquet,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Csv => "csv",
+            Self::Tsv => "tsv",
+            Self::Ndjson => "ndjson",
+            Self::Json => "json",
+            Self::Parquet => "parquet",
+        }
+    }
+}
+
+impl std::str::FromStr for Format {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "csv" => Ok(Self::Csv),
+            "tsv" | "tab" => Ok(Self::Tsv),
+            "ndjson" | "jsonl" | "jsonlines" => Ok(Self::Ndjson),
+            "json" => Ok(Self::Json),
+            "parquet" | "pq" => Ok(Self::Parquet),
+            other => Err(format!(
+                "unknown format {other:?}: use one of csv, tsv, ndjson, json, parquet"
+            )),
+        }
+    }
+}
+
+/// Compression wrapped around the content.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    None,
+    Gzip,
+    Zstd,
+}
+
+/// The pipeline's steps, as named in `Failed` and in status views.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Step {
+    Upload,
+    Combine,
+    Infer,
+    Register,
+}
+
+impl Step {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Upload => "upload",
+            Self::Combine => "combine",
+            Self::Infer => "infer",
+            Self::Register => "register",
+        }
+    }
+}
+
+/// One part of an upload as the producer wrote it to `ObjectKey::part`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartManifest {
+    /// 1-based, contiguous.
+    pub number: u32,
+    pub size: u64,
+    pub sha256: Sha256,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UploadReceived {
+    pub owner: Owner,
+    /// The name the producer gave the file (no directories).
+    pub filename: String,
+    /// The declared content type (e.g. `text/csv`), if any.
+    pub content_type: Option<String>,
+    /// The declared format; content sniffing has the last word.
+    pub format: Option<Format>,
+    pub label: Option<String>,
+    /// The table name asked for; validated by the registrar, which fails the upload
+    /// with the reason when it is not acceptable.
+    pub table_name: Option<String>,
+    /// Total bytes over all parts.
+    pub size: u64,
+    pub parts: Vec<PartManifest>,
+    /// Set when the upload is a new version of an existing dataset.
+    pub dataset: Option<DatasetId>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartsCombined {
+    pub blob: ObjectKey,
+    pub size: u64,
+    pub sha256: Sha256,
+    /// The blob already existed (identical content uploaded before): stored once.
+    pub deduplicated: bool,
+}
+
+/// One column of an inferred or read schema.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Field {
+    /// The resolved, sanitised column name as written to Parquet.
+    pub name: String,
+    /// The name in the source when it differs from `name` (sanitised or de-duplicated).
+    pub original_name: Option<String>,
+    /// The Arrow type name (e.g. `Int64`, `Timestamp(µs, "UTC")`, `List(Utf8)`).
+    pub data_type: String,
+    pub nullable: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Schema {
+    pub fields: Vec<Field>,
+}
+
+/// A minimum or maximum, kept for numbers, dates and timestamps.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StatValue {
+    Int(i64),
+    Float(f64),
+    /// Dates and timestamps in ISO 8601.
+    Text(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ColumnStats {
+    pub name: String,
+    pub null_count: u64,
+    pub min: Option<StatValue>,
+    pub max: Option<StatValue>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Statistics {
+    pub rows: u64,
+    pub columns: Vec<ColumnStats>,
+}
+
+/// A problem with one row that did not stop the conversion (e.g. a ragged line).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RowProblem {
+    /// 1-based line in the source file.
+    pub line: u64,
+    pub column: Option<String>,
+    pub message: String,
+}
+
+/// At most this many row problems travel in an event; the count says how many there were.
+pub const MAX_ROW_PROBLEMS: usize = 10;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SchemaInferred {
+    pub format: Format,
+    pub compression: Compression,
+    pub dataset: DatasetId,
+    pub version: u32,
+    pub parquet: ObjectKey,
+    pub parquet_size: u64,
+    /// The source was Parquet and is served as it is, without a rewrite.
+    pub rewritten: bool,
+    pub schema: Schema,
+    pub statistics: Statistics,
+    pub problems: Vec<RowProblem>,
+    pub problem_count: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DatasetRegistered {
+    pub dataset: DatasetId,
+    pub version: u32,
+    pub parent_version: Option<u32>,
+    pub owner: Owner,
+    pub table_name: TableName,
+    pub label: Option<String>,
+    pub schema: Schema,
+    pub parquet: ObjectKey,
+    pub parquet_size: u64,
+    pub statistics: Statistics,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failed {
+    pub step: Step,
+    /// What went wrong, naming the file, line/row and field where there is one.
+    pub reason: String,
+    pub attempts: u32,
+    /// A transient fault ran out of attempts (a retry later may succeed), as opposed to
+    /// a permanent one such as a malformed file.
+    pub retryable: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UploadAborted {
+    pub reason: String,
+    /// Parts removed from the store while aborting.
+    pub parts_removed: u32,
+}
+
+/// What a compensation did after a failed step.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CompensationAction {
+    /// The combined blob was removed: no other upload references it.
+    BlobRemoved { blob: ObjectKey },
+    /// The blob was kept because other uploads reference the same content.
+    BlobKept { blob: ObjectKey, referenced_by: u32 },
+    /// A Parquet file written for the failed upload was removed.
+    ParquetRemoved { parquet: ObjectKey },
+    /// Parts left behind by the upload were removed.
+    PartsRemoved { count: u32 },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Compensated {
+    pub step: Step,
+    pub action: CompensationAction,
+}
+
+/// A claim on a table name within an owner's namespace (aggregate `name`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TableNameClaimed {
+    pub owner: Owner,
+    pub table_name: TableName,
+    pub dataset: DatasetId,
+    pub upload: UploadId,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TableNameReleased {
+    pub owner: Owner,
+    pub table_name: TableName,
+    pub dataset: DatasetId,
+}
+
+/// Every event in the stream. See the module docs before changing anything here.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Event {
+    UploadReceived(UploadReceived),
+    PartsCombined(PartsCombined),
+    SchemaInferred(SchemaInferred),
+    DatasetRegistered(DatasetRegistered),
+    Failed(Failed),
+    UploadAborted(UploadAborted),
+    Compensated(Compensated),
+    TableNameClaimed(TableNameClaimed),
+    TableNameReleased(TableNameReleased),
+}
+
+/// The kind of an event, as it appears in subjects and in the `Weir-Kind` header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum EventKind {
+    UploadReceived,
+    PartsCombined,
+    SchemaInferred,
+    DatasetRegistered,
+    Failed,
+    UploadAborted,
+    Compensated,
+    TableNameClaimed,
+    TableNameReleased,
+}
+
+impl EventKind {
+    pub const ALL: [EventKind; 9] = [
+        Self::UploadReceived,
+        Self::PartsCombined,
+        Self::SchemaInferred,
+        Self::DatasetRegistered,
+        Self::Failed,
+        Self::UploadAborted,
+        Self::Compensated,
+        Self::TableNameClaimed,
+        Self::TableNameReleased,
+    ];
+
+    /// The snake_case token used in subjects and headers.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::UploadReceived => "upload_received",
+            Self::PartsCombined => "parts_combined",
+            Self::SchemaInferred => "schema_inferred",
+            Self::DatasetRegistered => "dataset_registered",
+            Self::Failed => "failed",
+            Self::UploadAborted => "upload_aborted",
+            Self::Compensated => "compensated",
+            Self::TableNameClaimed => "table_name_claimed",
+            Self::TableNameReleased => "table_name_released",
+        }
+    }
+
+    /// Ends an upload's life: nothing follows it on the upload's subjects but
+    /// compensations.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            Self::DatasetRegistered | Self::Failed | Self::UploadAborted
+        )
+    }
+}
+
+impl std::fmt::Display for EventKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for EventKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let wanted = s.to_ascii_lowercase().replace('-', "_");
+        Self::ALL
+            .into_iter()
+            .find(|k| k.as_str() == wanted || format!("{k:?}").to_ascii_lowercase() == wanted)
+            .ok_or_else(|| {
+                let names: Vec<_> = Self::ALL.iter().map(|k| k.as_str()).collect();
+                format!("unknown event kind {s:?}: use one of {}", names.join(", "))
+            })
+    }
+}
+
+impl Event {
+    pub fn kind(&self) -> EventKind {
+        match self {
+            Self::UploadReceived(_) => EventKind::UploadReceived,
+            Self::PartsCombined(_) => EventKind::PartsCombined,
+            Self::SchemaInferred(_) => EventKind::SchemaInferred,
+            Self::DatasetRegistered(_) => EventKind::DatasetRegistered,
+            Self::Failed(_) => EventKind::Failed,
+            Self::UploadAborted(_) => EventKind::UploadAborted,
+            Self::Compensated(_) => EventKind::Compensated,
+            Self::TableNameClaimed(_) => EventKind::TableNameClaimed,
+            Self::TableNameReleased(_) => EventKind::TableNameReleased,
+        }
+    }
+}

@@ -1,0 +1,400 @@
+//! Names built in one place: object keys in the store, table names in the catalog, and
+//! content hashes. Call sites never assemble these strings themselves.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::ids::{DatasetId, UploadId};
+
+/// A SHA-256 digest: 32 bytes on the wire, lowercase hex in text.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Sha256(pub [u8; 32]);
+
+impl fmt::Display for Sha256 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&hex::encode(self.0))
+    }
+}
+
+impl fmt::Debug for Sha256 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "sha256:{self}")
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a sha256 digest: expected 64 hex characters")]
+pub struct Sha256Error(pub String);
+
+impl FromStr for Sha256 {
+    type Err = Sha256Error;
+    fn from_str(s: &str) -> Result<Self, Sha256Error> {
+        let mut out = [0u8; 32];
+        hex::decode_to_slice(s, &mut out).map_err(|_| Sha256Error(s.to_owned()))?;
+        Ok(Self(out))
+    }
+}
+
+impl Serialize for Sha256 {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if s.is_human_readable() {
+            s.collect_str(self)
+        } else {
+            self.0.serialize(s)
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Sha256 {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        if d.is_human_readable() {
+            String::deserialize(d)?
+                .parse()
+                .map_err(serde::de::Error::custom)
+        } else {
+            Ok(Self(<[u8; 32]>::deserialize(d)?))
+        }
+    }
+}
+
+/// A key in the object store, relative to the configured root. Only the constructors
+/// below make one, so every key weir writes has one of these shapes.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ObjectKey(String);
+
+impl ObjectKey {
+    /// `uploads/<upload>/parts/<n>`: one part as the producer wrote it.
+    pub fn part(upload: UploadId, number: u32) -> Self {
+        Self(format!("uploads/{upload}/parts/{number:05}"))
+    }
+
+    /// `uploads/<upload>/`: the folder holding an upload's parts.
+    pub fn upload_prefix(upload: UploadId) -> Self {
+        Self(format!("uploads/{upload}/"))
+    }
+
+    /// `blobs/sha256/<hash>`: combined content, stored once per distinct content.
+    pub fn blob(hash: &Sha256) -> Self {
+        Self(format!("blobs/sha256/{hash}"))
+    }
+
+    /// `datasets/<dataset>/v<version>/data.parquet`.
+    pub fn parquet(dataset: DatasetId, version: u32) -> Self {
+        Self(format!("datasets/{dataset}/v{version}/data.parquet"))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ObjectKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for ObjectKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ObjectKey({})", self.0)
+    }
+}
+
+/// A table name in the catalog: starts with a letter or `_`, then `[a-z0-9_]`, at most
+/// 128 characters, and not an SQL reserved word.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct TableName(String);
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TableNameError {
+    #[error("table name is empty")]
+    Empty,
+    #[error("table name {0:?} is longer than 128 characters")]
+    TooLong(String),
+    #[error("table name {0:?} must start with a lowercase letter or `_`")]
+    BadStart(String),
+    #[error("table name {name:?} has {ch:?} at position {pos}: only a-z, 0-9 and `_` are allowed")]
+    BadChar { name: String, ch: char, pos: usize },
+    #[error("table name {0:?} is an SQL reserved word")]
+    Reserved(String),
+}
+
+pub const MAX_TABLE_NAME: usize = 128;
+
+/// SQL:2016 reserved words plus those of SQLite, Postgres and DuckDB that would need
+/// quoting; a table named like one of these breaks hand-written queries.
+const RESERVED: &[&str] = &[
+    "all",
+    "alter",
+    "analyse",
+    "analyze",
+    "and",
+    "any",
+    "array",
+    "as",
+    "asc",
+    "asymmetric",
+    "authorization",
+    "between",
+    "binary",
+    "both",
+    "by",
+    "case",
+    "cast",
+    "check",
+    "collate",
+    "column",
+    "constraint",
+    "create",
+    "cross",
+    "current_catalog",
+    "current_date",
+    "current_role",
+    "current_schema",
+    "current_time",
+    "current_timestamp",
+    "current_user",
+    "default",
+    "deferrable",
+    "delete",
+    "desc",
+    "distinct",
+    "do",
+    "drop",
+    "else",
+    "end",
+    "except",
+    "exists",
+    "false",
+    "fetch",
+    "for",
+    "foreign",
+    "from",
+    "full",
+    "grant",
+    "group",
+    "having",
+    "in",
+    "index",
+    "initially",
+    "inner",
+    "insert",
+    "intersect",
+    "into",
+    "is",
+    "join",
+    "lateral",
+    "leading",
+    "left",
+    "like",
+    "limit",
+    "localtime",
+    "localtimestamp",
+    "natural",
+    "not",
+    "null",
+    "offset",
+    "on",
+    "only",
+    "or",
+    "order",
+    "outer",
+    "over",
+    "overlaps",
+    "placing",
+    "primary",
+    "references",
+    "returning",
+    "right",
+    "select",
+    "session_user",
+    "similar",
+    "some",
+    "symmetric",
+    "table",
+    "tablesample",
+    "then",
+    "to",
+    "trailing",
+    "true",
+    "union",
+    "unique",
+    "update",
+    "user",
+    "using",
+    "values",
+    "variadic",
+    "verbose",
+    "when",
+    "where",
+    "window",
+    "with",
+];
+
+impl TableName {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Turns free text (a label or file name) into a valid table name: lowercased,
+    /// other characters folded to `_`, a leading digit prefixed with `t_`, reserved words
+    /// suffixed with `_data`, cut to 128 characters.
+    pub fn derive(text: &str) -> Self {
+        let mut out = String::with_capacity(text.len());
+        for c in text.chars().flat_map(char::to_lowercase) {
+            let c = if c.is_ascii_lowercase() || c.is_ascii_digit() {
+                c
+            } else {
+                '_'
+            };
+            if !(c == '_' && out.ends_with('_')) {
+                out.push(c);
+            }
+        }
+        let mut out = out.trim_matches('_').to_owned();
+        if out.is_empty() {
+            out = "dataset".to_owned();
+        }
+        if out.as_bytes()[0].is_ascii_digit() {
+            out.insert_str(0, "t_");
+        }
+        out.truncate(MAX_TABLE_NAME - "_data".len());
+        if RESERVED.contains(&out.as_str()) {
+            out.push_str("_data");
+        }
+        Self(out)
+    }
+
+    /// `name` with a numeric suffix, still valid (used to propose an alternative).
+    pub fn with_suffix(&self, n: u32) -> Self {
+        let suffix = format!("_{n}");
+        let mut base = self.0.clone();
+        base.truncate(MAX_TABLE_NAME - suffix.len());
+        Self(base + &suffix)
+    }
+}
+
+impl FromStr for TableName {
+    type Err = TableNameError;
+    fn from_str(s: &str) -> Result<Self, TableNameError> {
+        let first = s.chars().next().ok_or(TableNameError::Empty)?;
+        if s.len() > MAX_TABLE_NAME {
+            return Err(TableNameError::TooLong(s.to_owned()));
+        }
+        if !(first.is_ascii_lowercase() || first == '_') {
+            return Err(TableNameError::BadStart(s.to_owned()));
+        }
+        if let Some((pos, ch)) = s
+            .chars()
+            .enumerate()
+            .find(|(_, c)| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_'))
+        {
+            return Err(TableNameError::BadChar {
+                name: s.to_owned(),
+                ch,
+                pos,
+            });
+        }
+        if RESERVED.contains(&s) {
+            return Err(TableNameError::Reserved(s.to_owned()));
+        }
+        Ok(Self(s.to_owned()))
+    }
+}
+
+impl<'de> Deserialize<'de> for TableName {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+impl fmt::Display for TableName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for TableName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "TableName({})", self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_names_are_validated() {
+        assert!("orders_2024".parse::<TableName>().is_ok());
+        assert!("_tmp".parse::<TableName>().is_ok());
+        assert_eq!("".parse::<TableName>(), Err(TableNameError::Empty));
+        assert!(matches!(
+            "1abc".parse::<TableName>(),
+            Err(TableNameError::BadStart(_))
+        ));
+        assert!(matches!(
+            "Orders".parse::<TableName>(),
+            Err(TableNameError::BadStart(_))
+        ));
+        assert!(matches!(
+            "a-b".parse::<TableName>(),
+            Err(TableNameError::BadChar {
+                ch: '-',
+                pos: 1,
+                ..
+            })
+        ));
+        assert!(matches!(
+            "select".parse::<TableName>(),
+            Err(TableNameError::Reserved(_))
+        ));
+        assert!("a".repeat(128).parse::<TableName>().is_ok());
+        assert!(matches!(
+            "a".repeat(129).parse::<TableName>(),
+            Err(TableNameError::TooLong(_))
+        ));
+    }
+
+    #[test]
+    fn derived_names_are_always_valid() {
+        for (text, want) in [
+            ("Sales Q3 (final).csv", "sales_q3_final_csv"),
+            ("2024 orders", "t_2024_orders"),
+            ("select", "select_data"),
+            ("!!!", "dataset"),
+            ("Ünïcode name", "n_code_name"),
+        ] {
+            let got = TableName::derive(text);
+            assert_eq!(got.as_str(), want, "derive({text:?})");
+            assert_eq!(got.as_str().parse::<TableName>().as_ref(), Ok(&got));
+        }
+        let long = TableName::derive(&"x".repeat(300));
+        assert!(long.as_str().parse::<TableName>().is_ok());
+        assert!(long.with_suffix(12).as_str().parse::<TableName>().is_ok());
+    }
+
+    #[test]
+    fn keys_have_their_documented_shapes() {
+        let up = UploadId::from_u128(1);
+        assert_eq!(
+            ObjectKey::part(up, 3).as_str(),
+            "uploads/upld_00000000000000000000000001/parts/00003"
+        );
+        let h = Sha256([0xab; 32]);
+        assert_eq!(
+            ObjectKey::blob(&h).as_str(),
+            format!("blobs/sha256/{}", "ab".repeat(32))
+        );
+        assert_eq!(
+            ObjectKey::parquet(DatasetId::from_u128(1), 2).as_str(),
+            "datasets/data_00000000000000000000000001/v2/data.parquet"
+        );
+    }
+}

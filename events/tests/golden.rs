@@ -1,0 +1,259 @@
+//! Golden encodings: every variant, built from fixed values, must encode to the bytes
+//! stored in `tests/golden/<kind>.hex`. A changed encoding fails here; regenerate only
+//! for a deliberate, versioned change with `UPDATE_GOLDEN=1 cargo test -p weir-events`.
+
+use std::path::PathBuf;
+
+use weir_events::*;
+
+fn owner() -> Owner {
+    "acme".parse().unwrap()
+}
+
+const UPLOAD: UploadId = UploadId::from_u128(0x0193_5c1e_7a00_7000_8000_0000_0000_0001);
+const DATASET: DatasetId = DatasetId::for_upload(UPLOAD);
+
+fn hash(b: u8) -> Sha256 {
+    Sha256([b; 32])
+}
+
+fn schema() -> Schema {
+    Schema {
+        fields: vec![
+            Field {
+                name: "id".into(),
+                original_name: Some("ID".into()),
+                data_type: "Int64".into(),
+                nullable: false,
+            },
+            Field {
+                name: "zip".into(),
+                original_name: None,
+                data_type: "Utf8".into(),
+                nullable: true,
+            },
+        ],
+    }
+}
+
+fn stats() -> Statistics {
+    Statistics {
+        rows: 3,
+        columns: vec![
+            ColumnStats {
+                name: "id".into(),
+                null_count: 0,
+                min: Some(StatValue::Int(1)),
+                max: Some(StatValue::Int(3)),
+            },
+            ColumnStats {
+                name: "zip".into(),
+                null_count: 1,
+                min: None,
+                max: Some(StatValue::Text("2024-01-01".into())),
+            },
+        ],
+    }
+}
+
+/// One fixed example of every variant, in declaration order.
+fn examples() -> Vec<Event> {
+    let table: TableName = "orders".parse().unwrap();
+    vec![
+        Event::UploadReceived(UploadReceived {
+            owner: owner(),
+            filename: "orders.csv".into(),
+            content_type: Some("text/csv".into()),
+            format: Some(Format::Csv),
+            label: Some("Orders".into()),
+            table_name: Some("orders".into()),
+            size: 300,
+            parts: vec![
+                PartManifest {
+                    number: 1,
+                    size: 200,
+                    sha256: hash(1),
+                },
+                PartManifest {
+                    number: 2,
+                    size: 100,
+                    sha256: hash(2),
+                },
+            ],
+            dataset: None,
+        }),
+        Event::PartsCombined(PartsCombined {
+            blob: ObjectKey::blob(&hash(3)),
+            size: 300,
+            sha256: hash(3),
+            deduplicated: false,
+        }),
+        Event::SchemaInferred(SchemaInferred {
+            format: Format::Csv,
+            compression: Compression::Gzip,
+            dataset: DATASET,
+            version: 1,
+            parquet: ObjectKey::parquet(DATASET, 1),
+            parquet_size: 1234,
+            rewritten: true,
+            schema: schema(),
+            statistics: stats(),
+            problems: vec![RowProblem {
+                line: 7,
+                column: Some("zip".into()),
+                message: "ragged row".into(),
+            }],
+            problem_count: 1,
+        }),
+        Event::DatasetRegistered(DatasetRegistered {
+            dataset: DATASET,
+            version: 1,
+            parent_version: None,
+            owner: owner(),
+            table_name: table.clone(),
+            label: Some("Orders".into()),
+            schema: schema(),
+            parquet: ObjectKey::parquet(DATASET, 1),
+            parquet_size: 1234,
+            statistics: stats(),
+        }),
+        Event::Failed(Failed {
+            step: Step::Infer,
+            reason: "orders.csv line 7, column \"qty\": \"x\" is not an int64".into(),
+            attempts: 1,
+            retryable: false,
+        }),
+        Event::UploadAborted(UploadAborted {
+            reason: "aborted by owner".into(),
+            parts_removed: 2,
+        }),
+        Event::Compensated(Compensated {
+            step: Step::Register,
+            action: CompensationAction::ParquetRemoved {
+                parquet: ObjectKey::parquet(DATASET, 1),
+            },
+        }),
+        Event::TableNameClaimed(TableNameClaimed {
+            owner: owner(),
+            table_name: table.clone(),
+            dataset: DATASET,
+            upload: UPLOAD,
+        }),
+        Event::TableNameReleased(TableNameReleased {
+            owner: owner(),
+            table_name: table,
+            dataset: DATASET,
+        }),
+    ]
+}
+
+fn envelope(event: Event) -> Envelope {
+    Envelope {
+        schema_version: SCHEMA_VERSION,
+        event_id: EventId(uuid::Uuid::from_u128(
+            0x0193_5c1e_7a00_7000_8000_0000_0000_00aa,
+        )),
+        aggregate: Aggregate::Upload(UPLOAD),
+        occurred_at: "2026-11-22T08:00:00.123456Z".parse().unwrap(),
+        actor: owner(),
+        causation_id: Some(EventId(uuid::Uuid::from_u128(0xbb))),
+        correlation_id: UPLOAD,
+        event,
+    }
+}
+
+fn golden_path(kind: EventKind) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(format!("{kind}.hex"))
+}
+
+#[test]
+fn examples_cover_every_kind_in_order() {
+    let kinds: Vec<_> = examples().iter().map(Event::kind).collect();
+    assert_eq!(kinds, EventKind::ALL.to_vec());
+}
+
+#[test]
+fn every_variant_matches_its_golden_bytes() {
+    let update = std::env::var_os("UPDATE_GOLDEN").is_some();
+    for event in examples() {
+        let kind = event.kind();
+        let bytes = envelope(event).encode(DEFAULT_MAX_PAYLOAD).unwrap();
+        let path = golden_path(kind);
+        if update {
+            std::fs::write(&path, hex::encode(&bytes) + "\n").unwrap();
+            continue;
+        }
+        let want = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+            panic!(
+                "{}: {e}; a new variant needs UPDATE_GOLDEN=1 once",
+                path.display()
+            )
+        });
+        assert_eq!(
+            hex::encode(&bytes),
+            want.trim(),
+            "{kind}: the postcard encoding changed; old events would no longer decode"
+        );
+    }
+}
+
+#[test]
+fn golden_bytes_decode_to_the_examples() {
+    for event in examples() {
+        let want = envelope(event);
+        let text = std::fs::read_to_string(golden_path(want.kind())).unwrap();
+        let bytes = hex::decode(text.trim()).unwrap();
+        assert_eq!(Envelope::decode(&bytes).unwrap(), want);
+    }
+}
+
+#[test]
+fn every_variant_round_trips_through_json() {
+    for event in examples() {
+        let env = envelope(event);
+        let json = serde_json::to_string(&env).unwrap();
+        let back: Envelope = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, env);
+        assert!(json.contains("\"upld_"), "ids are text in JSON: {json}");
+    }
+}
+
+#[test]
+fn an_event_over_max_payload_is_refused_when_built() {
+    let mut env = envelope(examples().remove(0));
+    if let Event::UploadReceived(u) = &mut env.event {
+        u.parts = (1..=40_000)
+            .map(|n| PartManifest {
+                number: n,
+                size: 1,
+                sha256: hash(9),
+            })
+            .collect();
+    }
+    let err = env.encode(DEFAULT_MAX_PAYLOAD).unwrap_err();
+    assert!(matches!(err, EncodeError::TooLarge { size, .. } if size > DEFAULT_MAX_PAYLOAD));
+    assert!(err.to_string().contains("max payload"));
+}
+
+#[test]
+fn a_newer_schema_version_is_refused_with_a_clear_error() {
+    let mut env = envelope(examples().remove(4));
+    env.schema_version = SCHEMA_VERSION + 1;
+    let bytes = postcard::to_stdvec(&env).unwrap();
+    let err = Envelope::decode(&bytes).unwrap_err();
+    assert!(matches!(err, DecodeError::NewerSchema(v) if v == SCHEMA_VERSION + 1));
+}
+
+#[test]
+fn msg_ids_are_deterministic_per_logical_append() {
+    let a = envelope(examples().remove(1));
+    let mut b = a.clone();
+    b.event_id = EventId::new();
+    b.occurred_at = Timestamp::now();
+    assert_eq!(a.msg_id(), b.msg_id());
+    let mut c = a.clone();
+    c.causation_id = Some(EventId::new());
+    assert_ne!(a.msg_id(), c.msg_id());
+}
