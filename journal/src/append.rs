@@ -1,0 +1,149 @@
+//! Conditional appends: the only way an event enters the log.
+//!
+//! Every append carries a deterministic `Nats-Msg-Id` (the server stores a repeat
+//! once) and, unless told otherwise, `Nats-Expected-Last-Subject-Sequence` scoped by
+//! `Nats-Expected-Last-Subject-Sequence-Subject` to the aggregate's whole subject tree.
+//! Losing that race is an expected outcome ([`AppendOutcome::WrongLastSequence`]),
+//! not an error.
+
+use std::time::Duration;
+
+use async_nats::HeaderMap;
+use async_nats::jetstream::context::PublishErrorKind;
+use async_nats::jetstream::message::PublishMessage;
+use weir_events::{EncodeError, Envelope, KIND_HEADER, SCHEMA_HEADER, Subject};
+
+use crate::Journal;
+
+const EXPECTED_SUBJECT_SEQ: &str = "Nats-Expected-Last-Subject-Sequence";
+const EXPECTED_SUBJECT_SEQ_SUBJECT: &str = "Nats-Expected-Last-Subject-Sequence-Subject";
+const MSG_ID: &str = "Nats-Msg-Id";
+
+/// What the aggregate's log must look like for the append to go in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expect {
+    /// No event on the aggregate's subjects yet (create-once, e.g. a name claim).
+    Empty,
+    /// The aggregate's last event has this stream sequence.
+    LastSequence(u64),
+    /// No check (for events that only add to an aggregate, e.g. compensations). The
+    /// message id still de-duplicates.
+    Any,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppendOutcome {
+    /// Stored at `seq`; `duplicate` when an earlier attempt with the same message id had
+    /// already stored it (the sequence is that attempt's).
+    Appended { seq: u64, duplicate: bool },
+    /// Someone else appended to the aggregate first; re-read it and decide again.
+    WrongLastSequence,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppendError {
+    /// The event cannot be built (too large): a bug or an input to reject, not retried.
+    #[error(transparent)]
+    Encode(#[from] EncodeError),
+    /// No acknowledgement after every attempt: transient, retry later.
+    #[error("append of {subject} not acknowledged after {attempts} attempts: {message}")]
+    Unacknowledged {
+        subject: String,
+        attempts: u32,
+        message: String,
+    },
+    #[error("append of {subject} refused: {message}")]
+    Refused { subject: String, message: String },
+}
+
+impl AppendError {
+    /// A later attempt may succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Unacknowledged { .. })
+    }
+}
+
+/// Attempts for one append when the PubAck times out or the connection drops.
+const ATTEMPTS: u32 = 5;
+
+impl Journal {
+    /// Appends `envelope` to the log under `expect`, awaiting the PubAck and retrying a
+    /// timeout with the same message id.
+    pub async fn append(
+        &self,
+        envelope: &Envelope,
+        expect: Expect,
+    ) -> Result<AppendOutcome, AppendError> {
+        let payload = bytes::Bytes::from(envelope.encode(self.max_payload())?);
+        let subject = envelope.subject();
+        let mut headers = HeaderMap::new();
+        headers.insert(MSG_ID, envelope.msg_id().as_str());
+        headers.insert(KIND_HEADER, envelope.kind().as_str());
+        headers.insert(SCHEMA_HEADER, envelope.schema_version.to_string().as_str());
+        let expected = match expect {
+            Expect::Empty => Some(0),
+            Expect::LastSequence(seq) => Some(seq),
+            Expect::Any => None,
+        };
+        if let Some(seq) = expected {
+            headers.insert(EXPECTED_SUBJECT_SEQ, seq.to_string().as_str());
+            let scope = Subject::aggregate_filter(&envelope.aggregate);
+            headers.insert(EXPECTED_SUBJECT_SEQ_SUBJECT, scope.as_str());
+        }
+
+        let mut last_error = String::new();
+        for attempt in 1..=ATTEMPTS {
+            let message = PublishMessage::build()
+                .payload(payload.clone())
+                .headers(headers.clone());
+            let result = match self.js.send_publish(subject.to_string(), message).await {
+                Ok(ack) => ack.await,
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(ack) => {
+                    tracing::debug!(subject = %subject, seq = ack.sequence, duplicate = ack.duplicate, "appended");
+                    return Ok(AppendOutcome::Appended {
+                        seq: ack.sequence,
+                        duplicate: ack.duplicate,
+                    });
+                }
+                Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => {
+                    return Ok(AppendOutcome::WrongLastSequence);
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        PublishErrorKind::TimedOut
+                            | PublishErrorKind::BrokenPipe
+                            | PublishErrorKind::MaxAckPending
+                    ) =>
+                {
+                    tracing::warn!(subject = %subject, attempt, error = %e, "append not acknowledged; retrying with the same message id");
+                    last_error = e.to_string();
+                    tokio::time::sleep(backoff(attempt)).await;
+                }
+                Err(e) => {
+                    return Err(AppendError::Refused {
+                        subject: subject.to_string(),
+                        message: e.to_string(),
+                    });
+                }
+            }
+        }
+        Err(AppendError::Unacknowledged {
+            subject: subject.to_string(),
+            attempts: ATTEMPTS,
+            message: last_error,
+        })
+    }
+}
+
+/// 100 ms, 200 ms, 400 ms … capped at 2 s.
+pub fn backoff(attempt: u32) -> Duration {
+    Duration::from_millis(
+        100u64
+            .saturating_mul(1 << attempt.min(5).saturating_sub(1))
+            .min(2000),
+    )
+}

@@ -1,0 +1,212 @@
+//! The event log on a real nats-server: de-duplication, conditional appends, reading
+//! back, the version check.
+
+use async_nats::HeaderMap;
+use weir_events::*;
+use weir_journal::{AppendOutcome, Expect, Journal};
+use weir_testkit::NatsServer;
+
+fn received(upload: UploadId) -> Envelope {
+    let owner: Owner = "acme".parse().unwrap();
+    Envelope::new(
+        Aggregate::Upload(upload),
+        owner.clone(),
+        upload,
+        None,
+        Event::UploadReceived(UploadReceived {
+            owner,
+            filename: "a.csv".into(),
+            content_type: None,
+            format: Some(Format::Csv),
+            label: None,
+            table_name: None,
+            size: 1,
+            parts: vec![PartManifest {
+                number: 1,
+                size: 1,
+                sha256: Sha256([0; 32]),
+            }],
+            dataset: None,
+        }),
+    )
+}
+
+fn combined(upload: UploadId, cause: EventId, tag: u8) -> Envelope {
+    Envelope::new(
+        Aggregate::Upload(upload),
+        "acme".parse().unwrap(),
+        upload,
+        Some(cause),
+        Event::PartsCombined(PartsCombined {
+            blob: ObjectKey::blob(&Sha256([tag; 32])),
+            size: 1,
+            sha256: Sha256([tag; 32]),
+            deduplicated: false,
+        }),
+    )
+}
+
+async fn journal(nats: &NatsServer) -> Journal {
+    Journal::connect(&nats.url(), &StreamSpec::default())
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_duplicate_msg_id_is_stored_once() {
+    let nats = NatsServer::start();
+    let j = journal(&nats).await;
+    let up = UploadId::new();
+    let event = received(up);
+    let first = j.append(&event, Expect::Empty).await.unwrap();
+    // The same logical append again (a retry after a lost ack): new event id, same msg id.
+    let mut again = event.clone();
+    again.event_id = EventId::new();
+    let second = j.append(&again, Expect::Any).await.unwrap();
+    assert_eq!(
+        first,
+        AppendOutcome::Appended {
+            seq: 1,
+            duplicate: false
+        }
+    );
+    assert_eq!(
+        second,
+        AppendOutcome::Appended {
+            seq: 1,
+            duplicate: true
+        }
+    );
+    assert_eq!(j.last_sequence().await.unwrap(), 1);
+    let history = j.history(&Aggregate::Upload(up)).await.unwrap();
+    assert_eq!(history.len(), 1);
+    assert_eq!(history[0].envelope, event);
+}
+
+#[tokio::test]
+async fn of_two_concurrent_conditional_appends_exactly_one_wins() {
+    let nats = NatsServer::start();
+    let j = journal(&nats).await;
+    for round in 0..20u8 {
+        let up = UploadId::new();
+        let r = received(up);
+        let AppendOutcome::Appended { seq, .. } = j.append(&r, Expect::Empty).await.unwrap() else {
+            panic!("first append lost")
+        };
+        // Two services react to the same event at the same time with different results.
+        let a = combined(up, r.event_id, 2 * round);
+        let mut b = combined(up, EventId::new(), 2 * round + 1);
+        b.causation_id = Some(EventId::new()); // a different msg id: not a duplicate
+        let (ra, rb) = tokio::join!(
+            j.append(&a, Expect::LastSequence(seq)),
+            j.append(&b, Expect::LastSequence(seq))
+        );
+        let outcomes = [ra.unwrap(), rb.unwrap()];
+        let wins = outcomes
+            .iter()
+            .filter(|o| {
+                matches!(
+                    o,
+                    AppendOutcome::Appended {
+                        duplicate: false,
+                        ..
+                    }
+                )
+            })
+            .count();
+        let losses = outcomes
+            .iter()
+            .filter(|o| **o == AppendOutcome::WrongLastSequence)
+            .count();
+        assert_eq!((wins, losses), (1, 1), "round {round}: {outcomes:?}");
+        assert_eq!(j.history(&Aggregate::Upload(up)).await.unwrap().len(), 2);
+    }
+}
+
+#[tokio::test]
+async fn the_expectation_covers_the_whole_aggregate_not_one_subject() {
+    let nats = NatsServer::start();
+    let j = journal(&nats).await;
+    let up = UploadId::new();
+    let r = received(up);
+    j.append(&r, Expect::Empty).await.unwrap();
+    // The aggregate has an event (on another subject than parts_combined): a writer
+    // that believes it is empty must lose.
+    let c = combined(up, r.event_id, 1);
+    assert_eq!(
+        j.append(&c, Expect::Empty).await.unwrap(),
+        AppendOutcome::WrongLastSequence
+    );
+    // Other aggregates are unaffected.
+    let other = received(UploadId::new());
+    assert!(matches!(
+        j.append(&other, Expect::Empty).await.unwrap(),
+        AppendOutcome::Appended { seq: 2, .. }
+    ));
+    let last = j.last_on(&Aggregate::Upload(up)).await.unwrap().unwrap();
+    assert_eq!(last.seq, 1);
+    assert!(
+        j.last_on(&Aggregate::Upload(UploadId::new()))
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+#[tokio::test]
+async fn the_log_cannot_be_purged_or_have_messages_deleted() {
+    let nats = NatsServer::start();
+    let j = journal(&nats).await;
+    j.append(&received(UploadId::new()), Expect::Empty)
+        .await
+        .unwrap();
+    let stream = j.jetstream().get_stream("WEIR").await.unwrap();
+    assert!(stream.delete_message(1).await.is_err());
+    assert!(stream.purge().await.is_err());
+    assert_eq!(j.last_sequence().await.unwrap(), 1);
+}
+
+#[tokio::test]
+async fn events_carry_a_kind_header_for_tools_that_do_not_decode() {
+    let nats = NatsServer::start();
+    let j = journal(&nats).await;
+    let up = UploadId::new();
+    j.append(&received(up), Expect::Empty).await.unwrap();
+    let stream = j.jetstream().get_stream("WEIR").await.unwrap();
+    let m = stream.get_raw_message(1).await.unwrap();
+    let headers: &HeaderMap = &m.headers;
+    assert_eq!(
+        headers.get(KIND_HEADER).map(|v| v.as_str()),
+        Some("upload_received")
+    );
+    assert_eq!(
+        headers.get("Nats-Msg-Id").map(|v| v.as_str()),
+        Some(format!("weir.upload.{up}.upload_received").as_str())
+    );
+}
+
+#[tokio::test]
+async fn an_event_over_the_servers_max_payload_is_refused_before_sending() {
+    let nats = NatsServer::start_with_config("max_payload: 4096");
+    let j = journal(&nats).await;
+    assert_eq!(j.max_payload(), 4096);
+    let mut big = received(UploadId::new());
+    if let Event::UploadReceived(u) = &mut big.event {
+        u.parts = (1..=200)
+            .map(|n| PartManifest {
+                number: n,
+                size: 1,
+                sha256: Sha256([1; 32]),
+            })
+            .collect();
+    }
+    let err = j.append(&big, Expect::Empty).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            weir_journal::AppendError::Encode(EncodeError::TooLarge { max: 4096, .. })
+        ),
+        "{err}"
+    );
+    assert_eq!(j.last_sequence().await.unwrap(), 0);
+}
