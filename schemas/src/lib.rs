@@ -1,0 +1,1 @@
+//! Format sniffing, schema inference and conversion to Parquet (being built).
