@@ -362,3 +362,67 @@ impl Event {
         }
     }
 }
+
+impl Event {
+    /// The key fields on one line, for `weir tail` and audit trails.
+    pub fn summary(&self) -> String {
+        match self {
+            Self::UploadReceived(e) => format!(
+                "owner={} file={:?} size={} parts={}{}{}",
+                e.owner,
+                e.filename,
+                e.size,
+                e.parts.len(),
+                e.format
+                    .map(|f| format!(" format={}", f.as_str()))
+                    .unwrap_or_default(),
+                e.table_name
+                    .as_ref()
+                    .map(|t| format!(" table={t}"))
+                    .unwrap_or_default(),
+            ),
+            Self::PartsCombined(e) => format!(
+                "blob={} size={}{}",
+                e.blob,
+                e.size,
+                if e.deduplicated { " deduplicated" } else { "" }
+            ),
+            Self::SchemaInferred(e) => format!(
+                "format={} dataset={} v{} rows={} columns={} problems={}",
+                e.format.as_str(),
+                e.dataset,
+                e.version,
+                e.statistics.rows,
+                e.schema.fields.len(),
+                e.problem_count
+            ),
+            Self::DatasetRegistered(e) => format!(
+                "dataset={} v{} table={} rows={}",
+                e.dataset, e.version, e.table_name, e.statistics.rows
+            ),
+            Self::Failed(e) => format!(
+                "step={} attempts={}{} reason={:?}",
+                e.step.as_str(),
+                e.attempts,
+                if e.retryable { " retryable" } else { "" },
+                e.reason
+            ),
+            Self::UploadAborted(e) => {
+                format!("parts_removed={} reason={:?}", e.parts_removed, e.reason)
+            }
+            Self::Compensated(e) => format!("step={} {:?}", e.step.as_str(), e.action),
+            Self::TableNameClaimed(e) => {
+                format!(
+                    "table={} owner={} dataset={}",
+                    e.table_name, e.owner, e.dataset
+                )
+            }
+            Self::TableNameReleased(e) => {
+                format!(
+                    "table={} owner={} dataset={}",
+                    e.table_name, e.owner, e.dataset
+                )
+            }
+        }
+    }
+}

@@ -6,6 +6,8 @@
 //! // connect to nats.url() …
 //! ```
 
+pub mod sample;
+
 use std::ffi::OsString;
 use std::path::Path;
 

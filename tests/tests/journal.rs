@@ -4,46 +4,14 @@
 use async_nats::HeaderMap;
 use weir_events::*;
 use weir_journal::{AppendOutcome, Expect, Journal};
-use weir_testkit::NatsServer;
+use weir_testkit::{NatsServer, sample};
 
 fn received(upload: UploadId) -> Envelope {
-    let owner: Owner = "acme".parse().unwrap();
-    Envelope::new(
-        Aggregate::Upload(upload),
-        owner.clone(),
-        upload,
-        None,
-        Event::UploadReceived(UploadReceived {
-            owner,
-            filename: "a.csv".into(),
-            content_type: None,
-            format: Some(Format::Csv),
-            label: None,
-            table_name: None,
-            size: 1,
-            parts: vec![PartManifest {
-                number: 1,
-                size: 1,
-                sha256: Sha256([0; 32]),
-            }],
-            dataset: None,
-        }),
-    )
+    sample::upload_received(upload, "a.csv")
 }
 
 fn combined(upload: UploadId, cause: EventId, tag: u8) -> Envelope {
-    Envelope::new(
-        Aggregate::Upload(upload),
-        "acme".parse().unwrap(),
-        upload,
-        Some(cause),
-        Event::PartsCombined(PartsCombined {
-            blob: ObjectKey::blob(&Sha256([tag; 32])),
-            size: 1,
-            sha256: Sha256([tag; 32]),
-            deduplicated: false,
-        }),
-    )
+    sample::parts_combined(upload, cause, tag)
 }
 
 async fn journal(nats: &NatsServer) -> Journal {
