@@ -1,8 +1,11 @@
 //! The `weir` command: parses flags and wires the libraries together. The work itself
 //! lives in the library crates; each subcommand here is a thin shell around them.
 
+mod datasets;
 mod system;
 mod tail;
+mod up;
+mod upload;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -29,8 +32,17 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the whole system here: nats-server, every service; prints `ready` when serving
+    Up(up::UpArgs),
+    /// Run one service (combiner, inferrer, registrar) against a running system
+    Serve(up::ServeArgs),
+    /// Upload files: parts to the object store, then UploadReceived to the log
+    Upload(upload::UploadArgs),
     /// Follow the event log live, one line per event (or --json)
     Tail(tail::TailArgs),
+    /// Registered datasets
+    #[command(subcommand)]
+    Datasets(datasets::DatasetsCommand),
 }
 
 fn main() -> ExitCode {
@@ -60,6 +72,18 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
+        Command::Up(args) => up::up(&cli.data_dir, cli.nats_url.as_deref(), args).await,
+        Command::Serve(args) => up::serve(&cli.data_dir, cli.nats_url.as_deref(), args).await,
+        Command::Upload(args) => {
+            let journal = system::connect(cli.nats_url.as_deref(), &cli.data_dir).await?;
+            let store = up::open_store(args.store.as_deref(), &cli.data_dir)?;
+            upload::run(&journal, &store, args).await
+        }
+        Command::Datasets(command) => {
+            let journal = system::connect(cli.nats_url.as_deref(), &cli.data_dir).await?;
+            let store = up::open_store(None, &cli.data_dir)?;
+            datasets::run(&journal, &store, command).await
+        }
         Command::Tail(args) => {
             let journal = system::connect(cli.nats_url.as_deref(), &cli.data_dir).await?;
             tail::run(&journal, args).await

@@ -76,6 +76,12 @@ impl ObjectKey {
         Self(format!("uploads/{upload}/"))
     }
 
+    /// `uploads/<upload>/combined`: where parts are concatenated before the content
+    /// hash, and so the blob's key, is known.
+    pub fn staging(upload: UploadId) -> Self {
+        Self(format!("uploads/{upload}/combined"))
+    }
+
     /// `blobs/sha256/<hash>`: combined content, stored once per distinct content.
     pub fn blob(hash: &Sha256) -> Self {
         Self(format!("blobs/sha256/{hash}"))

@@ -1,0 +1,125 @@
+//! combiner: `UploadReceived` → `PartsCombined`.
+//!
+//! Streams the parts, in order, into one object while checking each part's size and
+//! sha256 against the manifest, then moves it to its content address
+//! (`blobs/sha256/<hash>`); identical content is stored once. Parts are removed once
+//! `PartsCombined` is in the log.
+
+use std::sync::Arc;
+
+use weir_events::{CompensationAction, Event, EventKind, ObjectKey, PartsCombined, Step};
+use weir_journal::Recorded;
+
+use crate::runtime::{Ctx, Service, StepError};
+use crate::state::UploadState;
+use crate::store::Digested;
+
+pub struct Combiner;
+
+impl Service for Combiner {
+    const NAME: &'static str = "combiner";
+    const STEP: Step = Step::Combine;
+    const INPUT: EventKind = EventKind::UploadReceived;
+
+    async fn handle(
+        self: Arc<Self>,
+        ctx: Ctx,
+        input: Recorded,
+        _state: UploadState,
+    ) -> Result<Vec<Event>, StepError> {
+        let upload = input.envelope.correlation_id;
+        let Event::UploadReceived(received) = &input.envelope.event else {
+            return Err(StepError::Permanent(
+                "combiner got an event that is not UploadReceived".into(),
+            ));
+        };
+        let file = &received.filename;
+        let keys: Vec<ObjectKey> = received
+            .parts
+            .iter()
+            .map(|p| ObjectKey::part(upload, p.number))
+            .collect();
+        if let Some((i, p)) = received
+            .parts
+            .iter()
+            .enumerate()
+            .find(|(i, p)| p.number != *i as u32 + 1)
+        {
+            return Err(StepError::Permanent(format!(
+                "{file}: parts must be numbered 1, 2, 3 …; entry {} is part {}",
+                i + 1,
+                p.number
+            )));
+        }
+        let staging = ObjectKey::staging(upload);
+        let mut seen: Vec<Digested> = Vec::with_capacity(keys.len());
+        let total = ctx
+            .store
+            .concat(&keys, &staging, |_, d| seen.push(d))
+            .await
+            .map_err(|e| match e {
+                crate::store::StoreError::NotFound { key } => StepError::Permanent(format!(
+                    "{file}: part {key} is missing from the object store (was it uploaded?)"
+                )),
+                other => other.into(),
+            })?;
+        for (part, got) in received.parts.iter().zip(&seen) {
+            if part.size != got.size || part.sha256 != got.sha256 {
+                let _ = ctx.store.delete(&staging).await;
+                return Err(StepError::Permanent(format!(
+                    "{file}: part {} does not match its manifest: expected {} bytes with sha256 {}, found {} bytes with sha256 {}",
+                    part.number, part.size, part.sha256, got.size, got.sha256
+                )));
+            }
+        }
+        if total.size != received.size {
+            let _ = ctx.store.delete(&staging).await;
+            return Err(StepError::Permanent(format!(
+                "{file}: parts add up to {} bytes but the upload declared {}",
+                total.size, received.size
+            )));
+        }
+        let blob = ObjectKey::blob(&total.sha256);
+        let deduplicated = ctx.store.exists(&blob).await?.is_some();
+        if deduplicated {
+            ctx.store.delete(&staging).await?;
+        } else {
+            ctx.store.rename(&staging, &blob).await?;
+        }
+        Ok(vec![Event::PartsCombined(PartsCombined {
+            blob,
+            size: total.size,
+            sha256: total.sha256,
+            deduplicated,
+        })])
+    }
+
+    async fn after(self: Arc<Self>, ctx: Ctx, state: UploadState) -> Result<(), StepError> {
+        remove_parts(&ctx, &state).await.map(|_| ())
+    }
+
+    async fn compensate(
+        self: Arc<Self>,
+        ctx: Ctx,
+        state: UploadState,
+    ) -> Result<Vec<CompensationAction>, StepError> {
+        let count = remove_parts(&ctx, &state).await?;
+        if let Some(upload) = state.upload {
+            ctx.store.delete(&ObjectKey::staging(upload)).await?;
+        }
+        Ok(vec![CompensationAction::PartsRemoved { count }])
+    }
+}
+
+/// Deletes the upload's parts (idempotent); returns how many the manifest lists.
+pub async fn remove_parts(ctx: &Ctx, state: &UploadState) -> Result<u32, StepError> {
+    let (Some(upload), Some((_, received))) = (state.upload, state.received.as_ref()) else {
+        return Ok(0);
+    };
+    for part in &received.parts {
+        ctx.store
+            .delete(&ObjectKey::part(upload, part.number))
+            .await?;
+    }
+    Ok(received.parts.len() as u32)
+}

@@ -1,0 +1,138 @@
+//! inferrer: `PartsCombined` → `SchemaInferred`.
+//!
+//! Sniffs the format, infers the schema, validates rows and converts the blob to
+//! Parquet at `datasets/<dataset>/v<k>/data.parquet` (a Parquet upload that needs no
+//! rewrite is served from its blob). The conversion itself lives in `weir-schemas`
+//! and runs on a blocking thread with bounded memory.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use weir_events::{
+    CompensationAction, DatasetId, Event, EventKind, ObjectKey, SchemaInferred, Step, Subject,
+};
+use weir_journal::Recorded;
+use weir_schemas::{ConvertOptions, convert};
+
+use crate::runtime::{Ctx, Service, StepError};
+use crate::state::UploadState;
+
+pub struct Inferrer;
+
+/// Removes a scratch directory however the step ends.
+struct Scratch(PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl Service for Inferrer {
+    const NAME: &'static str = "inferrer";
+    const STEP: Step = Step::Infer;
+    const INPUT: EventKind = EventKind::PartsCombined;
+
+    async fn handle(
+        self: Arc<Self>,
+        ctx: Ctx,
+        input: Recorded,
+        state: UploadState,
+    ) -> Result<Vec<Event>, StepError> {
+        let upload = input.envelope.correlation_id;
+        let (Some((_, received)), Some(combined)) = (&state.received, &state.combined) else {
+            return Err(StepError::Permanent("upload has no UploadReceived/PartsCombined before inference".into()));
+        };
+        if received.dataset.is_some() {
+            return Err(StepError::Permanent(
+                "new versions of an existing dataset are not supported yet; upload without --dataset".into(),
+            ));
+        }
+        let dataset = DatasetId::for_upload(upload);
+        let version = 1;
+
+        let scratch = Scratch(ctx.work_dir.join(upload.to_string()));
+        std::fs::create_dir_all(&scratch.0)
+            .map_err(|e| StepError::Transient(format!("scratch dir {}: {e}", scratch.0.display())))?;
+        // A local store's blob is read in place; anything else is streamed down first.
+        let input_path = match ctx.store.local_root() {
+            Some(root) => root.join(combined.blob.as_str()),
+            None => {
+                let path = scratch.0.join("input");
+                ctx.store.download(&combined.blob, &path).await?;
+                path
+            }
+        };
+        let output_path = scratch.0.join("data.parquet");
+        let options = ConvertOptions {
+            filename: received.filename.clone(),
+            declared: received.format,
+            content_type: received.content_type.clone(),
+            ..ConvertOptions::default()
+        };
+        let out = output_path.clone();
+        let converted = tokio::task::spawn_blocking(move || {
+            convert(&input_path, &out, &options, &mut |_| {})
+        })
+        .await
+        .map_err(|e| StepError::Permanent(format!("conversion crashed: {e}")))?
+        .map_err(|e| {
+            if e.is_permanent() {
+                StepError::Permanent(e.to_string())
+            } else {
+                StepError::Transient(e.to_string())
+            }
+        })?;
+
+        let (parquet, parquet_size) = if converted.rewritten {
+            let key = ObjectKey::parquet(dataset, version);
+            let written = ctx.store.upload_file(&output_path, &key).await?;
+            (key, written.size)
+        } else {
+            (combined.blob.clone(), combined.size)
+        };
+        Ok(vec![Event::SchemaInferred(SchemaInferred {
+            format: converted.format,
+            compression: converted.compression,
+            dataset,
+            version,
+            parquet,
+            parquet_size,
+            rewritten: converted.rewritten,
+            schema: converted.schema,
+            statistics: converted.statistics,
+            problems: converted.problems,
+            problem_count: converted.problem_count,
+        })])
+    }
+
+    /// Removes the blob unless another upload references the same content.
+    async fn compensate(
+        self: Arc<Self>,
+        ctx: Ctx,
+        state: UploadState,
+    ) -> Result<Vec<CompensationAction>, StepError> {
+        let Some(combined) = &state.combined else {
+            return Ok(Vec::new());
+        };
+        let all = ctx
+            .journal
+            .read_all(Subject::kind_filter(EventKind::PartsCombined))
+            .await?;
+        let others = all
+            .iter()
+            .filter(|r| Some(r.envelope.correlation_id) != state.upload)
+            .filter(|r| matches!(&r.envelope.event, Event::PartsCombined(p) if p.sha256 == combined.sha256))
+            .count() as u32;
+        if others > 0 {
+            return Ok(vec![CompensationAction::BlobKept {
+                blob: combined.blob.clone(),
+                referenced_by: others,
+            }]);
+        }
+        ctx.store.delete(&combined.blob).await?;
+        Ok(vec![CompensationAction::BlobRemoved {
+            blob: combined.blob.clone(),
+        }])
+    }
+}

@@ -1,0 +1,464 @@
+//! The service runtime: one durable pull consumer per service, filtered to the one kind
+//! it handles, shared by every instance of that service.
+//!
+//! For each delivered event it folds the upload's history, skips work the log already
+//! shows as done, runs the step in its own task (a panic becomes `Failed`), sends
+//! in-progress acks while the step runs, appends the step's events conditionally on the
+//! consumed event's sequence, and acks only after that append is durable. Transient
+//! faults are redelivered with backoff; a permanent fault or the last delivery ends in
+//! `Failed` followed by the step's compensation, each recorded as an event.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::AckKind;
+use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
+use futures::StreamExt;
+use tokio::task::JoinSet;
+use weir_events::{
+    Compensated, CompensationAction, Envelope, Event, EventKind, Failed, Step, Subject,
+};
+use weir_journal::{AppendOutcome, Expect, Journal, Recorded};
+
+use crate::state::UploadState;
+use crate::store::Store;
+
+/// Deliveries before a transient fault becomes `Failed { retryable: true }`.
+pub const MAX_DELIVER: i64 = 5;
+/// Redelivery delays after the 1st, 2nd … failed attempt.
+pub const BACKOFF: [Duration; 4] = [
+    Duration::from_millis(500),
+    Duration::from_secs(2),
+    Duration::from_secs(5),
+    Duration::from_secs(15),
+];
+/// How long the server waits for an ack before redelivering; in-progress acks are sent
+/// at a third of it while a step runs.
+pub const ACK_WAIT: Duration = Duration::from_secs(30);
+
+/// What every step gets: the log, the object store and a scratch directory.
+#[derive(Clone)]
+pub struct Ctx {
+    pub journal: Journal,
+    pub store: Store,
+    /// Local scratch space for downloads and conversions (same disk as the data dir).
+    pub work_dir: PathBuf,
+}
+
+/// Why a step did not finish.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StepError {
+    /// May succeed on another attempt (store or NATS unreachable, disk full).
+    Transient(String),
+    /// Will never succeed (malformed file, name taken): fail the upload now.
+    Permanent(String),
+}
+
+impl std::fmt::Display for StepError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Transient(m) | Self::Permanent(m) => f.write_str(m),
+        }
+    }
+}
+
+impl From<crate::store::StoreError> for StepError {
+    fn from(e: crate::store::StoreError) -> Self {
+        if e.is_transient() {
+            Self::Transient(e.to_string())
+        } else {
+            Self::Permanent(e.to_string())
+        }
+    }
+}
+
+impl From<weir_journal::ReadError> for StepError {
+    fn from(e: weir_journal::ReadError) -> Self {
+        Self::Transient(e.to_string())
+    }
+}
+
+impl From<weir_journal::AppendError> for StepError {
+    fn from(e: weir_journal::AppendError) -> Self {
+        if e.is_transient() {
+            Self::Transient(e.to_string())
+        } else {
+            Self::Permanent(e.to_string())
+        }
+    }
+}
+
+/// One step of the pipeline. `handle` decides; the runtime does the messaging.
+pub trait Service: Send + Sync + 'static {
+    /// Names the durable consumer (`weir-<name>`) and the service in logs.
+    const NAME: &'static str;
+    const STEP: Step;
+    /// The one kind this service consumes.
+    const INPUT: EventKind;
+
+    /// Does the step's work for `input` and returns the events to append after it, in
+    /// order. Side effects must be idempotent (keyed by the input).
+    fn handle(
+        self: Arc<Self>,
+        ctx: Ctx,
+        input: Recorded,
+        state: UploadState,
+    ) -> impl Future<Output = Result<Vec<Event>, StepError>> + Send;
+
+    /// Clean-up once the step's events are in the log (e.g. remove parts). Idempotent;
+    /// a failure here is logged, never undoes the step.
+    fn after(
+        self: Arc<Self>,
+        _ctx: Ctx,
+        _state: UploadState,
+    ) -> impl Future<Output = Result<(), StepError>> + Send {
+        async { Ok(()) }
+    }
+
+    /// Undoes what the step left behind after it failed; returns what it did.
+    fn compensate(
+        self: Arc<Self>,
+        _ctx: Ctx,
+        _state: UploadState,
+    ) -> impl Future<Output = Result<Vec<CompensationAction>, StepError>> + Send {
+        async { Ok(Vec::new()) }
+    }
+}
+
+/// How many events one instance works on at once.
+#[derive(Debug, Clone, Copy)]
+pub struct RunConfig {
+    pub concurrency: usize,
+}
+
+impl Default for RunConfig {
+    fn default() -> Self {
+        Self { concurrency: 4 }
+    }
+}
+
+/// Creates (or binds to) the service's durable consumer.
+async fn consumer<S: Service>(
+    journal: &Journal,
+) -> Result<async_nats::jetstream::consumer::Consumer<pull::Config>, StepError> {
+    let err =
+        |e: &dyn std::fmt::Display| StepError::Transient(format!("consumer weir-{}: {e}", S::NAME));
+    let stream = journal
+        .jetstream()
+        .get_stream(journal.stream_name())
+        .await
+        .map_err(|e| err(&e))?;
+    let name = format!("weir-{}", S::NAME);
+    stream
+        .get_or_create_consumer(
+            &name,
+            pull::Config {
+                durable_name: Some(name.clone()),
+                description: Some(format!("weir {}: {} events", S::NAME, S::INPUT)),
+                filter_subject: Subject::kind_filter(S::INPUT).to_string(),
+                ack_policy: AckPolicy::Explicit,
+                deliver_policy: DeliverPolicy::All,
+                ack_wait: ACK_WAIT,
+                max_deliver: MAX_DELIVER + 1,
+                max_ack_pending: 256,
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(|e| err(&e))
+}
+
+/// Runs the service until `shutdown` resolves; events in flight finish first. The
+/// consumer is rebuilt with backoff when the connection to it breaks.
+pub async fn run<S: Service>(
+    service: Arc<S>,
+    ctx: Ctx,
+    config: RunConfig,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), StepError> {
+    tokio::pin!(shutdown);
+    let mut tasks = JoinSet::new();
+    let permits = Arc::new(tokio::sync::Semaphore::new(config.concurrency.max(1)));
+    let mut attempt = 0u32;
+    'outer: loop {
+        let consumer = match consumer::<S>(&ctx.journal).await {
+            Ok(c) => c,
+            Err(e) if attempt < 10 => {
+                attempt += 1;
+                tracing::warn!(service = S::NAME, error = %e, "cannot bind consumer; retrying");
+                tokio::select! {
+                    _ = &mut shutdown => break 'outer,
+                    _ = tokio::time::sleep(weir_journal::append::backoff(attempt)) => continue,
+                }
+            }
+            Err(e) => return Err(e),
+        };
+        let mut messages = match consumer.messages().await {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(service = S::NAME, error = %e, "cannot pull; retrying");
+                tokio::time::sleep(weir_journal::append::backoff(2)).await;
+                continue;
+            }
+        };
+        attempt = 0;
+        loop {
+            let permit = tokio::select! {
+                _ = &mut shutdown => break 'outer,
+                p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break 'outer },
+            };
+            let next = tokio::select! {
+                _ = &mut shutdown => break 'outer,
+                next = messages.next() => next,
+            };
+            let message = match next {
+                Some(Ok(m)) => m,
+                Some(Err(e)) => {
+                    tracing::warn!(service = S::NAME, error = %e, "pull failed; rebinding");
+                    continue 'outer;
+                }
+                None => continue 'outer,
+            };
+            let service = service.clone();
+            let ctx = ctx.clone();
+            tasks.spawn(async move {
+                process(service, ctx, message).await;
+                drop(permit);
+            });
+            while tasks.try_join_next().is_some() {}
+        }
+    }
+    while tasks.join_next().await.is_some() {}
+    Ok(())
+}
+
+async fn process<S: Service>(service: Arc<S>, ctx: Ctx, message: async_nats::jetstream::Message) {
+    let recorded = match weir_journal::read::decode(&message) {
+        Ok(r) => r,
+        Err(e) => {
+            // Not a weir event this version understands: leave it for a newer weir and
+            // stop redelivering it to this one.
+            tracing::error!(service = S::NAME, error = %e, "cannot decode event; terminating its delivery");
+            let _ = message.ack_with(AckKind::Term).await;
+            return;
+        }
+    };
+    let delivered = message.info().map(|i| i.delivered).unwrap_or(1);
+    let span = tracing::info_span!("step", service = S::NAME, upload = %recorded.envelope.correlation_id, seq = recorded.seq, kind = %recorded.envelope.kind(), delivered);
+    let _enter = span.enter();
+    drop(_enter);
+    let outcome = step(service, &ctx, &recorded, &message, delivered as u32).await;
+    let reply = match outcome {
+        Ok(()) => AckKind::Ack,
+        Err(delay) => AckKind::Nak(Some(delay)),
+    };
+    if let Err(e) = message.ack_with(reply).await {
+        tracing::warn!(service = S::NAME, seq = recorded.seq, error = %e, "ack failed; the event will be redelivered and skipped");
+    }
+}
+
+/// Runs one delivery. `Err(delay)` asks for a redelivery after `delay`.
+async fn step<S: Service>(
+    service: Arc<S>,
+    ctx: &Ctx,
+    input: &Recorded,
+    message: &async_nats::jetstream::Message,
+    delivered: u32,
+) -> Result<(), Duration> {
+    let retry_delay = BACKOFF[(delivered.saturating_sub(1) as usize).min(BACKOFF.len() - 1)];
+    let aggregate = input.envelope.aggregate.clone();
+    let history = match ctx.journal.history(&aggregate).await {
+        Ok(h) => h,
+        Err(e) => {
+            tracing::warn!(service = S::NAME, error = %e, "cannot read the upload's history");
+            return Err(retry_delay);
+        }
+    };
+    let state = UploadState::fold(&history);
+    if state.last_seq != input.seq {
+        // The upload moved on (this step already ran, or it failed or was aborted):
+        // a redelivery or a duplicate. Nothing to do.
+        tracing::debug!(
+            service = S::NAME,
+            seq = input.seq,
+            last = state.last_seq,
+            "already handled; skipping"
+        );
+        return Ok(());
+    }
+
+    // In-progress acks keep the server from redelivering while a long step runs.
+    let ticker = {
+        let message = message.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(ACK_WAIT / 3);
+            every.tick().await;
+            loop {
+                every.tick().await;
+                let _ = message.ack_with(AckKind::Progress).await;
+            }
+        })
+    };
+    let result = tokio::spawn(
+        service
+            .clone()
+            .handle(ctx.clone(), input.clone(), state.clone()),
+    )
+    .await;
+    ticker.abort();
+    let result = match result {
+        Ok(r) => r,
+        Err(join) => Err(StepError::Permanent(format!(
+            "internal error in the {} step: {}",
+            S::NAME,
+            panic_message(join)
+        ))),
+    };
+
+    match result {
+        Ok(events) => {
+            let mut expect = Expect::LastSequence(input.seq);
+            let mut cause = input.envelope.event_id;
+            for event in events {
+                let env = follow_up(input, cause, event);
+                match ctx.journal.append(&env, expect).await {
+                    Ok(AppendOutcome::Appended { seq, .. }) => {
+                        expect = Expect::LastSequence(seq);
+                        cause = env.event_id;
+                    }
+                    Ok(AppendOutcome::WrongLastSequence) => {
+                        tracing::info!(
+                            service = S::NAME,
+                            seq = input.seq,
+                            "another instance appended first; dropping this result"
+                        );
+                        return Ok(());
+                    }
+                    Err(e) if e.is_transient() => return Err(retry_delay),
+                    Err(e) => {
+                        fail::<S>(service, ctx, input, state, e.to_string(), delivered, false)
+                            .await;
+                        return Ok(());
+                    }
+                }
+            }
+            let fresh = ctx
+                .journal
+                .history(&aggregate)
+                .await
+                .map(|h| UploadState::fold(&h));
+            if let Err(e) = service.after(ctx.clone(), fresh.unwrap_or(state)).await {
+                tracing::warn!(service = S::NAME, error = %e, "clean-up after the step failed; left for the janitor");
+            }
+            Ok(())
+        }
+        Err(StepError::Transient(reason)) if i64::from(delivered) < MAX_DELIVER => {
+            tracing::warn!(service = S::NAME, delivered, reason = %reason, "transient fault; will retry");
+            Err(retry_delay)
+        }
+        Err(StepError::Transient(reason)) => {
+            fail::<S>(service, ctx, input, state, reason, delivered, true).await;
+            Ok(())
+        }
+        Err(StepError::Permanent(reason)) => {
+            fail::<S>(service, ctx, input, state, reason, delivered, false).await;
+            Ok(())
+        }
+    }
+}
+
+/// An envelope for `event` that follows `input` in the same upload.
+fn follow_up(input: &Recorded, cause: weir_events::EventId, event: Event) -> Envelope {
+    Envelope::new(
+        input.envelope.aggregate.clone(),
+        input.envelope.actor.clone(),
+        input.envelope.correlation_id,
+        Some(cause),
+        event,
+    )
+}
+
+/// Appends `Failed` after `input`, then runs and records the step's compensation.
+async fn fail<S: Service>(
+    service: Arc<S>,
+    ctx: &Ctx,
+    input: &Recorded,
+    state: UploadState,
+    reason: String,
+    attempts: u32,
+    retryable: bool,
+) {
+    tracing::warn!(service = S::NAME, upload = %input.envelope.correlation_id, reason = %reason, "step failed");
+    let failed = follow_up(
+        input,
+        input.envelope.event_id,
+        Event::Failed(Failed {
+            step: S::STEP,
+            reason: truncate(reason, 4000),
+            attempts,
+            retryable,
+        }),
+    );
+    match ctx
+        .journal
+        .append(&failed, Expect::LastSequence(input.seq))
+        .await
+    {
+        Ok(AppendOutcome::Appended { .. }) => {}
+        Ok(AppendOutcome::WrongLastSequence) => return, // someone else decided first
+        Err(e) => {
+            tracing::error!(service = S::NAME, error = %e, "cannot append Failed; the event will be redelivered");
+            return;
+        }
+    }
+    let actions = match service.compensate(ctx.clone(), state).await {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::error!(service = S::NAME, error = %e, "compensation failed; objects left for the janitor");
+            return;
+        }
+    };
+    let mut cause = failed.event_id;
+    for action in actions {
+        let env = follow_up(
+            input,
+            cause,
+            Event::Compensated(Compensated {
+                step: S::STEP,
+                action,
+            }),
+        );
+        if let Err(e) = ctx.journal.append(&env, Expect::Any).await {
+            tracing::error!(service = S::NAME, error = %e, "cannot record a compensation");
+        }
+        cause = env.event_id;
+    }
+}
+
+fn panic_message(join: tokio::task::JoinError) -> String {
+    if !join.is_panic() {
+        return "the task was cancelled".to_owned();
+    }
+    let payload = join.into_panic();
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        format!("panicked: {s}")
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        format!("panicked: {s}")
+    } else {
+        "panicked".to_owned()
+    }
+}
+
+fn truncate(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        let mut cut = max;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+        s.push('…');
+    }
+    s
+}

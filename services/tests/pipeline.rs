@@ -1,0 +1,634 @@
+//! End to end on a real nats-server and a real local object store: files go in through
+//! the producer, every service runs in-process, and each upload must end registered
+//! with the right schema and rows (read back from the Parquet written) or failed with a
+//! clear reason, with its compensation recorded.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use arrow::array::RecordBatch;
+use arrow::util::display::{ArrayFormatter, FormatOptions};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use weir_events::*;
+use weir_journal::{Expect, Journal};
+use weir_services::producer::{self, Terminal, UploadRequest};
+use weir_services::{Ctx, Store};
+use weir_testkit::NatsServer;
+
+struct System {
+    _nats: NatsServer,
+    journal: Journal,
+    store: Store,
+    dir: tempfile::TempDir,
+    stop: tokio::sync::watch::Sender<bool>,
+    services: Option<tokio::task::JoinHandle<Result<(), weir_services::StepError>>>,
+}
+
+impl System {
+    async fn start() -> Self {
+        let nats = NatsServer::start();
+        let journal = Journal::connect(&nats.url(), &StreamSpec::default())
+            .await
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::local(&dir.path().join("objects")).unwrap();
+        let work_dir = dir.path().join("work");
+        std::fs::create_dir_all(&work_dir).unwrap();
+        let ctx = Ctx {
+            journal: journal.clone(),
+            store: store.clone(),
+            work_dir,
+        };
+        let (stop, rx) = tokio::sync::watch::channel(false);
+        let services = Some(tokio::spawn(weir_services::run_all(ctx, rx)));
+        Self {
+            _nats: nats,
+            journal,
+            store,
+            dir,
+            stop,
+            services,
+        }
+    }
+
+    fn file(&self, name: &str, bytes: &[u8]) -> PathBuf {
+        let path = self.dir.path().join(name);
+        std::fs::File::create(&path)
+            .unwrap()
+            .write_all(bytes)
+            .unwrap();
+        path
+    }
+
+    async fn upload(&self, path: &Path, table: Option<&str>) -> (UploadId, Terminal) {
+        self.upload_with(path, table, 8 * 1024 * 1024).await
+    }
+
+    async fn upload_with(
+        &self,
+        path: &Path,
+        table: Option<&str>,
+        part_size: usize,
+    ) -> (UploadId, Terminal) {
+        let request = UploadRequest {
+            owner: "acme".parse().unwrap(),
+            filename: path.file_name().unwrap().to_string_lossy().into_owned(),
+            label: None,
+            table_name: table.map(str::to_owned),
+            format: None,
+            content_type: None,
+            part_size,
+        };
+        let upload = producer::upload_file(&self.journal, &self.store, path, &request, |_| {})
+            .await
+            .unwrap();
+        let end = tokio::time::timeout(
+            std::time::Duration::from_secs(60),
+            producer::wait(&self.journal, upload),
+        )
+        .await
+        .expect("upload reached no terminal event within 60 s")
+        .unwrap();
+        (upload, end)
+    }
+
+    async fn registered(&self, path: &Path) -> DatasetRegistered {
+        match self.upload(path, None).await.1 {
+            Terminal::Registered(r) => r,
+            other => panic!("{}: {other:?}", path.display()),
+        }
+    }
+
+    fn parquet(&self, key: &ObjectKey) -> Vec<RecordBatch> {
+        let path = self.store.local_root().unwrap().join(key.as_str());
+        let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        ParquetRecordBatchReaderBuilder::try_new(file)
+            .unwrap()
+            .build()
+            .unwrap()
+            .map(|b| b.unwrap())
+            .collect()
+    }
+
+    async fn kinds(&self, upload: UploadId) -> Vec<EventKind> {
+        self.journal
+            .history(&Aggregate::Upload(upload))
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.envelope.kind())
+            .collect()
+    }
+
+    async fn stop(mut self) {
+        let _ = self.stop.send(true);
+        if let Some(s) = self.services.take() {
+            s.await.unwrap().unwrap();
+        }
+    }
+}
+
+/// Every cell of the batches as text (null as ""), row by row.
+fn cells(batches: &[RecordBatch]) -> Vec<Vec<String>> {
+    let options = FormatOptions::default();
+    let mut rows = Vec::new();
+    for batch in batches {
+        let formatters: Vec<_> = batch
+            .columns()
+            .iter()
+            .map(|c| ArrayFormatter::try_new(c.as_ref(), &options).unwrap())
+            .collect();
+        for row in 0..batch.num_rows() {
+            rows.push(
+                formatters
+                    .iter()
+                    .zip(batch.columns())
+                    .map(|(f, c)| {
+                        if c.is_null(row) {
+                            String::new()
+                        } else {
+                            f.value(row).to_string()
+                        }
+                    })
+                    .collect(),
+            );
+        }
+    }
+    rows
+}
+
+fn types(r: &DatasetRegistered) -> Vec<(String, String)> {
+    r.schema
+        .fields
+        .iter()
+        .map(|f| (f.name.clone(), f.data_type.clone()))
+        .collect()
+}
+
+fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
+    list.iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect()
+}
+
+const CSV_ROWS: [[&str; 6]; 4] = [
+    [
+        "1",
+        "00501",
+        "true",
+        "1.5",
+        "2026-01-05",
+        "2026-01-05T09:30:00",
+    ],
+    [
+        "2",
+        "02115",
+        "false",
+        "2.25",
+        "2026-02-10",
+        "2026-02-10T18:00:05",
+    ],
+    ["3", "", "true", "", "2026-03-15", ""],
+    ["4", "90210", "", "-7", "", "2026-04-01T00:00:00"],
+];
+
+fn delimited(sep: &str) -> String {
+    let mut s = ["id", "zip", "active", "score", "day", "seen"].join(sep) + "\n";
+    for row in CSV_ROWS {
+        s += &(row.join(sep) + "\n");
+    }
+    s
+}
+
+fn expected_csv_cells() -> Vec<Vec<String>> {
+    CSV_ROWS
+        .iter()
+        .map(|r| {
+            r.iter()
+                .enumerate()
+                .map(|(i, v)| match (i, *v) {
+                    (3, "-7") => "-7.0".to_string(),
+                    (5, v) if !v.is_empty() => v.to_string(),
+                    (_, v) => v.to_string(),
+                })
+                .collect()
+        })
+        .collect()
+}
+
+fn csv_schema() -> Vec<(String, String)> {
+    let types: BTreeMap<&str, &str> = [
+        ("id", "Int64"),
+        ("zip", "Utf8"),
+        ("active", "Boolean"),
+        ("score", "Float64"),
+        ("day", "Date32"),
+    ]
+    .into_iter()
+    .collect();
+    ["id", "zip", "active", "score", "day"]
+        .iter()
+        .map(|n| (n.to_string(), types[n].to_string()))
+        .chain([("seen".to_string(), "Timestamp(µs)".to_string())])
+        .collect()
+}
+
+async fn check_delimited(sys: &System, name: &str, sep: &str) {
+    let path = sys.file(name, delimited(sep).as_bytes());
+    let r = sys.registered(&path).await;
+    assert_eq!(r.statistics.rows, 4, "{name}");
+    let got = types(&r);
+    let want = csv_schema();
+    assert_eq!(got[..5], want[..5], "{name}");
+    assert!(
+        got[5].1.starts_with("Timestamp(") && got[5].1.contains("s"),
+        "{name}: {got:?}"
+    );
+    let rows = cells(&sys.parquet(&r.parquet));
+    let want = expected_csv_cells();
+    for (row, w) in rows.iter().zip(want.iter()) {
+        assert_eq!(row[..5], w[..5], "{name}");
+        assert_eq!(row[5], w[5], "{name}");
+    }
+    assert_eq!(rows.len(), 4);
+    assert!(
+        !r.parquet.as_str().starts_with("blobs/"),
+        "converted to its own Parquet"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn csv_tsv_and_semicolon_csv_register_with_types_and_values() {
+    let sys = System::start().await;
+    check_delimited(&sys, "comma.csv", ",").await;
+    check_delimited(&sys, "tabs.tsv", "\t").await;
+    check_delimited(&sys, "semi.csv", ";").await;
+    sys.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gzip_csv_registers_like_the_plain_file() {
+    let sys = System::start().await;
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(delimited(",").as_bytes()).unwrap();
+    let path = sys.file("orders.csv.gz", &gz.finish().unwrap());
+    let (upload, end) = sys.upload(&path, Some("orders_gz")).await;
+    let Terminal::Registered(r) = end else {
+        panic!("{end:?}")
+    };
+    assert_eq!(r.table_name.as_str(), "orders_gz");
+    assert_eq!(r.statistics.rows, 4);
+    assert_eq!(types(&r)[..5], csv_schema()[..5]);
+    let history = sys
+        .journal
+        .history(&Aggregate::Upload(upload))
+        .await
+        .unwrap();
+    let inferred = history.iter().find_map(|h| match &h.envelope.event {
+        Event::SchemaInferred(s) => Some(s.clone()),
+        _ => None,
+    });
+    assert_eq!(
+        inferred.map(|s| (s.format, s.compression)),
+        Some((Format::Csv, Compression::Gzip))
+    );
+    sys.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ndjson_and_nested_json_register_and_read_back_equal() {
+    let sys = System::start().await;
+    let lines = [
+        r#"{"zeta": 1, "name": "a", "tags": ["x", "y"], "addr": {"city": "Boston", "zip": "02115"}}"#,
+        r#"{"zeta": 2, "name": "b", "tags": [], "addr": {"city": "Austin", "zip": "78701"}}"#,
+        r#"{"zeta": 3, "name": null, "tags": ["z"], "addr": null}"#,
+    ];
+    let path = sys.file("events.ndjson", (lines.join("\n") + "\n").as_bytes());
+    let r = sys.registered(&path).await;
+    assert_eq!(r.statistics.rows, 3);
+    let names: Vec<_> = r.schema.fields.iter().map(|f| f.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["zeta", "name", "tags", "addr"],
+        "first-appearance order"
+    );
+    let t = types(&r);
+    assert_eq!(t[0].1, "Int64");
+    assert_eq!(t[1].1, "Utf8");
+    assert!(t[2].1.starts_with("List("), "{t:?}");
+    assert!(t[3].1.starts_with("Struct("), "{t:?}");
+    let back = json_rows(&sys.parquet(&r.parquet));
+    let want: Vec<serde_json::Value> = lines
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(back, strip_nulls(want));
+
+    // The same records as one top-level JSON array.
+    let array = format!("[{}]", lines.join(",\n"));
+    let path = sys.file("events_array.json", array.as_bytes());
+    let r = sys.registered(&path).await;
+    assert_eq!(r.statistics.rows, 3);
+    assert_eq!(types(&r), t);
+    sys.stop().await;
+}
+
+/// Parquet rows as JSON objects (arrow's JSON writer drops null fields).
+fn json_rows(batches: &[RecordBatch]) -> Vec<serde_json::Value> {
+    let mut out = Vec::new();
+    {
+        let mut writer = arrow::json::LineDelimitedWriter::new(&mut out);
+        let refs: Vec<&RecordBatch> = batches.iter().collect();
+        writer.write_batches(&refs).unwrap();
+        writer.finish().unwrap();
+    }
+    String::from_utf8(out)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn strip_nulls(values: Vec<serde_json::Value>) -> Vec<serde_json::Value> {
+    fn strip(v: serde_json::Value) -> serde_json::Value {
+        match v {
+            serde_json::Value::Object(m) => serde_json::Value::Object(
+                m.into_iter()
+                    .filter(|(_, v)| !v.is_null())
+                    .map(|(k, v)| (k, strip(v)))
+                    .collect(),
+            ),
+            serde_json::Value::Array(a) => {
+                serde_json::Value::Array(a.into_iter().map(strip).collect())
+            }
+            other => other,
+        }
+    }
+    values.into_iter().map(strip).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parquet_is_registered_from_its_footer_and_multipart_parts_are_combined() {
+    let sys = System::start().await;
+    let source = Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../tests/corpus/parquet-testing/alltypes_plain.parquet"
+    ));
+    let bytes = std::fs::read(source).unwrap();
+    let path = sys.file("alltypes_plain.parquet", &bytes);
+    // Small parts: exercises combining several parts with their hashes.
+    let (upload, end) = sys.upload_with(&path, None, 256).await;
+    let Terminal::Registered(r) = end else {
+        panic!("{end:?}")
+    };
+    assert_eq!(r.statistics.rows, 8);
+    assert_eq!(r.schema.fields.len(), 11);
+    let received = sys
+        .journal
+        .history(&Aggregate::Upload(upload))
+        .await
+        .unwrap();
+    let Event::UploadReceived(u) = &received[0].envelope.event else {
+        panic!()
+    };
+    assert!(u.parts.len() > 3, "{} parts", u.parts.len());
+    // Parts are gone once combined; the blob holds the whole file.
+    for p in &u.parts {
+        assert_eq!(
+            sys.store
+                .exists(&ObjectKey::part(upload, p.number))
+                .await
+                .unwrap(),
+            None
+        );
+    }
+    let read_back = sys.parquet(&r.parquet);
+    assert_eq!(read_back.iter().map(|b| b.num_rows()).sum::<usize>(), 8);
+    let original: Vec<RecordBatch> =
+        ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(source).unwrap())
+            .unwrap()
+            .build()
+            .unwrap()
+            .map(|b| b.unwrap())
+            .collect();
+    assert_eq!(cells(&read_back), cells(&original));
+    sys.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identical_content_is_stored_once() {
+    let sys = System::start().await;
+    let a = sys.file("a.csv", delimited(",").as_bytes());
+    let b = sys.file("b.csv", delimited(",").as_bytes());
+    let (ua, ea) = sys.upload(&a, None).await;
+    let (ub, eb) = sys.upload(&b, None).await;
+    assert!(matches!(ea, Terminal::Registered(_)) && matches!(eb, Terminal::Registered(_)));
+    let combined = |u| {
+        let j = sys.journal.clone();
+        async move {
+            j.history(&Aggregate::Upload(u))
+                .await
+                .unwrap()
+                .into_iter()
+                .find_map(|h| match h.envelope.event {
+                    Event::PartsCombined(p) => Some(p),
+                    _ => None,
+                })
+        }
+    };
+    let (pa, pb) = (combined(ua).await.unwrap(), combined(ub).await.unwrap());
+    assert_eq!(pa.blob, pb.blob);
+    assert!(!pa.deduplicated && pb.deduplicated);
+    assert_eq!(sys.store.list("blobs/").await.unwrap().len(), 1);
+    sys.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_file_fails_with_a_reason_and_its_blob_is_removed() {
+    let sys = System::start().await;
+    let path = sys.file("broken.ndjson", b"{\"a\": 1}\n{\"a\": 2}\n{\"a\": 3,,}\n");
+    let (upload, end) = sys.upload(&path, None).await;
+    let Terminal::Failed(f) = end else {
+        panic!("{end:?}")
+    };
+    assert_eq!(f.step, Step::Infer);
+    assert!(!f.retryable);
+    assert!(
+        f.reason.contains("broken.ndjson") && f.reason.contains('3'),
+        "reason names file and line: {}",
+        f.reason
+    );
+    // The compensation follows Failed and is in the log.
+    let history = sys
+        .journal
+        .history(&Aggregate::Upload(upload))
+        .await
+        .unwrap();
+    let comp = loop {
+        let history = sys
+            .journal
+            .history(&Aggregate::Upload(upload))
+            .await
+            .unwrap();
+        if let Some(c) = history.iter().find_map(|h| match &h.envelope.event {
+            Event::Compensated(c) => Some(c.clone()),
+            _ => None,
+        }) {
+            break c;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    drop(history);
+    let CompensationAction::BlobRemoved { blob } = comp.action else {
+        panic!("{comp:?}")
+    };
+    assert_eq!(sys.store.exists(&blob).await.unwrap(), None);
+    sys.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_part_that_does_not_match_its_manifest_fails_the_combine_step() {
+    let sys = System::start().await;
+    let upload = UploadId::new();
+    sys.store
+        .put_bytes(
+            &ObjectKey::part(upload, 1),
+            bytes::Bytes::from_static(b"a,b\n1,2\n"),
+        )
+        .await
+        .unwrap();
+    let owner: Owner = "acme".parse().unwrap();
+    let env = Envelope::new(
+        Aggregate::Upload(upload),
+        owner.clone(),
+        upload,
+        None,
+        Event::UploadReceived(UploadReceived {
+            owner,
+            filename: "tampered.csv".into(),
+            content_type: None,
+            format: None,
+            label: None,
+            table_name: None,
+            size: 8,
+            parts: vec![PartManifest {
+                number: 1,
+                size: 8,
+                sha256: Sha256([7; 32]),
+            }],
+            dataset: None,
+        }),
+    );
+    sys.journal.append(&env, Expect::Empty).await.unwrap();
+    let end = producer::wait(&sys.journal, upload).await.unwrap();
+    let Terminal::Failed(f) = end else {
+        panic!("{end:?}")
+    };
+    assert_eq!(f.step, Step::Combine);
+    assert!(
+        f.reason.contains("part 1") && f.reason.contains("sha256"),
+        "{}",
+        f.reason
+    );
+    sys.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_uploads_asking_for_one_table_name_one_gets_it_the_other_fails() {
+    let sys = System::start().await;
+    let a = sys.file("one.csv", delimited(",").as_bytes());
+    let b = sys.file("two.csv", b"x\n1\n");
+    let (ra, rb) = tokio::join!(
+        sys.upload(&a, Some("orders")),
+        sys.upload(&b, Some("orders"))
+    );
+    let ends = [ra.1, rb.1];
+    let won = ends
+        .iter()
+        .filter(|e| matches!(e, Terminal::Registered(r) if r.table_name.as_str() == "orders"))
+        .count();
+    let lost: Vec<_> = ends
+        .iter()
+        .filter_map(|e| match e {
+            Terminal::Failed(f) => Some(f.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(won, 1, "{ends:?}");
+    assert_eq!(lost.len(), 1, "{ends:?}");
+    assert_eq!(lost[0].step, Step::Register);
+    assert!(
+        lost[0].reason.contains("\"orders\" is already taken"),
+        "{}",
+        lost[0].reason
+    );
+
+    // Generated names never fail: they get a suffix.
+    let c = sys.file("orders.csv", b"x\n1\n");
+    let d = sys.file("orders.tsv", b"x\n2\n");
+    let Terminal::Registered(rc) = sys.upload(&c, None).await.1 else {
+        panic!()
+    };
+    let Terminal::Registered(rd) = sys.upload(&d, None).await.1 else {
+        panic!()
+    };
+    assert_eq!(rc.table_name.as_str(), "orders_2");
+    assert_eq!(rd.table_name.as_str(), "orders_3");
+    // An invalid requested name is a clear failure.
+    let e = sys.file("bad.csv", b"x\n1\n");
+    let Terminal::Failed(f) = sys.upload(&e, Some("select")).await.1 else {
+        panic!()
+    };
+    assert!(f.reason.contains("reserved"), "{}", f.reason);
+    sys.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redelivered_and_duplicated_events_have_no_duplicate_effect() {
+    let sys = System::start().await;
+    let path = sys.file("dup.csv", delimited(",").as_bytes());
+    let (upload, end) = sys.upload(&path, None).await;
+    assert!(matches!(end, Terminal::Registered(_)));
+    let before = sys.kinds(upload).await;
+    assert_eq!(
+        before,
+        [
+            EventKind::UploadReceived,
+            EventKind::PartsCombined,
+            EventKind::SchemaInferred,
+            EventKind::DatasetRegistered
+        ]
+    );
+    // Replay every consumer from the start: each service sees its events again.
+    for name in ["combiner", "inferrer", "registrar"] {
+        let stream = sys.journal.jetstream().get_stream("WEIR").await.unwrap();
+        stream
+            .delete_consumer(&format!("weir-{name}"))
+            .await
+            .unwrap();
+    }
+    // Restart the services: fresh consumers deliver every event once more.
+    let mut sys = sys;
+    let _ = sys.stop.send(true);
+    if let Some(s) = sys.services.take() {
+        s.await.unwrap().unwrap();
+    }
+    let ctx = Ctx {
+        journal: sys.journal.clone(),
+        store: sys.store.clone(),
+        work_dir: sys.dir.path().join("work"),
+    };
+    let (stop, rx) = tokio::sync::watch::channel(false);
+    sys.stop = stop;
+    sys.services = Some(tokio::spawn(weir_services::run_all(ctx, rx)));
+    // A sentinel upload goes through after the replayed ones (one consumer per kind,
+    // in order), so once it is registered the old events have been seen again.
+    let sentinel = sys.file("sentinel.csv", b"x\n1\n");
+    assert!(matches!(
+        sys.upload(&sentinel, None).await.1,
+        Terminal::Registered(_)
+    ));
+    assert_eq!(sys.kinds(upload).await, before, "no duplicate effect");
+    sys.stop().await;
+}
