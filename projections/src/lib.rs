@@ -1,1 +1,120 @@
-//! Read models built from the event log (being built).
+//! Read models built from the event log: the catalog, upload status with its step
+//! log, a notification feed per owner, the audit trail and claimed table names.
+//!
+//! # How it fits together
+//!
+//! - [`Projector`] follows the JetStream log in order from its checkpoint and applies
+//!   each batch of events *and* the new checkpoint in one SQL transaction, so a crash
+//!   never applies an event twice or skips one. [`run`] is what a service starts
+//!   in-process; [`catch_up`] returns once the tables reach the stream's current last
+//!   sequence; [`lag`] tells how far behind they are.
+//! - [`apply()`] is the meaning of every event for the tables, deterministic: times
+//!   come from the envelope and the server's `stored_at`, never from a clock.
+//! - [`query`] is what the CLI and the gateway read.
+//! - [`replay()`] rebuilds everything from sequence 1 beside the live tables and swaps
+//!   it in; [`build_until`] builds a past moment into a separate database.
+//!
+//! # One schema, two databases
+//!
+//! The database is SQLite (embedded default: a file such as `./data/weir.db`) or
+//! Postgres (`postgres://…`), through `sqlx::Any`. The approach: **one set of
+//! migrations in portable SQL** (`migrations/*.sql`), run unchanged on both by sqlx's
+//! migrator, and statements written in the common subset: `$n` parameters, `ON
+//! CONFLICT … DO UPDATE/NOTHING`, `LIMIT/OFFSET`, `LOWER(…) LIKE … ESCAPE`. Column types
+//! are restricted to what both store the same way: ids and names `TEXT`, sequences,
+//! counts, sizes and flags `BIGINT`, times `BIGINT` microseconds since the epoch (UTC;
+//! rendered as RFC 3339 by the query structs), JSON as `TEXT`. The only places that
+//! know which database is behind the pool are in `db.rs`: SQLite write transactions
+//! start with `BEGIN IMMEDIATE` and the file runs in WAL mode.
+//!
+//! Each table and index name in the migrations carries a table-set marker, so the same
+//! files also create the replay's shadow tables (`datasets_new`, …): see [`Tables`].
+//!
+//! # Read state of notifications
+//!
+//! Marking a notification read is an event like any other; the read columns change only
+//! in [`apply()`]. The event variant `NotificationRead { owner: Owner, notification:
+//! EventId }` does not exist in `weir-events` yet; once it does, its arm in `apply` is
+//! one call to the (already tested) `apply::notification_read`.
+
+pub mod apply;
+pub mod db;
+pub mod projector;
+pub mod query;
+pub mod replay;
+pub mod schema;
+pub mod snapshot;
+
+pub use apply::{FieldView, SchemaView, apply, summary};
+pub use db::{Backend, Db};
+pub use projector::{Progress, Projector, Until, catch_up, lag, run};
+pub use query::{
+    AuditEntry, Dataset, DatasetFilter, DatasetPage, DatasetStatus, DatasetSummary, DatasetVersion,
+    EntityId, Failure, Notification, StepLog, UploadStatus, dataset, history, list_datasets,
+    notifications, upload_status,
+};
+pub use replay::{ReplayReport, build_until, replay};
+pub use schema::{TABLES, Tables, migrator};
+pub use snapshot::{Snapshot, TableRows, snapshot};
+
+/// Everything that can go wrong in this crate, by how a caller handles it.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The database refused or could not be reached; [`Error::is_transient`] tells
+    /// whether retrying can help.
+    #[error("projections database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("projections migrations: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// Reading the log failed: NATS (transient) or an event this build cannot decode
+    /// (upgrade weir; the projector stops rather than skip it).
+    #[error("event log: {0}")]
+    Read(#[from] weir_journal::ReadError),
+    /// A value could not be turned into JSON: a bug.
+    #[error("cannot encode a projection value as JSON: {0}")]
+    Json(#[source] serde_json::Error),
+    /// A JSON column does not parse: the database was edited by hand or is damaged.
+    #[error("column {column} of {row} holds invalid JSON: {source}")]
+    CorruptJson {
+        column: String,
+        row: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A user error in configuration.
+    #[error("{0:?} is not a projections database: use a file path, sqlite://… or postgres://…")]
+    UnsupportedUrl(String),
+    #[error("cannot create folder {path} for the projections database: {source}")]
+    CreateDir {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A point-in-time build was pointed at a database that already holds projections.
+    #[error(
+        "the point-in-time target already holds projections up to sequence {0}; give it a fresh database"
+    )]
+    TargetNotEmpty(u64),
+    /// The live projector kept getting ahead of a replay; try again when the log is
+    /// quieter.
+    #[error("replay could not catch up with the live projector after {0} attempts")]
+    ReplayBehind(u32),
+}
+
+impl Error {
+    /// A later attempt may succeed (database or NATS unreachable, busy, timed out).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Database(e) => matches!(
+                e,
+                sqlx::Error::Io(_)
+                    | sqlx::Error::PoolTimedOut
+                    | sqlx::Error::PoolClosed
+                    | sqlx::Error::WorkerCrashed
+            ),
+            Self::Read(weir_journal::ReadError::Nats(_)) => true,
+            Self::ReplayBehind(_) => true,
+            _ => false,
+        }
+    }
+}

@@ -1,0 +1,189 @@
+//! The projections' database: one `sqlx::Any` pool over SQLite (embedded default, a
+//! file) or Postgres, opened and migrated in one call, and the one place that knows how
+//! the two differ when a write transaction begins.
+
+use std::path::Path;
+use std::time::Duration;
+
+use sqlx::any::{AnyPoolOptions, install_default_drivers};
+use sqlx::{Any, AnyPool, Executor, Transaction};
+
+use crate::Error;
+use crate::schema::{Tables, migrator};
+
+/// Which database is behind the pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A migrated projections database.
+#[derive(Debug, Clone)]
+pub struct Db {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+/// How long a SQLite writer waits for another writer (the live projector and a replay
+/// write the same file) before giving up.
+const SQLITE_BUSY_TIMEOUT_MS: u64 = 30_000;
+
+impl Db {
+    /// Opens `url` and brings the live tables up to date. `url` is `postgres://…`,
+    /// `sqlite://…` or a plain file path (created with its folder when missing), e.g.
+    /// `./data/weir.db`.
+    pub async fn connect(url: &str) -> Result<Self, Error> {
+        let db = Self::open(url).await?;
+        migrator().run(&db.pool).await?;
+        Ok(db)
+    }
+
+    /// Opens `url` without running migrations.
+    pub async fn open(url: &str) -> Result<Self, Error> {
+        install_default_drivers();
+        let (url, backend) = normalise(url)?;
+        let pool = match backend {
+            Backend::Postgres => {
+                AnyPoolOptions::new()
+                    .max_connections(8)
+                    .acquire_timeout(Duration::from_secs(30))
+                    .connect(&url)
+                    .await?
+            }
+            Backend::Sqlite => {
+                // Each connection to `:memory:` is a database of its own: keep one.
+                let max = if url.contains(":memory:") || url.contains("mode=memory") {
+                    1
+                } else {
+                    4
+                };
+                let pool = AnyPoolOptions::new()
+                    .max_connections(max)
+                    .acquire_timeout(Duration::from_secs(60))
+                    .after_connect(|conn, _meta| {
+                        Box::pin(async move {
+                            conn.execute(sqlx::AssertSqlSafe(format!(
+                                "PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}"
+                            )))
+                            .await?;
+                            Ok(())
+                        })
+                    })
+                    .connect(&url)
+                    .await?;
+                // WAL lets readers go on while the projector writes; it is a property of
+                // the file, so setting it once is enough.
+                if max > 1 {
+                    sqlx::query("PRAGMA journal_mode = WAL")
+                        .fetch_optional(&pool)
+                        .await?;
+                }
+                pool
+            }
+        };
+        Ok(Self { pool, backend })
+    }
+
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Begins a write transaction. On SQLite it takes the write lock up front
+    /// (`BEGIN IMMEDIATE`), so a transaction that reads before it writes cannot fail
+    /// half-way when another writer got there first; Postgres serialises on the
+    /// checkpoint row instead (see `projector.rs`).
+    pub(crate) async fn begin_write(&self) -> Result<Transaction<'static, Any>, Error> {
+        Ok(match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => self.pool.begin().await?,
+        })
+    }
+
+    /// Creates the tables of `set` when they do not exist, by running the migrations'
+    /// SQL for it. The live set is created by [`Db::connect`] instead.
+    pub(crate) async fn create_set(&self, set: Tables) -> Result<(), Error> {
+        let mut tx = self.begin_write().await?;
+        for sql in set.migration_sql() {
+            sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Drops every table of `set` (used for the shadow set only).
+    pub(crate) async fn drop_set(&self, set: Tables) -> Result<(), Error> {
+        let mut tx = self.begin_write().await?;
+        for table in crate::schema::TABLES {
+            let sql = format!("DROP TABLE IF EXISTS {}", set.table(table));
+            sqlx::query(sqlx::AssertSqlSafe(sql))
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// The URL sqlx understands and the backend it names.
+fn normalise(url: &str) -> Result<(String, Backend), Error> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return Ok((url.to_owned(), Backend::Postgres));
+    }
+    if let Some(rest) = url.strip_prefix("sqlite:") {
+        if rest.starts_with(":memory:") || rest.contains("mode=") {
+            return Ok((url.to_owned(), Backend::Sqlite));
+        }
+        let sep = if rest.contains('?') { '&' } else { '?' };
+        return Ok((format!("{url}{sep}mode=rwc"), Backend::Sqlite));
+    }
+    if url.contains("://") {
+        return Err(Error::UnsupportedUrl(url.to_owned()));
+    }
+    let path = Path::new(url);
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|source| Error::CreateDir {
+            path: dir.display().to_string(),
+            source,
+        })?;
+    }
+    Ok((format!("sqlite://{url}?mode=rwc"), Backend::Sqlite))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_name_their_backend() {
+        let (url, b) = normalise("postgres://postgres@127.0.0.1/weir").unwrap();
+        assert_eq!(
+            (url.as_str(), b),
+            ("postgres://postgres@127.0.0.1/weir", Backend::Postgres)
+        );
+        let (url, b) = normalise("sqlite://x.db").unwrap();
+        assert_eq!(
+            (url.as_str(), b),
+            ("sqlite://x.db?mode=rwc", Backend::Sqlite)
+        );
+        let (url, b) = normalise("weir.db").unwrap();
+        assert_eq!(
+            (url.as_str(), b),
+            ("sqlite://weir.db?mode=rwc", Backend::Sqlite)
+        );
+        assert!(matches!(
+            normalise("mysql://x"),
+            Err(Error::UnsupportedUrl(_))
+        ));
+    }
+}

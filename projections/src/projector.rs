@@ -1,0 +1,333 @@
+//! The projector: follows the stream in order from the checkpoint and applies each batch
+//! of events together with the new checkpoint in one transaction.
+//!
+//! Exactly-once application rests on one statement: every batch transaction first moves
+//! the checkpoint with `UPDATE … SET seq = <last of batch> WHERE seq = <expected>`. If
+//! another writer (a second projector, a replay's swap) moved it meanwhile, no row
+//! matches, the batch is rolled back, and the projector re-reads the checkpoint and
+//! follows again from there. A crash or a dropped future before commit leaves neither
+//! the rows nor the checkpoint; after commit, both.
+
+use std::future::Future;
+use std::time::Duration;
+
+use futures::StreamExt;
+use sqlx::Row;
+use tokio::sync::watch;
+use tracing::Instrument;
+use weir_events::Timestamp;
+use weir_journal::{Follow, Journal, ReadError, Recorded, Start};
+
+use crate::Error;
+use crate::apply::{apply, int};
+use crate::db::Db;
+use crate::schema::Tables;
+
+/// Where a projector is, for metrics and for tests that stop it at a chosen point.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Progress {
+    /// The last sequence committed.
+    pub checkpoint: u64,
+    /// The sequence just applied inside the open, uncommitted batch transaction.
+    pub applying: Option<u64>,
+}
+
+/// When a bounded build stops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Until {
+    /// The stream's last sequence when the build started.
+    Caught,
+    /// Apply events up to and including this sequence.
+    Sequence(u64),
+    /// Apply events stored at or before this time.
+    Time(Timestamp),
+}
+
+/// Follows the log into one set of tables.
+#[derive(Debug, Clone)]
+pub struct Projector {
+    db: Db,
+    tables: Tables,
+    batch_size: usize,
+    progress: watch::Sender<Progress>,
+}
+
+/// The checkpoint row's name: one projector pipeline per table set.
+const CHECKPOINT: &str = "main";
+
+/// Pause before following again after NATS went away.
+const RETRY_DELAY: Duration = Duration::from_millis(500);
+
+enum Batch {
+    /// Committed; the checkpoint is now this sequence.
+    Committed(u64),
+    /// The checkpoint was not where this projector thought: follow again from it.
+    Moved,
+}
+
+impl Projector {
+    /// A projector for the live tables.
+    pub fn new(db: Db) -> Self {
+        Self::for_tables(db, Tables::Live)
+    }
+
+    pub fn for_tables(db: Db, tables: Tables) -> Self {
+        Self {
+            db,
+            tables,
+            batch_size: 500,
+            progress: watch::Sender::new(Progress::default()),
+        }
+    }
+
+    /// Most events per transaction (default 500).
+    pub fn with_batch_size(mut self, batch_size: usize) -> Self {
+        self.batch_size = batch_size.max(1);
+        self
+    }
+
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    pub fn tables(&self) -> Tables {
+        self.tables
+    }
+
+    /// Watches the projector's progress.
+    pub fn progress(&self) -> watch::Receiver<Progress> {
+        self.progress.subscribe()
+    }
+
+    /// The last sequence applied to this projector's tables.
+    pub async fn checkpoint(&self) -> Result<u64, Error> {
+        let seq: i64 = sqlx::query(
+            self.tables
+                .sql("SELECT seq FROM projection_checkpoint{s} WHERE name = $1"),
+        )
+        .bind(CHECKPOINT)
+        .fetch_one(self.db.pool())
+        .await?
+        .try_get("seq")?;
+        Ok(u64::try_from(seq).unwrap_or(0))
+    }
+
+    /// How many events the stream holds that these tables do not show yet.
+    pub async fn lag(&self, journal: &Journal) -> Result<u64, Error> {
+        let last = journal.last_sequence().await?;
+        Ok(last.saturating_sub(self.checkpoint().await?))
+    }
+
+    /// Applies every event up to the stream's last sequence as of this call, and
+    /// returns the checkpoint reached.
+    pub async fn catch_up(&self, journal: &Journal) -> Result<u64, Error> {
+        self.build(journal, Until::Caught).await
+    }
+
+    /// Applies events until `until` and returns the checkpoint reached.
+    pub async fn build(&self, journal: &Journal, until: Until) -> Result<u64, Error> {
+        let last = journal.last_sequence().await?;
+        let target = match until {
+            Until::Caught | Until::Time(_) => last,
+            Until::Sequence(n) => n.min(last),
+        };
+        let cutoff = match until {
+            Until::Time(t) => Some(t),
+            _ => None,
+        };
+        let mut checkpoint = self.checkpoint().await?;
+        self.progress.send_replace(Progress {
+            checkpoint,
+            applying: None,
+        });
+        'follow: while checkpoint < target {
+            let mut chunks = self
+                .follow_from(journal, checkpoint)
+                .await?
+                .ready_chunks(self.batch_size);
+            while checkpoint < target {
+                let Some(items) = chunks.next().await else {
+                    continue 'follow;
+                };
+                let mut batch = Vec::with_capacity(items.len());
+                let mut done = false;
+                for item in items {
+                    let rec = item?;
+                    if rec.seq > target || cutoff.is_some_and(|t| rec.stored_at > t) {
+                        done = true;
+                        break;
+                    }
+                    batch.push(rec);
+                }
+                if !batch.is_empty() {
+                    match self.commit(checkpoint, &batch).await? {
+                        Batch::Committed(seq) => checkpoint = seq,
+                        Batch::Moved => {
+                            checkpoint = self.checkpoint().await?;
+                            continue 'follow;
+                        }
+                    }
+                }
+                if done {
+                    break 'follow;
+                }
+            }
+        }
+        Ok(checkpoint)
+    }
+
+    /// Follows the log until `shutdown` completes. NATS outages are waited out;
+    /// returns an error only for what waiting cannot fix (an event this build cannot
+    /// decode, a database error).
+    pub async fn run(
+        &self,
+        journal: &Journal,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<(), Error> {
+        let mut shutdown = std::pin::pin!(shutdown);
+        let mut checkpoint = self.checkpoint().await?;
+        self.progress.send_replace(Progress {
+            checkpoint,
+            applying: None,
+        });
+        loop {
+            let follow = tokio::select! {
+                () = &mut shutdown => return Ok(()),
+                follow = self.follow_from(journal, checkpoint) => follow,
+            };
+            match follow {
+                Ok(stream) => {
+                    let mut chunks = stream.ready_chunks(self.batch_size);
+                    loop {
+                        let items = tokio::select! {
+                            () = &mut shutdown => return Ok(()),
+                            items = chunks.next() => items,
+                        };
+                        let Some(items) = items else { break };
+                        let mut batch = Vec::with_capacity(items.len());
+                        let mut broken = false;
+                        for item in items {
+                            match item {
+                                Ok(rec) => batch.push(rec),
+                                Err(ReadError::Nats(message)) => {
+                                    tracing::warn!(%message, "event stream interrupted");
+                                    broken = true;
+                                    break;
+                                }
+                                Err(e) => return Err(e.into()),
+                            }
+                        }
+                        if !batch.is_empty() {
+                            // A batch runs to its end: shutdown waits for at most one commit.
+                            match self.commit(checkpoint, &batch).await? {
+                                Batch::Committed(seq) => checkpoint = seq,
+                                Batch::Moved => {
+                                    checkpoint = self.checkpoint().await?;
+                                    break;
+                                }
+                            }
+                        }
+                        if broken {
+                            break;
+                        }
+                    }
+                }
+                Err(Error::Read(ReadError::Nats(message))) => {
+                    tracing::warn!(%message, "cannot follow the event stream");
+                }
+                Err(e) => return Err(e),
+            }
+            tokio::select! {
+                () = &mut shutdown => return Ok(()),
+                () = tokio::time::sleep(RETRY_DELAY) => {}
+            }
+        }
+    }
+
+    async fn follow_from(
+        &self,
+        journal: &Journal,
+        checkpoint: u64,
+    ) -> Result<impl futures::Stream<Item = Result<Recorded, ReadError>> + Send + use<>, Error>
+    {
+        Ok(journal
+            .follow(Follow {
+                filters: Vec::new(),
+                start: Start::Sequence(checkpoint + 1),
+            })
+            .await?)
+    }
+
+    /// Applies `batch` and moves the checkpoint from `expected` in one transaction.
+    async fn commit(&self, expected: u64, batch: &[Recorded]) -> Result<Batch, Error> {
+        let batch: Vec<&Recorded> = batch.iter().filter(|r| r.seq > expected).collect();
+        let Some(last) = batch.last() else {
+            return Ok(Batch::Committed(expected));
+        };
+        if let Some(first) = batch.first()
+            && first.seq != expected + 1
+        {
+            tracing::warn!(
+                expected = expected + 1,
+                got = first.seq,
+                "gap in the stream"
+            );
+        }
+        let mut tx = self.db.begin_write().await?;
+        let moved = sqlx::query(self.tables.sql(
+            "UPDATE projection_checkpoint{s} SET seq = $1, stored_at = $2 \
+             WHERE name = $3 AND seq = $4",
+        ))
+        .bind(int(last.seq))
+        .bind(last.stored_at.0)
+        .bind(CHECKPOINT)
+        .bind(int(expected))
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if moved != 1 {
+            tx.rollback().await?;
+            tracing::info!(
+                expected,
+                "checkpoint moved by another writer; following again"
+            );
+            return Ok(Batch::Moved);
+        }
+        for rec in &batch {
+            let span = tracing::debug_span!(
+                "apply",
+                seq = rec.seq,
+                kind = rec.envelope.kind().as_str(),
+                upload = %rec.envelope.correlation_id
+            );
+            apply(&mut tx, self.tables, rec).instrument(span).await?;
+            self.progress.send_modify(|p| p.applying = Some(rec.seq));
+        }
+        tx.commit().await?;
+        self.progress.send_replace(Progress {
+            checkpoint: last.seq,
+            applying: None,
+        });
+        Ok(Batch::Committed(last.seq))
+    }
+}
+
+/// Runs a live projector on `db` until `shutdown` completes: what services start
+/// in-process.
+pub async fn run(
+    journal: &Journal,
+    db: &Db,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), Error> {
+    Projector::new(db.clone()).run(journal, shutdown).await
+}
+
+/// Brings the live tables up to the stream's current last sequence and returns it.
+pub async fn catch_up(journal: &Journal, db: &Db) -> Result<u64, Error> {
+    Projector::new(db.clone()).catch_up(journal).await
+}
+
+/// How far the live tables are behind the stream.
+pub async fn lag(journal: &Journal, db: &Db) -> Result<u64, Error> {
+    Projector::new(db.clone()).lag(journal).await
+}

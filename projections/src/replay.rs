@@ -1,0 +1,119 @@
+//! Rebuilding projections from the log: a full replay into the shadow tables swapped in
+//! atomically while the live tables keep serving, and a point-in-time build into a
+//! separate database.
+//!
+//! The swap copies rather than renames: one transaction replaces every live table's
+//! rows (checkpoint included) with the shadow table's. No DDL runs in it, so it is the
+//! same SQL on SQLite and Postgres, indexes keep their names, and a reader sees either
+//! all of the old projections or all of the new ones.
+
+use sqlx::{AssertSqlSafe, Row};
+use weir_journal::Journal;
+
+use crate::Error;
+use crate::db::Db;
+use crate::projector::{Projector, Until};
+use crate::schema::{TABLES, Tables};
+
+/// How often a replay tries to swap before giving up on a live projector that keeps
+/// getting ahead of it.
+const SWAP_ATTEMPTS: u32 = 20;
+
+/// What a replay did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct ReplayReport {
+    /// The checkpoint of the tables swapped in.
+    pub seq: u64,
+    /// Swap attempts it took (more than one when the live projector was ahead).
+    pub attempts: u32,
+}
+
+enum Swap {
+    Done(u64),
+    /// The live tables are further on than the shadow ones: catch up and try again.
+    Behind,
+}
+
+/// Rebuilds every projection from sequence 1 into the `_new` tables and swaps them in.
+/// A live projector may keep running: the swap waits for its batch in flight, never
+/// moves the tables backwards, and the projector follows on from the swapped-in
+/// checkpoint.
+pub async fn replay(journal: &Journal, db: &Db) -> Result<ReplayReport, Error> {
+    db.drop_set(Tables::Shadow).await?;
+    db.create_set(Tables::Shadow).await?;
+    let result = replay_into_shadow(journal, db).await;
+    // The shadow tables are scaffolding: leave none behind, whatever happened.
+    let dropped = db.drop_set(Tables::Shadow).await;
+    let report = result?;
+    dropped?;
+    Ok(report)
+}
+
+async fn replay_into_shadow(journal: &Journal, db: &Db) -> Result<ReplayReport, Error> {
+    let shadow = Projector::for_tables(db.clone(), Tables::Shadow);
+    for attempt in 1..=SWAP_ATTEMPTS {
+        shadow.catch_up(journal).await?;
+        match swap(db).await? {
+            Swap::Done(seq) => {
+                tracing::info!(seq, attempt, "replayed projections swapped in");
+                return Ok(ReplayReport {
+                    seq,
+                    attempts: attempt,
+                });
+            }
+            Swap::Behind => {}
+        }
+    }
+    Err(Error::ReplayBehind(SWAP_ATTEMPTS))
+}
+
+async fn checkpoint_in(conn: &mut sqlx::AnyConnection, tables: Tables) -> Result<i64, Error> {
+    Ok(
+        sqlx::query(tables.sql("SELECT seq FROM projection_checkpoint{s} WHERE name = 'main'"))
+            .fetch_one(&mut *conn)
+            .await?
+            .try_get("seq")?,
+    )
+}
+
+async fn swap(db: &Db) -> Result<Swap, Error> {
+    let mut tx = db.begin_write().await?;
+    // The checkpoint row first, as every projector batch does: a batch in flight
+    // finishes before this goes on, later ones wait for the swap, and with one lock
+    // order there is no deadlock.
+    sqlx::query("UPDATE projection_checkpoint SET seq = seq WHERE name = 'main'")
+        .execute(&mut *tx)
+        .await?;
+    let live = checkpoint_in(&mut tx, Tables::Live).await?;
+    let shadow = checkpoint_in(&mut tx, Tables::Shadow).await?;
+    if shadow < live {
+        tx.rollback().await?;
+        return Ok(Swap::Behind);
+    }
+    for table in TABLES {
+        let live = Tables::Live.table(table);
+        let shadow = Tables::Shadow.table(table);
+        sqlx::query(AssertSqlSafe(format!("DELETE FROM {live}")))
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(AssertSqlSafe(format!(
+            "INSERT INTO {live} SELECT * FROM {shadow}"
+        )))
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(Swap::Done(u64::try_from(shadow).unwrap_or(0)))
+}
+
+/// Builds the projections as they were at `until` into `target`, a separate, fresh
+/// database (migrated by [`Db::connect`]); the live one is not touched. Returns the
+/// last sequence applied.
+pub async fn build_until(journal: &Journal, target: &Db, until: Until) -> Result<u64, Error> {
+    let projector = Projector::new(target.clone());
+    let checkpoint = projector.checkpoint().await?;
+    if checkpoint != 0 {
+        return Err(Error::TargetNotEmpty(checkpoint));
+    }
+    projector.build(journal, until).await
+}
