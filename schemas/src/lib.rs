@@ -1,1 +1,200 @@
-//! Format sniffing, schema inference and conversion to Parquet (being built).
+//! Format sniffing, schema inference, statistics and streaming conversion to Parquet:
+//! everything the inferrer does to a file, without the network. One entry point,
+//! [`convert`], reads a local file and writes a local Parquet file (zstd) with bounded
+//! memory; [`sniff`] is the format detection on its own.
+//!
+//! Where the rules live: `sniff` (format, compression, delimiter), `values` (what a
+//! text value is and how column types widen), `delimited` (CSV/TSV, ragged rows),
+//! `json` (NDJSON and JSON arrays), `parquet_in` (when a Parquet input is rewritten),
+//! `names` (column naming), `stats` (statistics), `sink` (the Parquet writer).
+
+mod delimited;
+mod error;
+mod input;
+mod json;
+mod names;
+mod parquet_in;
+mod sink;
+mod sniff;
+mod stats;
+mod values;
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::Path;
+
+use weir_events::{Compression, Format, MAX_ROW_PROBLEMS, RowProblem, Schema, Statistics};
+
+pub use error::{ConvertError, Location};
+pub use sniff::sniff;
+
+/// Bytes read from the start of the file to sniff its format.
+pub(crate) const HEAD_BYTES: usize = 64 << 10;
+
+/// How to read one upload.
+#[derive(Debug, Clone)]
+pub struct ConvertOptions {
+    /// The producer's file name: named in errors and used to break format ties.
+    pub filename: String,
+    /// Declared by the producer; the content has the last word.
+    pub declared: Option<Format>,
+    pub content_type: Option<String>,
+    /// Records read to infer column types before writing (CSV, TSV, JSON).
+    pub sample_rows: usize,
+    /// Rows per Arrow batch while converting; bounds memory together with row groups.
+    pub batch_rows: usize,
+}
+
+impl Default for ConvertOptions {
+    fn default() -> Self {
+        ConvertOptions {
+            filename: String::new(),
+            declared: None,
+            content_type: None,
+            sample_rows: 10_000,
+            batch_rows: 64 * 1024,
+        }
+    }
+}
+
+/// What [`convert`] found and wrote.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Converted {
+    pub format: Format,
+    pub compression: Compression,
+    /// False when a Parquet input is kept as it is (`output` was not written).
+    pub rewritten: bool,
+    pub schema: Schema,
+    pub statistics: Statistics,
+    /// The first [`MAX_ROW_PROBLEMS`] problems.
+    pub problems: Vec<RowProblem>,
+    pub problem_count: u64,
+    /// Size of the Parquet that is served: `output`, or the input when kept.
+    pub parquet_size: u64,
+}
+
+/// Reads `input` (a local file), writes Parquet (zstd) to `output` unless the input is
+/// Parquet that needs no rewrite (then `output` is not written and `rewritten` is
+/// false). Synchronous; run it on a blocking thread. `progress` is called now and then
+/// with the bytes of the input read so far in the current pass (a file whose types
+/// widen late is read again from the start, so the count can go back).
+///
+/// A panic inside Arrow or Parquet on a hostile file is caught and returned as
+/// [`ConvertError::Panic`]; the default panic hook still prints it to stderr.
+pub fn convert(
+    input: &Path,
+    output: &Path,
+    opts: &ConvertOptions,
+    progress: &mut dyn FnMut(u64),
+) -> Result<Converted, ConvertError> {
+    let file = if opts.filename.is_empty() {
+        input.display().to_string()
+    } else {
+        opts.filename.clone()
+    };
+    catch_unwind(AssertUnwindSafe(|| {
+        convert_inner(input, output, opts, &file, progress)
+    }))
+    .unwrap_or_else(|payload| {
+        let message = payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".to_owned());
+        Err(ConvertError::Panic { file, message })
+    })
+}
+
+fn convert_inner(
+    input: &Path,
+    output: &Path,
+    opts: &ConvertOptions,
+    file: &str,
+    progress: &mut dyn FnMut(u64),
+) -> Result<Converted, ConvertError> {
+    let head = input::read_head(input, file, HEAD_BYTES)?;
+    let sniffed = sniff::sniff_full(&head, file, opts.declared, opts.content_type.as_deref())?;
+    let job = Job {
+        input,
+        output,
+        opts,
+        file,
+        compression: sniffed.compression,
+    };
+    let (written, rewritten) = match (sniffed.format, sniffed.delimiter) {
+        (Format::Parquet, _) => parquet_in::convert(&job, progress)?,
+        (Format::Json, _) => (json::convert(&job, true, progress)?, true),
+        (Format::Ndjson, _) => (json::convert(&job, false, progress)?, true),
+        (Format::Csv | Format::Tsv, delimiter) => (
+            delimited::convert(&job, delimiter.unwrap_or(b','), progress)?,
+            true,
+        ),
+    };
+    Ok(Converted {
+        format: sniffed.format,
+        compression: sniffed.compression,
+        rewritten,
+        schema: written.schema,
+        statistics: written.statistics,
+        problem_count: written.problems.count,
+        problems: written.problems.first,
+        parquet_size: written.parquet_size,
+    })
+}
+
+/// One conversion's inputs, passed to the format readers.
+pub(crate) struct Job<'a> {
+    pub input: &'a Path,
+    pub output: &'a Path,
+    pub opts: &'a ConvertOptions,
+    /// The name used in messages.
+    pub file: &'a str,
+    pub compression: Compression,
+}
+
+/// What a format reader hands back.
+pub(crate) struct Written {
+    pub schema: Schema,
+    pub statistics: Statistics,
+    pub problems: Problems,
+    pub parquet_size: u64,
+}
+
+/// Row problems: the first few kept, all counted.
+#[derive(Debug, Default)]
+pub(crate) struct Problems {
+    pub first: Vec<RowProblem>,
+    pub count: u64,
+}
+
+impl Problems {
+    pub fn push(&mut self, line: u64, column: Option<String>, message: String) {
+        self.count += 1;
+        if self.first.len() < MAX_ROW_PROBLEMS {
+            self.first.push(RowProblem {
+                line,
+                column,
+                message,
+            });
+        }
+    }
+}
+
+/// The event's schema for an Arrow schema whose names came from `names::resolve`.
+pub(crate) fn event_schema(
+    schema: &arrow::datatypes::Schema,
+    resolved: &[(String, Option<String>)],
+) -> Schema {
+    Schema {
+        fields: schema
+            .fields()
+            .iter()
+            .zip(resolved)
+            .map(|(f, (_, original))| weir_events::Field {
+                name: f.name().clone(),
+                original_name: original.clone(),
+                data_type: f.data_type().to_string(),
+                nullable: f.is_nullable(),
+            })
+            .collect(),
+    }
+}

@@ -1,0 +1,614 @@
+//! NDJSON and top-level JSON arrays: record splitting with line numbers, shape
+//! inference that keeps keys in order of first appearance, and the streaming write
+//! through arrow-json's decoder.
+//!
+//! The file is never parsed whole. A small scanner cuts it into records (objects
+//! separated by blanks for NDJSON, or by commas inside the outer `[`/`]`), tracking
+//! the line each starts on; each record is checked against the inferred shape with
+//! serde (no `Value` is built) and then handed to arrow-json's decoder.
+//!
+//! Types: booleans, Int64, Float64, text; objects become Struct and arrays List. Int and
+//! float widen to Float64; other mixed scalars to text (numbers written as their JSON
+//! text); an integer beyond Int64 is text. Strings stay strings (no date guessing). A key
+//! holding an object in one record and a scalar or list in another fails the file,
+//! naming the line and the key. As for CSV, a record after the sample that does not fit
+//! (a new key, a wider type) makes the rest of the file be scanned and the conversion
+//! start again with the final shape.
+
+use std::fmt;
+use std::io::BufRead;
+use std::sync::Arc;
+
+use arrow::datatypes::{DataType, Field as ArrowField, Fields, Schema as ArrowSchema, SchemaRef};
+use arrow::record_batch::RecordBatch;
+use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+
+use crate::input::open_text;
+use crate::names;
+use crate::sink::Sink;
+use crate::{ConvertError, Job, Problems, Written};
+
+/// A record larger than this is refused rather than buffered (it usually means a lost
+/// closing brace, which would otherwise swallow the rest of the file).
+const MAX_RECORD_BYTES: usize = 64 << 20;
+const MAX_PASSES: usize = 4;
+
+pub(crate) fn convert(
+    job: &Job<'_>,
+    array: bool,
+    progress: &mut dyn FnMut(u64),
+) -> Result<Written, ConvertError> {
+    let mut shape = Shape::Object(Vec::new());
+    {
+        let mut records = Records::open(job, array, progress)?;
+        let mut seen = 0;
+        while seen < job.opts.sample_rows {
+            let Some(line) = records.next()? else { break };
+            merge_record(job.file, line, &records.buf, &mut shape)?;
+            seen += 1;
+        }
+    }
+    for _ in 0..MAX_PASSES {
+        match write_pass(job, array, &shape, progress)? {
+            Pass::Done(written) => return Ok(written),
+            Pass::Widened(wider) => shape = wider,
+        }
+    }
+    Err(ConvertError::malformed(
+        job.file,
+        None,
+        None,
+        "the shape of the records kept changing between passes (a bug in weir's inference)",
+    ))
+}
+
+enum Pass {
+    Done(Written),
+    Widened(Shape),
+}
+
+fn write_pass(
+    job: &Job<'_>,
+    array: bool,
+    shape: &Shape,
+    progress: &mut dyn FnMut(u64),
+) -> Result<Pass, ConvertError> {
+    let Shape::Object(top) = shape else {
+        return Err(ConvertError::malformed(
+            job.file,
+            None,
+            None,
+            "records are not objects",
+        ));
+    };
+    if top.is_empty() {
+        return Err(ConvertError::malformed(
+            job.file,
+            None,
+            None,
+            "no columns: the JSON holds no records, or only empty objects",
+        ));
+    }
+    // The decoder matches the source keys; the written schema carries resolved names.
+    let source: Vec<String> = top.iter().map(|(k, _)| k.clone()).collect();
+    let resolved = names::resolve(&source);
+    let decode_schema: SchemaRef = Arc::new(ArrowSchema::new(
+        top.iter()
+            .map(|(k, s)| ArrowField::new(k, s.data_type(), true))
+            .collect::<Vec<_>>(),
+    ));
+    let out_schema: SchemaRef = Arc::new(ArrowSchema::new(
+        resolved
+            .iter()
+            .zip(top)
+            .map(|((name, _), (_, s))| ArrowField::new(name, s.data_type(), true))
+            .collect::<Vec<_>>(),
+    ));
+    let batch_rows = job.opts.batch_rows.max(1);
+    let mut decoder = arrow::json::ReaderBuilder::new(decode_schema)
+        .with_batch_size(batch_rows)
+        .with_coerce_primitive(true)
+        .with_strict_mode(true)
+        .build_decoder()
+        .map_err(|e| ConvertError::unsupported(job.file, format!("JSON decoder: {e}")))?;
+    let mut sink = Sink::create(job.output, out_schema.clone())?;
+    let mut records = Records::open(job, array, progress)?;
+    let mut check = shape.clone();
+    let mut first_line = 1;
+    let mut last_line = 1;
+    let flush = |decoder: &mut arrow::json::reader::Decoder,
+                 sink: &mut Sink,
+                 lines: (u64, u64)|
+     -> Result<(), ConvertError> {
+        let batch = decoder.flush().map_err(|e| {
+            ConvertError::malformed(
+                job.file,
+                Some(lines.0),
+                None,
+                format!("records on lines {}-{}: {e}", lines.0, lines.1),
+            )
+        })?;
+        if let Some(batch) = batch {
+            let renamed = RecordBatch::try_new(out_schema.clone(), batch.columns().to_vec())
+                .map_err(|e| ConvertError::unsupported(job.file, format!("renaming: {e}")))?;
+            sink.write(&renamed)?;
+        }
+        Ok(())
+    };
+    while let Some(line) = records.next()? {
+        if merge_record(job.file, line, &records.buf, &mut check)? {
+            // Does not fit: learn the final shape from the rest, then start again.
+            while let Some(line) = records.next()? {
+                merge_record(job.file, line, &records.buf, &mut check)?;
+            }
+            return Ok(Pass::Widened(check));
+        }
+        if decoder.is_empty() {
+            first_line = line;
+        }
+        last_line = line;
+        let mut rest: &[u8] = &records.buf;
+        while !rest.is_empty() {
+            let n = decoder
+                .decode(rest)
+                .map_err(|e| ConvertError::malformed(job.file, Some(line), None, e.to_string()))?;
+            rest = &rest[n..];
+            if n == 0 || decoder.len() >= batch_rows {
+                flush(&mut decoder, &mut sink, (first_line, last_line))?;
+                first_line = line;
+            }
+        }
+        if decoder.len() >= batch_rows {
+            flush(&mut decoder, &mut sink, (first_line, last_line))?;
+        }
+    }
+    flush(&mut decoder, &mut sink, (first_line, last_line))?;
+    let (statistics, parquet_size) = sink.finish()?;
+    Ok(Pass::Done(Written {
+        schema: crate::event_schema(&out_schema, &resolved),
+        statistics,
+        problems: Problems::default(),
+        parquet_size,
+    }))
+}
+
+/// Parses one record into `shape`; true when the shape had to change for it.
+fn merge_record(
+    file: &str,
+    line: u64,
+    buf: &[u8],
+    shape: &mut Shape,
+) -> Result<bool, ConvertError> {
+    let mut changed = false;
+    let mut path = Vec::new();
+    let mut de = serde_json::Deserializer::from_slice(buf);
+    let result = Merge {
+        shape,
+        changed: &mut changed,
+        path: &mut path,
+        top: true,
+    }
+    .deserialize(&mut de)
+    .and_then(|()| de.end());
+    match result {
+        Ok(()) => Ok(changed),
+        Err(e) => {
+            let at = line + (e.line() as u64).saturating_sub(1);
+            let column = path.first().map(String::as_str);
+            let reason = if path.is_empty() {
+                format!("invalid JSON: {e}")
+            } else {
+                format!("key {:?}: {e}", path.join("."))
+            };
+            Err(ConvertError::malformed(file, Some(at), column, reason))
+        }
+    }
+}
+
+/// The inferred type of a JSON value; objects keep keys in order of first appearance.
+#[derive(Debug, Clone, PartialEq)]
+enum Shape {
+    Null,
+    Bool,
+    Int,
+    Float,
+    Utf8,
+    List(Box<Shape>),
+    Object(Vec<(String, Shape)>),
+}
+
+impl Shape {
+    fn data_type(&self) -> DataType {
+        match self {
+            Shape::Null | Shape::Utf8 => DataType::Utf8,
+            Shape::Bool => DataType::Boolean,
+            Shape::Int => DataType::Int64,
+            Shape::Float => DataType::Float64,
+            Shape::List(item) => DataType::new_list(item.data_type(), true),
+            Shape::Object(fields) => DataType::Struct(Fields::from(
+                fields
+                    .iter()
+                    .map(|(k, s)| ArrowField::new(k, s.data_type(), true))
+                    .collect::<Vec<_>>(),
+            )),
+        }
+    }
+
+    fn describe(&self) -> &'static str {
+        match self {
+            Shape::Null => "null",
+            Shape::Bool => "a boolean",
+            Shape::Int | Shape::Float => "a number",
+            Shape::Utf8 => "a string",
+            Shape::List(_) => "an array",
+            Shape::Object(_) => "an object",
+        }
+    }
+}
+
+/// Merges one value into a shape as serde parses it.
+struct Merge<'a> {
+    shape: &'a mut Shape,
+    changed: &'a mut bool,
+    /// Keys from the record down to the value; left in place on error for the message.
+    path: &'a mut Vec<String>,
+    top: bool,
+}
+
+impl Merge<'_> {
+    fn scalar<E: serde::de::Error>(self, found: Shape) -> Result<(), E> {
+        if self.top {
+            return Err(E::custom(format!(
+                "a record must be a JSON object, found {}",
+                found.describe()
+            )));
+        }
+        let joined = match (&*self.shape, &found) {
+            (a, b) if a == b => return Ok(()),
+            (_, Shape::Null) => return Ok(()),
+            (Shape::Null, _) => found,
+            (Shape::Int, Shape::Float) => Shape::Float,
+            (Shape::Float, Shape::Int) => return Ok(()),
+            (Shape::Utf8, _) => return Ok(()),
+            (Shape::Bool | Shape::Int | Shape::Float, _) => Shape::Utf8,
+            (had, _) => return Err(conflict(had, &found)),
+        };
+        *self.shape = joined;
+        *self.changed = true;
+        Ok(())
+    }
+}
+
+fn conflict<E: serde::de::Error>(had: &Shape, found: &Shape) -> E {
+    E::custom(format!(
+        "{} where earlier records have {}",
+        found.describe(),
+        had.describe()
+    ))
+}
+
+impl<'de> DeserializeSeed<'de> for Merge<'_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Merge<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_unit<E: serde::de::Error>(self) -> Result<(), E> {
+        self.scalar(Shape::Null)
+    }
+    fn visit_none<E: serde::de::Error>(self) -> Result<(), E> {
+        self.scalar(Shape::Null)
+    }
+    fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<(), E> {
+        self.scalar(Shape::Bool)
+    }
+    fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<(), E> {
+        self.scalar(Shape::Int)
+    }
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<(), E> {
+        // Beyond Int64: keep the digits as text rather than round them in a float.
+        self.scalar(if i64::try_from(v).is_ok() {
+            Shape::Int
+        } else {
+            Shape::Utf8
+        })
+    }
+    fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<(), E> {
+        self.scalar(Shape::Float)
+    }
+    fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<(), E> {
+        self.scalar(Shape::Utf8)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        if self.top {
+            return Err(serde::de::Error::custom(
+                "a record must be a JSON object, found an array",
+            ));
+        }
+        match self.shape {
+            Shape::Null => {
+                *self.shape = Shape::List(Box::new(Shape::Null));
+                *self.changed = true;
+            }
+            Shape::List(_) => {}
+            had => return Err(conflict(had, &Shape::List(Box::new(Shape::Null)))),
+        }
+        let Shape::List(item) = self.shape else {
+            return Ok(());
+        };
+        while seq
+            .next_element_seed(Merge {
+                shape: item,
+                changed: self.changed,
+                path: self.path,
+                top: false,
+            })?
+            .is_some()
+        {}
+        Ok(())
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        match self.shape {
+            Shape::Null => {
+                *self.shape = Shape::Object(Vec::new());
+                *self.changed = true;
+            }
+            Shape::Object(_) => {}
+            had => return Err(conflict(had, &Shape::Object(Vec::new()))),
+        }
+        let Shape::Object(fields) = self.shape else {
+            return Ok(());
+        };
+        // Records usually repeat their keys in the same order: look there first.
+        let mut cursor = 0;
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            let idx = if fields.get(cursor).is_some_and(|(k, _)| *k == key) {
+                cursor
+            } else if let Some(i) = fields.iter().position(|(k, _)| *k == key) {
+                i
+            } else {
+                fields.push((key.to_string(), Shape::Null));
+                *self.changed = true;
+                fields.len() - 1
+            };
+            cursor = idx + 1;
+            self.path.push(key.into_owned());
+            map.next_value_seed(Merge {
+                shape: &mut fields[idx].1,
+                changed: self.changed,
+                path: self.path,
+                top: false,
+            })?;
+            self.path.pop();
+        }
+        Ok(())
+    }
+}
+
+/// Cuts the input into records; `buf` holds the current one.
+struct Records<'a> {
+    reader: Box<dyn BufRead + 'a>,
+    file: &'a str,
+    array: bool,
+    /// Before the outer `[` has been read (array mode).
+    started: bool,
+    finished: bool,
+    /// 1-based line of the next unread byte.
+    line: u64,
+    buf: Vec<u8>,
+}
+
+impl<'a> Records<'a> {
+    fn open(
+        job: &Job<'a>,
+        array: bool,
+        progress: &'a mut dyn FnMut(u64),
+    ) -> Result<Self, ConvertError> {
+        Ok(Records {
+            reader: open_text(job.input, job.file, job.compression, progress)?,
+            file: job.file,
+            array,
+            started: false,
+            finished: false,
+            line: 1,
+            buf: Vec::new(),
+        })
+    }
+
+    fn bad(&self, line: u64, reason: impl Into<String>) -> ConvertError {
+        ConvertError::malformed(self.file, Some(line), None, reason)
+    }
+
+    fn read_err(&self, e: std::io::Error) -> ConvertError {
+        ConvertError::from_read(self.file, Some(self.line), e)
+    }
+
+    /// The next non-blank byte, not consumed; `None` at the end.
+    fn peek(&mut self) -> Result<Option<u8>, ConvertError> {
+        loop {
+            let chunk = match self.reader.fill_buf() {
+                Ok(c) => c,
+                Err(e) => return Err(self.read_err(e)),
+            };
+            if chunk.is_empty() {
+                return Ok(None);
+            }
+            let blanks = chunk.iter().take_while(|c| c.is_ascii_whitespace()).count();
+            let newlines = chunk[..blanks].iter().filter(|&&c| c == b'\n').count();
+            let next = chunk.get(blanks).copied();
+            self.reader.consume(blanks);
+            self.line += newlines as u64;
+            if next.is_some() {
+                return Ok(next);
+            }
+        }
+    }
+
+    /// Reads the next record into `buf`; returns the line it starts on.
+    fn next(&mut self) -> Result<Option<u64>, ConvertError> {
+        if self.finished {
+            return Ok(None);
+        }
+        let mut next = self.peek()?;
+        if self.array {
+            if !self.started {
+                self.started = true;
+                if next != Some(b'[') {
+                    return Err(self.bad(self.line, "expected a JSON array starting with '['"));
+                }
+                self.reader.consume(1);
+                next = self.peek()?;
+                if next == Some(b']') {
+                    return self.end_array();
+                }
+            } else {
+                match next {
+                    Some(b',') => {
+                        self.reader.consume(1);
+                        next = self.peek()?;
+                        if next == Some(b']') {
+                            return Err(self.bad(self.line, "a trailing comma before ']'"));
+                        }
+                    }
+                    Some(b']') => return self.end_array(),
+                    Some(c) => {
+                        return Err(self.bad(
+                            self.line,
+                            format!("expected ',' or ']' between records, found {:?}", c as char),
+                        ));
+                    }
+                    None => {
+                        return Err(
+                            self.bad(self.line, "the file ends inside the JSON array (no ']')")
+                        );
+                    }
+                }
+            }
+            if next.is_none() {
+                return Err(self.bad(self.line, "the file ends inside the JSON array (no ']')"));
+            }
+        }
+        if next.is_none() {
+            self.finished = true;
+            return Ok(None);
+        }
+        let start = self.line;
+        self.scan_value(start)?;
+        Ok(Some(start))
+    }
+
+    fn end_array(&mut self) -> Result<Option<u64>, ConvertError> {
+        self.reader.consume(1);
+        self.finished = true;
+        if let Some(c) = self.peek()? {
+            return Err(self.bad(
+                self.line,
+                format!("unexpected {:?} after the closing ']'", c as char),
+            ));
+        }
+        Ok(None)
+    }
+
+    /// Copies one JSON value (starting at the next byte) into `buf`, by bracket depth
+    /// outside strings; the parse that follows checks the rest.
+    fn scan_value(&mut self, start: u64) -> Result<(), ConvertError> {
+        self.buf.clear();
+        let mut depth = 0usize;
+        let mut in_string = false;
+        let mut escape = false;
+        let mut first = true;
+        loop {
+            let chunk = match self.reader.fill_buf() {
+                Ok(c) => c,
+                Err(e) => return Err(self.read_err(e)),
+            };
+            if chunk.is_empty() {
+                if depth > 0 || in_string {
+                    return Err(self.truncated(start));
+                }
+                return Ok(());
+            }
+            let mut used = 0;
+            let mut done = false;
+            let mut newlines = 0;
+            for &c in chunk {
+                if first && depth == 0 && !in_string && !matches!(c, b'{' | b'[' | b'"') {
+                    // A bare scalar: up to the next separator.
+                    if c.is_ascii_whitespace() || matches!(c, b',' | b']' | b'}') {
+                        if used == 0 && self.buf.is_empty() {
+                            used = 1; // a lone separator where a value belongs
+                        }
+                        done = true;
+                        break;
+                    }
+                    used += 1;
+                    continue;
+                }
+                first = false;
+                used += 1;
+                if c == b'\n' {
+                    newlines += 1;
+                }
+                if in_string {
+                    if escape {
+                        escape = false;
+                    } else if c == b'\\' {
+                        escape = true;
+                    } else if c == b'"' {
+                        in_string = false;
+                        if depth == 0 {
+                            done = true;
+                            break;
+                        }
+                    }
+                } else {
+                    match c {
+                        b'"' => in_string = true,
+                        b'{' | b'[' => depth += 1,
+                        b'}' | b']' => {
+                            depth = depth.saturating_sub(1);
+                            if depth == 0 {
+                                done = true;
+                                break;
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            self.buf.extend_from_slice(&chunk[..used]);
+            self.reader.consume(used);
+            self.line += newlines;
+            if done {
+                return Ok(());
+            }
+            if self.buf.len() > MAX_RECORD_BYTES {
+                return Err(self.truncated(start));
+            }
+        }
+    }
+
+    /// The value starting at `start` never closes: let serde say where it goes wrong.
+    fn truncated(&self, start: u64) -> ConvertError {
+        let mut shape = Shape::Object(Vec::new());
+        match merge_record(self.file, start, &self.buf, &mut shape) {
+            Err(e) => e,
+            Ok(_) => self.bad(
+                start,
+                format!(
+                    "a JSON record starting here never closes (over {} MiB or cut off)",
+                    MAX_RECORD_BYTES >> 20
+                ),
+            ),
+        }
+    }
+}

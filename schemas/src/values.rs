@@ -1,0 +1,362 @@
+//! Text values of delimited files: what type a value looks like, how column types widen,
+//! and the parsers that turn text into Arrow's native values (dates, timestamps).
+//!
+//! Rules that matter to users:
+//! - only the empty string is null; other values are trimmed before a type is guessed,
+//!   so a blank (`" "`) is null in a numeric column but kept as is in a text column;
+//! - a number with a leading zero and more than one digit (`007`, `01.5`) is text: codes
+//!   such as zip, FIPS or ISO numeric keep their zeros;
+//! - an integer too large for Int64 is text, not Float64, so that no digit is lost;
+//! - a timestamp with more than microsecond precision is text unless the extra digits
+//!   are zeros, for the same reason.
+
+use arrow::datatypes::{DataType, TimeUnit};
+
+/// The type of a column of a delimited file, ordered by the widening lattice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// No non-null value seen yet; written as Utf8 if it stays so.
+    Null,
+    Bool,
+    Int,
+    Float,
+    Date,
+    Timestamp,
+    TimestampTz,
+    Utf8,
+}
+
+impl Kind {
+    /// The narrowest kind that holds both: int → float → utf8, date → timestamp → utf8,
+    /// anything else → utf8.
+    pub fn join(self, other: Kind) -> Kind {
+        use Kind::*;
+        match (self, other) {
+            (a, b) if a == b => a,
+            (Null, x) | (x, Null) => x,
+            (Int, Float) | (Float, Int) => Float,
+            (Date, Timestamp) | (Timestamp, Date) => Timestamp,
+            _ => Utf8,
+        }
+    }
+
+    pub fn data_type(self) -> DataType {
+        match self {
+            Kind::Null | Kind::Utf8 => DataType::Utf8,
+            Kind::Bool => DataType::Boolean,
+            Kind::Int => DataType::Int64,
+            Kind::Float => DataType::Float64,
+            Kind::Date => DataType::Date32,
+            Kind::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, None),
+            Kind::TimestampTz => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+        }
+    }
+}
+
+/// The narrowest kind `raw` fits. Only the empty (or blank) value is `Null`.
+pub fn classify(raw: &str) -> Kind {
+    let v = raw.trim();
+    if v.is_empty() {
+        return Kind::Null;
+    }
+    if v.eq_ignore_ascii_case("true") || v.eq_ignore_ascii_case("false") {
+        return Kind::Bool;
+    }
+    let b = v.as_bytes();
+    if (b[0].is_ascii_digit() || matches!(b[0], b'+' | b'-' | b'.'))
+        && let Some(kind) = classify_number(v)
+    {
+        return kind;
+    }
+    if b.len() >= 10 && b[4] == b'-' {
+        if b.len() == 10 {
+            if parse_date(v).is_some() {
+                return Kind::Date;
+            }
+        } else if let Some((_, zoned)) = parse_timestamp(v) {
+            return if zoned {
+                Kind::TimestampTz
+            } else {
+                Kind::Timestamp
+            };
+        }
+    }
+    Kind::Utf8
+}
+
+fn classify_number(v: &str) -> Option<Kind> {
+    let b = v.as_bytes();
+    let body = match b[0] {
+        b'+' | b'-' => &b[1..],
+        _ => b,
+    };
+    let int_digits = body.iter().take_while(|c| c.is_ascii_digit()).count();
+    if int_digits > 1 && body[0] == b'0' {
+        return None; // a code with a leading zero: text
+    }
+    if int_digits == body.len() {
+        if int_digits == 0 {
+            return None;
+        }
+        // Too large for Int64: text, so that no digit is lost.
+        return v.parse::<i64>().ok().map(|_| Kind::Int);
+    }
+    let mut rest = &body[int_digits..];
+    let mut frac_digits = 0;
+    if rest.first() == Some(&b'.') {
+        frac_digits = rest[1..].iter().take_while(|c| c.is_ascii_digit()).count();
+        rest = &rest[1 + frac_digits..];
+    }
+    if int_digits + frac_digits == 0 {
+        return None;
+    }
+    if let Some((&e, exp)) = rest.split_first() {
+        if e != b'e' && e != b'E' {
+            return None;
+        }
+        let exp = match exp.first() {
+            Some(b'+' | b'-') => &exp[1..],
+            _ => exp,
+        };
+        if exp.is_empty() || !exp.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+    }
+    match v.parse::<f64>() {
+        Ok(f) if f.is_finite() => Some(Kind::Float),
+        _ => None,
+    }
+}
+
+pub fn parse_bool(v: &str) -> Option<bool> {
+    let v = v.trim();
+    if v.eq_ignore_ascii_case("true") {
+        Some(true)
+    } else if v.eq_ignore_ascii_case("false") {
+        Some(false)
+    } else {
+        None
+    }
+}
+
+pub fn parse_int(v: &str) -> Option<i64> {
+    let v = v.trim();
+    (classify_number(v) == Some(Kind::Int))
+        .then(|| v.parse().ok())
+        .flatten()
+}
+
+pub fn parse_float(v: &str) -> Option<f64> {
+    let v = v.trim();
+    classify_number(v).and_then(|_| v.parse().ok())
+}
+
+/// Days since 1970-01-01 for a valid `YYYY-MM-DD`.
+pub fn parse_date(v: &str) -> Option<i32> {
+    let b = v.trim().as_bytes();
+    if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
+        return None;
+    }
+    let y = digits(&b[0..4])?;
+    let m = digits(&b[5..7])?;
+    let d = digits(&b[8..10])?;
+    if !(1..=12).contains(&m) || d < 1 || d > days_in_month(y, m) {
+        return None;
+    }
+    i32::try_from(days_from_civil(y, m, d)).ok()
+}
+
+/// Microseconds since the epoch, and whether the text carried a zone (then the value is
+/// the UTC instant). Accepts `YYYY-MM-DD[T ]HH:MM[:SS[.f]]` and an optional `Z`, `UTC`,
+/// `±HH`, `±HHMM` or `±HH:MM`, optionally after one space.
+pub fn parse_timestamp(v: &str) -> Option<(i64, bool)> {
+    let v = v.trim();
+    let b = v.as_bytes();
+    if b.len() < 16 || !matches!(b[10], b'T' | b't' | b' ') || b[13] != b':' {
+        return None;
+    }
+    let days = i64::from(parse_date(&v[..10])?);
+    let h = digits(&b[11..13])?;
+    let mi = digits(&b[14..16])?;
+    let mut rest = &b[16..];
+    let mut s = 0;
+    let mut micros = 0i64;
+    if rest.first() == Some(&b':') && rest.len() >= 3 {
+        s = digits(&rest[1..3])?;
+        rest = &rest[3..];
+        if rest.first() == Some(&b'.') {
+            let n = rest[1..].iter().take_while(|c| c.is_ascii_digit()).count();
+            if n == 0 {
+                return None;
+            }
+            let frac = &rest[1..1 + n];
+            if n > 6 && frac[6..].iter().any(|&c| c != b'0') {
+                return None; // below a microsecond: keep the text rather than lose digits
+            }
+            for i in 0..6 {
+                micros = micros * 10 + frac.get(i).map_or(0, |c| i64::from(c - b'0'));
+            }
+            rest = &rest[1 + n..];
+        }
+    }
+    if h > 23 || mi > 59 || s > 59 {
+        return None;
+    }
+    if rest.first() == Some(&b' ') {
+        rest = &rest[1..];
+    }
+    let offset_secs = match rest {
+        [] => None,
+        [b'Z' | b'z'] | [b'U', b'T', b'C'] => Some(0),
+        [sign @ (b'+' | b'-'), tail @ ..] => {
+            let (oh, om) = match tail {
+                [a, b] => (digits(&[*a, *b])?, 0),
+                [a, b, c, d] => (digits(&[*a, *b])?, digits(&[*c, *d])?),
+                [a, b, b':', c, d] => (digits(&[*a, *b])?, digits(&[*c, *d])?),
+                _ => return None,
+            };
+            if oh > 23 || om > 59 {
+                return None;
+            }
+            let secs = oh * 3600 + om * 60;
+            Some(if *sign == b'-' { -secs } else { secs })
+        }
+        _ => return None,
+    };
+    let local = ((days * 86_400 + h * 3600 + mi * 60 + s) * 1_000_000) + micros;
+    Some(match offset_secs {
+        None => (local, false),
+        Some(off) => (local - off * 1_000_000, true),
+    })
+}
+
+fn digits(b: &[u8]) -> Option<i64> {
+    if b.is_empty() || !b.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(b.iter().fold(0i64, |acc, c| acc * 10 + i64::from(c - b'0')))
+}
+
+fn is_leap(y: i64) -> bool {
+    (y % 4 == 0 && y % 100 != 0) || y % 400 == 0
+}
+
+fn days_in_month(y: i64, m: i64) -> i64 {
+    match m {
+        2 if is_leap(y) => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
+}
+
+/// Howard Hinnant's `days_from_civil`.
+pub fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// Howard Hinnant's `civil_from_days`.
+pub fn civil_from_days(z: i64) -> (i64, i64, i64) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    (
+        if m <= 2 {
+            yoe + era * 400 + 1
+        } else {
+            yoe + era * 400
+        },
+        m,
+        d,
+    )
+}
+
+/// ISO 8601 date for days since the epoch.
+pub fn format_date(days: i64) -> String {
+    let (y, m, d) = civil_from_days(days);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+/// ISO 8601 timestamp for microseconds since the epoch; `zoned` appends `Z`.
+pub fn format_timestamp(micros: i64, zoned: bool) -> String {
+    let days = micros.div_euclid(86_400_000_000);
+    let rem = micros.rem_euclid(86_400_000_000);
+    let (secs, frac) = (rem / 1_000_000, rem % 1_000_000);
+    let mut out = format!(
+        "{}T{:02}:{:02}:{:02}",
+        format_date(days),
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    );
+    if frac != 0 {
+        out.push_str(&format!(".{frac:06}"));
+    }
+    if zoned {
+        out.push('Z');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies() {
+        for (v, k) in [
+            ("", Kind::Null),
+            ("  ", Kind::Null),
+            ("TRUE", Kind::Bool),
+            ("42", Kind::Int),
+            ("-0", Kind::Int),
+            ("0", Kind::Int),
+            ("007", Kind::Utf8),
+            ("01.5", Kind::Utf8),
+            ("0.5", Kind::Float),
+            (".5", Kind::Float),
+            ("1e3", Kind::Float),
+            ("1e", Kind::Utf8),
+            ("nan", Kind::Utf8),
+            ("99999999999999999999", Kind::Utf8),
+            ("2024-02-29", Kind::Date),
+            ("2023-02-29", Kind::Utf8),
+            ("2024-01-02 03:04:05", Kind::Timestamp),
+            ("2024-01-02T03:04", Kind::Timestamp),
+            ("2024-01-02T03:04:05.123456Z", Kind::TimestampTz),
+            ("2024-01-02T03:04:05+02:00", Kind::TimestampTz),
+            ("2024-01-02T03:04:05.1234567", Kind::Utf8),
+            ("2024-01-02T03:04:05.1234560", Kind::Timestamp),
+            ("2024-01-02T25:04:05", Kind::Utf8),
+            ("1-684", Kind::Utf8),
+        ] {
+            assert_eq!(classify(v), k, "{v:?}");
+        }
+    }
+
+    #[test]
+    fn timestamps_and_dates_round_trip() {
+        assert_eq!(parse_date("1970-01-01"), Some(0));
+        assert_eq!(parse_date("1969-12-31"), Some(-1));
+        assert_eq!(
+            format_date(i64::from(parse_date("2000-02-29").unwrap_or(0))),
+            "2000-02-29"
+        );
+        let (t, z) = parse_timestamp("2024-01-02T03:04:05+02:00").unwrap_or((0, false));
+        assert!(z);
+        assert_eq!(format_timestamp(t, true), "2024-01-02T01:04:05Z");
+        let (t, _) = parse_timestamp("1969-12-31 23:59:59.5").unwrap_or((0, true));
+        assert_eq!(format_timestamp(t, false), "1969-12-31T23:59:59.500000");
+    }
+}
