@@ -151,8 +151,16 @@ impl Projector {
                 };
                 let mut batch = Vec::with_capacity(items.len());
                 let mut done = false;
+                let mut failed = None;
                 for item in items {
-                    let rec = item?;
+                    let rec = match item {
+                        Ok(rec) => rec,
+                        Err(e) => {
+                            // Keep what came before it, then report.
+                            failed = Some(e);
+                            break;
+                        }
+                    };
                     if rec.seq > target || cutoff.is_some_and(|t| rec.stored_at > t) {
                         done = true;
                         break;
@@ -167,6 +175,9 @@ impl Projector {
                             continue 'follow;
                         }
                     }
+                }
+                if let Some(e) = failed {
+                    return Err(e.into());
                 }
                 if done {
                     break 'follow;
@@ -206,6 +217,7 @@ impl Projector {
                         let Some(items) = items else { break };
                         let mut batch = Vec::with_capacity(items.len());
                         let mut broken = false;
+                        let mut fatal = None;
                         for item in items {
                             match item {
                                 Ok(rec) => batch.push(rec),
@@ -214,7 +226,10 @@ impl Projector {
                                     broken = true;
                                     break;
                                 }
-                                Err(e) => return Err(e.into()),
+                                Err(e) => {
+                                    fatal = Some(e);
+                                    break;
+                                }
                             }
                         }
                         if !batch.is_empty() {
@@ -226,6 +241,9 @@ impl Projector {
                                     break;
                                 }
                             }
+                        }
+                        if let Some(e) = fatal {
+                            return Err(e.into());
                         }
                         if broken {
                             break;
