@@ -41,7 +41,9 @@ impl Service for Inferrer {
     ) -> Result<Vec<Event>, StepError> {
         let upload = input.envelope.correlation_id;
         let (Some((_, received)), Some(combined)) = (&state.received, &state.combined) else {
-            return Err(StepError::Permanent("upload has no UploadReceived/PartsCombined before inference".into()));
+            return Err(StepError::Permanent(
+                "upload has no UploadReceived/PartsCombined before inference".into(),
+            ));
         };
         if received.dataset.is_some() {
             return Err(StepError::Permanent(
@@ -52,8 +54,9 @@ impl Service for Inferrer {
         let version = 1;
 
         let scratch = Scratch(ctx.work_dir.join(upload.to_string()));
-        std::fs::create_dir_all(&scratch.0)
-            .map_err(|e| StepError::Transient(format!("scratch dir {}: {e}", scratch.0.display())))?;
+        std::fs::create_dir_all(&scratch.0).map_err(|e| {
+            StepError::Transient(format!("scratch dir {}: {e}", scratch.0.display()))
+        })?;
         // A local store's blob is read in place; anything else is streamed down first.
         let input_path = match ctx.store.local_root() {
             Some(root) => root.join(combined.blob.as_str()),
@@ -71,18 +74,17 @@ impl Service for Inferrer {
             ..ConvertOptions::default()
         };
         let out = output_path.clone();
-        let converted = tokio::task::spawn_blocking(move || {
-            convert(&input_path, &out, &options, &mut |_| {})
-        })
-        .await
-        .map_err(|e| StepError::Permanent(format!("conversion crashed: {e}")))?
-        .map_err(|e| {
-            if e.is_permanent() {
-                StepError::Permanent(e.to_string())
-            } else {
-                StepError::Transient(e.to_string())
-            }
-        })?;
+        let converted =
+            tokio::task::spawn_blocking(move || convert(&input_path, &out, &options, &mut |_| {}))
+                .await
+                .map_err(|e| StepError::Permanent(format!("conversion crashed: {e}")))?
+                .map_err(|e| {
+                    if e.is_permanent() {
+                        StepError::Permanent(e.to_string())
+                    } else {
+                        StepError::Transient(e.to_string())
+                    }
+                })?;
 
         let (parquet, parquet_size) = if converted.rewritten {
             let key = ObjectKey::parquet(dataset, version);

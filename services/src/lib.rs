@@ -6,7 +6,7 @@
 //! consumer; [`run_all`] runs every one in this process (`weir up`).
 
 pub mod combiner;
-// pub mod inferrer;
+pub mod inferrer;
 pub mod producer;
 pub mod registrar;
 pub mod runtime;
@@ -39,6 +39,15 @@ pub async fn run_one(
             .await
         }
         // Conversions are CPU-bound: one per core.
+        "inferrer" => {
+            runtime::run(
+                Arc::new(inferrer::Inferrer),
+                ctx,
+                RunConfig { concurrency: 2 },
+                shutdown,
+            )
+            .await
+        }
         "registrar" => {
             runtime::run(
                 Arc::new(registrar::Registrar),

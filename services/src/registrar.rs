@@ -137,7 +137,7 @@ impl Service for Registrar {
                 Claim::TakenBy { dataset, upload } if explicit => {
                     let by = upload.map(|u| format!(", upload {u}")).unwrap_or_default();
                     return Err(StepError::Permanent(format!(
-                        "{file}: table name {candidate:?} is already taken by dataset {dataset}{by} for owner {owner}; upload again with another --table"
+                        "{file}: table name \"{candidate}\" is already taken by dataset {dataset}{by} for owner {owner}; upload again with another --table"
                     )));
                 }
                 Claim::TakenBy { .. } => {}

@@ -129,6 +129,22 @@ impl System {
     }
 }
 
+/// Waits for the upload's first `Compensated` event.
+async fn first_compensation(journal: &Journal, upload: UploadId) -> Compensated {
+    use futures::StreamExt;
+    let follow = weir_journal::Follow {
+        filters: vec![Subject::upload_filter(upload)],
+        start: weir_journal::Start::All,
+    };
+    let mut events = Box::pin(journal.follow(follow).await.unwrap());
+    while let Some(item) = events.next().await {
+        if let Event::Compensated(c) = item.unwrap().envelope.event {
+            return c;
+        }
+    }
+    unreachable!("the follow ended")
+}
+
 /// Every cell of the batches as text (null as ""), row by row.
 fn cells(batches: &[RecordBatch]) -> Vec<Vec<String>> {
     let options = FormatOptions::default();
@@ -163,12 +179,6 @@ fn types(r: &DatasetRegistered) -> Vec<(String, String)> {
         .fields
         .iter()
         .map(|f| (f.name.clone(), f.data_type.clone()))
-        .collect()
-}
-
-fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
-    list.iter()
-        .map(|(a, b)| (a.to_string(), b.to_string()))
         .collect()
 }
 
@@ -460,26 +470,7 @@ async fn a_malformed_file_fails_with_a_reason_and_its_blob_is_removed() {
         f.reason
     );
     // The compensation follows Failed and is in the log.
-    let history = sys
-        .journal
-        .history(&Aggregate::Upload(upload))
-        .await
-        .unwrap();
-    let comp = loop {
-        let history = sys
-            .journal
-            .history(&Aggregate::Upload(upload))
-            .await
-            .unwrap();
-        if let Some(c) = history.iter().find_map(|h| match &h.envelope.event {
-            Event::Compensated(c) => Some(c.clone()),
-            _ => None,
-        }) {
-            break c;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    };
-    drop(history);
+    let comp = first_compensation(&sys.journal, upload).await;
     let CompensationAction::BlobRemoved { blob } = comp.action else {
         panic!("{comp:?}")
     };
@@ -629,6 +620,19 @@ async fn redelivered_and_duplicated_events_have_no_duplicate_effect() {
         sys.upload(&sentinel, None).await.1,
         Terminal::Registered(_)
     ));
+    // And every consumer has finished with every event it was given.
+    let stream = sys.journal.jetstream().get_stream("WEIR").await.unwrap();
+    for name in ["combiner", "inferrer", "registrar"] {
+        let mut consumer: async_nats::jetstream::consumer::PullConsumer =
+            stream.get_consumer(&format!("weir-{name}")).await.unwrap();
+        loop {
+            let info = consumer.info().await.unwrap();
+            if info.num_pending == 0 && info.num_ack_pending == 0 {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+    }
     assert_eq!(sys.kinds(upload).await, before, "no duplicate effect");
     sys.stop().await;
 }
