@@ -43,7 +43,10 @@ pub async fn run_one(
             runtime::run(
                 Arc::new(inferrer::Inferrer),
                 ctx,
-                RunConfig { concurrency: 2 },
+                RunConfig {
+                    concurrency: 2,
+                    ..RunConfig::default()
+                },
                 shutdown,
             )
             .await

@@ -25,15 +25,6 @@ use weir_journal::{AppendOutcome, Expect, Journal, Recorded};
 use crate::state::UploadState;
 use crate::store::Store;
 
-/// Deliveries before a transient fault becomes `Failed { retryable: true }`.
-pub const MAX_DELIVER: i64 = 5;
-/// Redelivery delays after the 1st, 2nd … failed attempt.
-pub const BACKOFF: [Duration; 4] = [
-    Duration::from_millis(500),
-    Duration::from_secs(2),
-    Duration::from_secs(5),
-    Duration::from_secs(15),
-];
 /// How long the server waits for an ack before redelivering; in-progress acks are sent
 /// at a third of it while a step runs.
 pub const ACK_WAIT: Duration = Duration::from_secs(30);
@@ -127,21 +118,47 @@ pub trait Service: Send + Sync + 'static {
     }
 }
 
-/// How many events one instance works on at once.
-#[derive(Debug, Clone, Copy)]
+/// How one instance of a service works.
+#[derive(Debug, Clone)]
 pub struct RunConfig {
+    /// Events worked on at once.
     pub concurrency: usize,
+    /// Deliveries before a transient fault becomes `Failed { retryable: true }`.
+    pub max_deliver: u32,
+    /// Redelivery delay after the 1st, 2nd … failed attempt (the last repeats).
+    pub backoff: Vec<Duration>,
 }
 
 impl Default for RunConfig {
     fn default() -> Self {
-        Self { concurrency: 4 }
+        Self {
+            concurrency: 4,
+            max_deliver: 5,
+            backoff: vec![
+                Duration::from_millis(500),
+                Duration::from_secs(2),
+                Duration::from_secs(5),
+                Duration::from_secs(15),
+            ],
+        }
+    }
+}
+
+impl RunConfig {
+    fn delay(&self, delivered: u32) -> Duration {
+        let i = delivered.saturating_sub(1) as usize;
+        self.backoff
+            .get(i)
+            .or(self.backoff.last())
+            .copied()
+            .unwrap_or(Duration::from_secs(1))
     }
 }
 
 /// Creates (or binds to) the service's durable consumer.
 async fn consumer<S: Service>(
     journal: &Journal,
+    config: &RunConfig,
 ) -> Result<async_nats::jetstream::consumer::Consumer<pull::Config>, StepError> {
     let err =
         |e: &dyn std::fmt::Display| StepError::Transient(format!("consumer weir-{}: {e}", S::NAME));
@@ -161,7 +178,9 @@ async fn consumer<S: Service>(
                 ack_policy: AckPolicy::Explicit,
                 deliver_policy: DeliverPolicy::All,
                 ack_wait: ACK_WAIT,
-                max_deliver: MAX_DELIVER + 1,
+                // One spare delivery: the last counted attempt appends Failed, so the server
+                // never drops an event silently.
+                max_deliver: i64::from(config.max_deliver) + 1,
                 max_ack_pending: 256,
                 ..Default::default()
             },
@@ -183,7 +202,7 @@ pub async fn run<S: Service>(
     let permits = Arc::new(tokio::sync::Semaphore::new(config.concurrency.max(1)));
     let mut attempt = 0u32;
     'outer: loop {
-        let consumer = match consumer::<S>(&ctx.journal).await {
+        let consumer = match consumer::<S>(&ctx.journal, &config).await {
             Ok(c) => c,
             Err(e) if attempt < 10 => {
                 attempt += 1;
@@ -223,8 +242,9 @@ pub async fn run<S: Service>(
             };
             let service = service.clone();
             let ctx = ctx.clone();
+            let config = config.clone();
             tasks.spawn(async move {
-                process(service, ctx, message).await;
+                process(service, ctx, &config, message).await;
                 drop(permit);
             });
             while tasks.try_join_next().is_some() {}
@@ -234,7 +254,12 @@ pub async fn run<S: Service>(
     Ok(())
 }
 
-async fn process<S: Service>(service: Arc<S>, ctx: Ctx, message: async_nats::jetstream::Message) {
+async fn process<S: Service>(
+    service: Arc<S>,
+    ctx: Ctx,
+    config: &RunConfig,
+    message: async_nats::jetstream::Message,
+) {
     let recorded = match weir_journal::read::decode(&message) {
         Ok(r) => r,
         Err(e) => {
@@ -249,7 +274,7 @@ async fn process<S: Service>(service: Arc<S>, ctx: Ctx, message: async_nats::jet
     let span = tracing::info_span!("step", service = S::NAME, upload = %recorded.envelope.correlation_id, seq = recorded.seq, kind = %recorded.envelope.kind(), delivered);
     let _enter = span.enter();
     drop(_enter);
-    let outcome = step(service, &ctx, &recorded, &message, delivered as u32).await;
+    let outcome = step(service, &ctx, config, &recorded, &message, delivered as u32).await;
     let reply = match outcome {
         Ok(()) => AckKind::Ack,
         Err(delay) => AckKind::Nak(Some(delay)),
@@ -263,11 +288,12 @@ async fn process<S: Service>(service: Arc<S>, ctx: Ctx, message: async_nats::jet
 async fn step<S: Service>(
     service: Arc<S>,
     ctx: &Ctx,
+    config: &RunConfig,
     input: &Recorded,
     message: &async_nats::jetstream::Message,
     delivered: u32,
 ) -> Result<(), Duration> {
-    let retry_delay = BACKOFF[(delivered.saturating_sub(1) as usize).min(BACKOFF.len() - 1)];
+    let retry_delay = config.delay(delivered);
     let aggregate = input.envelope.aggregate.clone();
     let history = match ctx.journal.history(&aggregate).await {
         Ok(h) => h,
@@ -354,7 +380,7 @@ async fn step<S: Service>(
             }
             Ok(())
         }
-        Err(StepError::Transient(reason)) if i64::from(delivered) < MAX_DELIVER => {
+        Err(StepError::Transient(reason)) if delivered < config.max_deliver => {
             tracing::warn!(service = S::NAME, delivered, reason = %reason, "transient fault; will retry");
             Err(retry_delay)
         }
