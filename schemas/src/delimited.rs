@@ -23,6 +23,7 @@ use arrow::record_batch::RecordBatch;
 
 use crate::input::open_text;
 use crate::names;
+use crate::records::Records;
 use crate::sink::Sink;
 use crate::values::{self, Kind};
 use crate::{ConvertError, Job, Problems, Written};
@@ -96,7 +97,7 @@ fn write_pass(
     let mut problems = Problems::default();
     let mut in_batch = 0;
     while rows.next()? {
-        let found = rows.record.len();
+        let found = rows.records.len();
         if found != header.len() {
             let message = if found < header.len() {
                 format!(
@@ -105,9 +106,8 @@ fn write_pass(
                 )
             } else {
                 format!(
-                    "expected {} fields, found {found}: {} extra values dropped",
-                    header.len(),
-                    found - header.len()
+                    "expected {} fields, found {found}: the extra values are dropped",
+                    header.len()
                 )
             };
             problems.push(rows.line, None, message);
@@ -168,10 +168,9 @@ fn finish_batch(
         .map_err(|e| ConvertError::unsupported(job.file, format!("building a batch: {e}")))
 }
 
-/// The csv reader with the current record and its line.
+/// The record reader with the current record and its line.
 struct Rows<'a> {
-    reader: csv::Reader<Box<dyn BufRead + 'a>>,
-    record: csv::ByteRecord,
+    records: Records<Box<dyn BufRead + 'a>>,
     line: u64,
     file: &'a str,
 }
@@ -183,16 +182,8 @@ impl<'a> Rows<'a> {
         progress: &'a mut dyn FnMut(u64),
     ) -> Result<Self, ConvertError> {
         let input = open_text(job.input, job.file, job.compression, progress)?;
-        let reader = csv::ReaderBuilder::new()
-            .delimiter(delimiter)
-            .has_headers(false)
-            .flexible(true)
-            .double_quote(true)
-            .buffer_capacity(256 << 10)
-            .from_reader(input);
         Ok(Rows {
-            reader,
-            record: csv::ByteRecord::new(),
+            records: Records::new(input, delimiter),
             line: 0,
             file: job.file,
         })
@@ -200,25 +191,16 @@ impl<'a> Rows<'a> {
 
     /// Reads the next record; false at the end.
     fn next(&mut self) -> Result<bool, ConvertError> {
-        match self.reader.read_byte_record(&mut self.record) {
+        match self.records.read() {
             Ok(more) => {
-                if let Some(p) = self.record.position() {
-                    self.line = p.line();
-                }
+                self.line = self.records.line();
                 Ok(more)
             }
-            Err(e) => {
-                let line = e.position().map(|p| p.line()).or(Some(self.line + 1));
-                match e.into_kind() {
-                    csv::ErrorKind::Io(io) => Err(ConvertError::from_read(self.file, line, io)),
-                    other => Err(ConvertError::malformed(
-                        self.file,
-                        line,
-                        None,
-                        format!("{other:?}"),
-                    )),
-                }
-            }
+            Err(e) => Err(ConvertError::from_read(
+                self.file,
+                Some(self.records.next_line()),
+                e,
+            )),
         }
     }
 
@@ -231,9 +213,9 @@ impl<'a> Rows<'a> {
                 "no header row: the file is empty",
             ));
         }
-        (0..self.record.len())
+        (0..self.records.len())
             .map(|i| {
-                let raw = self.record.get(i).unwrap_or_default();
+                let raw = self.records.get(i).unwrap_or_default();
                 std::str::from_utf8(raw).map(str::to_owned).map_err(|e| {
                     ConvertError::malformed(
                         self.file,
@@ -248,7 +230,7 @@ impl<'a> Rows<'a> {
 
     /// Field `i` of the current record as text; a missing field is empty (null).
     fn field(&self, i: usize, header: &[String]) -> Result<&str, ConvertError> {
-        let raw = self.record.get(i).unwrap_or_default();
+        let raw = self.records.get(i).unwrap_or_default();
         std::str::from_utf8(raw).map_err(|e| {
             ConvertError::malformed(
                 self.file,

@@ -10,7 +10,7 @@ use weir_events::Compression;
 use crate::ConvertError;
 
 /// How often, in bytes read from the file, `progress` hears about it.
-const PROGRESS_EVERY: u64 = 4 << 20;
+const PROGRESS_EVERY: u64 = 1 << 20;
 
 /// Counts bytes read from the file and tells `progress` now and then.
 struct Counting<'a, R> {

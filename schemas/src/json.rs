@@ -195,11 +195,20 @@ fn merge_record(
         Err(e) => {
             let at = line + (e.line() as u64).saturating_sub(1);
             let column = path.first().map(String::as_str);
-            let reason = if path.is_empty() {
-                format!("invalid JSON: {e}")
-            } else {
-                format!("key {:?}: {e}", path.join("."))
+            // serde's position is within the record; the line is made absolute above.
+            let text = e.to_string();
+            let suffix = format!(" at line {} column {}", e.line(), e.column());
+            let what = text.strip_suffix(&suffix).unwrap_or(&text);
+            let mut reason = match (e.classify(), path.len()) {
+                (serde_json::error::Category::Data, 0 | 1) => what.to_owned(),
+                (serde_json::error::Category::Data, _) => {
+                    format!("key {:?}: {what}", path.join("."))
+                }
+                _ => format!("invalid JSON near character {}: {what}", e.column()),
             };
+            if at > line {
+                reason.push_str(&format!(" (in the record that starts on line {line})"));
+            }
             Err(ConvertError::malformed(file, Some(at), column, reason))
         }
     }

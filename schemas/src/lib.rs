@@ -14,6 +14,7 @@ mod input;
 mod json;
 mod names;
 mod parquet_in;
+mod records;
 mod sink;
 mod sniff;
 mod stats;

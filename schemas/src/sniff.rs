@@ -168,16 +168,11 @@ fn detect_delimiter(text: &[u8], complete: bool, hint: Option<Format>) -> u8 {
     };
     let mut best: Option<(u8, (bool, usize, usize, bool))> = None;
     for d in DELIMITERS {
-        let mut reader = csv::ReaderBuilder::new()
-            .delimiter(d)
-            .has_headers(false)
-            .flexible(true)
-            .from_reader(text);
+        let mut records = crate::records::Records::new(text, d);
         let mut counts: Vec<usize> = Vec::new();
-        let mut record = csv::ByteRecord::new();
         while counts.len() <= SNIFF_RECORDS {
-            match reader.read_byte_record(&mut record) {
-                Ok(true) => counts.push(record.len()),
+            match records.read() {
+                Ok(true) => counts.push(records.len()),
                 _ => break,
             }
         }

@@ -1,0 +1,664 @@
+//! Conversion of CSV, TSV, NDJSON and JSON inputs, compressed or not: the inferred
+//! schema, statistics, row problems and errors, and the values read back from Parquet.
+
+mod common;
+
+use common::{check, check_with, gzip, options, rows, run, zstd};
+use weir_events::{Compression, Format};
+use weir_schemas::{ConvertError, ConvertOptions, sniff};
+
+#[test]
+fn csv_types() {
+    check(
+        "types.csv",
+        b"flag,n,x,day,naive,zoned,name\n\
+          true,1,1.5,2024-01-02,2024-01-02 03:04:05,2024-01-02T03:04:05Z,alpha\n\
+          FALSE,-20,2,2023-12-31,2024-01-02T03:04:05.25,2024-01-02T05:04:05+02:00,\n\
+          ,,,,,,gamma\n",
+        r#"
+            csv None rewritten=true
+            column flag: Boolean
+            column n: Int64
+            column x: Float64
+            column day: Date32
+            column naive: Timestamp(µs)
+            column zoned: Timestamp(µs, "UTC")
+            column name: Utf8
+            rows: 3
+            stats flag: nulls=1 min=- max=-
+            stats n: nulls=1 min=-20 max=1
+            stats x: nulls=1 min=1.5 max=2.0
+            stats day: nulls=1 min=2023-12-31 max=2024-01-02
+            stats naive: nulls=1 min=2024-01-02T03:04:05 max=2024-01-02T03:04:05.250000
+            stats zoned: nulls=1 min=2024-01-02T03:04:05Z max=2024-01-02T03:04:05Z
+            stats name: nulls=1 min=- max=-
+            | true | 1 | 1.5 | 2024-01-02 | 2024-01-02T03:04:05 | 2024-01-02T03:04:05Z | "alpha"
+            | false | -20 | 2.0 | 2023-12-31 | 2024-01-02T03:04:05.250 | 2024-01-02T03:04:05Z | null
+            | null | null | null | null | null | null | "gamma"
+        "#,
+    );
+}
+
+#[test]
+fn tsv() {
+    check(
+        "data.tsv",
+        b"id\tname\n1\ta,b\n2\tc;d\n",
+        r#"
+            tsv None rewritten=true
+            column id: Int64
+            column name: Utf8
+            rows: 2
+            stats id: nulls=0 min=1 max=2
+            | 1 | "a,b"
+            | 2 | "c;d"
+        "#,
+    );
+}
+
+#[test]
+fn semicolon_and_pipe() {
+    check(
+        "semi.csv",
+        b"id;price;label\n1;3,5;x\n2;4,25;y\n",
+        r#"
+            csv None rewritten=true
+            column id: Int64
+            column price: Utf8
+            column label: Utf8
+            rows: 2
+            stats id: nulls=0 min=1 max=2
+            | 1 | "3,5" | "x"
+            | 2 | "4,25" | "y"
+        "#,
+    );
+    check(
+        "pipe.txt",
+        b"id|label\n1|a,b\n2|c\n",
+        r#"
+            csv None rewritten=true
+            column id: Int64
+            column label: Utf8
+            rows: 2
+            stats id: nulls=0 min=1 max=2
+            | 1 | "a,b"
+            | 2 | "c"
+        "#,
+    );
+}
+
+#[test]
+fn bom_and_crlf() {
+    check(
+        "bom.csv",
+        b"\xEF\xBB\xBFid,name\r\n1,a\r\n2,b\r\n",
+        r#"
+            csv None rewritten=true
+            column id: Int64
+            column name: Utf8
+            rows: 2
+            stats id: nulls=0 min=1 max=2
+            | 1 | "a"
+            | 2 | "b"
+        "#,
+    );
+}
+
+#[test]
+fn quoted_newlines_keep_line_numbers() {
+    // Record 2 spans lines 3-5; the ragged record after it is on line 6.
+    check(
+        "quotes.csv",
+        b"id,text\n1,plain\n2,\"three\nline\n\"\"quoted\"\"\"\n3\n4,last\n",
+        r#"
+            csv None rewritten=true
+            column id: Int64
+            column text: Utf8
+            rows: 4
+            stats id: nulls=0 min=1 max=4
+            stats text: nulls=1 min=- max=-
+            problems: 1
+            line 6 None: expected 2 fields, found 1: the missing values are null
+            | 1 | "plain"
+            | 2 | "three\nline\n\"quoted\""
+            | 3 | null
+            | 4 | "last"
+        "#,
+    );
+    // An error after a multi-line record names the physical line too.
+    check(
+        "quoted-bad.csv",
+        b"id,text\n1,\"a\r\nb\r\nc\"\r\n2,caf\xE9\r\n",
+        r#"
+            error (permanent=true): quoted-bad.csv: line 5, column "text": invalid UTF-8 (weir reads UTF-8 text): incomplete utf-8 byte sequence from index 3
+        "#,
+    );
+}
+
+#[test]
+fn leading_zeros_stay_text() {
+    check(
+        "codes.csv",
+        b"zip,fips,bond,n,f\n02134,06037,007,0,0.5\n10001,36061,7,10,1.25\n",
+        r#"
+            csv None rewritten=true
+            column zip: Utf8
+            column fips: Utf8
+            column bond: Utf8
+            column n: Int64
+            column f: Float64
+            rows: 2
+            stats n: nulls=0 min=0 max=10
+            stats f: nulls=0 min=0.5 max=1.25
+            | "02134" | "06037" | "007" | 0 | 0.5
+            | "10001" | "36061" | "7" | 10 | 1.25
+        "#,
+    );
+}
+
+#[test]
+fn column_names_are_sanitised() {
+    check(
+        "names.csv",
+        b"Id,Full Name,id,,2nd\n1,a,2,x,y\n",
+        r#"
+            csv None rewritten=true
+            column id: Int64 (from "Id")
+            column full_name: Utf8 (from "Full Name")
+            column id_2: Int64 (from "id")
+            column column_4: Utf8 (from "")
+            column _2nd: Utf8 (from "2nd")
+            rows: 1
+            stats id: nulls=0 min=1 max=1
+            stats id_2: nulls=0 min=2 max=2
+            | 1 | "a" | 2 | "x" | "y"
+        "#,
+    );
+}
+
+#[test]
+fn ragged_rows_are_kept_and_reported() {
+    check(
+        "ragged.csv",
+        b"a,b,c\n1,2,3\n4,5\n6,7,8,9\n10,11,12\n",
+        r#"
+            csv None rewritten=true
+            column a: Int64
+            column b: Int64
+            column c: Int64
+            rows: 4
+            stats a: nulls=0 min=1 max=10
+            stats b: nulls=0 min=2 max=11
+            stats c: nulls=1 min=3 max=12
+            problems: 2
+            line 3 None: expected 3 fields, found 2: the missing values are null
+            line 4 None: expected 3 fields, found 4: the extra values are dropped
+            | 1 | 2 | 3
+            | 4 | 5 | null
+            | 6 | 7 | 8
+            | 10 | 11 | 12
+        "#,
+    );
+}
+
+#[test]
+fn problems_are_capped_and_counted() {
+    let mut csv = b"a,b\n".to_vec();
+    for i in 0..15 {
+        csv.extend_from_slice(format!("{i}\n").as_bytes());
+    }
+    let r = run("many.csv", &csv, &options("many.csv")).expect("converts");
+    assert_eq!(r.converted.problem_count, 15);
+    assert_eq!(r.converted.problems.len(), weir_events::MAX_ROW_PROBLEMS);
+    assert_eq!(r.converted.problems[0].line, 2);
+    assert_eq!(r.converted.problems[9].line, 11);
+}
+
+#[test]
+fn invalid_utf8_names_line_and_column() {
+    check(
+        "latin1.csv",
+        b"id,name\n1,ok\n2,caf\xE9\n",
+        r#"
+            error (permanent=true): latin1.csv: line 3, column "name": invalid UTF-8 (weir reads UTF-8 text): incomplete utf-8 byte sequence from index 3
+        "#,
+    );
+}
+
+#[test]
+fn header_only_and_empty_files() {
+    check(
+        "header.csv",
+        b"a,b\n",
+        r#"
+            csv None rewritten=true
+            column a: Utf8
+            column b: Utf8
+            rows: 0
+        "#,
+    );
+    check(
+        "empty.csv",
+        b"",
+        r#"
+            error (permanent=true): empty.csv: the file is empty (no header, no data)
+        "#,
+    );
+    check(
+        "blank.csv",
+        b"\n\n  \n",
+        r#"
+            error (permanent=true): blank.csv: the file is empty (no header, no data)
+        "#,
+    );
+}
+
+#[test]
+fn ndjson_nested_in_first_appearance_order() {
+    check(
+        "events.ndjson",
+        br#"{"zeta": 1, "alpha": {"y": "a", "b": true}, "tags": ["x", "y"]}
+{"alpha": {"b": false, "c": 2.5}, "zeta": 2, "middle": null}
+
+{"zeta": 3, "tags": [], "middle": "m", "alpha": null}
+"#,
+        r#"
+            ndjson None rewritten=true
+            column zeta: Int64
+            column alpha: Struct("y": Utf8, "b": Boolean, "c": Float64)
+            column tags: List(Utf8)
+            column middle: Utf8
+            rows: 3
+            stats zeta: nulls=0 min=1 max=3
+            stats alpha: nulls=1 min=- max=-
+            stats tags: nulls=1 min=- max=-
+            stats middle: nulls=2 min=- max=-
+            | 1 | {y: "a", b: true, c: null} | ["x", "y"] | null
+            | 2 | {y: null, b: false, c: 2.5} | null | null
+            | 3 | null | [] | "m"
+        "#,
+    );
+}
+
+#[test]
+fn json_array_streams_multiline_records() {
+    check(
+        "list.json",
+        br#"[
+  {"id": 1, "name": "a", "score": 1},
+  {
+    "id": 2,
+    "name": "b,]}",
+    "score": 2.5
+  }
+]
+"#,
+        r#"
+            json None rewritten=true
+            column id: Int64
+            column name: Utf8
+            column score: Float64
+            rows: 2
+            stats id: nulls=0 min=1 max=2
+            stats score: nulls=0 min=1.0 max=2.5
+            | 1 | "a" | 1.0
+            | 2 | "b,]}" | 2.5
+        "#,
+    );
+}
+
+#[test]
+fn json_mixed_scalars_widen_to_text() {
+    check(
+        "mixed.ndjson",
+        b"{\"a\": 1, \"b\": true, \"big\": 1}\n{\"a\": \"x\", \"b\": 3, \"big\": 18446744073709551615}\n",
+        r#"
+            ndjson None rewritten=true
+            column a: Utf8
+            column b: Utf8
+            column big: Utf8
+            rows: 2
+            | "1" | "true" | "1"
+            | "x" | "3" | "18446744073709551615"
+        "#,
+    );
+}
+
+#[test]
+fn gzip_csv() {
+    check(
+        "data.csv.gz",
+        &gzip(b"id,name\n1,a\n2,b\n"),
+        r#"
+            csv Gzip rewritten=true
+            column id: Int64
+            column name: Utf8
+            rows: 2
+            stats id: nulls=0 min=1 max=2
+            | 1 | "a"
+            | 2 | "b"
+        "#,
+    );
+}
+
+#[test]
+fn zstd_ndjson() {
+    check(
+        "data.ndjson.zst",
+        &zstd(b"{\"id\": 1}\n{\"id\": 2, \"x\": [1, 2]}\n"),
+        r#"
+            ndjson Zstd rewritten=true
+            column id: Int64
+            column x: List(Int64)
+            rows: 2
+            stats id: nulls=0 min=1 max=2
+            stats x: nulls=1 min=- max=-
+            | 1 | null
+            | 2 | [1, 2]
+        "#,
+    );
+}
+
+#[test]
+fn corrupt_gzip_is_a_permanent_error() {
+    let mut bytes = gzip(&b"id,name\n1,a\n".repeat(1000));
+    let mid = bytes.len() / 2;
+    for b in &mut bytes[mid..mid + 16] {
+        *b ^= 0x5a;
+    }
+    let err = run("bad.csv.gz", &bytes, &options("bad.csv.gz")).err();
+    let err = err.expect("a corrupt gzip stream fails");
+    assert!(err.is_permanent(), "{err}");
+    assert!(err.to_string().contains("bad.csv.gz"), "{err}");
+}
+
+#[test]
+fn malformed_json_names_the_line() {
+    check(
+        "bad.ndjson",
+        b"{\"a\": 1}\n{\"a\": 2}\n{\"a\": 3,, \"b\": 1}\n{\"a\": 4}\n",
+        r#"
+            error (permanent=true): bad.ndjson: line 3: invalid JSON near character 9: key must be a string
+        "#,
+    );
+    check(
+        "unclosed.ndjson",
+        b"{\"a\": 1}\n{\"a\": 2\n{\"a\": 3}\n",
+        r#"
+            error (permanent=true): unclosed.ndjson: line 3: invalid JSON near character 1: expected `,` or `}` (in the record that starts on line 2)
+        "#,
+    );
+    check(
+        "scalar.ndjson",
+        b"{\"a\": 1}\n42\n",
+        r#"
+            error (permanent=true): scalar.ndjson: line 2: a record must be a JSON object, found a number
+        "#,
+    );
+    check(
+        "conflict.ndjson",
+        b"{\"a\": {\"b\": 1}}\n{\"a\": 2}\n",
+        r#"
+            error (permanent=true): conflict.ndjson: line 2, column "a": a number where earlier records have an object
+        "#,
+    );
+    check(
+        "trailing.json",
+        b"[{\"a\": 1},\n{\"a\": 2},\n]\n",
+        r#"
+            error (permanent=true): trailing.json: line 3: a trailing comma before ']'
+        "#,
+    );
+}
+
+/// A CSV whose 20,001st data row breaks the types inferred from the first 10,000.
+#[test]
+fn csv_widens_after_the_sample() {
+    let mut csv = String::from("id,amount,code,when\n");
+    for i in 1..=20_000 {
+        csv.push_str(&format!("{i},{i},{},2024-01-01\n", i % 7));
+    }
+    csv.push_str("20001,12.5,A7,2024-01-01 10:00:00\n");
+    csv.push_str("20002,3,8,\n");
+    let r = run("wide.csv", csv.as_bytes(), &options("wide.csv")).expect("converts");
+    let types: Vec<(&str, &str)> = r
+        .converted
+        .schema
+        .fields
+        .iter()
+        .map(|f| (f.name.as_str(), f.data_type.as_str()))
+        .collect();
+    assert_eq!(
+        types,
+        [
+            ("id", "Int64"),
+            ("amount", "Float64"),
+            ("code", "Utf8"),
+            ("when", "Timestamp(µs)")
+        ]
+    );
+    let all = rows(&r.batches);
+    assert_eq!(all.len(), 20_002);
+    assert_eq!(all[0], "1 | 1.0 | \"1\" | 2024-01-01T00:00:00");
+    assert_eq!(all[20_000], "20001 | 12.5 | \"A7\" | 2024-01-01T10:00:00");
+    assert_eq!(all[20_001], "20002 | 3.0 | \"8\" | null");
+    assert_eq!(r.converted.statistics.rows, 20_002);
+    let amount = &r.converted.statistics.columns[1];
+    assert_eq!(amount.min, Some(weir_events::StatValue::Float(1.0)));
+    assert_eq!(amount.max, Some(weir_events::StatValue::Float(20_000.0)));
+}
+
+/// The same for NDJSON: a new key and a float after the sample.
+#[test]
+fn ndjson_widens_after_the_sample() {
+    let mut json = String::new();
+    for i in 1..=20_000 {
+        json.push_str(&format!("{{\"id\": {i}, \"v\": {i}}}\n"));
+    }
+    json.push_str("{\"id\": 20001, \"v\": 0.5, \"late\": {\"k\": [true]}}\n");
+    let opts = ConvertOptions {
+        batch_rows: 4096,
+        ..options("wide.ndjson")
+    };
+    let r = run("wide.ndjson", json.as_bytes(), &opts).expect("converts");
+    let types: Vec<&str> = r
+        .converted
+        .schema
+        .fields
+        .iter()
+        .map(|f| f.data_type.as_str())
+        .collect();
+    assert_eq!(types[..2], ["Int64", "Float64"]);
+    assert!(types[2].starts_with("Struct("), "{}", types[2]);
+    let all = rows(&r.batches);
+    assert_eq!(all.len(), 20_001);
+    assert_eq!(all[19_999], "20000 | 20000.0 | null");
+    assert_eq!(all[20_000], "20001 | 0.5 | {k: [true]}");
+}
+
+#[test]
+fn json_shape_conflict_after_the_sample_names_line_and_key() {
+    let mut json = String::new();
+    for i in 0..50 {
+        json.push_str(&format!("{{\"a\": {{\"n\": {i}}}}}\n"));
+    }
+    json.push_str("{\"a\": [1]}\n");
+    let opts = ConvertOptions {
+        sample_rows: 10,
+        ..options("late.ndjson")
+    };
+    let err = run("late.ndjson", json.as_bytes(), &opts).err();
+    let msg = err.map(|e| e.to_string()).unwrap_or_default();
+    assert!(msg.contains("line 51"), "{msg}");
+    assert!(msg.contains("\"a\""), "{msg}");
+}
+
+#[test]
+fn sniffing_prefers_content() {
+    let s = |head: &[u8], name: &str, declared: Option<Format>, ct: Option<&str>| {
+        sniff(head, name, declared, ct).map_err(|e| e.to_string())
+    };
+    assert_eq!(
+        s(b"PAR1....", "x.csv", Some(Format::Csv), None),
+        Ok((Format::Parquet, Compression::None))
+    );
+    assert_eq!(
+        s(b"  [{\"a\":1}]", "x.csv", Some(Format::Csv), None),
+        Ok((Format::Json, Compression::None))
+    );
+    assert_eq!(
+        s(b"{\"a\":1}\n", "x.json", None, None),
+        Ok((Format::Ndjson, Compression::None))
+    );
+    assert_eq!(
+        s(b"a\tb\n1\t2\n", "x.csv", Some(Format::Csv), None),
+        Ok((Format::Tsv, Compression::None))
+    );
+    assert_eq!(
+        s(&gzip(b"a;b\n1;2\n"), "x", None, None),
+        Ok((Format::Csv, Compression::Gzip))
+    );
+    assert_eq!(
+        s(&zstd(b"{\"a\":1}"), "x", None, None),
+        Ok((Format::Ndjson, Compression::Zstd))
+    );
+    // One column: no delimiter in the content, so the hints decide.
+    assert_eq!(
+        s(b"name\nx\n", "x.tsv", None, None),
+        Ok((Format::Tsv, Compression::None))
+    );
+    assert_eq!(
+        s(b"name\nx\n", "x", None, Some("text/tab-separated-values")),
+        Ok((Format::Tsv, Compression::None))
+    );
+    assert_eq!(
+        s(b"name\nx\n", "x.tsv", Some(Format::Csv), None),
+        Ok((Format::Csv, Compression::None))
+    );
+    assert_eq!(
+        s(b"name\nx\n", "x", None, None),
+        Ok((Format::Csv, Compression::None))
+    );
+    assert!(s(b"\x00\x01\x02garbage", "x.bin", None, None).is_err());
+    assert!(s(&gzip(b"PAR1xxxx"), "x.parquet.gz", None, None).is_err());
+}
+
+#[test]
+fn missing_input_is_a_transient_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let err = weir_schemas::convert(
+        &dir.path().join("nope.csv"),
+        &dir.path().join("out.parquet"),
+        &options("nope.csv"),
+        &mut |_| {},
+    )
+    .err();
+    assert!(matches!(err, Some(ConvertError::Io { .. })), "{err:?}");
+    assert!(!err.is_some_and(|e| e.is_permanent()));
+}
+
+#[test]
+fn parquet_output_round_trips_unchanged() {
+    let csv = b"id,when,score\n1,2024-01-02T03:04:05Z,0.5\n2,,1.5\n";
+    let first = run("src.csv", csv, &options("src.csv")).expect("csv converts");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let written = dir.path().join("src.parquet");
+    // Write the batches read back from the first conversion as a Parquet input.
+    let file = std::fs::File::create(&written).expect("create");
+    let mut w = parquet::arrow::ArrowWriter::try_new(file, first.batches[0].schema(), None)
+        .expect("writer");
+    for b in &first.batches {
+        w.write(b).expect("write");
+    }
+    w.close().expect("close");
+    let again = common::run_file(&written, &options("src.parquet")).expect("parquet converts");
+    assert!(!again.converted.rewritten);
+    assert_eq!(again.converted.format, Format::Parquet);
+    assert_eq!(again.converted.schema, first.converted.schema);
+    assert_eq!(again.converted.statistics, first.converted.statistics);
+    assert_eq!(rows(&again.batches), rows(&first.batches));
+}
+
+#[test]
+fn parquet_with_unsafe_names_is_rewritten() {
+    use arrow::array::{Float32Array, Int32Array};
+    use arrow::datatypes::{DataType, Field, Schema};
+    use std::sync::Arc;
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("Order ID", DataType::Int32, false),
+        Field::new("half", DataType::Float16, true),
+    ]));
+    let batch = arrow::array::RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            Arc::new(Int32Array::from(vec![3, 1, 2])),
+            arrow::compute::cast(
+                &Float32Array::from(vec![Some(0.5), None, Some(-2.0)]),
+                &DataType::Float16,
+            )
+            .expect("f32 casts to f16"),
+        ],
+    )
+    .expect("batch");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("in.parquet");
+    let mut w = parquet::arrow::ArrowWriter::try_new(
+        std::fs::File::create(&path).expect("create"),
+        schema,
+        None,
+    )
+    .expect("writer");
+    w.write(&batch).expect("write");
+    w.close().expect("close");
+    let r = common::run_file(&path, &options("in.parquet")).expect("converts");
+    assert_eq!(
+        common::render(&r, 10).trim(),
+        "parquet None rewritten=true\n\
+         column order_id: Int32 not null (from \"Order ID\")\n\
+         column half: Float32\n\
+         rows: 3\n\
+         stats order_id: nulls=0 min=1 max=3\n\
+         stats half: nulls=1 min=-2.0 max=0.5\n\
+         | 3 | 0.5\n\
+         | 1 | null\n\
+         | 2 | -2.0"
+    );
+}
+
+#[test]
+fn progress_is_reported() {
+    let mut csv = String::from("a,b\n");
+    for i in 0..300_000 {
+        csv.push_str(&format!("{i},{}\n", i * 2));
+    }
+    let r = run("big.csv", csv.as_bytes(), &options("big.csv")).expect("converts");
+    assert!(r.progress_calls >= 2, "{}", r.progress_calls);
+    assert_eq!(r.converted.statistics.rows, 300_000);
+    assert_eq!(
+        r.converted.statistics.columns[1].max,
+        Some(weir_events::StatValue::Int(599_998))
+    );
+}
+
+#[test]
+fn declared_format_does_not_override_content() {
+    let opts = ConvertOptions {
+        declared: Some(Format::Parquet),
+        content_type: Some("application/json".into()),
+        ..options("upload.bin")
+    };
+    check_with(
+        "upload.bin",
+        b"a,b\n1,2\n",
+        &opts,
+        r#"
+            csv None rewritten=true
+            column a: Int64
+            column b: Int64
+            rows: 1
+            stats a: nulls=0 min=1 max=1
+            stats b: nulls=0 min=2 max=2
+            | 1 | 2
+        "#,
+    );
+}
