@@ -1,0 +1,315 @@
+//! `weir up`, `weir serve`, `weir upload` and `weir datasets` as a user runs them: real
+//! processes, a real nats-server, a local object store; including a system killed with
+//! SIGKILL mid-flight and restarted.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use weir_events::*;
+use weir_journal::Journal;
+use weir_services::producer::{self, Terminal};
+use weir_testkit::NatsServer;
+
+fn weir() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_weir"));
+    c.env_remove("NATS_URL")
+        .env_remove("WEIR_DATA_DIR")
+        .kill_on_drop(true);
+    c
+}
+
+/// Starts a long-running weir command and waits for its `ready` line.
+async fn start(args: &[&str]) -> Child {
+    let mut child = weir().args(args).stdout(Stdio::piped()).spawn().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
+        .await
+        .expect("no ready line within 60 s")
+        .unwrap()
+        .expect("exited before ready");
+    assert!(line.starts_with("ready"), "{line}");
+    // Keep draining stdout so the child never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    child
+}
+
+async fn run(args: &[&str]) -> (i32, String, String) {
+    let out = tokio::time::timeout(Duration::from_secs(120), weir().args(args).output())
+        .await
+        .expect("command took over 120 s")
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn sample() -> String {
+    concat!(env!("CARGO_MANIFEST_DIR"), "/../samples/orders.csv").to_owned()
+}
+
+fn signal(child: &Child, sig: &str) {
+    let pid = child.id().unwrap().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_upload_show_and_a_clean_shutdown() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap();
+    let mut up = start(&["up", "--data-dir", data]).await;
+    assert!(dir.path().join("weir.runtime.json").exists());
+
+    // Other commands find the running system from --data-dir alone.
+    let (code, out, err) = run(&[
+        "upload",
+        "--data-dir",
+        data,
+        &sample(),
+        "--table",
+        "orders",
+        "--wait",
+        "--json",
+    ])
+    .await;
+    assert_eq!(code, 0, "{err}");
+    let result: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(result["status"], "registered");
+    assert_eq!(result["table_name"], "orders");
+    assert_eq!(result["row_count"], 200);
+    assert!(result["failure"].is_null());
+    let id = result["dataset_id"].as_str().unwrap().to_owned();
+
+    let (code, out, err) = run(&["datasets", "--data-dir", data, "show", &id, "--json"]).await;
+    assert_eq!(code, 0, "{err}");
+    let shown: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(shown["id"], id.as_str());
+    assert_eq!(shown["table_name"], "orders");
+    assert_eq!(shown["row_count"], 200);
+    let fields = shown["schema"]["fields"].as_array().unwrap();
+    assert_eq!(fields[0]["name"], "order_id");
+    assert_eq!(fields[0]["type"], "Int64");
+    assert_eq!(fields[2]["name"], "zip");
+    assert_eq!(fields[2]["type"], "Utf8");
+    let location = shown["location"].as_str().unwrap();
+    assert!(
+        location.starts_with("file://") && location.ends_with("/data.parquet"),
+        "{location}"
+    );
+    assert!(Path::new(location.trim_start_matches("file://")).is_file());
+
+    let (code, out, _) = run(&["datasets", "--data-dir", data, "list", "--json"]).await;
+    assert_eq!(code, 0);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&out)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+
+    // A bad file: non-zero exit, the reason in the JSON.
+    let bad = dir.path().join("bad.ndjson");
+    std::fs::write(&bad, "{\"a\": 1}\n{oops\n").unwrap();
+    let (code, out, _) = run(&[
+        "upload",
+        "--data-dir",
+        data,
+        bad.to_str().unwrap(),
+        "--wait",
+        "--json",
+    ])
+    .await;
+    assert_eq!(code, 1);
+    let result: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(result["status"], "failed");
+    assert_eq!(result["failure"]["step"], "infer");
+    assert!(
+        result["failure"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("bad.ndjson"),
+        "{result}"
+    );
+
+    signal(&up, "-TERM");
+    let status = tokio::time::timeout(Duration::from_secs(30), up.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+    assert!(!dir.path().join("weir.runtime.json").exists());
+}
+
+#[tokio::test]
+async fn a_command_without_a_running_system_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let start = std::time::Instant::now();
+    let (code, _, err) = run(&[
+        "datasets",
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+        "list",
+    ])
+    .await;
+    assert_eq!(code, 1);
+    assert!(err.contains("no running weir found"), "{err}");
+    assert!(
+        start.elapsed() >= Duration::from_secs(29),
+        "waits up to 30 s for the system"
+    );
+}
+
+/// Distinct small CSV files (distinct content, so no two share a blob).
+fn files(dir: &Path, n: usize) -> Vec<PathBuf> {
+    (0..n)
+        .map(|i| {
+            let p = dir.join(format!("f{i}.csv"));
+            let mut s = String::from("id,name,score\n");
+            for r in 0..50 {
+                s += &format!("{r},name-{i}-{r},{}.5\n", r * i);
+            }
+            std::fs::write(&p, s).unwrap();
+            p
+        })
+        .collect()
+}
+
+async fn uploads_in_log(journal: &Journal) -> Vec<UploadId> {
+    journal
+        .read_all(Subject::kind_filter(EventKind::UploadReceived))
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.envelope.correlation_id)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_mid_flight_and_restarted_every_upload_registers_exactly_once() {
+    let nats = NatsServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let data = data.to_str().unwrap();
+    let url = nats.url();
+    let inputs = files(dir.path(), 12);
+    let up_args = ["up", "--data-dir", data, "--nats-url", &url];
+    let mut up = start(&up_args).await;
+    let paths: Vec<&str> = inputs.iter().map(|p| p.to_str().unwrap()).collect();
+    let mut args = vec!["upload", "--data-dir", data, "--json"];
+    args.extend(&paths);
+    let (code, _, err) = run(&args).await;
+    assert_eq!(code, 0, "{err}");
+    // Kill it without warning while it works, three times, at different moments.
+    for delay in [5u64, 40, 120] {
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+        signal(&up, "-KILL");
+        let _ = up.wait().await;
+        up = start(&up_args).await;
+    }
+    let journal = Journal::connect(&url, &StreamSpec::default())
+        .await
+        .unwrap();
+    let uploads = uploads_in_log(&journal).await;
+    assert_eq!(uploads.len(), 12);
+    for u in &uploads {
+        let end = tokio::time::timeout(Duration::from_secs(60), producer::wait(&journal, *u))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(matches!(end, Terminal::Registered(_)), "{u}: {end:?}");
+        let kinds: Vec<_> = journal
+            .history(&Aggregate::Upload(*u))
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.envelope.kind())
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                EventKind::UploadReceived,
+                EventKind::PartsCombined,
+                EventKind::SchemaInferred,
+                EventKind::DatasetRegistered
+            ],
+            "{u}"
+        );
+    }
+    signal(&up, "-INT");
+    assert_eq!(up.wait().await.unwrap().code(), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn separate_service_processes_share_the_work() {
+    let nats = NatsServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let store = dir.path().join("objects");
+    let (data, store) = (data.to_str().unwrap(), store.to_str().unwrap());
+    let url = nats.url();
+    let mut services = Vec::new();
+    for name in ["combiner", "combiner", "inferrer", "inferrer", "registrar"] {
+        services.push(
+            start(&[
+                "serve",
+                name,
+                "--data-dir",
+                data,
+                "--nats-url",
+                &url,
+                "--store",
+                store,
+            ])
+            .await,
+        );
+    }
+    let inputs = files(dir.path(), 8);
+    let paths: Vec<&str> = inputs.iter().map(|p| p.to_str().unwrap()).collect();
+    let mut args = vec![
+        "upload",
+        "--data-dir",
+        data,
+        "--nats-url",
+        &url,
+        "--store",
+        store,
+        "--wait",
+        "--json",
+    ];
+    args.extend(&paths);
+    let (code, out, err) = run(&args).await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        out.lines().filter(|l| l.contains("\"registered\"")).count(),
+        8,
+        "{out}"
+    );
+    let journal = Journal::connect(&url, &StreamSpec::default())
+        .await
+        .unwrap();
+    for u in uploads_in_log(&journal).await {
+        assert_eq!(
+            journal.history(&Aggregate::Upload(u)).await.unwrap().len(),
+            4,
+            "{u}"
+        );
+    }
+    for s in &services {
+        signal(s, "-TERM");
+    }
+    for mut s in services {
+        assert_eq!(s.wait().await.unwrap().code(), Some(0));
+    }
+}
