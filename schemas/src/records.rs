@@ -17,7 +17,7 @@ pub struct Records<R> {
     ends: Vec<usize>,
     fields: usize,
     /// 1-based line of the next unread byte.
-    line: u64,
+    unread_line: u64,
     /// 1-based line the current record starts on.
     record_line: u64,
 }
@@ -33,7 +33,7 @@ impl<R: BufRead> Records<R> {
             out: vec![0; 64 << 10],
             ends: vec![0; 256],
             fields: 0,
-            line: 1,
+            unread_line: 1,
             record_line: 1,
         }
     }
@@ -51,10 +51,10 @@ impl<R: BufRead> Records<R> {
             for &c in &input[..nin] {
                 if !started && c != b'\n' && c != b'\r' {
                     started = true;
-                    self.record_line = self.line;
+                    self.record_line = self.unread_line;
                 }
                 if c == b'\n' {
-                    self.line += 1;
+                    self.unread_line += 1;
                 }
             }
             self.input.consume(nin);
@@ -73,7 +73,7 @@ impl<R: BufRead> Records<R> {
                 }
                 ReadRecordResult::Record => {
                     if !started {
-                        self.record_line = self.line;
+                        self.record_line = self.unread_line;
                     }
                     self.fields = fields;
                     return Ok(true);
@@ -106,7 +106,7 @@ impl<R: BufRead> Records<R> {
 
     /// The 1-based line of the next unread byte (where an I/O error happened).
     pub fn next_line(&self) -> u64 {
-        self.line
+        self.unread_line
     }
 }
 
