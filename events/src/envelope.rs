@@ -30,6 +30,8 @@ pub enum Aggregate {
         owner: Owner,
         table: TableName,
     },
+    /// An owner: tokens and notification read-state.
+    Owner(Owner),
 }
 
 impl fmt::Display for Aggregate {
@@ -38,6 +40,7 @@ impl fmt::Display for Aggregate {
             Self::Upload(id) => write!(f, "{id}"),
             Self::Dataset(id) => write!(f, "{id}"),
             Self::Name { owner, table } => write!(f, "{table}@{owner}"),
+            Self::Owner(owner) => write!(f, "{owner}"),
         }
     }
 }

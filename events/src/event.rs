@@ -261,6 +261,65 @@ pub struct TableNameReleased {
     pub dataset: DatasetId,
 }
 
+/// A multipart upload was opened (HTTP gateway): parts will arrive at presigned URLs
+/// until `UploadReceived` completes it or `UploadAborted` ends it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UploadStarted {
+    pub owner: Owner,
+    pub filename: String,
+    pub size: u64,
+    pub part_size: u64,
+    pub part_count: u32,
+    /// When the presigned part URLs stop working.
+    pub expires_at: crate::envelope::Timestamp,
+}
+
+/// An owner marked a notification read (aggregate `owner`). The notification is named
+/// by the id of the event that raised it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NotificationRead {
+    pub owner: Owner,
+    pub notification: crate::ids::EventId,
+}
+
+/// A dataset's label changed (aggregate `dataset`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DatasetLabelChanged {
+    pub label: Option<String>,
+}
+
+/// A dataset moved to another table name; the new name was claimed and the old one
+/// released on their own subjects first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DatasetRenamed {
+    pub from: TableName,
+    pub to: TableName,
+}
+
+/// A dataset was soft-deleted: hidden from listings, its objects kept until collected.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DatasetDeleted {
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DatasetRestored {}
+
+/// An API token was issued (aggregate `owner`). Only its hash is ever stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenCreated {
+    pub owner: Owner,
+    /// A short public id, shown in listings (the token's first characters).
+    pub token_id: String,
+    pub sha256: Sha256,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenRevoked {
+    pub owner: Owner,
+    pub token_id: String,
+}
+
 /// Every event in the stream. See the module docs before changing anything here.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Event {
@@ -273,6 +332,14 @@ pub enum Event {
     Compensated(Compensated),
     TableNameClaimed(TableNameClaimed),
     TableNameReleased(TableNameReleased),
+    UploadStarted(UploadStarted),
+    NotificationRead(NotificationRead),
+    DatasetLabelChanged(DatasetLabelChanged),
+    DatasetRenamed(DatasetRenamed),
+    DatasetDeleted(DatasetDeleted),
+    DatasetRestored(DatasetRestored),
+    TokenCreated(TokenCreated),
+    TokenRevoked(TokenRevoked),
 }
 
 /// The kind of an event, as it appears in subjects and in the `Weir-Kind` header.
@@ -287,10 +354,18 @@ pub enum EventKind {
     Compensated,
     TableNameClaimed,
     TableNameReleased,
+    UploadStarted,
+    NotificationRead,
+    DatasetLabelChanged,
+    DatasetRenamed,
+    DatasetDeleted,
+    DatasetRestored,
+    TokenCreated,
+    TokenRevoked,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 9] = [
+    pub const ALL: [EventKind; 17] = [
         Self::UploadReceived,
         Self::PartsCombined,
         Self::SchemaInferred,
@@ -300,6 +375,14 @@ impl EventKind {
         Self::Compensated,
         Self::TableNameClaimed,
         Self::TableNameReleased,
+        Self::UploadStarted,
+        Self::NotificationRead,
+        Self::DatasetLabelChanged,
+        Self::DatasetRenamed,
+        Self::DatasetDeleted,
+        Self::DatasetRestored,
+        Self::TokenCreated,
+        Self::TokenRevoked,
     ];
 
     /// The snake_case token used in subjects and headers.
@@ -314,6 +397,14 @@ impl EventKind {
             Self::Compensated => "compensated",
             Self::TableNameClaimed => "table_name_claimed",
             Self::TableNameReleased => "table_name_released",
+            Self::UploadStarted => "upload_started",
+            Self::NotificationRead => "notification_read",
+            Self::DatasetLabelChanged => "dataset_label_changed",
+            Self::DatasetRenamed => "dataset_renamed",
+            Self::DatasetDeleted => "dataset_deleted",
+            Self::DatasetRestored => "dataset_restored",
+            Self::TokenCreated => "token_created",
+            Self::TokenRevoked => "token_revoked",
         }
     }
 
@@ -359,6 +450,14 @@ impl Event {
             Self::Compensated(_) => EventKind::Compensated,
             Self::TableNameClaimed(_) => EventKind::TableNameClaimed,
             Self::TableNameReleased(_) => EventKind::TableNameReleased,
+            Self::UploadStarted(_) => EventKind::UploadStarted,
+            Self::NotificationRead(_) => EventKind::NotificationRead,
+            Self::DatasetLabelChanged(_) => EventKind::DatasetLabelChanged,
+            Self::DatasetRenamed(_) => EventKind::DatasetRenamed,
+            Self::DatasetDeleted(_) => EventKind::DatasetDeleted,
+            Self::DatasetRestored(_) => EventKind::DatasetRestored,
+            Self::TokenCreated(_) => EventKind::TokenCreated,
+            Self::TokenRevoked(_) => EventKind::TokenRevoked,
         }
     }
 }
@@ -423,6 +522,19 @@ impl Event {
                     e.table_name, e.owner, e.dataset
                 )
             }
+            Self::UploadStarted(e) => format!(
+                "owner={} file={:?} size={} parts={} expires={}",
+                e.owner, e.filename, e.size, e.part_count, e.expires_at
+            ),
+            Self::NotificationRead(e) => {
+                format!("owner={} notification={}", e.owner, e.notification)
+            }
+            Self::DatasetLabelChanged(e) => format!("label={:?}", e.label),
+            Self::DatasetRenamed(e) => format!("from={} to={}", e.from, e.to),
+            Self::DatasetDeleted(e) => format!("reason={:?}", e.reason),
+            Self::DatasetRestored(_) => String::new(),
+            Self::TokenCreated(e) => format!("owner={} token={}", e.owner, e.token_id),
+            Self::TokenRevoked(e) => format!("owner={} token={}", e.owner, e.token_id),
         }
     }
 }

@@ -55,6 +55,7 @@ fn aggregate_prefix(aggregate: &Aggregate) -> String {
         Aggregate::Upload(id) => format!("{ROOT}.upload.{id}"),
         Aggregate::Dataset(id) => format!("{ROOT}.dataset.{id}"),
         Aggregate::Name { owner, table } => format!("{ROOT}.name.{table}@{owner}"),
+        Aggregate::Owner(owner) => format!("{ROOT}.owner.{owner}"),
     }
 }
 

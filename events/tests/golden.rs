@@ -141,8 +141,40 @@ fn examples() -> Vec<Event> {
         }),
         Event::TableNameReleased(TableNameReleased {
             owner: owner(),
-            table_name: table,
+            table_name: table.clone(),
             dataset: DATASET,
+        }),
+        Event::UploadStarted(UploadStarted {
+            owner: owner(),
+            filename: "big.csv".into(),
+            size: 20 << 20,
+            part_size: 8 << 20,
+            part_count: 3,
+            expires_at: "2026-11-22T08:15:00Z".parse().unwrap(),
+        }),
+        Event::NotificationRead(NotificationRead {
+            owner: owner(),
+            notification: EventId(uuid::Uuid::from_u128(0xcc)),
+        }),
+        Event::DatasetLabelChanged(DatasetLabelChanged {
+            label: Some("Orders 2026".into()),
+        }),
+        Event::DatasetRenamed(DatasetRenamed {
+            from: table,
+            to: "orders_2026".parse().unwrap(),
+        }),
+        Event::DatasetDeleted(DatasetDeleted {
+            reason: Some("superseded".into()),
+        }),
+        Event::DatasetRestored(DatasetRestored {}),
+        Event::TokenCreated(TokenCreated {
+            owner: owner(),
+            token_id: "wt_ab12".into(),
+            sha256: hash(4),
+        }),
+        Event::TokenRevoked(TokenRevoked {
+            owner: owner(),
+            token_id: "wt_ab12".into(),
         }),
     ]
 }

@@ -39,7 +39,8 @@ impl UploadState {
             Event::DatasetRegistered(e) => self.registered = Some(e.clone()),
             Event::Failed(e) => self.failed = Some(e.clone()),
             Event::UploadAborted(_) => self.aborted = true,
-            Event::Compensated(_) | Event::TableNameClaimed(_) | Event::TableNameReleased(_) => {}
+            // Not part of an upload's own progress.
+            _ => {}
         }
     }
 
