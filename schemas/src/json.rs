@@ -42,7 +42,8 @@ pub(crate) fn convert(
     {
         let mut records = Records::open(job, array, progress)?;
         let mut seen = 0;
-        while seen < job.opts.sample_rows {
+        // Read on past the sample while no key has been seen (`{}` records).
+        while seen < job.opts.sample_rows || matches!(&shape, Shape::Object(f) if f.is_empty()) {
             let Some(line) = records.next()? else { break };
             merge_record(job.file, line, &records.buf, &mut shape)?;
             seen += 1;

@@ -92,16 +92,25 @@ pub fn convert(
     } else {
         opts.filename.clone()
     };
-    catch_unwind(AssertUnwindSafe(|| {
+    guarded(&file, || {
         convert_inner(input, output, opts, &file, progress)
-    }))
-    .unwrap_or_else(|payload| {
+    })
+}
+
+/// Runs `f`, turning a panic (from Arrow or Parquet on a hostile file) into an error.
+/// Nothing `f` touches outlives a panic but the output file, which the caller discards
+/// on error, so asserting unwind safety is sound.
+fn guarded<T>(file: &str, f: impl FnOnce() -> Result<T, ConvertError>) -> Result<T, ConvertError> {
+    catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|payload| {
         let message = payload
             .downcast_ref::<&str>()
             .map(|s| s.to_string())
             .or_else(|| payload.downcast_ref::<String>().cloned())
             .unwrap_or_else(|| "unknown panic".to_owned());
-        Err(ConvertError::Panic { file, message })
+        Err(ConvertError::Panic {
+            file: file.to_owned(),
+            message,
+        })
     })
 }
 
@@ -197,5 +206,27 @@ pub(crate) fn event_schema(
                 nullable: f.is_nullable(),
             })
             .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panic_becomes_a_permanent_error() {
+        let got: Result<(), _> = guarded("x.parquet", || {
+            let v: Vec<u8> = Vec::new();
+            let i = v.len() + 3;
+            // An out-of-bounds index, as a reader bug on a hostile file would do.
+            Ok(drop(v[i]))
+        });
+        let err = got.err();
+        assert!(
+            matches!(&err, Some(ConvertError::Panic { file, message })
+                if file == "x.parquet" && message.contains("index out of bounds")),
+            "{err:?}"
+        );
+        assert!(err.is_some_and(|e| e.is_permanent()));
     }
 }

@@ -107,7 +107,12 @@ pub(crate) fn convert(
     let mut rows = 0u64;
     for batch in reader {
         let batch = batch.map_err(|e| {
-            ConvertError::malformed(job.file, None, None, format!("after row {rows}: {e}"))
+            ConvertError::malformed(
+                job.file,
+                None,
+                None,
+                format!("cannot decode the rows after row {rows}: {e}"),
+            )
         })?;
         rows += batch.num_rows() as u64;
         match &mut sink {

@@ -662,3 +662,35 @@ fn declared_format_does_not_override_content() {
         "#,
     );
 }
+
+#[test]
+fn json_keys_after_empty_records_and_a_zero_sample() {
+    let opts = ConvertOptions {
+        sample_rows: 0,
+        ..options("sparse.ndjson")
+    };
+    check_with(
+        "sparse.ndjson",
+        b"{}\n{}\n{\"a\": 1}\n{\"b\": \"x\", \"a\": 2.5}\n",
+        &opts,
+        r#"
+            ndjson None rewritten=true
+            column a: Float64
+            column b: Utf8
+            rows: 4
+            stats a: nulls=2 min=1.0 max=2.5
+            stats b: nulls=3 min=- max=-
+            | null | null
+            | null | null
+            | 1.0 | null
+            | 2.5 | "x"
+        "#,
+    );
+    check(
+        "none.json",
+        b"[]",
+        r#"
+        error (permanent=true): none.json: no columns: the JSON holds no records, or only empty objects
+    "#,
+    );
+}

@@ -95,7 +95,10 @@ fn parquet_testing_converts_or_fails_clearly() {
         }
     }
     println!("{} ok, {} failed", ok.len(), failed.len());
-    assert!(ok.len() >= 62, "fewer parquet-testing files convert than before");
+    assert!(
+        ok.len() >= 62,
+        "fewer parquet-testing files convert than before"
+    );
     let expected: BTreeMap<&str, &str> = EXPECTED_FAILURES.iter().copied().collect();
     let names: Vec<&str> = failed.keys().map(String::as_str).collect();
     assert_eq!(
@@ -247,4 +250,56 @@ fn country_codes_types_match_the_data_package() {
         })
         .collect();
     assert_eq!(disagreements, expected);
+}
+
+/// Cut and scribbled-over copies of real Parquet files: each converts or fails with a
+/// permanent error naming the file; a panic inside the reader is caught as an error.
+#[test]
+fn mangled_parquet_fails_cleanly() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut outcomes = Vec::new();
+    for name in [
+        "alltypes_plain.parquet",
+        "nested_structs.rust.parquet",
+        "delta_byte_array.parquet",
+        "nested_maps.snappy.parquet",
+    ] {
+        let bytes = std::fs::read(Path::new(PARQUET_TESTING).join(name)).expect("corpus file");
+        let n = bytes.len();
+        let mut variants: Vec<(String, Vec<u8>)> = vec![
+            ("truncated".into(), bytes[..n / 2].to_vec()),
+            ("footer-only".into(), bytes[n - n.min(64)..].to_vec()),
+            ("magic-only".into(), b"PAR1PAR1".to_vec()),
+        ];
+        for (k, at) in [n / 8, n / 4, n / 3, n / 2].into_iter().enumerate() {
+            let mut scribbled = bytes.clone();
+            for (i, b) in scribbled[at..(at + 32).min(n - 8)].iter_mut().enumerate() {
+                *b = (*b).wrapping_mul(31).wrapping_add(i as u8 ^ 0xa5);
+            }
+            variants.push((format!("scribbled-{k}"), scribbled));
+        }
+        for (how, data) in variants {
+            let file = format!("{how}-{name}");
+            let path = dir.path().join(&file);
+            std::fs::write(&path, &data).expect("write variant");
+            match run_file(&path, &options(&file)) {
+                Ok(_) => outcomes.push(format!("ok   {file}")),
+                Err(e) => {
+                    assert!(e.is_permanent(), "{file}: {e}");
+                    assert!(e.to_string().starts_with(&file), "{file}: {e}");
+                    outcomes.push(format!("FAIL {file}: {e}"));
+                }
+            }
+        }
+    }
+    for o in &outcomes {
+        println!("{o}");
+    }
+    let failures = outcomes.iter().filter(|o| o.starts_with("FAIL")).count();
+    // Truncations and bare magic can never be read.
+    assert!(
+        failures >= 12,
+        "{failures} failures:\n{}",
+        outcomes.join("\n")
+    );
 }
