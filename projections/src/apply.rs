@@ -11,10 +11,7 @@ use serde::Serialize;
 use sqlx::any::AnyArguments;
 use sqlx::query::Query;
 use sqlx::{Any, AnyConnection, Row};
-use weir_events::{
-    Aggregate, CompensationAction, DatasetId, Envelope, Event, EventId, Owner, Schema, Step,
-    UploadId,
-};
+use weir_events::{Aggregate, DatasetId, Envelope, Event, EventId, Owner, Schema, Step, UploadId};
 use weir_journal::Recorded;
 
 use crate::Error;
@@ -55,7 +52,15 @@ fn dataset_of(env: &Envelope) -> Option<DatasetId> {
         Event::PartsCombined(_)
         | Event::Failed(_)
         | Event::UploadAborted(_)
-        | Event::Compensated(_) => match &env.aggregate {
+        | Event::Compensated(_)
+        | Event::UploadStarted(_)
+        | Event::NotificationRead(_)
+        | Event::DatasetLabelChanged(_)
+        | Event::DatasetRenamed(_)
+        | Event::DatasetDeleted(_)
+        | Event::DatasetRestored(_)
+        | Event::TokenCreated(_)
+        | Event::TokenRevoked(_) => match &env.aggregate {
             Aggregate::Dataset(id) => Some(*id),
             _ => None,
         },
@@ -68,114 +73,13 @@ pub(crate) fn aggregate_text(aggregate: &Aggregate) -> String {
         Aggregate::Upload(id) => format!("upload:{id}"),
         Aggregate::Dataset(id) => format!("dataset:{id}"),
         Aggregate::Name { owner, table } => format!("name:{table}@{owner}"),
+        Aggregate::Owner(owner) => format!("owner:{owner}"),
     }
 }
 
 /// Free text from an event made fit for a one-line summary.
 fn one_line(text: &str) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")
-}
-
-/// The one-line audit summary of an event.
-pub fn summary(env: &Envelope) -> String {
-    match &env.event {
-        Event::UploadReceived(e) => {
-            let mut s = format!(
-                "received {:?} ({} bytes in {} part{}) from {}",
-                e.filename,
-                e.size,
-                e.parts.len(),
-                if e.parts.len() == 1 { "" } else { "s" },
-                e.owner
-            );
-            if let Some(label) = &e.label {
-                s.push_str(&format!(", label {:?}", one_line(label)));
-            }
-            if let Some(table) = &e.table_name {
-                s.push_str(&format!(", table {:?}", one_line(table)));
-            }
-            if let Some(dataset) = e.dataset {
-                s.push_str(&format!(", new version of {dataset}"));
-            }
-            s
-        }
-        Event::PartsCombined(e) => format!(
-            "combined parts into {} ({} bytes{})",
-            e.blob,
-            e.size,
-            if e.deduplicated {
-                ", identical content already stored"
-            } else {
-                ""
-            }
-        ),
-        Event::SchemaInferred(e) => format!(
-            "inferred {} schema for {} v{}: {} columns, {} rows, {} row problem{}; parquet {}",
-            e.format.as_str(),
-            e.dataset,
-            e.version,
-            e.schema.fields.len(),
-            e.statistics.rows,
-            e.problem_count,
-            if e.problem_count == 1 { "" } else { "s" },
-            e.parquet
-        ),
-        Event::DatasetRegistered(e) => {
-            let parent = match e.parent_version {
-                Some(p) => format!(" (parent v{p})"),
-                None => String::new(),
-            };
-            format!(
-                "registered {} as table {} v{}{}: {} rows, {} columns",
-                e.dataset,
-                e.table_name,
-                e.version,
-                parent,
-                e.statistics.rows,
-                e.schema.fields.len()
-            )
-        }
-        Event::Failed(e) => format!(
-            "failed at {} after {} attempt{} ({}): {}",
-            e.step.as_str(),
-            e.attempts,
-            if e.attempts == 1 { "" } else { "s" },
-            if e.retryable {
-                "transient"
-            } else {
-                "permanent"
-            },
-            one_line(&e.reason)
-        ),
-        Event::UploadAborted(e) => format!(
-            "aborted, {} part{} removed: {}",
-            e.parts_removed,
-            if e.parts_removed == 1 { "" } else { "s" },
-            one_line(&e.reason)
-        ),
-        Event::Compensated(e) => {
-            let action = match &e.action {
-                CompensationAction::BlobRemoved { blob } => format!("removed blob {blob}"),
-                CompensationAction::BlobKept {
-                    blob,
-                    referenced_by,
-                } => format!("kept blob {blob} (referenced by {referenced_by} other uploads)"),
-                CompensationAction::ParquetRemoved { parquet } => {
-                    format!("removed parquet {parquet}")
-                }
-                CompensationAction::PartsRemoved { count } => format!("removed {count} parts"),
-            };
-            format!("compensated failed {}: {action}", e.step.as_str())
-        }
-        Event::TableNameClaimed(e) => format!(
-            "claimed table name {} for {} ({} by {})",
-            e.table_name, e.owner, e.dataset, e.upload
-        ),
-        Event::TableNameReleased(e) => format!(
-            "released table name {} of {} ({})",
-            e.table_name, e.owner, e.dataset
-        ),
-    }
 }
 
 /// A schema as stored in `schema_json`: `{"fields": [{"name", "type", …}]}`.
@@ -240,19 +144,47 @@ pub async fn apply(conn: &mut AnyConnection, tables: Tables, rec: &Recorded) -> 
     .bind(env.correlation_id.to_string())
     .bind(aggregate_text(&env.aggregate))
     .bind(dataset_of(env).map(|d| d.to_string()))
-    .bind(summary(env))
+    .bind(env.event.summary())
     .execute(&mut *conn)
     .await?;
 
     match &env.event {
+        Event::UploadStarted(e) => {
+            q(
+                tables,
+                "INSERT INTO uploads{s} (id, owner, filename, size_bytes, part_count, status, \
+                 received_at, updated_at, last_seq) \
+                 VALUES ($1, $2, $3, $4, $5, 'receiving', $6, $6, $7) \
+                 ON CONFLICT (id) DO NOTHING",
+            )
+            .bind(&upload)
+            .bind(e.owner.to_string())
+            .bind(&e.filename)
+            .bind(int(e.size))
+            .bind(i64::from(e.part_count))
+            .bind(at)
+            .bind(seq)
+            .execute(&mut *conn)
+            .await?;
+            start_step(conn, tables, &upload, Step::Upload, at, seq).await?;
+        }
         Event::UploadReceived(e) => {
+            // A multipart upload already has its row from UploadStarted; the received
+            // manifest is the truth about its parts and size.
             q(
                 tables,
                 "INSERT INTO uploads{s} (id, owner, filename, label, requested_table, \
                  content_type, declared_format, size_bytes, part_count, target_dataset, \
                  status, dataset_id, received_at, updated_at, last_seq) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'received', $10, $11, $11, $12) \
-                 ON CONFLICT (id) DO NOTHING",
+                 ON CONFLICT (id) DO UPDATE SET owner = excluded.owner, \
+                 filename = excluded.filename, label = excluded.label, \
+                 requested_table = excluded.requested_table, \
+                 content_type = excluded.content_type, \
+                 declared_format = excluded.declared_format, size_bytes = excluded.size_bytes, \
+                 part_count = excluded.part_count, target_dataset = excluded.target_dataset, \
+                 status = excluded.status, dataset_id = excluded.dataset_id, \
+                 updated_at = excluded.updated_at, last_seq = excluded.last_seq",
             )
             .bind(&upload)
             .bind(e.owner.to_string())
@@ -268,6 +200,7 @@ pub async fn apply(conn: &mut AnyConnection, tables: Tables, rec: &Recorded) -> 
             .bind(seq)
             .execute(&mut *conn)
             .await?;
+            end_step(conn, tables, &upload, Step::Upload, "ok", at, seq).await?;
             start_step(conn, tables, &upload, Step::Combine, at, seq).await?;
         }
         Event::PartsCombined(e) => {
@@ -511,6 +444,95 @@ pub async fn apply(conn: &mut AnyConnection, tables: Tables, rec: &Recorded) -> 
             .execute(&mut *conn)
             .await?;
         }
+        Event::NotificationRead(e) => {
+            notification_read(conn, tables, &e.owner, e.notification, at, seq).await?;
+        }
+        Event::DatasetLabelChanged(e) => {
+            if let Aggregate::Dataset(id) = &env.aggregate {
+                q(
+                    tables,
+                    "UPDATE datasets{s} SET label = $2, updated_at = $3, last_seq = $4 \
+                     WHERE id = $1",
+                )
+                .bind(id.to_string())
+                .bind(e.label.clone())
+                .bind(at)
+                .bind(seq)
+                .execute(&mut *conn)
+                .await?;
+            }
+        }
+        Event::DatasetRenamed(e) => {
+            if let Aggregate::Dataset(id) = &env.aggregate {
+                q(
+                    tables,
+                    "UPDATE datasets{s} SET table_name = $2, updated_at = $3, last_seq = $4 \
+                     WHERE id = $1",
+                )
+                .bind(id.to_string())
+                .bind(e.to.to_string())
+                .bind(at)
+                .bind(seq)
+                .execute(&mut *conn)
+                .await?;
+            }
+        }
+        Event::DatasetDeleted(_) => {
+            if let Aggregate::Dataset(id) = &env.aggregate {
+                q(
+                    tables,
+                    "UPDATE datasets{s} SET deleted_at = $2, updated_at = $2, last_seq = $3 \
+                     WHERE id = $1",
+                )
+                .bind(id.to_string())
+                .bind(at)
+                .bind(seq)
+                .execute(&mut *conn)
+                .await?;
+            }
+        }
+        Event::DatasetRestored(_) => {
+            if let Aggregate::Dataset(id) = &env.aggregate {
+                q(
+                    tables,
+                    "UPDATE datasets{s} SET deleted_at = NULL, updated_at = $2, last_seq = $3 \
+                     WHERE id = $1",
+                )
+                .bind(id.to_string())
+                .bind(at)
+                .bind(seq)
+                .execute(&mut *conn)
+                .await?;
+            }
+        }
+        Event::TokenCreated(e) => {
+            q(
+                tables,
+                "INSERT INTO tokens{s} (owner, token_id, sha256, created_at, revoked_at, seq) \
+                 VALUES ($1, $2, $3, $4, NULL, $5) \
+                 ON CONFLICT (owner, token_id) DO UPDATE SET sha256 = excluded.sha256, \
+                 created_at = excluded.created_at, revoked_at = NULL, seq = excluded.seq",
+            )
+            .bind(e.owner.to_string())
+            .bind(&e.token_id)
+            .bind(e.sha256.to_string())
+            .bind(at)
+            .bind(seq)
+            .execute(&mut *conn)
+            .await?;
+        }
+        Event::TokenRevoked(e) => {
+            q(
+                tables,
+                "UPDATE tokens{s} SET revoked_at = $3 WHERE owner = $1 AND token_id = $2 \
+                 AND revoked_at IS NULL",
+            )
+            .bind(e.owner.to_string())
+            .bind(&e.token_id)
+            .bind(at)
+            .execute(&mut *conn)
+            .await?;
+        }
     }
     Ok(())
 }
@@ -622,12 +644,9 @@ async fn notify(conn: &mut AnyConnection, tables: Tables, n: Notice<'_>) -> Resu
     Ok(())
 }
 
-/// The effect of the (not yet existing) `Event::NotificationRead { owner, notification }`:
-/// marks one of `owner`'s notifications read, first read wins. It is only ever called
-/// from [`apply`], so read state, like every other column, is a function of the log.
-/// The match arm in `apply` is one call to this; see the crate docs.
-#[cfg_attr(not(test), allow(dead_code))]
-pub(crate) async fn notification_read(
+/// `NotificationRead`: marks one of `owner`'s notifications read, first read wins; a
+/// notification of another owner is left alone.
+async fn notification_read(
     conn: &mut AnyConnection,
     tables: Tables,
     owner: &Owner,

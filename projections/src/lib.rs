@@ -30,12 +30,8 @@
 //! Each table and index name in the migrations carries a table-set marker, so the same
 //! files also create the replay's shadow tables (`datasets_new`, …): see [`Tables`].
 //!
-//! # Read state of notifications
-//!
-//! Marking a notification read is an event like any other; the read columns change only
-//! in [`apply()`]. The event variant `NotificationRead { owner: Owner, notification:
-//! EventId }` does not exist in `weir-events` yet; once it does, its arm in `apply` is
-//! one call to the (already tested) `apply::notification_read`.
+//! Marking a notification read is an event like any other (`NotificationRead`): the
+//! read columns, like every column, change only in [`apply()`].
 
 pub mod apply;
 pub mod db;
@@ -45,13 +41,13 @@ pub mod replay;
 pub mod schema;
 pub mod snapshot;
 
-pub use apply::{FieldView, SchemaView, apply, summary};
+pub use apply::{FieldView, SchemaView, apply};
 pub use db::{Backend, Db};
 pub use projector::{Progress, Projector, Until, catch_up, lag, run};
 pub use query::{
     AuditEntry, Dataset, DatasetFilter, DatasetPage, DatasetStatus, DatasetSummary, DatasetVersion,
     EntityId, Failure, Notification, StepLog, UploadStatus, dataset, history, list_datasets,
-    notifications, upload_status,
+    notifications, token_owner, upload_status,
 };
 pub use replay::{ReplayReport, build_until, replay};
 pub use schema::{TABLES, Tables, migrator};

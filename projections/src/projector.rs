@@ -171,7 +171,7 @@ impl Projector {
                     match self.commit(checkpoint, &batch).await? {
                         Batch::Committed(seq) => checkpoint = seq,
                         Batch::Moved => {
-                            checkpoint = self.checkpoint().await?;
+                            checkpoint = self.reload().await?;
                             continue 'follow;
                         }
                     }
@@ -237,7 +237,7 @@ impl Projector {
                             match self.commit(checkpoint, &batch).await? {
                                 Batch::Committed(seq) => checkpoint = seq,
                                 Batch::Moved => {
-                                    checkpoint = self.checkpoint().await?;
+                                    checkpoint = self.reload().await?;
                                     break;
                                 }
                             }
@@ -260,6 +260,16 @@ impl Projector {
                 () = tokio::time::sleep(RETRY_DELAY) => {}
             }
         }
+    }
+
+    /// Re-reads the checkpoint after another writer moved it, and reports it.
+    async fn reload(&self) -> Result<u64, Error> {
+        let checkpoint = self.checkpoint().await?;
+        self.progress.send_replace(Progress {
+            checkpoint,
+            applying: None,
+        });
+        Ok(checkpoint)
     }
 
     async fn follow_from(

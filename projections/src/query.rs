@@ -5,7 +5,7 @@
 use serde::Serialize;
 use sqlx::any::AnyRow;
 use sqlx::{AssertSqlSafe, Row};
-use weir_events::{DatasetId, Owner, Timestamp, UploadId};
+use weir_events::{DatasetId, Owner, Sha256, Timestamp, UploadId};
 
 use crate::Error;
 use crate::apply::SchemaView;
@@ -42,10 +42,11 @@ impl std::fmt::Display for EntityId {
     }
 }
 
-/// Where an upload is. `status` is what the last event said; `phase` adds what is
-/// under way: after `received` the combiner works (`combining`), after `combined` the
-/// inferrer (`inferring`), after `inferred` the registrar (`registering`); terminal
-/// statuses are their own phase.
+/// Where an upload is. `status` is what the last event said (`receiving` after a
+/// multipart UploadStarted, then `received`, `combined`, `inferred`, and one of
+/// `registered`, `failed`, `aborted`); `phase` adds what is under way: after
+/// `received` the combiner works (`combining`), after `combined` the inferrer
+/// (`inferring`), after `inferred` the registrar (`registering`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct UploadStatus {
     pub id: String,
@@ -55,10 +56,10 @@ pub struct UploadStatus {
     pub requested_table: Option<String>,
     pub size_bytes: u64,
     pub part_count: u64,
-    /// received | combined | inferred | registered | failed | aborted
+    /// receiving | received | combined | inferred | registered | failed | aborted
     pub status: String,
-    /// received's next step under way (combining, inferring, registering) or the
-    /// terminal status.
+    /// The step under way after `status` (combining, inferring, registering), or
+    /// `status` itself when nothing runs after it (receiving parts, or terminal).
     pub phase: String,
     pub dataset_id: Option<String>,
     pub version: Option<u32>,
@@ -547,6 +548,22 @@ pub async fn notifications(
             })
         })
         .collect()
+}
+
+/// The owner of the live (not revoked) API token whose sha256 is `sha256`: how the
+/// gateway authenticates a caller.
+pub async fn token_owner(db: &Db, sha256: &Sha256) -> Result<Option<String>, Error> {
+    let row = sqlx::query(
+        "SELECT owner FROM tokens WHERE sha256 = $1 AND revoked_at IS NULL \
+         ORDER BY seq DESC LIMIT 1",
+    )
+    .bind(sha256.to_string())
+    .fetch_optional(db.pool())
+    .await?;
+    Ok(match row {
+        Some(r) => Some(r.try_get("owner")?),
+        None => None,
+    })
 }
 
 #[cfg(test)]

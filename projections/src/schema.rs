@@ -9,18 +9,21 @@
 
 use std::borrow::Cow;
 
-use sqlx::AssertSqlSafe;
+use sqlx::{AssertSqlSafe, SqlSafeStr as _};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 
 /// The marker in migrations and statements that stands for the table-set suffix.
 const MARKER: &str = "{s}";
 
 /// The migrations, in order: (version, description, SQL with markers).
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "projections",
-    include_str!("../migrations/0001_projections.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "projections",
+        include_str!("../migrations/0001_projections.sql"),
+    ),
+    (2, "tokens", include_str!("../migrations/0002_tokens.sql")),
+];
 
 /// Every projection table, in the order a replay copies them. A test checks this list
 /// against the tables the migrations create.
@@ -33,6 +36,7 @@ pub const TABLES: &[&str] = &[
     "notifications",
     "audit",
     "table_names",
+    "tokens",
 ];
 
 /// Which set of tables a projector writes and a query reads.
@@ -88,7 +92,6 @@ pub fn migrator() -> Migrator {
     Migrator::with_migrations(migrations)
 }
 
-use sqlx::SqlSafeStr as _;
 
 #[cfg(test)]
 mod tests {

@@ -4,10 +4,10 @@
 mod common;
 
 use common::{Chain, Kind, Log, Rng, TestDb, owner, schema};
-use weir_events::Step;
+use weir_events::{Sha256, Step};
 use weir_projections::{
     DatasetFilter, DatasetStatus, EntityId, Projector, catch_up, dataset, history, lag,
-    list_datasets, notifications, snapshot, upload_status, Tables,
+    list_datasets, notifications, snapshot, token_owner, upload_status, Tables,
 };
 
 macro_rules! on_both {
@@ -41,10 +41,13 @@ async fn realistic_uploads_project_into_every_view(kind: Kind) {
     let mut a = Chain::new("acme", "sales q3.csv", Some("Sales Q3"));
     let mut b = Chain::new("acme", "broken.csv", None);
     let mut c = Chain::new("globex", "left.csv", Some("Left behind"));
-    log.append_all(&[a.received(4000), b.received(10)]).await;
-    assert_eq!(lag(&log.journal, db).await.unwrap(), 2);
-    assert_eq!(catch_up(&log.journal, db).await.unwrap(), 2);
+    log.append_all(&[a.received(4000), b.received(10), c.started(99)]).await;
+    assert_eq!(lag(&log.journal, db).await.unwrap(), 3);
+    assert_eq!(catch_up(&log.journal, db).await.unwrap(), 3);
     assert_eq!(lag(&log.journal, db).await.unwrap(), 0);
+    let s = upload_status(db, c.upload).await.unwrap().expect("C is known");
+    assert_eq!((s.status.as_str(), s.phase.as_str()), ("receiving", "receiving"));
+    assert_eq!(s.steps[0].step, "upload");
 
     let s = upload_status(db, a.upload).await.unwrap().expect("A is known");
     assert_eq!((s.status.as_str(), s.phase.as_str()), ("received", "combining"));
@@ -59,7 +62,6 @@ async fn realistic_uploads_project_into_every_view(kind: Kind) {
         b.failed(Step::Infer, "line 7: column \"id\": \"x\" is not an Int64"),
         b.compensated(Step::Infer),
         a.claimed(),
-        c.received(99),
     ])
     .await;
     catch_up(&log.journal, db).await.unwrap();
@@ -80,6 +82,7 @@ async fn realistic_uploads_project_into_every_view(kind: Kind) {
     .await;
     let last = catch_up(&log.journal, db).await.unwrap();
     assert_eq!(last, 15);
+    assert_eq!(lag(&log.journal, db).await.unwrap(), 0);
 
     // Upload status and step log.
     let s = upload_status(db, a.upload).await.unwrap().unwrap();
@@ -124,7 +127,11 @@ async fn realistic_uploads_project_into_every_view(kind: Kind) {
     let s = upload_status(db, c.upload).await.unwrap().unwrap();
     assert_eq!(s.status, "aborted");
     assert_eq!(s.abort_reason.as_deref(), Some("abandoned for 7 days"));
-    assert_eq!(s.steps[0].outcome.as_deref(), Some("aborted"));
+    assert_eq!(s.steps.len(), 1);
+    assert_eq!(
+        (s.steps[0].step.as_str(), s.steps[0].outcome.as_deref()),
+        ("upload", Some("aborted"))
+    );
     assert!(upload_status(db, weir_events::UploadId::new()).await.unwrap().is_none());
 
     // Catalog: A's dataset at version 2 with D's schema, both versions kept.
@@ -202,7 +209,7 @@ async fn realistic_uploads_project_into_every_view(kind: Kind) {
     assert_eq!(kinds, ["upload_received", "parts_combined", "failed", "compensated"]);
     assert_eq!(h[1].causation_id.as_deref(), Some(h[0].event_id.as_str()));
     assert!(h.iter().all(|e| e.correlation_id == b.upload.to_string() && e.actor == "acme"));
-    assert!(h[3].summary.contains("removed blob"), "{}", h[3].summary);
+    assert!(h[3].summary.contains("BlobRemoved"), "{}", h[3].summary);
     let h = history(db, EntityId::Dataset(a.dataset)).await.unwrap();
     let kinds: Vec<_> = h.iter().map(|e| e.kind.as_str()).collect();
     assert_eq!(
@@ -223,6 +230,58 @@ async fn realistic_uploads_project_into_every_view(kind: Kind) {
     assert!(h.windows(2).all(|w| w[0].seq < w[1].seq));
     assert!(h.iter().any(|e| e.aggregate == "name:sales_q3@acme"));
     assert!(h.iter().all(|e| !e.summary.contains('\n')));
+
+    // Reading a notification is an event; another owner's read changes nothing.
+    let mut g = Chain::new("globex", "x.csv", None);
+    log.append_all(&[g.read(reg_a.event_id), a.read(reg_a.event_id)]).await;
+    catch_up(&log.journal, db).await.unwrap();
+    let feed = notifications(db, &owner("acme"), false).await.unwrap();
+    let read: Vec<_> = feed.iter().map(|n| (n.id.clone(), n.read)).collect();
+    assert_eq!(
+        read,
+        [
+            (feed[0].id.clone(), false),
+            (reg_a.event_id.to_string(), true),
+            (feed[2].id.clone(), false),
+        ]
+    );
+    assert!(feed[1].read_at.is_some());
+    let unread = notifications(db, &owner("acme"), true).await.unwrap();
+    assert_eq!(unread.len(), 2);
+    assert!(unread.iter().all(|n| n.id != reg_a.event_id.to_string()));
+
+    // Dataset edits: label, rename, soft delete and restore.
+    log.append_all(&[d.label_changed(Some("Sales, final")), d.renamed("sales_final"), d.deleted()])
+        .await;
+    catch_up(&log.journal, db).await.unwrap();
+    let ds = dataset(db, a.dataset).await.unwrap().unwrap();
+    assert_eq!(ds.label.as_deref(), Some("Sales, final"));
+    assert_eq!(ds.table_name, "sales_final");
+    assert!(ds.deleted_at.is_some());
+    assert_eq!(list_datasets(db, &DatasetFilter::default()).await.unwrap().total, 0);
+    assert_eq!(list_datasets(db, &deleted).await.unwrap().total, 1);
+    log.append(&d.restored()).await;
+    catch_up(&log.journal, db).await.unwrap();
+    let ds = dataset(db, a.dataset).await.unwrap().unwrap();
+    assert!(ds.deleted_at.is_none());
+    let f = DatasetFilter {
+        search: Some("final".to_owned()),
+        ..Default::default()
+    };
+    assert_eq!(list_datasets(db, &f).await.unwrap().total, 1);
+    let h = history(db, EntityId::Dataset(a.dataset)).await.unwrap();
+    assert_eq!(
+        h.iter().rev().take(4).map(|e| e.kind.as_str()).collect::<Vec<_>>(),
+        ["dataset_restored", "dataset_deleted", "dataset_renamed", "dataset_label_changed"]
+    );
+
+    // API tokens: only live ones name an owner.
+    log.append_all(&[a.token_created("tok1", 7), g.token_created("tok2", 8), a.token_revoked("tok1")])
+        .await;
+    catch_up(&log.journal, db).await.unwrap();
+    assert_eq!(token_owner(db, &Sha256([7; 32])).await.unwrap(), None);
+    assert_eq!(token_owner(db, &Sha256([8; 32])).await.unwrap().as_deref(), Some("globex"));
+    assert_eq!(token_owner(db, &Sha256([9; 32])).await.unwrap(), None);
 
     // Table names claimed.
     let names = snapshot(db, Tables::Live).await.unwrap();

@@ -10,6 +10,8 @@ use weir_events::{
     DatasetRegistered, Envelope, Event, EventId, Failed, Field, Format, ObjectKey, Owner,
     PartManifest, PartsCombined, Schema, SchemaInferred, Sha256, StatValue, Statistics, Step,
     StreamSpec, TableName, TableNameClaimed, UploadAborted, UploadId, UploadReceived,
+    DatasetDeleted, DatasetLabelChanged, DatasetRenamed, DatasetRestored, NotificationRead,
+    Timestamp, TokenCreated, TokenRevoked, UploadStarted,
 };
 use weir_journal::{AppendOutcome, Expect, Journal};
 use weir_projections::Db;
@@ -198,6 +200,9 @@ pub struct Chain {
     pub label: Option<String>,
     pub filename: String,
     last: Option<EventId>,
+    /// The DatasetRegistered event of this chain: the id of its "dataset ready"
+    /// notification.
+    pub registered_event: Option<EventId>,
 }
 
 pub fn schema(columns: &[(&str, &str)]) -> Schema {
@@ -246,6 +251,7 @@ impl Chain {
             label,
             filename: filename.to_owned(),
             last: None,
+            registered_event: None,
         }
     }
 
@@ -260,6 +266,7 @@ impl Chain {
             label: of.label.clone(),
             filename: filename.to_owned(),
             last: None,
+            registered_event: None,
         }
     }
 
@@ -363,7 +370,9 @@ impl Chain {
             parquet_size: rows * 10,
             statistics: stats(rows, schema),
         });
-        self.up(event)
+        let env = self.up(event);
+        self.registered_event = Some(env.event_id);
+        env
     }
 
     pub fn failed(&mut self, step: Step, reason: &str) -> Envelope {
@@ -393,6 +402,71 @@ impl Chain {
             parts_removed: 1,
         });
         self.up(event)
+    }
+
+    /// A multipart upload opened by the gateway.
+    pub fn started(&mut self, size: u64) -> Envelope {
+        let event = Event::UploadStarted(UploadStarted {
+            owner: self.owner.clone(),
+            filename: self.filename.clone(),
+            size,
+            part_size: size / 2 + 1,
+            part_count: 2,
+            expires_at: Timestamp(1_900_000_000_000_000),
+        });
+        self.up(event)
+    }
+
+    fn ds(&mut self, event: Event) -> Envelope {
+        self.next(Aggregate::Dataset(self.dataset), event)
+    }
+
+    pub fn label_changed(&mut self, label: Option<&str>) -> Envelope {
+        self.ds(Event::DatasetLabelChanged(DatasetLabelChanged {
+            label: label.map(str::to_owned),
+        }))
+    }
+
+    pub fn renamed(&mut self, to: &str) -> Envelope {
+        let to: TableName = to.parse().expect("table name");
+        let from = std::mem::replace(&mut self.table, to.clone());
+        self.ds(Event::DatasetRenamed(DatasetRenamed { from, to }))
+    }
+
+    pub fn deleted(&mut self) -> Envelope {
+        self.ds(Event::DatasetDeleted(DatasetDeleted {
+            reason: Some("no longer needed".to_owned()),
+        }))
+    }
+
+    pub fn restored(&mut self) -> Envelope {
+        self.ds(Event::DatasetRestored(DatasetRestored {}))
+    }
+
+    /// The owner reads the notification raised by event `notification`.
+    pub fn read(&mut self, notification: EventId) -> Envelope {
+        let event = Event::NotificationRead(NotificationRead {
+            owner: self.owner.clone(),
+            notification,
+        });
+        self.next(Aggregate::Owner(self.owner.clone()), event)
+    }
+
+    pub fn token_created(&mut self, token_id: &str, hash: u8) -> Envelope {
+        let event = Event::TokenCreated(TokenCreated {
+            owner: self.owner.clone(),
+            token_id: token_id.to_owned(),
+            sha256: Sha256([hash; 32]),
+        });
+        self.next(Aggregate::Owner(self.owner.clone()), event)
+    }
+
+    pub fn token_revoked(&mut self, token_id: &str) -> Envelope {
+        let event = Event::TokenRevoked(TokenRevoked {
+            owner: self.owner.clone(),
+            token_id: token_id.to_owned(),
+        });
+        self.next(Aggregate::Owner(self.owner.clone()), event)
     }
 
     /// The whole happy path: received, combined, inferred, claimed, registered.
@@ -443,7 +517,26 @@ pub fn workload(rng: &mut Rng, events: usize) -> Vec<Envelope> {
             }
             3 => {
                 let mut c = Chain::new(owner, &format!("gone{n}.csv"), None);
-                out.extend([c.received(rows), c.aborted("abandoned for 7 days")]);
+                out.extend([c.started(rows), c.aborted("abandoned for 7 days")]);
+            }
+            4 if !done.is_empty() => {
+                // Edits of an existing dataset, and its owner reading a notification.
+                let i = (rng.next() as usize) % done.len();
+                let c = &mut done[i];
+                let ready = c.registered_event.expect("a registered chain");
+                out.push(match rng.next() % 5 {
+                    0 => c.label_changed(Some(&format!("Relabelled {n}"))),
+                    1 => c.renamed(&format!("renamed_{n}")),
+                    2 => c.deleted(),
+                    3 => c.restored(),
+                    _ => c.read(ready),
+                });
+            }
+            5 => {
+                let mut c = Chain::new(owner, &format!("multi{n}.csv"), None);
+                out.extend([c.started(rows * 40)]);
+                out.extend(c.happy(&cols, rows));
+                done.push(c);
             }
             _ => {
                 let mut c = Chain::new(owner, &format!("file{n}.csv"), Some(&format!("Data set {n}")));

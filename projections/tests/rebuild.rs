@@ -1,0 +1,291 @@
+//! Rebuilding projections: replay is deterministic and equals the live tables, SQLite
+//! and Postgres hold the same rows, a replay swaps in under a running projector, a
+//! projector killed mid-batch twenty times ends where an uninterrupted one does, and
+//! point-in-time builds show the catalog as it was.
+
+mod common;
+
+use std::time::Instant;
+
+use common::{Chain, Kind, Log, Rng, TestDb, schema, workload};
+use weir_projections::{
+    Error, Projector, Tables, Until, build_until, catch_up, dataset, list_datasets, replay,
+    snapshot, DatasetFilter,
+};
+
+macro_rules! on_both {
+    ($name:ident) => {
+        mod $name {
+            #[tokio::test]
+            async fn sqlite() {
+                super::$name(super::Kind::Sqlite).await;
+            }
+            #[tokio::test]
+            async fn postgres() {
+                super::$name(super::Kind::Postgres).await;
+            }
+        }
+    };
+}
+
+on_both!(replay_twice_gives_identical_rows_equal_to_live);
+on_both!(replay_swaps_in_under_a_running_projector);
+on_both!(projector_killed_mid_batch_20_times_ends_like_an_uninterrupted_one);
+on_both!(until_seq_and_until_time_show_the_catalog_as_it_was);
+
+async fn replay_twice_gives_identical_rows_equal_to_live(kind: Kind) {
+    let mut rng = Rng::new("replay_twice");
+    let log = Log::start().await;
+    let live = TestDb::new(kind, &mut rng).await;
+    let events = workload(&mut rng, 400);
+
+    // Live: projected piecemeal as the events arrive, in small and odd batches.
+    let projector = Projector::new(live.db.clone()).with_batch_size(7);
+    for chunk in events.chunks(53) {
+        log.append_all(chunk).await;
+        projector.catch_up(&log.journal).await.unwrap();
+    }
+    let last = log.journal.last_sequence().await.unwrap();
+    let before = snapshot(&live.db, Tables::Live).await.unwrap();
+    assert_eq!(before.rows("audit").len() as u64, last);
+    assert!(before.rows("datasets").len() > 10, "the workload registers datasets");
+
+    // A rebuild from scratch in another database equals the live tables.
+    let fresh = live.sibling(&mut rng).await;
+    assert_eq!(catch_up(&log.journal, &fresh.db).await.unwrap(), last);
+    let rebuilt = snapshot(&fresh.db, Tables::Live).await.unwrap();
+    assert_eq!(rebuilt, before, "rebuild equals live");
+
+    // Replay in place, twice: same rows each time, shadow tables gone afterwards.
+    let r1 = replay(&log.journal, &live.db).await.unwrap();
+    assert_eq!(r1.seq, last);
+    let after1 = snapshot(&live.db, Tables::Live).await.unwrap();
+    let r2 = replay(&log.journal, &live.db).await.unwrap();
+    assert_eq!(r2.seq, last);
+    let after2 = snapshot(&live.db, Tables::Live).await.unwrap();
+    assert_eq!(after1, before);
+    assert_eq!(after2, after1);
+    eprintln!(
+        "{kind:?}: {last} events, {} rows, digest {} (live, rebuilt, replayed twice)",
+        before.row_count(),
+        before.digest()
+    );
+    assert!(
+        snapshot(&live.db, Tables::Shadow).await.is_err(),
+        "shadow tables are dropped after a replay"
+    );
+}
+
+/// SQLite and Postgres, fed the same log, hold the same rows.
+#[tokio::test]
+async fn sqlite_rows_equal_postgres_rows() {
+    let mut rng = Rng::new("sqlite_equals_postgres");
+    let log = Log::start().await;
+    log.append_all(&workload(&mut rng, 300)).await;
+    let lite = TestDb::new(Kind::Sqlite, &mut rng).await;
+    let pg = TestDb::new(Kind::Postgres, &mut rng).await;
+    catch_up(&log.journal, &lite.db).await.unwrap();
+    catch_up(&log.journal, &pg.db).await.unwrap();
+    let a = snapshot(&lite.db, Tables::Live).await.unwrap();
+    let b = snapshot(&pg.db, Tables::Live).await.unwrap();
+    for (x, y) in a.tables.iter().zip(&b.tables) {
+        assert_eq!(x, y, "table {} differs between SQLite and Postgres", x.table);
+    }
+    assert_eq!(a.digest(), b.digest());
+    eprintln!("{} rows, digest {} on both", a.row_count(), a.digest());
+}
+
+async fn replay_swaps_in_under_a_running_projector(kind: Kind) {
+    let mut rng = Rng::new("replay_under_load");
+    let log = Log::start().await;
+    let t = TestDb::new(kind, &mut rng).await;
+    let events = workload(&mut rng, 600);
+    let (first, rest) = events.split_at(300);
+    log.append_all(first).await;
+
+    // The live projector, as a service runs it.
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let projector = Projector::new(t.db.clone()).with_batch_size(5);
+    let mut progress = projector.progress();
+    let journal = log.journal.clone();
+    let live = tokio::spawn(async move {
+        projector
+            .run(&journal, async {
+                let _ = stopped.await;
+            })
+            .await
+    });
+    // Readers keep reading through the replay.
+    let reader_db = t.db.clone();
+    let (done_reading, mut reading) = tokio::sync::watch::channel(false);
+    let reader = tokio::spawn(async move {
+        let mut reads = 0u32;
+        while !*reading.borrow_and_update() {
+            list_datasets(&reader_db, &DatasetFilter::default())
+                .await
+                .expect("reads go on during a replay");
+            reads += 1;
+            // Pacing, not synchronisation: a reader every few milliseconds.
+            tokio::time::sleep(std::time::Duration::from_millis(3)).await;
+        }
+        reads
+    });
+
+    // More events arrive while the replay runs.
+    let writer_log = log.journal.clone();
+    let rest = rest.to_vec();
+    let writer = tokio::spawn(async move {
+        for env in &rest {
+            writer_log
+                .append(env, weir_journal::Expect::Any)
+                .await
+                .expect("append");
+        }
+    });
+    let report = replay(&log.journal, &t.db).await.unwrap();
+    writer.await.unwrap();
+    let last = log.journal.last_sequence().await.unwrap();
+    progress
+        .wait_for(|p| p.checkpoint >= last)
+        .await
+        .expect("projector alive");
+    let _ = stop.send(());
+    live.await.unwrap().unwrap();
+    let _ = done_reading.send(true);
+    let reads = reader.await.unwrap();
+
+    let fresh = t.sibling(&mut rng).await;
+    catch_up(&log.journal, &fresh.db).await.unwrap();
+    let want = snapshot(&fresh.db, Tables::Live).await.unwrap();
+    let got = snapshot(&t.db, Tables::Live).await.unwrap();
+    assert_eq!(got, want, "live after a replay under load equals a clean build");
+    eprintln!(
+        "{kind:?}: replay swapped in at seq {} after {} attempt(s) while the stream grew to {last}; {reads} reads during it",
+        report.seq, report.attempts
+    );
+    assert!(report.seq >= 300);
+    assert!(reads > 0);
+}
+
+async fn projector_killed_mid_batch_20_times_ends_like_an_uninterrupted_one(kind: Kind) {
+    let mut rng = Rng::new("kill_test");
+    let log = Log::start().await;
+    let started = Instant::now();
+    log.append_all(&workload(&mut rng, 10_000)).await;
+    let last = log.journal.last_sequence().await.unwrap();
+    let appended = started.elapsed();
+
+    let reference = TestDb::new(kind, &mut rng).await;
+    let started = Instant::now();
+    assert_eq!(catch_up(&log.journal, &reference.db).await.unwrap(), last);
+    let clean = started.elapsed();
+    let want = snapshot(&reference.db, Tables::Live).await.unwrap();
+
+    let t = reference.sibling(&mut rng).await;
+    let started = Instant::now();
+    let (mut kills, mut rolled_back) = (0u32, 0u32);
+    for i in 0..20u64 {
+        let checkpoint = Projector::new(t.db.clone()).checkpoint().await.unwrap();
+        // Somewhere ahead, spreading the kills over what is left.
+        let span = ((last - checkpoint) / (21 - i)).max(1) * 2;
+        let point = (checkpoint + rng.range(1, span)).min(last);
+        let projector = Projector::new(t.db.clone()).with_batch_size(rng.range(20, 700) as usize);
+        let mut progress = projector.progress();
+        let journal = log.journal.clone();
+        let task = tokio::spawn(async move { projector.catch_up(&journal).await });
+        // The test runs on one thread: the projector is stopped at its next await
+        // after applying `point`, inside the open batch transaction.
+        progress
+            .wait_for(|p| p.applying.is_some_and(|s| s >= point))
+            .await
+            .expect("projector reaches the kill point");
+        task.abort();
+        match task.await {
+            Err(e) if e.is_cancelled() => kills += 1,
+            other => panic!("projector was not killed: {other:?}"),
+        }
+        let after = Projector::new(t.db.clone()).checkpoint().await.unwrap();
+        assert!(after >= checkpoint);
+        if after < point {
+            rolled_back += 1;
+        }
+    }
+    assert_eq!(catch_up(&log.journal, &t.db).await.unwrap(), last);
+    let interrupted = started.elapsed();
+    let got = snapshot(&t.db, Tables::Live).await.unwrap();
+    assert_eq!(got.digest(), want.digest());
+    assert_eq!(got, want);
+    eprintln!(
+        "{kind:?}: {last} events appended in {appended:?}; clean build {clean:?}; \
+         {kills} kills ({rolled_back} with a batch rolled back) and finish {interrupted:?}; \
+         {} rows, digest {}",
+        want.row_count(),
+        want.digest()
+    );
+    assert_eq!(kills, 20);
+    assert!(
+        rolled_back >= 10,
+        "most kills land inside an open batch ({rolled_back} of 20 did)"
+    );
+}
+
+async fn until_seq_and_until_time_show_the_catalog_as_it_was(kind: Kind) {
+    let mut rng = Rng::new("until");
+    let log = Log::start().await;
+    let live = TestDb::new(kind, &mut rng).await;
+    let cols = schema(&[("id", "Int64")]);
+    let cols2 = schema(&[("id", "Int64"), ("note", "Utf8")]);
+    let mut a = Chain::new("acme", "a.csv", Some("Orders"));
+    log.append_all(&a.happy(&cols, 10)).await;
+    let v1_seq = log.journal.last_sequence().await.unwrap();
+    let mut b = Chain::new_version(&a, "a2.csv", 2);
+    log.append_all(&[b.received(100), b.combined(100, false), b.inferred(&cols2, 20)])
+        .await;
+    let v2_seq = log.append(&b.registered(&cols2, 20)).await;
+    log.append(&Chain::new("acme", "later.csv", None).received(5)).await;
+    catch_up(&log.journal, &live.db).await.unwrap();
+    let live_before = snapshot(&live.db, Tables::Live).await.unwrap();
+
+    // Just before v2's registration: version 1.
+    let past = live.sibling(&mut rng).await;
+    let reached = build_until(&log.journal, &past.db, Until::Sequence(v2_seq - 1))
+        .await
+        .unwrap();
+    assert_eq!(reached, v2_seq - 1);
+    let ds = dataset(&past.db, a.dataset).await.unwrap().unwrap();
+    assert_eq!((ds.current_version, ds.row_count, ds.versions.len()), (1, 10, 1));
+    assert_eq!(ds.schema.fields.len(), 1);
+
+    // At v2's registration: version 2.
+    let at = live.sibling(&mut rng).await;
+    build_until(&log.journal, &at.db, Until::Sequence(v2_seq))
+        .await
+        .unwrap();
+    let ds = dataset(&at.db, a.dataset).await.unwrap().unwrap();
+    assert_eq!((ds.current_version, ds.row_count, ds.versions.len()), (2, 20, 2));
+
+    // By time: the store time of v1's registration shows version 1 only.
+    let v1_time = weir_projections::history(&live.db, weir_projections::EntityId::Upload(a.upload))
+        .await
+        .unwrap()
+        .iter()
+        .find(|e| e.seq == v1_seq)
+        .unwrap()
+        .stored_at;
+    let then = live.sibling(&mut rng).await;
+    let reached = build_until(&log.journal, &then.db, Until::Time(v1_time))
+        .await
+        .unwrap();
+    assert!(reached >= v1_seq && reached < v2_seq, "{reached}");
+    let ds = dataset(&then.db, a.dataset).await.unwrap().unwrap();
+    assert_eq!(ds.current_version, 1);
+
+    // A target that already holds projections is refused; the live one is untouched.
+    match build_until(&log.journal, &then.db, Until::Sequence(1)).await {
+        Err(Error::TargetNotEmpty(n)) => assert_eq!(n, reached),
+        other => panic!("expected TargetNotEmpty, got {other:?}"),
+    }
+    assert_eq!(snapshot(&live.db, Tables::Live).await.unwrap(), live_before);
+    let ds = dataset(&live.db, a.dataset).await.unwrap().unwrap();
+    assert_eq!(ds.current_version, 2);
+}
