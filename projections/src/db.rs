@@ -187,3 +187,43 @@ mod tests {
         ));
     }
 }
+
+#[cfg(test)]
+mod migration_tests {
+    use sqlx::Row;
+
+    use super::*;
+    use crate::schema::TABLES;
+
+    /// Connecting again finds the migrations applied (and their checksums unchanged),
+    /// and the tables are exactly the ones `TABLES` lists.
+    #[tokio::test]
+    async fn migrations_apply_once_and_create_the_listed_tables() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("data").join("weir.db");
+        let url = path.display().to_string();
+        Db::connect(&url).await.unwrap().close().await;
+        let db = Db::connect(&url).await.unwrap();
+        assert_eq!(db.backend(), Backend::Sqlite);
+        let applied: i64 = sqlx::query("SELECT COUNT(*) AS n FROM _sqlx_migrations")
+            .fetch_one(db.pool())
+            .await
+            .unwrap()
+            .get("n");
+        assert_eq!(applied, 2);
+        let mut tables: Vec<String> = sqlx::query(
+            "SELECT name FROM sqlite_master WHERE type = 'table' \
+             AND name NOT LIKE '\\_%' ESCAPE '\\' AND name NOT LIKE 'sqlite%' ORDER BY name",
+        )
+        .fetch_all(db.pool())
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get("name"))
+        .collect();
+        let mut want: Vec<String> = TABLES.iter().map(|t| (*t).to_owned()).collect();
+        tables.sort();
+        want.sort();
+        assert_eq!(tables, want);
+    }
+}

@@ -117,3 +117,64 @@ pub async fn build_until(journal: &Journal, target: &Db, until: Until) -> Result
     }
     projector.build(journal, until).await
 }
+
+#[cfg(test)]
+mod tests {
+    use weir_events::{Aggregate, Envelope, Event, Owner, StreamSpec, UploadId, UploadReceived};
+    use weir_journal::{Expect, Journal};
+
+    use super::*;
+    use crate::snapshot::snapshot;
+
+    fn received(n: u64) -> Envelope {
+        let owner: Owner = "acme".parse().unwrap();
+        let upload = UploadId::new();
+        Envelope::new(
+            Aggregate::Upload(upload),
+            owner.clone(),
+            upload,
+            None,
+            Event::UploadReceived(UploadReceived {
+                owner,
+                filename: format!("f{n}.csv"),
+                content_type: None,
+                format: None,
+                label: None,
+                table_name: None,
+                size: n,
+                parts: Vec::new(),
+                dataset: None,
+            }),
+        )
+    }
+
+    /// A swap never moves the live tables backwards: while the shadow set is behind the
+    /// live checkpoint it is refused, and goes through once the shadow caught up.
+    #[tokio::test]
+    async fn swap_waits_for_the_shadow_to_reach_the_live_checkpoint() {
+        let nats = weir_testkit::NatsServer::start();
+        let journal = Journal::connect(&nats.url(), &StreamSpec::default())
+            .await
+            .unwrap();
+        for n in 1..=10 {
+            journal.append(&received(n), Expect::Any).await.unwrap();
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::connect(&dir.path().join("w.db").display().to_string())
+            .await
+            .unwrap();
+        Projector::new(db.clone()).catch_up(&journal).await.unwrap();
+        let live = snapshot(&db, Tables::Live).await.unwrap();
+
+        db.create_set(Tables::Shadow).await.unwrap();
+        let shadow = Projector::for_tables(db.clone(), Tables::Shadow);
+        assert_eq!(shadow.build(&journal, Until::Sequence(6)).await.unwrap(), 6);
+        assert!(matches!(swap(&db).await.unwrap(), Swap::Behind));
+        assert_eq!(snapshot(&db, Tables::Live).await.unwrap(), live);
+
+        assert_eq!(shadow.catch_up(&journal).await.unwrap(), 10);
+        assert!(matches!(swap(&db).await.unwrap(), Swap::Done(10)));
+        assert_eq!(snapshot(&db, Tables::Live).await.unwrap(), live);
+        db.drop_set(Tables::Shadow).await.unwrap();
+    }
+}

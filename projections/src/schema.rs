@@ -9,8 +9,8 @@
 
 use std::borrow::Cow;
 
-use sqlx::{AssertSqlSafe, SqlSafeStr as _};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::{AssertSqlSafe, SqlSafeStr as _};
 
 /// The marker in migrations and statements that stands for the table-set suffix.
 const MARKER: &str = "{s}";
@@ -91,7 +91,6 @@ pub fn migrator() -> Migrator {
         .collect();
     Migrator::with_migrations(migrations)
 }
-
 
 #[cfg(test)]
 mod tests {

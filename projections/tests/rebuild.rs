@@ -9,8 +9,8 @@ use std::time::Instant;
 
 use common::{Chain, Kind, Log, Rng, TestDb, schema, workload};
 use weir_projections::{
-    Error, Projector, Tables, Until, build_until, catch_up, dataset, list_datasets, replay,
-    snapshot, DatasetFilter,
+    DatasetFilter, Error, Projector, Tables, Until, build_until, catch_up, dataset, list_datasets,
+    replay, snapshot,
 };
 
 macro_rules! on_both {
@@ -48,7 +48,10 @@ async fn replay_twice_gives_identical_rows_equal_to_live(kind: Kind) {
     let last = log.journal.last_sequence().await.unwrap();
     let before = snapshot(&live.db, Tables::Live).await.unwrap();
     assert_eq!(before.rows("audit").len() as u64, last);
-    assert!(before.rows("datasets").len() > 10, "the workload registers datasets");
+    assert!(
+        before.rows("datasets").len() > 10,
+        "the workload registers datasets"
+    );
 
     // A rebuild from scratch in another database equals the live tables.
     let fresh = live.sibling(&mut rng).await;
@@ -89,7 +92,11 @@ async fn sqlite_rows_equal_postgres_rows() {
     let a = snapshot(&lite.db, Tables::Live).await.unwrap();
     let b = snapshot(&pg.db, Tables::Live).await.unwrap();
     for (x, y) in a.tables.iter().zip(&b.tables) {
-        assert_eq!(x, y, "table {} differs between SQLite and Postgres", x.table);
+        assert_eq!(
+            x, y,
+            "table {} differs between SQLite and Postgres",
+            x.table
+        );
     }
     assert_eq!(a.digest(), b.digest());
     eprintln!("{} rows, digest {} on both", a.row_count(), a.digest());
@@ -158,7 +165,10 @@ async fn replay_swaps_in_under_a_running_projector(kind: Kind) {
     catch_up(&log.journal, &fresh.db).await.unwrap();
     let want = snapshot(&fresh.db, Tables::Live).await.unwrap();
     let got = snapshot(&t.db, Tables::Live).await.unwrap();
-    assert_eq!(got, want, "live after a replay under load equals a clean build");
+    assert_eq!(
+        got, want,
+        "live after a replay under load equals a clean build"
+    );
     eprintln!(
         "{kind:?}: replay swapped in at seq {} after {} attempt(s) while the stream grew to {last}; {reads} reads during it",
         report.seq, report.attempts
@@ -239,10 +249,15 @@ async fn until_seq_and_until_time_show_the_catalog_as_it_was(kind: Kind) {
     log.append_all(&a.happy(&cols, 10)).await;
     let v1_seq = log.journal.last_sequence().await.unwrap();
     let mut b = Chain::new_version(&a, "a2.csv", 2);
-    log.append_all(&[b.received(100), b.combined(100, false), b.inferred(&cols2, 20)])
-        .await;
+    log.append_all(&[
+        b.received(100),
+        b.combined(100, false),
+        b.inferred(&cols2, 20),
+    ])
+    .await;
     let v2_seq = log.append(&b.registered(&cols2, 20)).await;
-    log.append(&Chain::new("acme", "later.csv", None).received(5)).await;
+    log.append(&Chain::new("acme", "later.csv", None).received(5))
+        .await;
     catch_up(&log.journal, &live.db).await.unwrap();
     let live_before = snapshot(&live.db, Tables::Live).await.unwrap();
 
@@ -253,7 +268,10 @@ async fn until_seq_and_until_time_show_the_catalog_as_it_was(kind: Kind) {
         .unwrap();
     assert_eq!(reached, v2_seq - 1);
     let ds = dataset(&past.db, a.dataset).await.unwrap().unwrap();
-    assert_eq!((ds.current_version, ds.row_count, ds.versions.len()), (1, 10, 1));
+    assert_eq!(
+        (ds.current_version, ds.row_count, ds.versions.len()),
+        (1, 10, 1)
+    );
     assert_eq!(ds.schema.fields.len(), 1);
 
     // At v2's registration: version 2.
@@ -262,7 +280,10 @@ async fn until_seq_and_until_time_show_the_catalog_as_it_was(kind: Kind) {
         .await
         .unwrap();
     let ds = dataset(&at.db, a.dataset).await.unwrap().unwrap();
-    assert_eq!((ds.current_version, ds.row_count, ds.versions.len()), (2, 20, 2));
+    assert_eq!(
+        (ds.current_version, ds.row_count, ds.versions.len()),
+        (2, 20, 2)
+    );
 
     // By time: the store time of v1's registration shows version 1 only.
     let v1_time = weir_projections::history(&live.db, weir_projections::EntityId::Upload(a.upload))

@@ -6,8 +6,8 @@ mod common;
 use common::{Chain, Kind, Log, Rng, TestDb, owner, schema};
 use weir_events::{Sha256, Step};
 use weir_projections::{
-    DatasetFilter, DatasetStatus, EntityId, Projector, catch_up, dataset, history, lag,
-    list_datasets, notifications, snapshot, token_owner, upload_status, Tables,
+    DatasetFilter, DatasetStatus, EntityId, Projector, Tables, catch_up, dataset, history, lag,
+    list_datasets, notifications, snapshot, token_owner, upload_status,
 };
 
 macro_rules! on_both {
@@ -34,23 +34,40 @@ async fn realistic_uploads_project_into_every_view(kind: Kind) {
     let t = TestDb::new(kind, &mut rng).await;
     let db = &t.db;
 
-    let cols = schema(&[("id", "Int64"), ("city", "Utf8"), ("at", "Timestamp(µs, \"UTC\")")]);
+    let cols = schema(&[
+        ("id", "Int64"),
+        ("city", "Utf8"),
+        ("at", "Timestamp(µs, \"UTC\")"),
+    ]);
     let cols2 = schema(&[("id", "Int64"), ("city", "Utf8")]);
 
     // Upload A: the happy path; D: a second version of A's dataset.
     let mut a = Chain::new("acme", "sales q3.csv", Some("Sales Q3"));
     let mut b = Chain::new("acme", "broken.csv", None);
     let mut c = Chain::new("globex", "left.csv", Some("Left behind"));
-    log.append_all(&[a.received(4000), b.received(10), c.started(99)]).await;
+    log.append_all(&[a.received(4000), b.received(10), c.started(99)])
+        .await;
     assert_eq!(lag(&log.journal, db).await.unwrap(), 3);
     assert_eq!(catch_up(&log.journal, db).await.unwrap(), 3);
     assert_eq!(lag(&log.journal, db).await.unwrap(), 0);
-    let s = upload_status(db, c.upload).await.unwrap().expect("C is known");
-    assert_eq!((s.status.as_str(), s.phase.as_str()), ("receiving", "receiving"));
+    let s = upload_status(db, c.upload)
+        .await
+        .unwrap()
+        .expect("C is known");
+    assert_eq!(
+        (s.status.as_str(), s.phase.as_str()),
+        ("receiving", "receiving")
+    );
     assert_eq!(s.steps[0].step, "upload");
 
-    let s = upload_status(db, a.upload).await.unwrap().expect("A is known");
-    assert_eq!((s.status.as_str(), s.phase.as_str()), ("received", "combining"));
+    let s = upload_status(db, a.upload)
+        .await
+        .unwrap()
+        .expect("A is known");
+    assert_eq!(
+        (s.status.as_str(), s.phase.as_str()),
+        ("received", "combining")
+    );
     assert_eq!(s.steps.len(), 1);
     assert_eq!(s.steps[0].step, "combine");
     assert_eq!(s.steps[0].outcome, None);
@@ -66,7 +83,10 @@ async fn realistic_uploads_project_into_every_view(kind: Kind) {
     .await;
     catch_up(&log.journal, db).await.unwrap();
     let s = upload_status(db, a.upload).await.unwrap().unwrap();
-    assert_eq!((s.status.as_str(), s.phase.as_str()), ("inferred", "registering"));
+    assert_eq!(
+        (s.status.as_str(), s.phase.as_str()),
+        ("inferred", "registering")
+    );
     assert_eq!(s.dataset_id, Some(a.dataset.to_string()));
 
     let reg_a = a.registered(&cols, 100);
@@ -105,10 +125,18 @@ async fn realistic_uploads_project_into_every_view(kind: Kind) {
         .collect();
     assert_eq!(
         steps,
-        [("combine", Some("ok")), ("infer", Some("ok")), ("register", Some("ok"))]
+        [
+            ("combine", Some("ok")),
+            ("infer", Some("ok")),
+            ("register", Some("ok"))
+        ]
     );
     for w in s.steps.windows(2) {
-        assert_eq!(w[0].ended_at, Some(w[1].started_at), "a step starts when the previous ends");
+        assert_eq!(
+            w[0].ended_at,
+            Some(w[1].started_at),
+            "a step starts when the previous ends"
+        );
     }
 
     let s = upload_status(db, b.upload).await.unwrap().unwrap();
@@ -132,15 +160,26 @@ async fn realistic_uploads_project_into_every_view(kind: Kind) {
         (s.steps[0].step.as_str(), s.steps[0].outcome.as_deref()),
         ("upload", Some("aborted"))
     );
-    assert!(upload_status(db, weir_events::UploadId::new()).await.unwrap().is_none());
+    assert!(
+        upload_status(db, weir_events::UploadId::new())
+            .await
+            .unwrap()
+            .is_none()
+    );
 
     // Catalog: A's dataset at version 2 with D's schema, both versions kept.
-    let ds = dataset(db, a.dataset).await.unwrap().expect("dataset registered");
+    let ds = dataset(db, a.dataset)
+        .await
+        .unwrap()
+        .expect("dataset registered");
     assert_eq!(ds.table_name, "sales_q3");
     assert_eq!(ds.current_version, 2);
     assert_eq!(ds.row_count, 120);
     assert_eq!(ds.size_bytes, 1200);
-    assert_eq!(ds.parquet_key, format!("datasets/{}/v2/data.parquet", a.dataset));
+    assert_eq!(
+        ds.parquet_key,
+        format!("datasets/{}/v2/data.parquet", a.dataset)
+    );
     assert_eq!(ds.versions.len(), 2);
     assert_eq!(ds.versions[0].upload_id, a.upload.to_string());
     assert_eq!(ds.versions[1].parent_version, Some(1));
@@ -158,8 +197,14 @@ async fn realistic_uploads_project_into_every_view(kind: Kind) {
             {"name": "city", "type": "Utf8", "nullable": true},
         ])
     );
-    assert_eq!(json["parquet_key"], format!("datasets/{}/v2/data.parquet", a.dataset));
-    assert!(json["created_at"].as_str().unwrap().ends_with('Z'), "RFC 3339 times");
+    assert_eq!(
+        json["parquet_key"],
+        format!("datasets/{}/v2/data.parquet", a.dataset)
+    );
+    assert!(
+        json["created_at"].as_str().unwrap().ends_with('Z'),
+        "RFC 3339 times"
+    );
 
     // Listing: owner, search (case-insensitive, `_` literal), paging.
     let all = list_datasets(db, &DatasetFilter::default()).await.unwrap();
@@ -168,13 +213,20 @@ async fn realistic_uploads_project_into_every_view(kind: Kind) {
         owner: Some(owner("acme")),
         ..Default::default()
     };
-    assert_eq!(list_datasets(db, &acme).await.unwrap().datasets[0].id, a.dataset.to_string());
+    assert_eq!(
+        list_datasets(db, &acme).await.unwrap().datasets[0].id,
+        a.dataset.to_string()
+    );
     for (search, hits) in [("SALES", 1), ("s_q", 1), ("sq", 0), ("Q3", 1), ("%", 0)] {
         let f = DatasetFilter {
             search: Some(search.to_owned()),
             ..Default::default()
         };
-        assert_eq!(list_datasets(db, &f).await.unwrap().total, hits, "search {search:?}");
+        assert_eq!(
+            list_datasets(db, &f).await.unwrap().total,
+            hits,
+            "search {search:?}"
+        );
     }
     let globex = DatasetFilter {
         owner: Some(owner("globex")),
@@ -196,19 +248,37 @@ async fn realistic_uploads_project_into_every_view(kind: Kind) {
     // Notifications: two ready, one failed for acme, none for globex (abort is silent).
     let feed = notifications(db, &owner("acme"), false).await.unwrap();
     let kinds: Vec<_> = feed.iter().map(|n| n.kind.as_str()).collect();
-    assert_eq!(kinds, ["dataset_ready", "dataset_ready", "upload_failed"], "newest first");
+    assert_eq!(
+        kinds,
+        ["dataset_ready", "dataset_ready", "upload_failed"],
+        "newest first"
+    );
     assert!(feed[2].message.contains("broken.csv") && feed[2].message.contains("line 7"));
     assert!(feed[0].message.contains("sales_q3 v2"));
     assert!(feed.iter().all(|n| !n.read));
-    assert_eq!(notifications(db, &owner("acme"), true).await.unwrap().len(), 3);
-    assert!(notifications(db, &owner("globex"), false).await.unwrap().is_empty());
+    assert_eq!(
+        notifications(db, &owner("acme"), true).await.unwrap().len(),
+        3
+    );
+    assert!(
+        notifications(db, &owner("globex"), false)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 
     // Audit: an upload's chain, and a dataset's history spanning both its uploads.
     let h = history(db, EntityId::Upload(b.upload)).await.unwrap();
     let kinds: Vec<_> = h.iter().map(|e| e.kind.as_str()).collect();
-    assert_eq!(kinds, ["upload_received", "parts_combined", "failed", "compensated"]);
+    assert_eq!(
+        kinds,
+        ["upload_received", "parts_combined", "failed", "compensated"]
+    );
     assert_eq!(h[1].causation_id.as_deref(), Some(h[0].event_id.as_str()));
-    assert!(h.iter().all(|e| e.correlation_id == b.upload.to_string() && e.actor == "acme"));
+    assert!(
+        h.iter()
+            .all(|e| e.correlation_id == b.upload.to_string() && e.actor == "acme")
+    );
     assert!(h[3].summary.contains("BlobRemoved"), "{}", h[3].summary);
     let h = history(db, EntityId::Dataset(a.dataset)).await.unwrap();
     let kinds: Vec<_> = h.iter().map(|e| e.kind.as_str()).collect();
@@ -233,7 +303,8 @@ async fn realistic_uploads_project_into_every_view(kind: Kind) {
 
     // Reading a notification is an event; another owner's read changes nothing.
     let mut g = Chain::new("globex", "x.csv", None);
-    log.append_all(&[g.read(reg_a.event_id), a.read(reg_a.event_id)]).await;
+    log.append_all(&[g.read(reg_a.event_id), a.read(reg_a.event_id)])
+        .await;
     catch_up(&log.journal, db).await.unwrap();
     let feed = notifications(db, &owner("acme"), false).await.unwrap();
     let read: Vec<_> = feed.iter().map(|n| (n.id.clone(), n.read)).collect();
@@ -251,14 +322,24 @@ async fn realistic_uploads_project_into_every_view(kind: Kind) {
     assert!(unread.iter().all(|n| n.id != reg_a.event_id.to_string()));
 
     // Dataset edits: label, rename, soft delete and restore.
-    log.append_all(&[d.label_changed(Some("Sales, final")), d.renamed("sales_final"), d.deleted()])
-        .await;
+    log.append_all(&[
+        d.label_changed(Some("Sales, final")),
+        d.renamed("sales_final"),
+        d.deleted(),
+    ])
+    .await;
     catch_up(&log.journal, db).await.unwrap();
     let ds = dataset(db, a.dataset).await.unwrap().unwrap();
     assert_eq!(ds.label.as_deref(), Some("Sales, final"));
     assert_eq!(ds.table_name, "sales_final");
     assert!(ds.deleted_at.is_some());
-    assert_eq!(list_datasets(db, &DatasetFilter::default()).await.unwrap().total, 0);
+    assert_eq!(
+        list_datasets(db, &DatasetFilter::default())
+            .await
+            .unwrap()
+            .total,
+        0
+    );
     assert_eq!(list_datasets(db, &deleted).await.unwrap().total, 1);
     log.append(&d.restored()).await;
     catch_up(&log.journal, db).await.unwrap();
@@ -271,16 +352,32 @@ async fn realistic_uploads_project_into_every_view(kind: Kind) {
     assert_eq!(list_datasets(db, &f).await.unwrap().total, 1);
     let h = history(db, EntityId::Dataset(a.dataset)).await.unwrap();
     assert_eq!(
-        h.iter().rev().take(4).map(|e| e.kind.as_str()).collect::<Vec<_>>(),
-        ["dataset_restored", "dataset_deleted", "dataset_renamed", "dataset_label_changed"]
+        h.iter()
+            .rev()
+            .take(4)
+            .map(|e| e.kind.as_str())
+            .collect::<Vec<_>>(),
+        [
+            "dataset_restored",
+            "dataset_deleted",
+            "dataset_renamed",
+            "dataset_label_changed"
+        ]
     );
 
     // API tokens: only live ones name an owner.
-    log.append_all(&[a.token_created("tok1", 7), g.token_created("tok2", 8), a.token_revoked("tok1")])
-        .await;
+    log.append_all(&[
+        a.token_created("tok1", 7),
+        g.token_created("tok2", 8),
+        a.token_revoked("tok1"),
+    ])
+    .await;
     catch_up(&log.journal, db).await.unwrap();
     assert_eq!(token_owner(db, &Sha256([7; 32])).await.unwrap(), None);
-    assert_eq!(token_owner(db, &Sha256([8; 32])).await.unwrap().as_deref(), Some("globex"));
+    assert_eq!(
+        token_owner(db, &Sha256([8; 32])).await.unwrap().as_deref(),
+        Some("globex")
+    );
     assert_eq!(token_owner(db, &Sha256([9; 32])).await.unwrap(), None);
 
     // Table names claimed.
@@ -311,5 +408,9 @@ async fn undecodable_event_stops_the_projector(kind: Kind) {
     assert!(err.to_string().contains("sequence 2"), "{err}");
     assert!(!err.is_transient());
     let p = Projector::new(t.db.clone());
-    assert_eq!(p.checkpoint().await.unwrap(), 1, "the event before it is applied");
+    assert_eq!(
+        p.checkpoint().await.unwrap(),
+        1,
+        "the event before it is applied"
+    );
 }

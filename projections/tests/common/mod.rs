@@ -6,12 +6,12 @@
 use std::hash::{BuildHasher, Hasher};
 
 use weir_events::{
-    Aggregate, ColumnStats, Compensated, CompensationAction, Compression, DatasetId,
-    DatasetRegistered, Envelope, Event, EventId, Failed, Field, Format, ObjectKey, Owner,
-    PartManifest, PartsCombined, Schema, SchemaInferred, Sha256, StatValue, Statistics, Step,
-    StreamSpec, TableName, TableNameClaimed, UploadAborted, UploadId, UploadReceived,
-    DatasetDeleted, DatasetLabelChanged, DatasetRenamed, DatasetRestored, NotificationRead,
-    Timestamp, TokenCreated, TokenRevoked, UploadStarted,
+    Aggregate, ColumnStats, Compensated, CompensationAction, Compression, DatasetDeleted,
+    DatasetId, DatasetLabelChanged, DatasetRegistered, DatasetRenamed, DatasetRestored, Envelope,
+    Event, EventId, Failed, Field, Format, NotificationRead, ObjectKey, Owner, PartManifest,
+    PartsCombined, Schema, SchemaInferred, Sha256, StatValue, Statistics, Step, StreamSpec,
+    TableName, TableNameClaimed, Timestamp, TokenCreated, TokenRevoked, UploadAborted, UploadId,
+    UploadReceived, UploadStarted,
 };
 use weir_journal::{AppendOutcome, Expect, Journal};
 use weir_projections::Db;
@@ -57,7 +57,10 @@ impl TestDb {
                 let admin = Db::open(&format!("{}/postgres", postgres_base()))
                     .await
                     .unwrap_or_else(|e| {
-                        panic!("tests need Postgres at {} (set WEIR_TEST_POSTGRES): {e}", postgres_base())
+                        panic!(
+                            "tests need Postgres at {} (set WEIR_TEST_POSTGRES): {e}",
+                            postgres_base()
+                        )
                     });
                 sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
                     .execute(admin.pool())
@@ -271,13 +274,7 @@ impl Chain {
     }
 
     fn next(&mut self, aggregate: Aggregate, event: Event) -> Envelope {
-        let env = Envelope::new(
-            aggregate,
-            self.owner.clone(),
-            self.upload,
-            self.last,
-            event,
-        );
+        let env = Envelope::new(aggregate, self.owner.clone(), self.upload, self.last, event);
         self.last = Some(env.event_id);
         env
     }
@@ -485,7 +482,11 @@ impl Chain {
 /// datasets, uploads failing at infer (with compensation) or register, aborted ones.
 pub fn workload(rng: &mut Rng, events: usize) -> Vec<Envelope> {
     let owners = ["acme", "globex", "initech"];
-    let cols = schema(&[("id", "Int64"), ("name", "Utf8"), ("at", "Timestamp(µs, \"UTC\")")]);
+    let cols = schema(&[
+        ("id", "Int64"),
+        ("name", "Utf8"),
+        ("at", "Timestamp(µs, \"UTC\")"),
+    ]);
     let mut out = Vec::with_capacity(events + 8);
     let mut done: Vec<Chain> = Vec::new();
     let mut n = 0u64;
@@ -511,7 +512,10 @@ pub fn workload(rng: &mut Rng, events: usize) -> Vec<Envelope> {
                 out.extend([
                     c.received(rows),
                     c.combined(rows, false),
-                    c.failed(Step::Infer, &format!("line {n}: column \"id\": not an integer")),
+                    c.failed(
+                        Step::Infer,
+                        &format!("line {n}: column \"id\": not an integer"),
+                    ),
                     c.compensated(Step::Infer),
                 ]);
             }
@@ -539,7 +543,11 @@ pub fn workload(rng: &mut Rng, events: usize) -> Vec<Envelope> {
                 done.push(c);
             }
             _ => {
-                let mut c = Chain::new(owner, &format!("file{n}.csv"), Some(&format!("Data set {n}")));
+                let mut c = Chain::new(
+                    owner,
+                    &format!("file{n}.csv"),
+                    Some(&format!("Data set {n}")),
+                );
                 out.extend(c.happy(&cols, rows));
                 done.push(c);
             }
