@@ -1,21 +1,31 @@
-//! `weir datasets list|show`: the registered datasets, read from the log's
-//! `DatasetRegistered` events until the catalog projection serves them.
-
-use std::collections::BTreeMap;
+//! `weir datasets list|show`: the catalog projection, as tables or JSON.
 
 use anyhow::{Result, bail};
-use weir_events::{DatasetId, DatasetRegistered, Event, EventKind, Subject};
-use weir_journal::Journal;
+use weir_events::{DatasetId, Owner};
+use weir_projections::{Dataset, DatasetFilter, DatasetStatus, Db, query::MAX_LIMIT};
 use weir_services::Store;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum DatasetsCommand {
-    /// All registered datasets
+    /// Registered datasets, newest first
     List {
         #[arg(long)]
         json: bool,
+        /// Only this owner's datasets
+        #[arg(long)]
+        owner: Option<Owner>,
+        /// active (default), deleted or all
+        #[arg(long, default_value = "active", value_parser = parse_status)]
+        status: DatasetStatus,
+        /// Case-insensitive text in the label or table name
+        #[arg(long)]
+        search: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        #[arg(long, default_value_t = 0)]
+        offset: u32,
     },
-    /// One dataset: schema, statistics and where its Parquet lives
+    /// One dataset: schema, statistics, versions and where its Parquet lives
     Show {
         id: DatasetId,
         #[arg(long)]
@@ -23,96 +33,121 @@ pub enum DatasetsCommand {
     },
 }
 
-/// The dataset as `datasets show --json` prints it (a stable shape).
-pub fn to_json(
-    r: &DatasetRegistered,
-    upload: &str,
-    registered_at: &str,
-    store: &Store,
-) -> serde_json::Value {
+fn parse_status(s: &str) -> Result<DatasetStatus, String> {
+    match s {
+        "active" => Ok(DatasetStatus::Active),
+        "deleted" => Ok(DatasetStatus::Deleted),
+        "all" => Ok(DatasetStatus::All),
+        other => Err(format!(
+            "unknown status {other:?}: use active, deleted or all"
+        )),
+    }
+}
+
+fn location(store: &Store, key: &str) -> String {
+    // Keys in the catalog were built by ObjectKey; the store only joins them to its URL.
+    format!("{}/{}", store.url(), key.trim_start_matches('/'))
+}
+
+/// The dataset as `datasets show --json` prints it (a stable shape: id, table_name,
+/// row_count, schema.fields[].{name,type}, location, and more).
+pub fn to_json(d: &Dataset, store: &Store) -> serde_json::Value {
+    let current = d.versions.iter().find(|v| v.version == d.current_version);
     serde_json::json!({
-        "id": r.dataset.to_string(),
-        "owner": r.owner.to_string(),
-        "label": r.label,
-        "table_name": r.table_name.to_string(),
-        "version": r.version,
-        "row_count": r.statistics.rows,
-        "size_bytes": r.parquet_size,
-        "schema": {
-            "fields": r.schema.fields.iter().map(|f| serde_json::json!({
-                "name": f.name,
-                "type": f.data_type,
-                "nullable": f.nullable,
-                "original_name": f.original_name,
-            })).collect::<Vec<_>>()
-        },
-        "statistics": r.statistics,
-        "location": store.location(&r.parquet),
-        "upload_id": upload,
-        "registered_at": registered_at,
+        "id": d.id,
+        "owner": d.owner,
+        "label": d.label,
+        "table_name": d.table_name,
+        "version": d.current_version,
+        "row_count": d.row_count,
+        "size_bytes": d.size_bytes,
+        "schema": d.schema,
+        "statistics": current.map(|v| v.statistics.clone()),
+        "location": location(store, &d.parquet_key),
+        "upload_id": current.map(|v| v.upload_id.clone()),
+        "created_at": d.created_at.to_string(),
+        "updated_at": d.updated_at.to_string(),
+        "deleted_at": d.deleted_at.map(|t| t.to_string()),
+        "versions": d.versions,
     })
 }
 
-async fn load(
-    journal: &Journal,
-) -> Result<BTreeMap<DatasetId, (DatasetRegistered, String, String)>> {
-    let events = journal
-        .read_all(Subject::kind_filter(EventKind::DatasetRegistered))
-        .await?;
-    let mut out = BTreeMap::new();
-    for r in events {
-        if let Event::DatasetRegistered(d) = r.envelope.event {
-            out.insert(
-                d.dataset,
-                (
-                    d,
-                    r.envelope.correlation_id.to_string(),
-                    r.stored_at.to_string(),
-                ),
-            );
-        }
-    }
-    Ok(out)
-}
-
-pub async fn run(journal: &Journal, store: &Store, command: DatasetsCommand) -> Result<i32> {
-    let all = load(journal).await?;
+pub async fn run(db: &Db, store: &Store, command: DatasetsCommand) -> Result<i32> {
     match command {
-        DatasetsCommand::List { json } => {
+        DatasetsCommand::List {
+            json,
+            owner,
+            status,
+            search,
+            limit,
+            offset,
+        } => {
+            let filter = DatasetFilter {
+                owner,
+                status,
+                search,
+                limit: limit.min(MAX_LIMIT),
+                offset,
+            };
+            let page = weir_projections::list_datasets(db, &filter).await?;
             if json {
-                let list: Vec<_> = all
-                    .values()
-                    .map(|(d, u, t)| to_json(d, u, t, store))
+                let list: Vec<_> = page
+                    .datasets
+                    .iter()
+                    .map(|d| {
+                        let mut v = serde_json::to_value(d).unwrap_or_default();
+                        v["location"] = location(store, &d.parquet_key).into();
+                        v
+                    })
                     .collect();
                 println!("{}", serde_json::to_string_pretty(&list)?);
-            } else if all.is_empty() {
-                println!("no datasets yet: `weir upload FILE --wait` registers one");
+            } else if page.datasets.is_empty() {
+                println!("no datasets match: `weir upload FILE --wait` registers one");
             } else {
-                println!("{:<31}  {:<24}  {:>10}  owner", "id", "table", "rows");
-                for (d, _, _) in all.values() {
+                println!(
+                    "{:<31}  {:<28}  {:>10}  {:<12}  label",
+                    "id", "table", "rows", "owner"
+                );
+                for d in &page.datasets {
+                    let deleted = if d.deleted_at.is_some() {
+                        "  (deleted)"
+                    } else {
+                        ""
+                    };
                     println!(
-                        "{:<31}  {:<24}  {:>10}  {}",
-                        d.dataset, d.table_name, d.statistics.rows, d.owner
+                        "{:<31}  {:<28}  {:>10}  {:<12}  {}{deleted}",
+                        d.id,
+                        d.table_name,
+                        d.row_count,
+                        d.owner,
+                        d.label.as_deref().unwrap_or("")
                     );
+                }
+                let shown = offset as u64 + page.datasets.len() as u64;
+                if shown < page.total {
+                    println!("… {} more (--offset {shown})", page.total - shown);
                 }
             }
         }
         DatasetsCommand::Show { id, json } => {
-            let Some((d, u, t)) = all.get(&id) else {
+            let Some(d) = weir_projections::dataset(db, id).await? else {
                 bail!("no dataset {id}");
             };
-            let value = to_json(d, u, t, store);
             if json {
-                println!("{}", serde_json::to_string_pretty(&value)?);
+                println!("{}", serde_json::to_string_pretty(&to_json(&d, store))?);
             } else {
+                let deleted = d
+                    .deleted_at
+                    .map(|t| format!("  deleted {t}"))
+                    .unwrap_or_default();
                 println!(
-                    "{}  table {}  v{}  {} rows  owner {}",
-                    d.dataset, d.table_name, d.version, d.statistics.rows, d.owner
+                    "{}  table {}  v{}  {} rows  owner {}{deleted}",
+                    d.id, d.table_name, d.current_version, d.row_count, d.owner
                 );
-                println!(
-                    "location {}",
-                    value["location"].as_str().unwrap_or_default()
-                );
+                if let Some(label) = &d.label {
+                    println!("label    {label}");
+                }
+                println!("location {}", location(store, &d.parquet_key));
                 for f in &d.schema.fields {
                     let was = f
                         .original_name

@@ -6,6 +6,7 @@ mod system;
 mod tail;
 mod up;
 mod upload;
+mod views;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -26,6 +27,10 @@ struct Cli {
     /// Use this NATS server instead of the one `weir up` runs under --data-dir
     #[arg(long, global = true, env = "NATS_URL")]
     nats_url: Option<String>,
+    /// Projections database: a SQLite file path or postgres://… (default: the running
+    /// system's, else <data dir>/weir.db)
+    #[arg(long, global = true, env = "DATABASE_URL")]
+    database_url: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -40,9 +45,26 @@ enum Command {
     Upload(upload::UploadArgs),
     /// Follow the event log live, one line per event (or --json)
     Tail(tail::TailArgs),
-    /// Registered datasets
+    /// Registered datasets (the catalog)
     #[command(subcommand)]
     Datasets(datasets::DatasetsCommand),
+    /// An upload's status and step log
+    Status {
+        id: weir_events::UploadId,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The audit trail of an upload or dataset: every event, who and why
+    History {
+        id: weir_projections::EntityId,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The notification feed of an owner
+    Notifications(views::NotificationsArgs),
+    /// Rebuild the projections from the log (swapped in atomically), or build a past
+    /// moment into a separate database with --until-seq/--until-time --into
+    Replay(views::ReplayArgs),
 }
 
 fn main() -> ExitCode {
@@ -72,8 +94,17 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<i32> {
+    let db_url = views::database_url(cli.database_url.as_deref(), &cli.data_dir);
     match cli.command {
-        Command::Up(args) => up::up(&cli.data_dir, cli.nats_url.as_deref(), args).await,
+        Command::Up(args) => {
+            up::up(
+                &cli.data_dir,
+                cli.nats_url.as_deref(),
+                cli.database_url.as_deref(),
+                args,
+            )
+            .await
+        }
         Command::Serve(args) => up::serve(&cli.data_dir, cli.nats_url.as_deref(), args).await,
         Command::Upload(args) => {
             let journal = system::connect(cli.nats_url.as_deref(), &cli.data_dir).await?;
@@ -83,7 +114,24 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Datasets(command) => {
             let journal = system::connect(cli.nats_url.as_deref(), &cli.data_dir).await?;
             let store = up::open_store(None, &cli.data_dir)?;
-            datasets::run(&journal, &store, command).await
+            let db = views::open_fresh(&db_url, &journal).await?;
+            datasets::run(&db, &store, command).await
+        }
+        Command::Status { id, json } => {
+            let journal = system::connect(cli.nats_url.as_deref(), &cli.data_dir).await?;
+            views::status(&views::open_fresh(&db_url, &journal).await?, id, json).await
+        }
+        Command::History { id, json } => {
+            let journal = system::connect(cli.nats_url.as_deref(), &cli.data_dir).await?;
+            views::history(&views::open_fresh(&db_url, &journal).await?, id, json).await
+        }
+        Command::Notifications(args) => {
+            let journal = system::connect(cli.nats_url.as_deref(), &cli.data_dir).await?;
+            views::notifications(&journal, &db_url, args).await
+        }
+        Command::Replay(args) => {
+            let journal = system::connect(cli.nats_url.as_deref(), &cli.data_dir).await?;
+            views::replay(&journal, &db_url, args).await
         }
         Command::Tail(args) => {
             let journal = system::connect(cli.nats_url.as_deref(), &cli.data_dir).await?;

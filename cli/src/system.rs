@@ -19,6 +19,9 @@ pub struct Runtime {
     pub nats_url: String,
     pub pid: u32,
     pub object_store: String,
+    /// The projections database the running system keeps up to date.
+    #[serde(default)]
+    pub database_url: Option<String>,
 }
 
 pub fn runtime_path(data_dir: &Path) -> PathBuf {

@@ -74,7 +74,12 @@ fn work_dir(data_dir: &Path) -> Result<PathBuf> {
     Ok(dir)
 }
 
-pub async fn up(data_dir: &Path, nats_url: Option<&str>, args: UpArgs) -> Result<i32> {
+pub async fn up(
+    data_dir: &Path,
+    nats_url: Option<&str>,
+    database_url: Option<&str>,
+    args: UpArgs,
+) -> Result<i32> {
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("creating {}", data_dir.display()))?;
     let data_dir = data_dir.canonicalize()?;
@@ -108,21 +113,37 @@ pub async fn up(data_dir: &Path, nats_url: Option<&str>, args: UpArgs) -> Result
         store: store.clone(),
         work_dir: work_dir(&data_dir)?,
     };
+    let db_url = crate::views::database_url(database_url, &data_dir);
+    let db = weir_projections::Db::connect(&db_url)
+        .await
+        .with_context(|| format!("opening projections at {db_url}"))?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let services = tokio::spawn(weir_services::run_all(ctx, stop_rx));
+    let services = tokio::spawn(weir_services::run_all(ctx, stop_rx.clone()));
+    let projector = {
+        let journal = journal.clone();
+        let mut stop = stop_rx.clone();
+        tokio::spawn(async move {
+            weir_projections::run(&journal, &db, async move {
+                let _ = stop.wait_for(|s| *s).await;
+            })
+            .await
+        })
+    };
     Runtime {
         nats_url: url.clone(),
         pid: std::process::id(),
         object_store: store.url().to_owned(),
+        database_url: Some(db_url.clone()),
     }
     .write(&data_dir)?;
     println!(
-        "ready nats={url} store={} data={} (nats-server {})",
+        "ready nats={url} store={} db={db_url} data={} (nats-server {})",
         store.url(),
         data_dir.display(),
         journal.server_version()
     );
     let mut services = services;
+    let mut projector = projector;
     tokio::select! {
         _ = shutdown_signal() => {}
         result = &mut services => {
@@ -133,9 +154,23 @@ pub async fn up(data_dir: &Path, nats_url: Option<&str>, args: UpArgs) -> Result
                 Err(e) => bail!("a service crashed: {e}"),
             }
         }
+        result = &mut projector => {
+            Runtime::remove(&data_dir);
+            let _ = stop_tx.send(true);
+            match result {
+                Ok(Ok(())) => bail!("the projector stopped unexpectedly"),
+                Ok(Err(e)) => bail!("the projector stopped: {e}"),
+                Err(e) => bail!("the projector crashed: {e}"),
+            }
+        }
     }
     eprintln!("weir: shutting down");
     let _ = stop_tx.send(true);
+    match tokio::time::timeout(Duration::from_secs(30), projector).await {
+        Ok(Ok(Err(e))) => eprintln!("weir: the projector stopped with an error: {e}"),
+        Err(_) => eprintln!("weir: the projector did not stop within 30 s"),
+        _ => {}
+    }
     if tokio::time::timeout(Duration::from_secs(30), services)
         .await
         .is_err()

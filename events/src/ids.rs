@@ -240,6 +240,15 @@ impl Default for EventId {
     }
 }
 
+impl FromStr for EventId {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Uuid::parse_str(s)
+            .map(Self)
+            .map_err(|e| format!("{s:?} is not an event id (a UUID): {e}"))
+    }
+}
+
 impl fmt::Display for EventId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Display::fmt(&self.0, f)
