@@ -58,6 +58,14 @@ const CHECKPOINT: &str = "main";
 /// Pause before following again after NATS went away.
 const RETRY_DELAY: Duration = Duration::from_millis(500);
 
+enum Stopped {
+    Shutdown,
+    /// Another writer (a replay's swap) moved the checkpoint.
+    Moved,
+    /// The event stream ended or broke.
+    Interrupted,
+}
+
 enum Batch {
     /// Committed; the checkpoint is now this sequence.
     Committed(u64),
@@ -187,77 +195,76 @@ impl Projector {
         Ok(checkpoint)
     }
 
-    /// Follows the log until `shutdown` completes. NATS outages are waited out;
-    /// returns an error only for what waiting cannot fix (an event this build cannot
-    /// decode, a database error).
+    /// Follows the log until `shutdown` completes. Transient faults (NATS or the
+    /// database unreachable) are waited out, following again from the committed
+    /// checkpoint; returns an error only for what waiting cannot fix (an event this
+    /// build cannot decode, a statement the database rejects).
     pub async fn run(
         &self,
         journal: &Journal,
         shutdown: impl Future<Output = ()>,
     ) -> Result<(), Error> {
         let mut shutdown = std::pin::pin!(shutdown);
-        let mut checkpoint = self.checkpoint().await?;
-        self.progress.send_replace(Progress {
-            checkpoint,
-            applying: None,
-        });
         loop {
-            let follow = tokio::select! {
-                () = &mut shutdown => return Ok(()),
-                follow = self.follow_from(journal, checkpoint) => follow,
-            };
-            match follow {
-                Ok(stream) => {
-                    let mut chunks = stream.ready_chunks(self.batch_size);
-                    loop {
-                        let items = tokio::select! {
-                            () = &mut shutdown => return Ok(()),
-                            items = chunks.next() => items,
-                        };
-                        let Some(items) = items else { break };
-                        let mut batch = Vec::with_capacity(items.len());
-                        let mut broken = false;
-                        let mut fatal = None;
-                        for item in items {
-                            match item {
-                                Ok(rec) => batch.push(rec),
-                                Err(ReadError::Nats(message)) => {
-                                    tracing::warn!(%message, "event stream interrupted");
-                                    broken = true;
-                                    break;
-                                }
-                                Err(e) => {
-                                    fatal = Some(e);
-                                    break;
-                                }
-                            }
-                        }
-                        if !batch.is_empty() {
-                            // A batch runs to its end: shutdown waits for at most one commit.
-                            match self.commit(checkpoint, &batch).await? {
-                                Batch::Committed(seq) => checkpoint = seq,
-                                Batch::Moved => {
-                                    checkpoint = self.reload().await?;
-                                    break;
-                                }
-                            }
-                        }
-                        if let Some(e) = fatal {
-                            return Err(e.into());
-                        }
-                        if broken {
-                            break;
-                        }
-                    }
-                }
-                Err(Error::Read(ReadError::Nats(message))) => {
-                    tracing::warn!(%message, "cannot follow the event stream");
+            match self.follow_until_interrupted(journal, &mut shutdown).await {
+                Ok(Stopped::Shutdown) => return Ok(()),
+                // Nothing is wrong: follow again from the new checkpoint at once.
+                Ok(Stopped::Moved) => continue,
+                Ok(Stopped::Interrupted) => {}
+                Err(e) if e.is_transient() => {
+                    tracing::warn!(error = %e, "projector interrupted; following again shortly");
                 }
                 Err(e) => return Err(e),
             }
             tokio::select! {
                 () = &mut shutdown => return Ok(()),
                 () = tokio::time::sleep(RETRY_DELAY) => {}
+            }
+        }
+    }
+
+    /// One follow from the committed checkpoint, until shutdown, a broken stream or
+    /// another writer moving the checkpoint.
+    async fn follow_until_interrupted(
+        &self,
+        journal: &Journal,
+        shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
+    ) -> Result<Stopped, Error> {
+        let mut checkpoint = self.reload().await?;
+        let stream = tokio::select! {
+            () = shutdown.as_mut() => return Ok(Stopped::Shutdown),
+            stream = self.follow_from(journal, checkpoint) => stream?,
+        };
+        let mut chunks = stream.ready_chunks(self.batch_size);
+        loop {
+            let items = tokio::select! {
+                () = shutdown.as_mut() => return Ok(Stopped::Shutdown),
+                items = chunks.next() => items,
+            };
+            let Some(items) = items else {
+                return Ok(Stopped::Interrupted);
+            };
+            let mut batch = Vec::with_capacity(items.len());
+            let mut failed = None;
+            for item in items {
+                match item {
+                    Ok(rec) => batch.push(rec),
+                    Err(e) => {
+                        failed = Some(e);
+                        break;
+                    }
+                }
+            }
+            if !batch.is_empty() {
+                // A batch runs to its end: shutdown waits for at most one commit.
+                match self.commit(checkpoint, &batch).await? {
+                    Batch::Committed(seq) => checkpoint = seq,
+                    Batch::Moved => return Ok(Stopped::Moved),
+                }
+            }
+            if let Some(e) = failed {
+                // NATS errors are transient; a decode error is not.
+                return Err(e.into());
             }
         }
     }
