@@ -490,7 +490,8 @@ fn read_rows(path: &std::path::Path, limit: usize) -> Result<Preview, ApiError> 
     let mut rows = 0;
     for batch in reader {
         let batch = batch.map_err(|e| bad(&e))?;
-        let batch = batch.slice(0, batch.num_rows().min(limit - rows));
+        let batch = utc_offsets(&batch.slice(0, batch.num_rows().min(limit - rows)))
+            .map_err(|e| bad(&e))?;
         rows += batch.num_rows();
         writer.write(&batch).map_err(|e| bad(&e))?;
         if rows >= limit {
@@ -505,4 +506,29 @@ fn read_rows(path: &std::path::Path, limit: usize) -> Result<Preview, ApiError> 
         serde_json::from_slice(&bytes).map_err(|e| bad(&e))?
     };
     Ok(Preview { columns, rows })
+}
+
+/// The JSON writer renders only offset time zones (named ones need chrono-tz): relabel
+/// `UTC` timestamps as `+00:00`, the same instants, and others as plain UTC instants.
+fn utc_offsets(
+    batch: &arrow::record_batch::RecordBatch,
+) -> Result<arrow::record_batch::RecordBatch, arrow::error::ArrowError> {
+    use arrow::datatypes::{DataType, Field, Schema};
+    let schema = batch.schema();
+    let mut fields = Vec::with_capacity(schema.fields().len());
+    let mut columns = Vec::with_capacity(schema.fields().len());
+    for (field, column) in schema.fields().iter().zip(batch.columns()) {
+        match field.data_type() {
+            DataType::Timestamp(unit, Some(tz)) if !tz.starts_with('+') && !tz.starts_with('-') => {
+                let to = DataType::Timestamp(*unit, Some("+00:00".into()));
+                columns.push(arrow::compute::cast(column, &to)?);
+                fields.push(Field::new(field.name(), to, field.is_nullable()));
+            }
+            _ => {
+                columns.push(column.clone());
+                fields.push(field.as_ref().clone());
+            }
+        }
+    }
+    arrow::record_batch::RecordBatch::try_new(std::sync::Arc::new(Schema::new(fields)), columns)
 }
