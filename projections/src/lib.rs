@@ -11,8 +11,14 @@
 //! - [`apply()`] is the meaning of every event for the tables, deterministic: times
 //!   come from the envelope and the server's `stored_at`, never from a clock.
 //! - [`query`] is what the CLI and the gateway read.
-//! - [`replay()`] rebuilds everything from sequence 1 beside the live tables and swaps
-//!   it in; [`build_until`] builds a past moment into a separate database.
+//! - [`replay()`] rebuilds everything from sequence 1 into the shadow (`_new`) tables
+//!   while the live ones keep serving, then swaps them in with one transaction that
+//!   replaces every live table's rows (checkpoint included) by the shadow's; it never
+//!   moves the tables backwards, and a running projector follows on from the swapped-in
+//!   checkpoint. [`build_until`] builds the projections as of a sequence or a time into
+//!   a separate database, leaving the live one alone.
+//! - [`snapshot()`] renders every row the same way on both databases, with a digest:
+//!   what the tests compare across replays, kills and databases.
 //!
 //! # One schema, two databases
 //!
@@ -32,6 +38,14 @@
 //!
 //! Marking a notification read is an event like any other (`NotificationRead`): the
 //! read columns, like every column, change only in [`apply()`].
+//!
+//! # Invariants
+//!
+//! - `apply` reads no clock, no network, no randomness; the projector's only network
+//!   use is reading the journal.
+//! - Rows and checkpoint move together: the batch transaction first moves the
+//!   checkpoint conditionally (`… WHERE seq = <expected>`), so two writers can never
+//!   both apply the same events.
 
 pub mod apply;
 pub mod db;
