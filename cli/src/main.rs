@@ -114,20 +114,30 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Datasets(command) => {
             let journal = system::connect(cli.nats_url.as_deref(), &cli.data_dir).await?;
             let store = up::open_store(None, &cli.data_dir)?;
-            let db = views::open_fresh(&db_url, &journal).await?;
+            let db = views::open_fresh(&db_url, &journal, &cli.data_dir).await?;
             datasets::run(&db, &store, command).await
         }
         Command::Status { id, json } => {
             let journal = system::connect(cli.nats_url.as_deref(), &cli.data_dir).await?;
-            views::status(&views::open_fresh(&db_url, &journal).await?, id, json).await
+            views::status(
+                &views::open_fresh(&db_url, &journal, &cli.data_dir).await?,
+                id,
+                json,
+            )
+            .await
         }
         Command::History { id, json } => {
             let journal = system::connect(cli.nats_url.as_deref(), &cli.data_dir).await?;
-            views::history(&views::open_fresh(&db_url, &journal).await?, id, json).await
+            views::history(
+                &views::open_fresh(&db_url, &journal, &cli.data_dir).await?,
+                id,
+                json,
+            )
+            .await
         }
         Command::Notifications(args) => {
             let journal = system::connect(cli.nats_url.as_deref(), &cli.data_dir).await?;
-            views::notifications(&journal, &db_url, args).await
+            views::notifications(&journal, &db_url, &cli.data_dir, args).await
         }
         Command::Replay(args) => {
             let journal = system::connect(cli.nats_url.as_deref(), &cli.data_dir).await?;

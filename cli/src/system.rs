@@ -42,6 +42,14 @@ impl Runtime {
         serde_json::from_slice(&bytes).ok()
     }
 
+    /// Whether the system running on `data_dir` keeps `database_url` up to date.
+    pub fn serves(data_dir: &Path, database_url: &str) -> bool {
+        Self::read(data_dir)
+            .and_then(|rt| rt.database_url)
+            .as_deref()
+            == Some(database_url)
+    }
+
     pub fn remove(data_dir: &Path) {
         let _ = std::fs::remove_file(runtime_path(data_dir));
     }

@@ -24,13 +24,17 @@ pub fn database_url(flag: Option<&str>, data_dir: &Path) -> String {
     }
 }
 
-/// Opens the projections and waits (up to 10 s) until the live projector has applied
-/// everything the log held when the command started, so a read follows the writes
-/// before it.
-pub async fn open_fresh(url: &str, journal: &Journal) -> Result<Db> {
+/// Opens the projections and, when they are the ones a live projector keeps up to
+/// date, waits (up to 10 s) until it has applied everything the log held when the
+/// command started, so a read follows the writes before it. A point-in-time database
+/// (built by `weir replay --into`) is read as it is.
+pub async fn open_fresh(url: &str, journal: &Journal, data_dir: &Path) -> Result<Db> {
     let db = Db::connect(url)
         .await
         .with_context(|| format!("opening projections at {url}"))?;
+    if !Runtime::serves(data_dir, url) {
+        return Ok(db);
+    }
     let target = journal.last_sequence().await?;
     let projector = weir_projections::Projector::new(db.clone());
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -132,10 +136,11 @@ pub struct NotificationsArgs {
 pub async fn notifications(
     journal: &Journal,
     db_url: &str,
+    data_dir: &Path,
     args: NotificationsArgs,
 ) -> Result<i32> {
     if let Some(id) = args.mark_read {
-        let db = open_fresh(db_url, journal).await?;
+        let db = open_fresh(db_url, journal, data_dir).await?;
         let mine = weir_projections::notifications(&db, &args.owner, false).await?;
         let Some(n) = mine.iter().find(|n| n.id == id.to_string()) else {
             bail!("owner {} has no notification {id}", args.owner);
@@ -161,7 +166,7 @@ pub async fn notifications(
         println!("{id} marked read");
         return Ok(0);
     }
-    let db = open_fresh(db_url, journal).await?;
+    let db = open_fresh(db_url, journal, data_dir).await?;
     let list = weir_projections::notifications(&db, &args.owner, args.unread).await?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&list)?);
