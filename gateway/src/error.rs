@@ -54,13 +54,23 @@ impl IntoResponse for ApiError {
         if self.status.is_server_error() {
             tracing::error!(status = %self.status, error = %self.message, "request failed");
         }
-        (
+        let refused_body = self.status == StatusCode::PAYLOAD_TOO_LARGE;
+        let mut response = (
             self.status,
             Json(ErrorBody {
                 error: self.message,
             }),
         )
-            .into_response()
+            .into_response();
+        if refused_body {
+            // The rest of the body is not read: the connection cannot carry another
+            // request, and the client must know not to reuse it.
+            response.headers_mut().insert(
+                axum::http::header::CONNECTION,
+                axum::http::HeaderValue::from_static("close"),
+            );
+        }
+        response
     }
 }
 

@@ -107,7 +107,7 @@ fn session_view(upload: UploadId, s: &Session) -> UploadView {
     let status = match (s.terminal, &s.received) {
         (Some(t), _) => t,
         (None, Some(_)) => "received",
-        (None, None) => "started",
+        (None, None) => "receiving",
     };
     let phase = if status == "received" {
         "combining"
@@ -279,21 +279,28 @@ pub async fn single_shot(
         None,
         Event::UploadReceived(received),
     );
-    match state.journal().append(&envelope, Expect::Empty).await? {
-        AppendOutcome::Appended { .. } => {}
+    let seq = match state.journal().append(&envelope, Expect::Empty).await? {
+        AppendOutcome::Appended { seq, .. } => seq,
         AppendOutcome::WrongLastSequence => {
             return Err(ApiError::conflict(format!(
                 "upload {upload} already exists"
             )));
         }
-    }
-    let view = current_view(&state, upload).await?;
+    };
+    let view = current_view(&state, upload, seq).await?;
     Ok((StatusCode::ACCEPTED, Json(view)).into_response())
 }
 
-/// The projection's view when it has the upload, else the log's.
-async fn current_view(state: &AppState, upload: UploadId) -> Result<UploadView, ApiError> {
-    if let Some(s) = weir_projections::upload_status(state.db(), upload).await? {
+/// The projection's view when it includes the event at `seq`, else the log's (the
+/// projector may not have applied what this request just appended).
+async fn current_view(
+    state: &AppState,
+    upload: UploadId,
+    seq: u64,
+) -> Result<UploadView, ApiError> {
+    if let Some(s) = weir_projections::upload_status(state.db(), upload).await?
+        && s.last_seq >= seq
+    {
         return Ok(s.into());
     }
     match session(state, upload).await? {
@@ -670,22 +677,22 @@ pub async fn complete(
         Some(*started_id),
         Event::UploadReceived(received),
     );
-    match state
+    let seq = match state
         .journal()
         .append(&envelope, Expect::LastSequence(s.last_seq))
         .await?
     {
-        AppendOutcome::Appended { .. } => {}
+        AppendOutcome::Appended { seq, .. } => seq,
         AppendOutcome::WrongLastSequence => {
             return Err(ApiError::conflict(format!(
                 "upload {upload} changed meanwhile; read its status"
             )));
         }
-    }
+    };
     if let Ok(mut d) = state.inner_digests().lock() {
         d.retain(|(u, _), _| *u != upload);
     }
-    let view = current_view(&state, upload).await?;
+    let view = current_view(&state, upload, seq).await?;
     Ok((StatusCode::ACCEPTED, Json(view)).into_response())
 }
 
@@ -728,25 +735,25 @@ pub async fn abort(
             parts_removed: parts.len() as u32,
         }),
     );
-    match state
+    let seq = match state
         .journal()
         .append(&envelope, Expect::LastSequence(s.last_seq))
         .await?
     {
-        AppendOutcome::Appended { .. } => {}
+        AppendOutcome::Appended { seq, .. } => seq,
         AppendOutcome::WrongLastSequence => {
             return Err(ApiError::conflict(format!(
                 "upload {upload} changed meanwhile; read its status and try again"
             )));
         }
-    }
+    };
     let number = |k: &str| k.rsplit('/').next().and_then(|n| n.parse::<u32>().ok());
     for key in &parts {
         if let Some(n) = number(key) {
             state.store().delete(&ObjectKey::part(upload, n)).await?;
         }
     }
-    Ok(Json(current_view(&state, upload).await?))
+    Ok(Json(current_view(&state, upload, seq).await?))
 }
 
 /// An upload's status with its step log and failure reason.

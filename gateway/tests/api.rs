@@ -157,6 +157,15 @@ async fn multipart_flow_registers_and_owners_see_only_their_own() {
         .unwrap();
     let reads: Vec<_> = owner_log.iter().filter(|r| matches!(&r.envelope.event, Event::NotificationRead(n) if n.notification.to_string() == id)).collect();
     assert_eq!(reads.len(), 1);
+    s.catch_up().await;
+    let feed: serde_json::Value = s
+        .get(&s.alice, "/v1/notifications")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(feed["notifications"][0]["read"], true);
+    assert_eq!(feed["unread"], 0);
 
     // No token, a wrong token: 401.
     assert_eq!(
@@ -399,7 +408,7 @@ async fn bad_parts_lists_get_400_and_register_nothing() {
         .json()
         .await
         .unwrap();
-    assert_eq!(view["status"], "started");
+    assert_eq!(view["status"], "receiving");
 
     // A part never uploaded.
     let other = init(&s, 12, 6).await;
@@ -650,6 +659,29 @@ async fn datasets_rename_delete_restore_and_live_events() {
     let del = || s.http.delete(s.url(&path)).bearer_auth(&s.alice).send();
     assert_eq!(del().await.unwrap().status(), 200);
     assert_eq!(del().await.unwrap().status(), 409);
+    s.catch_up().await;
+    let sr = &s;
+    let listed = |q: &'static str| async move {
+        let v: serde_json::Value = sr
+            .get(&sr.alice, &format!("/v1/datasets{q}"))
+            .await
+            .json()
+            .await
+            .unwrap();
+        v["datasets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["id"].as_str().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
+    assert!(!listed("").await.contains(&reg.dataset.to_string()));
+    assert_eq!(listed("?status=deleted").await, [reg.dataset.to_string()]);
+    assert_eq!(
+        s.get(&s.alice, "/v1/datasets?status=bogus").await.status(),
+        400
+    );
+    assert_eq!(s.get(&s.alice, "/v1/datasets?limit=0").await.status(), 400);
     let restore_path = format!("{path}/restore");
     let restore = || s.post_json(&s.alice, &restore_path, serde_json::json!({}));
     assert_eq!(restore().await.status(), 200);
