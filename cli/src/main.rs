@@ -2,8 +2,10 @@
 //! lives in the library crates; each subcommand here is a thin shell around them.
 
 mod datasets;
+mod gateway;
 mod system;
 mod tail;
+mod tokens;
 mod up;
 mod upload;
 mod views;
@@ -65,6 +67,9 @@ enum Command {
     /// Rebuild the projections from the log (swapped in atomically), or build a past
     /// moment into a separate database with --until-seq/--until-time --into
     Replay(views::ReplayArgs),
+    /// API tokens for the HTTP gateway
+    #[command(subcommand)]
+    Tokens(tokens::TokensCommand),
 }
 
 fn main() -> ExitCode {
@@ -105,7 +110,16 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             )
             .await
         }
+        Command::Serve(args) if args.service == "gateway" => {
+            let store = up::open_store(args.store.as_deref(), &cli.data_dir)?;
+            let addr = args.http.as_deref().unwrap_or(gateway::DEFAULT_ADDR);
+            gateway::serve(&cli.data_dir, cli.nats_url.as_deref(), &db_url, store, addr).await
+        }
         Command::Serve(args) => up::serve(&cli.data_dir, cli.nats_url.as_deref(), args).await,
+        Command::Tokens(command) => {
+            let journal = system::connect(cli.nats_url.as_deref(), &cli.data_dir).await?;
+            tokens::run(&journal, command).await
+        }
         Command::Upload(args) => {
             let journal = system::connect(cli.nats_url.as_deref(), &cli.data_dir).await?;
             let store = up::open_store(args.store.as_deref(), &cli.data_dir)?;

@@ -22,15 +22,22 @@ pub struct UpArgs {
     /// Object store: a directory or URL (default: <data dir>/objects)
     #[arg(long, env = "WEIR_STORE", value_name = "URL")]
     pub store: Option<String>,
+    /// Serve the HTTP gateway and dashboard here (default 127.0.0.1:8080; when that
+    /// default is taken, weir runs without HTTP and says so)
+    #[arg(long, env = "WEIR_HTTP", value_name = "ADDR")]
+    pub http: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {
-    /// combiner, inferrer or registrar
+    /// combiner, inferrer, registrar or gateway
     pub service: String,
     /// Object store: a directory or URL (default: the running system's)
     #[arg(long, env = "WEIR_STORE", value_name = "URL")]
     pub store: Option<String>,
+    /// gateway only: where to serve HTTP (default 127.0.0.1:8080)
+    #[arg(long, env = "WEIR_HTTP", value_name = "ADDR")]
+    pub http: Option<String>,
 }
 
 fn pid_alive(pid: u32) -> bool {
@@ -118,6 +125,23 @@ pub async fn up(
         .await
         .with_context(|| format!("opening projections at {db_url}"))?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let http = match crate::gateway::start(
+        args.http.as_deref().unwrap_or(crate::gateway::DEFAULT_ADDR),
+        journal.clone(),
+        store.clone(),
+        db.clone(),
+        &data_dir,
+        stop_rx.clone(),
+    )
+    .await
+    {
+        Ok((addr, _task)) => format!("http://{addr}"),
+        Err(e) if args.http.is_none() => {
+            eprintln!("weir: running without the HTTP gateway: {e:#}");
+            "none".to_owned()
+        }
+        Err(e) => return Err(e),
+    };
     let services = tokio::spawn(weir_services::run_all(ctx, stop_rx.clone()));
     let projector = {
         let journal = journal.clone();
@@ -137,7 +161,7 @@ pub async fn up(
     }
     .write(&data_dir)?;
     println!(
-        "ready nats={url} store={} db={db_url} data={} (nats-server {})",
+        "ready nats={url} http={http} store={} db={db_url} data={} (nats-server {})",
         store.url(),
         data_dir.display(),
         journal.server_version()
