@@ -17,6 +17,7 @@ use async_nats::jetstream::AckKind;
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
 use futures::StreamExt;
 use tokio::task::JoinSet;
+use tracing::Instrument;
 use weir_events::{
     Compensated, CompensationAction, Envelope, Event, EventKind, Failed, Step, Subject,
 };
@@ -272,9 +273,9 @@ async fn process<S: Service>(
     };
     let delivered = message.info().map(|i| i.delivered).unwrap_or(1);
     let span = tracing::info_span!("step", service = S::NAME, upload = %recorded.envelope.correlation_id, seq = recorded.seq, kind = %recorded.envelope.kind(), delivered);
-    let _enter = span.enter();
-    drop(_enter);
-    let outcome = step(service, &ctx, config, &recorded, &message, delivered as u32).await;
+    let outcome = step(service, &ctx, config, &recorded, &message, delivered as u32)
+        .instrument(span)
+        .await;
     let reply = match outcome {
         Ok(()) => AckKind::Ack,
         Err(delay) => AckKind::Nak(Some(delay)),
