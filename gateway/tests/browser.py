@@ -1,0 +1,60 @@
+"""Drives the dashboard in Debian's headless Chromium: uploads a CSV through the page,
+waits for its timeline to reach `registered` and for the notification to appear, checks
+the datasets table, and saves a screenshot. Called by tests/browser.rs with:
+    python browser.py BASE_URL TOKEN CSV_PATH TABLE SCREENSHOT_PATH
+Exits non-zero (with the reason and the page's state) on any failure."""
+
+import sys
+import tempfile
+
+from selenium import webdriver
+from selenium.webdriver.chrome.options import Options
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import WebDriverWait
+
+base, token, csv_path, table, screenshot = sys.argv[1:6]
+
+profile = tempfile.mkdtemp(prefix="weir-chromium-")
+options = Options()
+options.binary_location = "/usr/bin/chromium"
+for arg in ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+            "--no-first-run", f"--user-data-dir={profile}", "--window-size=1400,1000",
+            "--disable-dev-shm-usage"]:
+    options.add_argument(arg)
+driver = webdriver.Chrome(options=options, service=Service("/usr/bin/chromedriver"))
+try:
+    driver.get(f"{base}/#token={token}")
+    wait = WebDriverWait(driver, 60)
+    wait.until(lambda d: d.find_element(By.ID, "live").text == "live")
+    driver.find_element(By.ID, "file").send_keys(csv_path)
+    driver.find_element(By.ID, "table").send_keys(table)
+    driver.find_element(By.ID, "upload-btn").click()
+
+    def status(d):
+        return d.find_element(By.ID, "upload-status").text
+
+    try:
+        wait.until(lambda d: status(d) in ("registered", "failed", "aborted"))
+    finally:
+        driver.save_screenshot(screenshot)
+    assert status(driver) == "registered", f"upload ended {status(driver)}: {driver.find_element(By.ID, 'failure').text}"
+    progress = driver.find_element(By.ID, "progress").get_attribute("value")
+    assert progress == "100", f"progress bar at {progress}"
+    steps = [li.get_attribute("data-step") for li in driver.find_elements(By.CSS_SELECTOR, "#timeline li[data-step]")]
+    assert steps[-3:] == ["combine", "infer", "register"], f"timeline steps {steps}"
+    wait.until(lambda d: f"dataset {table} v1 is ready" in d.find_element(By.ID, "notifications").text)
+    wait.until(lambda d: table in d.find_element(By.ID, "datasets").text)
+    # Search narrows the list; a miss empties it.
+    driver.find_element(By.ID, "search").send_keys("no-such-dataset")
+    wait.until(lambda d: d.find_element(By.ID, "datasets").text == "")
+    driver.find_element(By.ID, "search").clear()
+    driver.find_element(By.ID, "search").send_keys(table[:5])
+    wait.until(lambda d: table in d.find_element(By.ID, "datasets").text)
+    driver.save_screenshot(screenshot)
+    print(f"ok: {table} registered; timeline {steps}; screenshot {screenshot}")
+except Exception as e:
+    print(f"browser test failed: {e!r}\npage text:\n{driver.find_element(By.TAG_NAME, 'body').text}", file=sys.stderr)
+    sys.exit(1)
+finally:
+    driver.quit()
