@@ -8,6 +8,7 @@ mod tail;
 mod tokens;
 mod up;
 mod upload;
+mod upload_api;
 mod views;
 
 use std::path::PathBuf;
@@ -120,6 +121,7 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             let journal = system::connect(cli.nats_url.as_deref(), &cli.data_dir).await?;
             tokens::run(&journal, command).await
         }
+        Command::Upload(args) if args.api.is_some() => upload_api::run(args).await,
         Command::Upload(args) => {
             let journal = system::connect(cli.nats_url.as_deref(), &cli.data_dir).await?;
             let store = up::open_store(args.store.as_deref(), &cli.data_dir)?;

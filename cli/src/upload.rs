@@ -39,6 +39,13 @@ pub struct UploadArgs {
     /// Object store: a directory or URL (default: the running system's)
     #[arg(long, env = "WEIR_STORE", value_name = "URL")]
     pub store: Option<String>,
+    /// Upload through the HTTP gateway at URL (presigned multipart flow) instead of
+    /// writing to the store and the log directly; needs --token
+    #[arg(long, env = "WEIR_API", value_name = "URL", requires = "token")]
+    pub api: Option<String>,
+    /// The API token for --api (`weir tokens create OWNER`); the owner is the token's
+    #[arg(long, env = "WEIR_TOKEN", value_name = "TOKEN")]
+    pub token: Option<String>,
 }
 
 fn parse_format(s: &str) -> Result<Format, String> {
