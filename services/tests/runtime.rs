@@ -65,6 +65,27 @@ impl Service for Flaky {
     }
 }
 
+/// A service running on its own task until `stop`.
+struct Running {
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<Result<(), StepError>>,
+}
+
+impl Running {
+    fn start<S: Service>(service: Arc<S>, ctx: &Ctx) -> Self {
+        let (stop, mut rx) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(runtime::run(service, ctx.clone(), fast(), async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }));
+        Self { stop, task }
+    }
+
+    async fn stop(self) {
+        self.stop.send(true).unwrap();
+        self.task.await.unwrap().unwrap();
+    }
+}
+
 fn fast() -> RunConfig {
     RunConfig {
         concurrency: 2,
@@ -128,8 +149,7 @@ async fn a_panic_in_a_step_becomes_failed_and_the_service_lives_on() {
         );
         assert!(!f.retryable);
     }
-    stop.send(true).unwrap();
-    svc.await.unwrap().unwrap();
+    running.stop().await;
 }
 
 #[tokio::test]
@@ -166,8 +186,7 @@ async fn transient_faults_are_retried_then_succeed_once() {
         kinds,
         [EventKind::UploadReceived, EventKind::DatasetRegistered]
     );
-    stop.send(true).unwrap();
-    svc.await.unwrap().unwrap();
+    running.stop().await;
 }
 
 #[tokio::test]
@@ -193,6 +212,5 @@ async fn exhausted_retries_end_in_a_retryable_failure() {
     assert_eq!((f.attempts, f.retryable), (3, true));
     assert!(f.reason.contains("attempt 3"), "{}", f.reason);
     assert_eq!(flaky.calls.load(Ordering::SeqCst), 3);
-    stop.send(true).unwrap();
-    svc.await.unwrap().unwrap();
+    running.stop().await;
 }
