@@ -127,15 +127,7 @@ async fn terminal(journal: &Journal, up: UploadId) -> Terminal {
 #[tokio::test]
 async fn a_panic_in_a_step_becomes_failed_and_the_service_lives_on() {
     let (_nats, ctx, _dir) = setup().await;
-    let (stop, mut rx) = tokio::sync::watch::channel(false);
-    let svc = tokio::spawn(runtime::run(
-        Arc::new(Boom),
-        ctx.clone(),
-        fast(),
-        async move {
-            let _ = rx.wait_for(|s| *s).await;
-        },
-    ));
+    let running = Running::start(Arc::new(Boom), &ctx);
     for _ in 0..2 {
         let up = received(&ctx).await;
         let Terminal::Failed(f) = terminal(&ctx.journal, up).await else {
@@ -159,15 +151,7 @@ async fn transient_faults_are_retried_then_succeed_once() {
         calls: AtomicU32::new(0),
         fail_first: 2,
     });
-    let (stop, mut rx) = tokio::sync::watch::channel(false);
-    let svc = tokio::spawn(runtime::run(
-        flaky.clone(),
-        ctx.clone(),
-        fast(),
-        async move {
-            let _ = rx.wait_for(|s| *s).await;
-        },
-    ));
+    let running = Running::start(flaky.clone(), &ctx);
     let up = received(&ctx).await;
     assert!(matches!(
         terminal(&ctx.journal, up).await,
@@ -196,15 +180,7 @@ async fn exhausted_retries_end_in_a_retryable_failure() {
         calls: AtomicU32::new(0),
         fail_first: u32::MAX,
     });
-    let (stop, mut rx) = tokio::sync::watch::channel(false);
-    let svc = tokio::spawn(runtime::run(
-        flaky.clone(),
-        ctx.clone(),
-        fast(),
-        async move {
-            let _ = rx.wait_for(|s| *s).await;
-        },
-    ));
+    let running = Running::start(flaky.clone(), &ctx);
     let up = received(&ctx).await;
     let Terminal::Failed(f) = terminal(&ctx.journal, up).await else {
         panic!()
