@@ -91,19 +91,18 @@ struct Table {
 impl Table {
     fn apply(&mut self, r: &Recorded) {
         match &r.envelope.event {
-            Event::TokenCreated(t) => {
+            Event::TokenCreated(t)
                 if !self
                     .revoked
-                    .contains(&(t.owner.to_string(), t.token_id.clone()))
-                {
-                    self.by_hash.insert(
-                        t.sha256,
-                        Entry {
-                            owner: t.owner.clone(),
-                            token_id: t.token_id.clone(),
-                        },
-                    );
-                }
+                    .contains(&(t.owner.to_string(), t.token_id.clone())) =>
+            {
+                self.by_hash.insert(
+                    t.sha256,
+                    Entry {
+                        owner: t.owner.clone(),
+                        token_id: t.token_id.clone(),
+                    },
+                );
             }
             Event::TokenRevoked(t) => {
                 self.revoked

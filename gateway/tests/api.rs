@@ -735,3 +735,61 @@ async fn datasets_rename_delete_restore_and_live_events() {
     );
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_are_stored_hashed_and_revocation_takes_effect() {
+    let s = Stack::start().await;
+    // A token made after the gateway started works on its first request.
+    let carol = weir_gateway::create_token(&s.journal, &owner("carol"))
+        .await
+        .unwrap();
+    assert_eq!(s.get(&carol.token, "/v1/datasets").await.status(), 200);
+    // The log holds its sha256, never the token.
+    let log = s
+        .journal
+        .history(&Aggregate::Owner(owner("carol")))
+        .await
+        .unwrap();
+    let Event::TokenCreated(created) = &log[0].envelope.event else {
+        panic!("no TokenCreated");
+    };
+    assert_eq!(created.sha256, weir_gateway::tokens::hash(&carol.token));
+    let raw = s
+        .journal
+        .read_all(weir_events::Subject::all())
+        .await
+        .unwrap();
+    assert!(
+        raw.iter()
+            .all(|r| !format!("{:?}", r.envelope).contains(&carol.token))
+    );
+    // Revoked: the watcher applies it and the token stops working.
+    let revoke = weir_events::Envelope::new(
+        Aggregate::Owner(owner("carol")),
+        owner("carol"),
+        weir_gateway::tokens::NO_UPLOAD,
+        Some(weir_events::EventId::new()),
+        Event::TokenRevoked(weir_events::TokenRevoked {
+            owner: owner("carol"),
+            token_id: carol.token_id.clone(),
+        }),
+    );
+    s.journal
+        .append(&revoke, weir_journal::Expect::Any)
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let status = s.get(&carol.token, "/v1/datasets").await.status();
+        if status == 401 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "revoked token still accepted"
+        );
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(s.get(&s.alice, "/v1/datasets").await.status(), 200);
+    s.stop().await;
+}
