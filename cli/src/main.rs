@@ -2,6 +2,7 @@
 //! lives in the library crates; each subcommand here is a thin shell around them.
 
 mod datasets;
+mod record;
 mod gateway;
 mod system;
 mod tail;
@@ -68,6 +69,8 @@ enum Command {
     /// Rebuild the projections from the log (swapped in atomically), or build a past
     /// moment into a separate database with --until-seq/--until-time --into
     Replay(views::ReplayArgs),
+    /// Write the log as a fixture (JSON lines with each event's exact bytes) for tests
+    Record(record::RecordArgs),
     /// API tokens for the HTTP gateway
     #[command(subcommand)]
     Tokens(tokens::TokensCommand),
@@ -154,6 +157,10 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Notifications(args) => {
             let journal = system::connect(cli.nats_url.as_deref(), &cli.data_dir).await?;
             views::notifications(&journal, &db_url, &cli.data_dir, args).await
+        }
+        Command::Record(args) => {
+            let journal = system::connect(cli.nats_url.as_deref(), &cli.data_dir).await?;
+            record::run(&journal, args).await
         }
         Command::Replay(args) => {
             let journal = system::connect(cli.nats_url.as_deref(), &cli.data_dir).await?;
