@@ -189,11 +189,14 @@ impl Envelope {
     }
 
     /// The `Nats-Msg-Id`: the same for every attempt at the same logical append, so the
-    /// server stores a retried or duplicated publish once.
+    /// server stores a retried or duplicated publish once. A reaction is named by what
+    /// it reacts to (a re-run of the same step builds a new envelope with the same
+    /// causation); an event nothing caused (a producer's, a user's) by its own id,
+    /// which every retry of that envelope keeps.
     pub fn msg_id(&self) -> String {
         match self.causation_id {
             Some(cause) => format!("{}#{cause}", self.subject()),
-            None => self.subject().to_string(),
+            None => format!("{}#{}", self.subject(), self.event_id),
         }
     }
 

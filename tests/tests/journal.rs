@@ -27,10 +27,28 @@ async fn a_duplicate_msg_id_is_stored_once() {
     let up = UploadId::new();
     let event = received(up);
     let first = j.append(&event, Expect::Empty).await.unwrap();
-    // The same logical append again (a retry after a lost ack): new event id, same msg id.
-    let mut again = event.clone();
-    again.event_id = EventId::new();
-    let second = j.append(&again, Expect::Any).await.unwrap();
+    // The same append again (a retry after a lost ack) is stored once.
+    let second = j.append(&event, Expect::Any).await.unwrap();
+    // So is a reaction re-built by a re-run of its step: new event id, same causation.
+    let c = sample::parts_combined(up, event.event_id, 1);
+    let mut rebuilt = c.clone();
+    rebuilt.event_id = EventId::new();
+    let third = j.append(&c, Expect::Any).await.unwrap();
+    let fourth = j.append(&rebuilt, Expect::Any).await.unwrap();
+    assert_eq!(
+        third,
+        AppendOutcome::Appended {
+            seq: 2,
+            duplicate: false
+        }
+    );
+    assert_eq!(
+        fourth,
+        AppendOutcome::Appended {
+            seq: 2,
+            duplicate: true
+        }
+    );
     assert_eq!(
         first,
         AppendOutcome::Appended {
@@ -45,9 +63,9 @@ async fn a_duplicate_msg_id_is_stored_once() {
             duplicate: true
         }
     );
-    assert_eq!(j.last_sequence().await.unwrap(), 1);
+    assert_eq!(j.last_sequence().await.unwrap(), 2);
     let history = j.history(&Aggregate::Upload(up)).await.unwrap();
-    assert_eq!(history.len(), 1);
+    assert_eq!(history.len(), 2);
     assert_eq!(history[0].envelope, event);
 }
 
@@ -139,7 +157,9 @@ async fn events_carry_a_kind_header_for_tools_that_do_not_decode() {
     let nats = NatsServer::start();
     let j = journal(&nats).await;
     let up = UploadId::new();
-    j.append(&received(up), Expect::Empty).await.unwrap();
+    let r = received(up);
+    let event_id = r.event_id;
+    j.append(&r, Expect::Empty).await.unwrap();
     let stream = j.jetstream().get_stream("WEIR").await.unwrap();
     let m = stream.get_raw_message(1).await.unwrap();
     let headers: &HeaderMap = &m.headers;
@@ -149,7 +169,7 @@ async fn events_carry_a_kind_header_for_tools_that_do_not_decode() {
     );
     assert_eq!(
         headers.get("Nats-Msg-Id").map(|v| v.as_str()),
-        Some(format!("weir.upload.{up}.upload_received").as_str())
+        Some(format!("weir.upload.{up}.upload_received#{event_id}").as_str())
     );
 }
 
