@@ -1,0 +1,208 @@
+//! Conversion: CSV and NDJSON → Parquet (zstd) by weir and each peer, every contender a
+//! process of its own under `/usr/bin/time -v` (wall time around the process, peak RSS
+//! from its report), on the same files in the same run. Rows are counted from each
+//! output's Parquet footer, so a contender that dropped rows shows it.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use weir_schemas::{ConvertOptions, convert};
+
+use crate::data;
+use crate::{RunArgs, Sizes};
+
+/// The generated inputs of one run.
+#[derive(Debug, Clone)]
+pub struct Inputs {
+    pub csv: PathBuf,
+    pub ndjson: PathBuf,
+}
+
+/// One contender on one input.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Measured {
+    pub format: String,
+    pub contender: String,
+    pub version: String,
+    pub input_bytes: u64,
+    /// Wall time of the whole process (start-up and imports included).
+    pub wall_seconds: f64,
+    /// The conversion alone as the contender timed it, when it reports one.
+    pub inner_seconds: Option<f64>,
+    pub mb_per_s: f64,
+    pub peak_rss_mb: f64,
+    pub user_seconds: f64,
+    pub system_seconds: f64,
+    pub output_bytes: u64,
+    pub rows: i64,
+}
+
+/// Generates the inputs unless a finished file of the same size and seed is there.
+pub fn inputs(out: &Path, sizes: &Sizes) -> Result<Inputs> {
+    let dir = out.join("data");
+    std::fs::create_dir_all(&dir)?;
+    let csv = dir.join(format!("orders_{}mb_{:x}.csv", sizes.csv_mb, data::SEED));
+    let ndjson = dir.join(format!(
+        "events_{}mb_{:x}.ndjson",
+        sizes.ndjson_mb,
+        data::SEED
+    ));
+    for (path, mb, csv_kind) in [
+        (&csv, sizes.csv_mb, true),
+        (&ndjson, sizes.ndjson_mb, false),
+    ] {
+        let done = path.with_extension("done");
+        if done.exists() && path.exists() {
+            continue;
+        }
+        let t = Instant::now();
+        let bytes = mb * 1_000_000;
+        let rows = if csv_kind {
+            data::write_csv(path, bytes, data::SEED)?
+        } else {
+            data::write_ndjson(path, bytes, data::SEED)?
+        };
+        std::fs::write(&done, rows.to_string())?;
+        eprintln!(
+            "bench: generated {} ({rows} rows) in {:.1} s",
+            path.display(),
+            t.elapsed().as_secs_f64()
+        );
+    }
+    Ok(Inputs { csv, ndjson })
+}
+
+/// `weir-bench convert`: the inferrer's conversion, as the inferrer calls it.
+pub fn weir_convert(input: &Path, output: &Path) -> Result<()> {
+    let options = ConvertOptions {
+        filename: input
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        ..ConvertOptions::default()
+    };
+    let t = Instant::now();
+    let converted = convert(input, output, &options, &mut |_| {})
+        .with_context(|| format!("converting {}", input.display()))?;
+    let secs = t.elapsed().as_secs_f64();
+    println!(
+        "{}",
+        serde_json::json!({
+            "tool": "weir",
+            "version": env!("CARGO_PKG_VERSION"),
+            "rows": converted.statistics.rows,
+            "seconds": secs,
+            "schema": converted.schema.fields.iter()
+                .map(|f| format!("{}:{}", f.name, f.data_type)).collect::<Vec<_>>(),
+        })
+    );
+    Ok(())
+}
+
+/// Runs every contender on both inputs, interleaved per input.
+pub fn run_all(args: &RunArgs, inputs: &Inputs) -> Result<Vec<Measured>> {
+    let exe = std::env::current_exe().context("finding weir-bench itself")?;
+    let outdir = args.out.join("parquet");
+    std::fs::create_dir_all(&outdir)?;
+    let mut results = Vec::new();
+    for (format, input) in [("csv", &inputs.csv), ("ndjson", &inputs.ndjson)] {
+        for contender in &args.contenders {
+            let output = outdir.join(format!("{format}_{contender}.parquet"));
+            let _ = std::fs::remove_file(&output);
+            let mut cmd = if contender == "weir" {
+                let mut c = Command::new(&exe);
+                c.arg("convert").arg(input).arg(&output);
+                c
+            } else {
+                let mut c = Command::new(&args.python);
+                c.arg(&args.peers)
+                    .arg(contender)
+                    .arg(format)
+                    .arg(input)
+                    .arg(&output);
+                c
+            };
+            eprintln!("bench: {contender} {format} …");
+            let m = measure(&mut cmd, format, contender, input, &output)
+                .with_context(|| format!("{contender} on {}", input.display()))?;
+            eprintln!(
+                "bench: {contender} {format}: {:.1} MB/s, {:.0} MB RSS, {} rows",
+                m.mb_per_s, m.peak_rss_mb, m.rows
+            );
+            results.push(m);
+        }
+    }
+    Ok(results)
+}
+
+fn measure(
+    cmd: &mut Command,
+    format: &str,
+    contender: &str,
+    input: &Path,
+    output: &Path,
+) -> Result<Measured> {
+    let time_report = output.with_extension("time.txt");
+    let program = cmd.get_program().to_owned();
+    let argv: Vec<_> = cmd.get_args().map(|a| a.to_owned()).collect();
+    let mut timed = Command::new("/usr/bin/time");
+    timed
+        .arg("-v")
+        .arg("-o")
+        .arg(&time_report)
+        .arg(program)
+        .args(argv);
+    let input_bytes = std::fs::metadata(input)?.len();
+    let t = Instant::now();
+    let out = timed.output().context("running /usr/bin/time -v")?;
+    let wall = t.elapsed().as_secs_f64();
+    if !out.status.success() {
+        bail!(
+            "{contender} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line: serde_json::Value = stdout
+        .lines()
+        .rev()
+        .find_map(|l| serde_json::from_str(l).ok())
+        .unwrap_or_default();
+    let report = std::fs::read_to_string(&time_report)?;
+    let field = |name: &str| -> f64 {
+        report
+            .lines()
+            .find_map(|l| l.trim().strip_prefix(name))
+            .and_then(|v| v.trim_start_matches(':').trim().parse().ok())
+            .unwrap_or(f64::NAN)
+    };
+    let rss_kb = field("Maximum resident set size (kbytes)");
+    let output_bytes = std::fs::metadata(output)
+        .with_context(|| format!("{contender} wrote no {}", output.display()))?
+        .len();
+    Ok(Measured {
+        format: format.to_owned(),
+        contender: contender.to_owned(),
+        version: line["version"].as_str().unwrap_or("?").to_owned(),
+        input_bytes,
+        wall_seconds: wall,
+        inner_seconds: line["seconds"].as_f64(),
+        mb_per_s: input_bytes as f64 / 1e6 / wall,
+        peak_rss_mb: rss_kb / 1024.0,
+        user_seconds: field("User time (seconds)"),
+        system_seconds: field("System time (seconds)"),
+        output_bytes,
+        rows: parquet_rows(output)?,
+    })
+}
+
+fn parquet_rows(path: &Path) -> Result<i64> {
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    let file = std::fs::File::open(path)?;
+    let reader = SerializedFileReader::new(file)
+        .with_context(|| format!("reading the footer of {}", path.display()))?;
+    Ok(reader.metadata().file_metadata().num_rows())
+}

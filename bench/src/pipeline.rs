@@ -1,0 +1,370 @@
+//! The pipeline end to end: `weir_services::run_all` in this process (the services
+//! `weir up` runs, on the same kind of nats-server child with the repository's
+//! `nats.conf`, and a local object store), fed by `producer::upload_file`.
+//!
+//! Latency is measured on the log itself: `DatasetRegistered`'s server timestamp minus
+//! `UploadReceived`'s. Small files go through a closed loop of `window` uploads in
+//! flight (each worker uploads, waits for its upload's terminal event, takes the next
+//! file), so the latency is what an upload sees at that load, not a queue's length.
+
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use futures::StreamExt;
+use tokio::sync::oneshot;
+use weir_events::{Event, EventKind, Owner, StreamSpec, Subject, Timestamp, UploadId};
+use weir_journal::server::{LocalServer, find_binary, free_port};
+use weir_journal::{Follow, Journal, Start};
+use weir_services::producer::{DEFAULT_PART_SIZE, UploadRequest, upload_file};
+use weir_services::{Ctx, Store};
+
+use crate::conversion::Inputs;
+use crate::{RunArgs, Sizes, data};
+
+/// The repository's server settings, the same `weir up` writes into its data dir.
+const NATS_CONF: &str = include_str!("../../nats.conf");
+
+/// A nats-server child with the repository's `nats.conf` and its store in `dir`.
+pub struct Nats(LocalServer);
+
+impl Nats {
+    pub fn start(dir: &Path) -> Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        let conf = dir.join("nats.conf");
+        std::fs::write(&conf, NATS_CONF)?;
+        let bin = find_binary().context("finding nats-server (run scripts/setup)")?;
+        let port = free_port()?;
+        let args: Vec<OsString> = vec![
+            "-c".into(),
+            conf.into(),
+            "-a".into(),
+            "127.0.0.1".into(),
+            "-p".into(),
+            port.to_string().into(),
+            "-sd".into(),
+            dir.join("nats").into(),
+        ];
+        let log = std::fs::File::create(dir.join("nats.log"))?;
+        Ok(Nats(LocalServer::spawn(&bin, &args, port, Some(log))?))
+    }
+
+    pub fn url(&self) -> &str {
+        self.0.url()
+    }
+
+    pub fn stop(self) {
+        self.0.stop();
+    }
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PipelineFigures {
+    pub mode: String,
+    pub files: usize,
+    /// Uploads started before `--pipeline-seconds` ran out (all of them without it).
+    pub attempted: usize,
+    pub window: usize,
+    pub registered: usize,
+    pub failed: usize,
+    pub small_seconds: f64,
+    pub uploads_per_s: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+    pub big: Option<BigFile>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BigFile {
+    pub input_bytes: u64,
+    /// From the first byte uploaded to `DatasetRegistered` seen.
+    pub total_seconds: f64,
+    /// weir's conversion of the same file alone (the conversion benchmark's process).
+    pub conversion_seconds: f64,
+    pub overhead_percent: f64,
+    /// Producer writing parts and appending `UploadReceived`.
+    pub upload_seconds: f64,
+    /// `UploadReceived` → `PartsCombined` (verify and concatenate the parts).
+    pub combine_seconds: f64,
+    /// `PartsCombined` → `SchemaInferred` (download, convert, store the Parquet).
+    pub infer_seconds: f64,
+    /// `SchemaInferred` → `DatasetRegistered` (claim the name).
+    pub register_seconds: f64,
+}
+
+/// What the log said about one upload so far.
+#[derive(Default)]
+struct Entry {
+    /// Server timestamps of UploadReceived, PartsCombined, SchemaInferred, terminal.
+    at: [Option<Timestamp>; 4],
+    ok: Option<bool>,
+    waiter: Option<oneshot::Sender<()>>,
+}
+
+type Tracker = Arc<Mutex<HashMap<UploadId, Entry>>>;
+
+fn lock(t: &Tracker) -> std::sync::MutexGuard<'_, HashMap<UploadId, Entry>> {
+    t.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Follows the four kinds (and `Failed`) and wakes whoever waits on an upload.
+async fn track(journal: Journal) -> Result<Tracker> {
+    let kinds = [
+        EventKind::UploadReceived,
+        EventKind::PartsCombined,
+        EventKind::SchemaInferred,
+        EventKind::DatasetRegistered,
+        EventKind::Failed,
+    ];
+    let mut events = Box::pin(
+        journal
+            .follow(Follow {
+                filters: kinds.iter().map(|k| Subject::kind_filter(*k)).collect(),
+                start: Start::New,
+            })
+            .await?,
+    );
+    let tracker: Tracker = Arc::default();
+    let t = tracker.clone();
+    tokio::spawn(async move {
+        while let Some(Ok(rec)) = events.next().await {
+            let upload = rec.envelope.correlation_id;
+            let (slot, ok) = match &rec.envelope.event {
+                Event::UploadReceived(_) => (0, None),
+                Event::PartsCombined(_) => (1, None),
+                Event::SchemaInferred(_) => (2, None),
+                Event::DatasetRegistered(_) => (3, Some(true)),
+                Event::Failed(f) => {
+                    eprintln!("bench: upload {upload} failed: {}", f.reason);
+                    (3, Some(false))
+                }
+                _ => continue,
+            };
+            let mut map = lock(&t);
+            let e = map.entry(upload).or_default();
+            e.at[slot] = Some(rec.stored_at);
+            if ok.is_some() {
+                e.ok = ok;
+                if let Some(w) = e.waiter.take() {
+                    let _ = w.send(());
+                }
+            }
+        }
+    });
+    Ok(tracker)
+}
+
+/// Waits until the tracker has seen `upload`'s terminal event.
+async fn terminal(tracker: &Tracker, upload: UploadId) {
+    let rx = {
+        let mut map = lock(tracker);
+        let e = map.entry(upload).or_default();
+        if e.ok.is_some() {
+            return;
+        }
+        let (tx, rx) = oneshot::channel();
+        e.waiter = Some(tx);
+        rx
+    };
+    let _ = rx.await;
+}
+
+fn request(owner: &Owner, path: &Path) -> UploadRequest {
+    UploadRequest {
+        owner: owner.clone(),
+        filename: path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        label: None,
+        table_name: None,
+        format: None,
+        content_type: None,
+        part_size: DEFAULT_PART_SIZE,
+    }
+}
+
+fn small_files(out: &Path, count: usize) -> Result<Vec<PathBuf>> {
+    let dir = out
+        .join("data")
+        .join(format!("small_{count}_{:x}", data::SEED));
+    let done = dir.join(".done");
+    if done.exists() {
+        return Ok((0..count)
+            .map(|n| dir.join(format!("small_{n:05}.csv")))
+            .collect());
+    }
+    let paths = data::write_small_files(&dir, count, data::SEED)?;
+    std::fs::write(&done, "")?;
+    Ok(paths)
+}
+
+fn ms(a: Timestamp, b: Timestamp) -> f64 {
+    (b.0 - a.0) as f64 / 1000.0
+}
+
+pub async fn run(
+    args: &RunArgs,
+    sizes: &Sizes,
+    inputs: &Inputs,
+    conversion_seconds: Option<f64>,
+) -> Result<PipelineFigures> {
+    let files = small_files(&args.out, sizes.files)?;
+    let dir = args.out.join("pipeline");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    let nats = Nats::start(&dir)?;
+    let journal = Journal::connect(nats.url(), &StreamSpec::default()).await?;
+    let store = Store::local(&dir.join("objects"))?;
+    let work_dir = dir.join("work");
+    std::fs::create_dir_all(&work_dir)?;
+    let ctx = Ctx {
+        journal: journal.clone(),
+        store: store.clone(),
+        work_dir,
+    };
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let services = tokio::spawn(weir_services::run_all(ctx, stop_rx));
+    let tracker = track(journal.clone()).await?;
+    let owner: Owner = "bench".parse()?;
+
+    eprintln!(
+        "bench: pipeline: {} small files, {} in flight …",
+        files.len(),
+        args.window
+    );
+    let t = Instant::now();
+    let cap = args.pipeline_seconds;
+    let uploads: Vec<Result<UploadId>> = futures::stream::iter(files.iter())
+        .take_while(|_| futures::future::ready(cap.is_none_or(|c| t.elapsed().as_secs_f64() < c)))
+        .map(|path| {
+            let (journal, store, tracker, req) =
+                (&journal, &store, &tracker, request(&owner, path));
+            async move {
+                let id = upload_file(journal, store, path, &req, |_| {}).await?;
+                terminal(tracker, id).await;
+                Ok(id)
+            }
+        })
+        .buffer_unordered(args.window.max(1))
+        .collect()
+        .await;
+    let small_seconds = t.elapsed().as_secs_f64();
+    let mut latencies = Vec::new();
+    let mut failed = 0;
+    {
+        let map = lock(&tracker);
+        for id in uploads {
+            let id = id?;
+            let e = map.get(&id).context("an upload the tracker never saw")?;
+            match (e.ok, e.at[0], e.at[3]) {
+                (Some(true), Some(a), Some(b)) => latencies.push(ms(a, b)),
+                _ => failed += 1,
+            }
+        }
+    }
+    latencies.sort_by(f64::total_cmp);
+    let pct = |p: f64| -> f64 {
+        if latencies.is_empty() {
+            return f64::NAN;
+        }
+        let i = ((latencies.len() as f64 * p).ceil() as usize).clamp(1, latencies.len()) - 1;
+        latencies[i]
+    };
+    let registered = latencies.len();
+    let attempted = registered + failed;
+    let figures_small = (
+        registered as f64 / small_seconds,
+        pct(0.50),
+        pct(0.99),
+        latencies.last().copied().unwrap_or(f64::NAN),
+    );
+    eprintln!(
+        "bench: pipeline: {registered} registered, {failed} failed in {small_seconds:.1} s = {:.0}/s; p50 {:.1} ms, p99 {:.1} ms",
+        figures_small.0, figures_small.1, figures_small.2
+    );
+
+    // One big CSV: the conversion benchmark's file.
+    let big_path = &inputs.csv;
+    let input_bytes = std::fs::metadata(big_path)?.len();
+    let conversion_seconds = match conversion_seconds {
+        Some(s) => s,
+        None => {
+            eprintln!("bench: pipeline: timing the conversion alone (in process) …");
+            let (input, output) = (big_path.clone(), dir.join("alone.parquet"));
+            tokio::task::spawn_blocking(move || -> Result<f64> {
+                let t = Instant::now();
+                weir_schemas::convert(
+                    &input,
+                    &output,
+                    &weir_schemas::ConvertOptions::default(),
+                    &mut |_| {},
+                )?;
+                let s = t.elapsed().as_secs_f64();
+                let _ = std::fs::remove_file(&output);
+                Ok(s)
+            })
+            .await??
+        }
+    };
+    eprintln!(
+        "bench: pipeline: one {:.0} MB CSV …",
+        input_bytes as f64 / 1e6
+    );
+    let started = Timestamp::now();
+    let t = Instant::now();
+    let id = upload_file(
+        &journal,
+        &store,
+        big_path,
+        &request(&owner, big_path),
+        |_| {},
+    )
+    .await?;
+    terminal(&tracker, id).await;
+    let total_seconds = t.elapsed().as_secs_f64();
+    let big = {
+        let map = lock(&tracker);
+        let e = map.get(&id).context("the big upload was never seen")?;
+        let [Some(r), Some(c), Some(i), Some(d)] = e.at else {
+            bail!("the big upload did not register: {:?}", e.ok);
+        };
+        BigFile {
+            input_bytes,
+            total_seconds,
+            conversion_seconds,
+            overhead_percent: (total_seconds / conversion_seconds - 1.0) * 100.0,
+            upload_seconds: ms(started, r) / 1000.0,
+            combine_seconds: ms(r, c) / 1000.0,
+            infer_seconds: ms(c, i) / 1000.0,
+            register_seconds: ms(i, d) / 1000.0,
+        }
+    };
+    eprintln!(
+        "bench: pipeline: big file {:.1} s vs conversion alone {:.1} s ({:+.0} %)",
+        big.total_seconds, big.conversion_seconds, big.overhead_percent
+    );
+
+    let _ = stop_tx.send(true);
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(30), services).await;
+    drop(journal);
+    nats.stop();
+    Ok(PipelineFigures {
+        mode: "weir_services::run_all in the benchmark's process (the services of `weir up`), nats-server child with nats.conf, local object store".into(),
+        files: files.len(),
+        attempted,
+        window: args.window,
+        registered,
+        failed,
+        small_seconds,
+        uploads_per_s: figures_small.0,
+        p50_ms: figures_small.1,
+        p99_ms: figures_small.2,
+        max_ms: figures_small.3,
+        big: Some(big),
+    })
+}
