@@ -37,18 +37,21 @@ pub(crate) fn convert(
     delimiter: u8,
     progress: &mut dyn FnMut(u64),
 ) -> Result<Written, ConvertError> {
-    let (header, mut kinds) = {
+    let (header, mut kinds, distinct) = {
         let mut rows = Rows::open(job, delimiter, progress)?;
         let header = rows.header()?;
         let mut kinds = vec![Kind::Null; header.len()];
+        let mut distinct = vec![Distinct::default(); header.len()];
         let mut seen = 0;
         while seen < job.opts.sample_rows && rows.next()? {
-            for (i, kind) in kinds.iter_mut().enumerate() {
-                *kind = kind.join(values::classify(rows.field(i, &header)?));
+            for (i, (kind, d)) in kinds.iter_mut().zip(&mut distinct).enumerate() {
+                let value = rows.field(i, &header)?;
+                *kind = kind.join(values::classify(value));
+                d.add(value);
             }
             seen += 1;
         }
-        (header, kinds)
+        (header, kinds, distinct)
     };
     for k in &mut kinds {
         if *k == Kind::Null {
@@ -56,8 +59,14 @@ pub(crate) fn convert(
         }
     }
     let resolved = names::resolve(&header);
+    let plain: Vec<String> = resolved
+        .iter()
+        .zip(&distinct)
+        .filter(|(_, d)| d.mostly_distinct())
+        .map(|((name, _), _)| name.clone())
+        .collect();
     for _ in 0..MAX_PASSES {
-        match write_pass(job, delimiter, &header, &resolved, &kinds, progress)? {
+        match write_pass(job, delimiter, &header, &resolved, &kinds, &plain, progress)? {
             Pass::Done(written) => return Ok(written),
             Pass::Widened(wider) => kinds = wider,
         }
@@ -81,6 +90,7 @@ fn write_pass(
     header: &[String],
     resolved: &[(String, Option<String>)],
     kinds: &[Kind],
+    plain: &[String],
     progress: &mut dyn FnMut(u64),
 ) -> Result<Pass, ConvertError> {
     let schema: SchemaRef = Arc::new(ArrowSchema::new(
@@ -92,7 +102,7 @@ fn write_pass(
     ));
     let mut rows = Rows::open(job, delimiter, progress)?;
     rows.header()?;
-    let mut sink = Sink::create(job.output, schema.clone())?;
+    let mut sink = Sink::create_with(job.output, schema.clone(), plain)?;
     let mut builders: Vec<Builder> = kinds.iter().map(|k| Builder::new(*k)).collect();
     let mut problems = Problems::default();
     let mut in_batch = 0;
@@ -134,6 +144,33 @@ fn write_pass(
         problems,
         parquet_size,
     }))
+}
+
+/// Distinct values of one column in the sample, to tell whether a dictionary pays.
+#[derive(Debug, Clone, Default)]
+struct Distinct {
+    values: std::collections::HashSet<u64>,
+    non_null: usize,
+}
+
+impl Distinct {
+    fn add(&mut self, value: &str) {
+        use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+        if value.is_empty() {
+            return;
+        }
+        self.non_null += 1;
+        // A fixed hasher: the decision must not change from run to run.
+        let hash = BuildHasherDefault::<DefaultHasher>::default().hash_one(value);
+        self.values.insert(hash);
+    }
+
+    /// At least 100 values in the sample and more than half of them distinct: Parquet's
+    /// dictionary would only cost time (it gives up once the dictionary passes its
+    /// size limit, after hashing every value up to there).
+    fn mostly_distinct(&self) -> bool {
+        self.non_null >= 100 && self.values.len() * 2 > self.non_null
+    }
 }
 
 /// The current record has a value column `misfit` cannot hold: join every value from

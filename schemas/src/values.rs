@@ -85,8 +85,24 @@ pub fn classify(raw: &str) -> Kind {
 }
 
 fn classify_number(v: &str) -> Option<Kind> {
+    number(v).map(|n| match n {
+        Number::Int(_) => Kind::Int,
+        Number::Float(_) => Kind::Float,
+    })
+}
+
+/// A number as the rules above read it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Number {
+    Int(i64),
+    Float(f64),
+}
+
+/// Parses `v` (already trimmed) once: the shape check and the value in one go, so a
+/// conversion parses each number once rather than once to classify and once to store.
+fn number(v: &str) -> Option<Number> {
     let b = v.as_bytes();
-    let body = match b[0] {
+    let body = match b.first()? {
         b'+' | b'-' => &b[1..],
         _ => b,
     };
@@ -99,7 +115,7 @@ fn classify_number(v: &str) -> Option<Kind> {
             return None;
         }
         // Too large for Int64: text, so that no digit is lost.
-        return v.parse::<i64>().ok().map(|_| Kind::Int);
+        return v.parse::<i64>().ok().map(Number::Int);
     }
     let mut rest = &body[int_digits..];
     let mut frac_digits = 0;
@@ -123,7 +139,7 @@ fn classify_number(v: &str) -> Option<Kind> {
         }
     }
     match v.parse::<f64>() {
-        Ok(f) if f.is_finite() => Some(Kind::Float),
+        Ok(f) if f.is_finite() => Some(Number::Float(f)),
         _ => None,
     }
 }
@@ -140,15 +156,19 @@ pub fn parse_bool(v: &str) -> Option<bool> {
 }
 
 pub fn parse_int(v: &str) -> Option<i64> {
-    let v = v.trim();
-    (classify_number(v) == Some(Kind::Int))
-        .then(|| v.parse().ok())
-        .flatten()
+    match number(v.trim())? {
+        Number::Int(i) => Some(i),
+        Number::Float(_) => None,
+    }
 }
 
 pub fn parse_float(v: &str) -> Option<f64> {
-    let v = v.trim();
-    classify_number(v).and_then(|_| v.parse().ok())
+    match number(v.trim())? {
+        // The same f64 as parsing the digits: an integer's decimal text is exact, and
+        // both round to nearest.
+        Number::Int(i) => Some(i as f64),
+        Number::Float(f) => Some(f),
+    }
 }
 
 /// Days since 1970-01-01 for a valid `YYYY-MM-DD`.
