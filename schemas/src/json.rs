@@ -18,6 +18,7 @@
 use std::fmt;
 use std::io::BufRead;
 use std::sync::Arc;
+use std::sync::mpsc::{Receiver, sync_channel};
 
 use arrow::datatypes::{DataType, Field as ArrowField, Fields, Schema as ArrowSchema, SchemaRef};
 use arrow::record_batch::RecordBatch;
@@ -106,24 +107,100 @@ fn write_pass(
             .collect::<Vec<_>>(),
     ));
     let batch_rows = job.opts.batch_rows.max(1);
-    let mut decoder = arrow::json::ReaderBuilder::new(decode_schema)
+    let decoder = arrow::json::ReaderBuilder::new(decode_schema)
         .with_batch_size(batch_rows)
         .with_coerce_primitive(true)
         .with_strict_mode(true)
         .build_decoder()
         .map_err(|e| ConvertError::unsupported(job.file, format!("JSON decoder: {e}")))?;
-    let mut sink = Sink::create(job.output, out_schema.clone())?;
+    let sink = Sink::create(job.output, out_schema.clone())?;
     let mut records = Records::open(job, array, progress)?;
     let mut check = shape.clone();
-    let mut first_line = 1;
-    let mut last_line = 1;
+    // Three threads: this one cuts records and checks them against the shape, one
+    // decodes them into Arrow, the sink's writes Parquet. The scoped threads re-raise a
+    // panic here, where `convert`'s guard turns it into an error.
+    std::thread::scope(|scope| {
+        let (tx, rx) = sync_channel::<Chunk>(QUEUED_CHUNKS);
+        let out = &out_schema;
+        let decoding =
+            scope.spawn(move || decode_chunks(job.file, decoder, rx, sink, out, batch_rows));
+        let read = (|| -> Result<Option<Shape>, ConvertError> {
+            let mut chunk = Chunk::default();
+            while let Some(line) = records.next()? {
+                if merge_record(job.file, line, &records.buf, &mut check)? {
+                    // Does not fit: learn the final shape from the rest, then start again.
+                    while let Some(line) = records.next()? {
+                        merge_record(job.file, line, &records.buf, &mut check)?;
+                    }
+                    return Ok(Some(check.clone()));
+                }
+                chunk.bytes.extend_from_slice(&records.buf);
+                chunk.records.push((line, chunk.bytes.len()));
+                if chunk.bytes.len() >= CHUNK_BYTES && tx.send(std::mem::take(&mut chunk)).is_err()
+                {
+                    // The decoder stopped on an error; it is the answer.
+                    return Ok(None);
+                }
+            }
+            if !chunk.records.is_empty() {
+                let _ = tx.send(chunk);
+            }
+            Ok(None)
+        })();
+        drop(tx);
+        let decoded = match decoding.join() {
+            Ok(result) => result,
+            Err(payload) => std::panic::resume_unwind(payload),
+        };
+        // The decoder is behind the reader: its error is on an earlier record, and
+        // the sequential order of checks would have met it first.
+        let sink = decoded?;
+        match read? {
+            Some(wider) => Ok(Pass::Widened(wider)),
+            None => {
+                let (statistics, parquet_size) = sink.finish()?;
+                Ok(Pass::Done(Written {
+                    schema: crate::event_schema(&out_schema, &resolved),
+                    statistics,
+                    problems: Problems::default(),
+                    parquet_size,
+                }))
+            }
+        }
+    })
+}
+
+/// Records handed from the reader to the decoder: their bytes back to back, and each
+/// one's line and end offset.
+#[derive(Default)]
+struct Chunk {
+    bytes: Vec<u8>,
+    records: Vec<(u64, usize)>,
+}
+
+/// Bytes of records per chunk: large enough that the hand-over costs nothing, small
+/// enough to keep memory flat.
+const CHUNK_BYTES: usize = 1 << 20;
+/// Chunks waiting for the decoder.
+const QUEUED_CHUNKS: usize = 2;
+
+/// Decodes the reader's chunks into batches and hands them to the sink; returns the
+/// sink (still open) when the reader is done.
+fn decode_chunks(
+    file: &str,
+    mut decoder: arrow::json::reader::Decoder,
+    rx: Receiver<Chunk>,
+    mut sink: Sink,
+    out_schema: &SchemaRef,
+    batch_rows: usize,
+) -> Result<Sink, ConvertError> {
     let flush = |decoder: &mut arrow::json::reader::Decoder,
                  sink: &mut Sink,
                  lines: (u64, u64)|
      -> Result<(), ConvertError> {
         let batch = decoder.flush().map_err(|e| {
             ConvertError::malformed(
-                job.file,
+                file,
                 Some(lines.0),
                 None,
                 format!("records on lines {}-{}: {e}", lines.0, lines.1),
@@ -131,46 +208,39 @@ fn write_pass(
         })?;
         if let Some(batch) = batch {
             let renamed = RecordBatch::try_new(out_schema.clone(), batch.columns().to_vec())
-                .map_err(|e| ConvertError::unsupported(job.file, format!("renaming: {e}")))?;
+                .map_err(|e| ConvertError::unsupported(file, format!("renaming: {e}")))?;
             sink.write(&renamed)?;
         }
         Ok(())
     };
-    while let Some(line) = records.next()? {
-        if merge_record(job.file, line, &records.buf, &mut check)? {
-            // Does not fit: learn the final shape from the rest, then start again.
-            while let Some(line) = records.next()? {
-                merge_record(job.file, line, &records.buf, &mut check)?;
-            }
-            return Ok(Pass::Widened(check));
-        }
-        if decoder.is_empty() {
-            first_line = line;
-        }
-        last_line = line;
-        let mut rest: &[u8] = &records.buf;
-        while !rest.is_empty() {
-            let n = decoder
-                .decode(rest)
-                .map_err(|e| ConvertError::malformed(job.file, Some(line), None, e.to_string()))?;
-            rest = &rest[n..];
-            if n == 0 || decoder.len() >= batch_rows {
-                flush(&mut decoder, &mut sink, (first_line, last_line))?;
+    let mut first_line = 1;
+    let mut last_line = 1;
+    for chunk in rx {
+        let mut start = 0;
+        for &(line, end) in &chunk.records {
+            if decoder.is_empty() {
                 first_line = line;
             }
-        }
-        if decoder.len() >= batch_rows {
-            flush(&mut decoder, &mut sink, (first_line, last_line))?;
+            last_line = line;
+            let mut rest: &[u8] = &chunk.bytes[start..end];
+            start = end;
+            while !rest.is_empty() {
+                let n = decoder
+                    .decode(rest)
+                    .map_err(|e| ConvertError::malformed(file, Some(line), None, e.to_string()))?;
+                rest = &rest[n..];
+                if n == 0 || decoder.len() >= batch_rows {
+                    flush(&mut decoder, &mut sink, (first_line, last_line))?;
+                    first_line = line;
+                }
+            }
+            if decoder.len() >= batch_rows {
+                flush(&mut decoder, &mut sink, (first_line, last_line))?;
+            }
         }
     }
     flush(&mut decoder, &mut sink, (first_line, last_line))?;
-    let (statistics, parquet_size) = sink.finish()?;
-    Ok(Pass::Done(Written {
-        schema: crate::event_schema(&out_schema, &resolved),
-        statistics,
-        problems: Problems::default(),
-        parquet_size,
-    }))
+    Ok(sink)
 }
 
 /// Parses one record into `shape`; true when the shape had to change for it.
