@@ -67,6 +67,9 @@ pub struct PipelineFigures {
     pub files: usize,
     /// Uploads started before `--pipeline-seconds` ran out (all of them without it).
     pub attempted: usize,
+    /// `upload_file` itself failed (store or append): these never reached the log.
+    pub producer_errors: usize,
+    pub first_producer_error: Option<String>,
     pub window: usize,
     pub registered: usize,
     pub failed: usize,
@@ -256,10 +259,20 @@ pub async fn run(
     let small_seconds = t.elapsed().as_secs_f64();
     let mut latencies = Vec::new();
     let mut failed = 0;
+    let mut producer_errors = 0;
+    let mut first_producer_error = None;
     {
         let map = lock(&tracker);
         for id in uploads {
-            let id = id?;
+            let id = match id {
+                Ok(id) => id,
+                Err(e) => {
+                    // The producer could not write the parts or append: no upload.
+                    producer_errors += 1;
+                    first_producer_error.get_or_insert_with(|| format!("{e:#}"));
+                    continue;
+                }
+            };
             let e = map.get(&id).context("an upload the tracker never saw")?;
             match (e.ok, e.at[0], e.at[3]) {
                 (Some(true), Some(a), Some(b)) => latencies.push(ms(a, b)),
@@ -276,7 +289,10 @@ pub async fn run(
         latencies[i]
     };
     let registered = latencies.len();
-    let attempted = registered + failed;
+    let attempted = registered + failed + producer_errors;
+    if let Some(e) = &first_producer_error {
+        eprintln!("bench: pipeline: {producer_errors} uploads failed in the producer, first: {e}");
+    }
     let figures_small = (
         registered as f64 / small_seconds,
         pct(0.50),
@@ -357,6 +373,8 @@ pub async fn run(
         mode: "weir_services::run_all in the benchmark's process (the services of `weir up`), nats-server child with nats.conf, local object store".into(),
         files: files.len(),
         attempted,
+        producer_errors,
+        first_producer_error,
         window: args.window,
         registered,
         failed,

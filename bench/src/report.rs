@@ -198,23 +198,27 @@ impl Report {
         let _ = writeln!(s);
         let _ = writeln!(
             s,
-            "| small files (1–10 KB) | uploaded | in flight | registered | failed | seconds | uploads/s | p50 ms | p99 ms | max ms |"
+            "| small files (1–10 KB) | uploaded | in flight | registered | failed | producer errors | seconds | uploads/s | p50 ms | p99 ms | max ms |"
         );
-        let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} | {} | {:.1} | {:.0} | {:.1} | {:.1} | {:.1} |",
+            "| {} | {} | {} | {} | {} | {} | {:.1} | {:.0} | {:.1} | {:.1} | {:.1} |",
             p.files,
             p.attempted,
             p.window,
             p.registered,
             p.failed,
+            p.producer_errors,
             p.small_seconds,
             p.uploads_per_s,
             p.p50_ms,
             p.p99_ms,
             p.max_ms
         );
+        if let Some(e) = &p.first_producer_error {
+            let _ = writeln!(s, "\nfirst producer error: {e}");
+        }
         if let Some(b) = &p.big {
             let _ = writeln!(s);
             let _ = writeln!(
