@@ -9,7 +9,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 
 /// The seed of every generated file.
-pub const SEED: u64 = 0x5eed_0f_3e1a;
+pub const SEED: u64 = 0x005e_ed0f_3e1a;
 
 /// splitmix64: tiny, fast, and the same everywhere (no dependency whose stream could
 /// change between versions).

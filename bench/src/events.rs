@@ -234,14 +234,14 @@ async fn lifecycle(journal: &Journal, owner: &Owner, n: usize) -> Result<u64> {
             parts: vec![PartManifest {
                 number: 1,
                 size: 4096,
-                sha256: sha.clone(),
+                sha256: sha,
             }],
             dataset: None,
         }),
         Event::PartsCombined(PartsCombined {
             blob: ObjectKey::blob(&sha),
             size: 4096,
-            sha256: sha.clone(),
+            sha256: sha,
             deduplicated: false,
         }),
         Event::SchemaInferred(SchemaInferred {

@@ -27,7 +27,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Every benchmark: conversion vs peers, event layer, pipeline
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// weir's conversion alone (weir_schemas::convert), printing one JSON line
     Convert { input: PathBuf, output: PathBuf },
 }
@@ -116,7 +116,7 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Convert { input, output } => conversion::weir_convert(&input, &output),
-        Command::Run(args) => run(args),
+        Command::Run(args) => run(*args),
     }
 }
 
