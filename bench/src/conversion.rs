@@ -1,7 +1,8 @@
 //! Conversion: CSV and NDJSON → Parquet (zstd) by weir and each peer, every contender a
 //! process of its own under `/usr/bin/time -v` (wall time around the process, peak RSS
-//! from its report), on the same files in the same run. Rows are counted from each
-//! output's Parquet footer, so a contender that dropped rows shows it.
+//! from its report), on the same files in the same run, each file read once before
+//! its contenders. Rows are counted from each output's Parquet footer, so a contender
+//! that dropped rows shows it.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -108,6 +109,7 @@ pub fn run_all(args: &RunArgs, inputs: &Inputs) -> Result<Vec<Measured>> {
     std::fs::create_dir_all(&outdir)?;
     let mut results = Vec::new();
     for (format, input) in [("csv", &inputs.csv), ("ndjson", &inputs.ndjson)] {
+        warm(input)?;
         for contender in &args.contenders {
             let output = outdir.join(format!("{format}_{contender}.parquet"));
             let _ = std::fs::remove_file(&output);
@@ -135,6 +137,16 @@ pub fn run_all(args: &RunArgs, inputs: &Inputs) -> Result<Vec<Measured>> {
         }
     }
     Ok(results)
+}
+
+/// Reads `path` once so that the first contender does not pay for bringing the file
+/// into memory for the ones after it: on this VM the first read of a cached file after a
+/// while runs at a fraction of the speed of the next ones.
+fn warm(path: &Path) -> Result<()> {
+    let mut file = std::fs::File::open(path)?;
+    std::io::copy(&mut file, &mut std::io::sink())
+        .with_context(|| format!("reading {}", path.display()))?;
+    Ok(())
 }
 
 fn measure(
