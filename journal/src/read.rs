@@ -134,8 +134,52 @@ impl Journal {
     }
 
     /// An aggregate's whole history, in order.
+    ///
+    /// Read with one stream-leader message get per event (`next_by_subj` from the
+    /// sequence after the last one), not with a consumer: services read a short
+    /// history before every step, and a consumer per read piles up faster than the
+    /// server reaps them (it then refuses new ones: "maximum consumers limit reached").
+    /// Gets go to the stream leader, so the history is never staler than the event
+    /// that was just delivered.
     pub async fn history(&self, aggregate: &Aggregate) -> Result<Vec<Recorded>, ReadError> {
-        self.read_all(Subject::aggregate_filter(aggregate)).await
+        let filter = Subject::aggregate_filter(aggregate);
+        let stream = self
+            .js
+            .get_stream_no_info(&self.stream)
+            .await
+            .map_err(|e| ReadError::Nats(e.to_string()))?;
+        let mut out = Vec::new();
+        let mut next = 1u64;
+        loop {
+            let got = stream
+                .raw_message_builder()
+                .sequence(next)
+                .next_by_subject(filter.as_str())
+                .send()
+                .await;
+            let m = match got {
+                Ok(m) => m,
+                Err(e)
+                    if e.kind()
+                        == async_nats::jetstream::stream::LastRawMessageErrorKind::NoMessageFound =>
+                {
+                    return Ok(out);
+                }
+                Err(e) => return Err(ReadError::Nats(e.to_string())),
+            };
+            next = m.sequence + 1;
+            let envelope = Envelope::decode(&m.payload).map_err(|source| ReadError::Decode {
+                seq: m.sequence,
+                subject: m.subject.to_string(),
+                source,
+            })?;
+            out.push(Recorded {
+                seq: m.sequence,
+                subject: m.subject.to_string(),
+                stored_at: Timestamp::from_offset_date_time(m.time),
+                envelope,
+            });
+        }
     }
 
     /// The aggregate's last event, if any: the sequence a conditional append expects.

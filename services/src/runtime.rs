@@ -304,7 +304,7 @@ async fn step<S: Service>(
         }
     };
     let state = UploadState::fold(&history);
-    if state.last_seq != input.seq {
+    if state.last_seq > input.seq {
         // The upload moved on (this step already ran, or it failed or was aborted):
         // a redelivery or a duplicate. Nothing to do.
         tracing::debug!(
@@ -314,6 +314,17 @@ async fn step<S: Service>(
             "already handled; skipping"
         );
         return Ok(());
+    }
+    if state.last_seq < input.seq {
+        // The history does not show the delivered event yet: never drop an event on a
+        // stale read; look again shortly.
+        tracing::warn!(
+            service = S::NAME,
+            seq = input.seq,
+            last = state.last_seq,
+            "history behind the delivered event; retrying"
+        );
+        return Err(retry_delay);
     }
 
     // In-progress acks keep the server from redelivering while a long step runs.

@@ -110,7 +110,9 @@ impl Store {
             }
         })?;
         Ok(Self {
-            inner: Arc::new(fs.with_automatic_cleanup(true)),
+            // No automatic clean-up of empty directories: it races with a concurrent
+            // upload creating its parts under the same parent and fails that write.
+            inner: Arc::new(fs),
             url: format!("file://{}", dir.display()),
         })
     }
