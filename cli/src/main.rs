@@ -2,8 +2,8 @@
 //! lives in the library crates; each subcommand here is a thin shell around them.
 
 mod datasets;
-mod record;
 mod gateway;
+mod record;
 mod system;
 mod tail;
 mod tokens;

@@ -31,7 +31,8 @@ pub async fn run(journal: &Journal, args: RecordArgs) -> Result<i32> {
         .get_stream(journal.stream_name())
         .await
         .context("opening the stream")?;
-    let file = std::fs::File::create(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
+    let file = std::fs::File::create(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
     let mut out = std::io::BufWriter::new(file);
     for r in &events {
         // The bytes exactly as stored, not a re-encoding of today's types.

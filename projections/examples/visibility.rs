@@ -55,7 +55,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     println!(
         "append → status row visible ({}, n={n}): median {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
-        if url.starts_with("postgres") { "postgres" } else { "sqlite" },
+        if url.starts_with("postgres") {
+            "postgres"
+        } else {
+            "sqlite"
+        },
         ms(at(0.5)),
         ms(at(0.9)),
         ms(at(0.99)),
