@@ -99,8 +99,9 @@ pub trait Service: Send + Sync + 'static {
         state: UploadState,
     ) -> impl Future<Output = Result<Vec<Event>, StepError>> + Send;
 
-    /// Clean-up once the step's events are in the log (e.g. remove parts). Idempotent;
-    /// a failure here is logged, never undoes the step.
+    /// Clean-up once the step's events are in the log (e.g. remove parts), given the
+    /// state the step started from. Idempotent; a failure here is logged, never undoes
+    /// the step.
     fn after(
         self: Arc<Self>,
         _ctx: Ctx,
@@ -382,12 +383,7 @@ async fn step<S: Service>(
                     }
                 }
             }
-            let fresh = ctx
-                .journal
-                .history(&aggregate)
-                .await
-                .map(|h| UploadState::fold(&h));
-            if let Err(e) = service.after(ctx.clone(), fresh.unwrap_or(state)).await {
+            if let Err(e) = service.after(ctx.clone(), state).await {
                 tracing::warn!(service = S::NAME, error = %e, "clean-up after the step failed; left for the janitor");
             }
             Ok(())
