@@ -44,11 +44,6 @@ fn parse_status(s: &str) -> Result<DatasetStatus, String> {
     }
 }
 
-fn location(store: &Store, key: &str) -> String {
-    // Keys in the catalog were built by ObjectKey; the store only joins them to its URL.
-    format!("{}/{}", store.url(), key.trim_start_matches('/'))
-}
-
 /// The dataset as `datasets show --json` prints it (a stable shape: id, table_name,
 /// row_count, schema.fields[].{name,type}, location, and more).
 pub fn to_json(d: &Dataset, store: &Store) -> serde_json::Value {
@@ -63,7 +58,7 @@ pub fn to_json(d: &Dataset, store: &Store) -> serde_json::Value {
         "size_bytes": d.size_bytes,
         "schema": d.schema,
         "statistics": current.map(|v| v.statistics.clone()),
-        "location": location(store, &d.parquet_key),
+        "location": store.location(&d.parquet_key),
         "upload_id": current.map(|v| v.upload_id.clone()),
         "created_at": d.created_at.to_string(),
         "updated_at": d.updated_at.to_string(),
@@ -96,7 +91,7 @@ pub async fn run(db: &Db, store: &Store, command: DatasetsCommand) -> Result<i32
                     .iter()
                     .map(|d| {
                         let mut v = serde_json::to_value(d).unwrap_or_default();
-                        v["location"] = location(store, &d.parquet_key).into();
+                        v["location"] = store.location(&d.parquet_key).into();
                         v
                     })
                     .collect();
@@ -147,7 +142,7 @@ pub async fn run(db: &Db, store: &Store, command: DatasetsCommand) -> Result<i32
                 if let Some(label) = &d.label {
                     println!("label    {label}");
                 }
-                println!("location {}", location(store, &d.parquet_key));
+                println!("location {}", store.location(&d.parquet_key));
                 for f in &d.schema.fields {
                     let was = f
                         .original_name

@@ -82,7 +82,6 @@ async fn own_dataset(
 }
 
 fn view(state: &AppState, d: weir_projections::Dataset) -> DatasetView {
-    let location = |key: &str| format!("{}/{key}", state.store().url());
     let statistics = d
         .versions
         .iter()
@@ -96,7 +95,7 @@ fn view(state: &AppState, d: weir_projections::Dataset) -> DatasetView {
             "registered"
         }
         .into(),
-        location: location(&d.parquet_key),
+        location: state.store().location(&d.parquet_key),
         fields: fields(&d.schema),
         statistics,
         versions: d
@@ -109,7 +108,7 @@ fn view(state: &AppState, d: weir_projections::Dataset) -> DatasetView {
                 row_count: v.row_count,
                 size_bytes: v.size_bytes,
                 registered_at: v.registered_at.to_string(),
-                location: location(&v.parquet_key),
+                location: state.store().location(&v.parquet_key),
                 fields: fields(&v.schema),
                 statistics: v.statistics.clone(),
             })

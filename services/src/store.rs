@@ -122,9 +122,10 @@ impl Store {
         &self.url
     }
 
-    /// Where `key` lives, as a URL (`file:///data/objects/datasets/…`).
-    pub fn location(&self, key: &ObjectKey) -> String {
-        format!("{}/{}", self.url, key.as_str())
+    /// Where `key` lives, as a URL (`file:///data/objects/datasets/…`). Takes the key
+    /// as text because read models store it as text (it was built by [`ObjectKey`]).
+    pub fn location(&self, key: &str) -> String {
+        format!("{}/{}", self.url, key.trim_start_matches('/'))
     }
 
     fn path(key: &ObjectKey) -> StorePath {
