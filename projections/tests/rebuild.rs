@@ -3,6 +3,7 @@
 //! projector killed mid-batch twenty times ends where an uninterrupted one does, and
 //! point-in-time builds show the catalog as it was.
 
+#[macro_use]
 mod common;
 
 use std::time::Instant;
@@ -12,21 +13,6 @@ use weir_projections::{
     DatasetFilter, Error, Projector, Tables, Until, build_until, catch_up, dataset, list_datasets,
     replay, snapshot,
 };
-
-macro_rules! on_both {
-    ($name:ident) => {
-        mod $name {
-            #[tokio::test]
-            async fn sqlite() {
-                super::$name(super::Kind::Sqlite).await;
-            }
-            #[tokio::test]
-            async fn postgres() {
-                super::$name(super::Kind::Postgres).await;
-            }
-        }
-    };
-}
 
 on_both!(replay_twice_gives_identical_rows_equal_to_live);
 on_both!(replay_swaps_in_under_a_running_projector);

@@ -1,6 +1,7 @@
 //! The views on a realistic sequence of events, published to a real nats-server and
 //! projected into SQLite and Postgres; and the projector's lag and error handling.
 
+#[macro_use]
 mod common;
 
 use common::{Chain, Kind, Log, Rng, TestDb, owner, schema};
@@ -9,21 +10,6 @@ use weir_projections::{
     DatasetFilter, DatasetStatus, EntityId, Projector, Tables, catch_up, dataset, history, lag,
     list_datasets, notifications, snapshot, token_owner, upload_status,
 };
-
-macro_rules! on_both {
-    ($name:ident) => {
-        mod $name {
-            #[tokio::test]
-            async fn sqlite() {
-                super::$name(super::Kind::Sqlite).await;
-            }
-            #[tokio::test]
-            async fn postgres() {
-                super::$name(super::Kind::Postgres).await;
-            }
-        }
-    };
-}
 
 on_both!(realistic_uploads_project_into_every_view);
 on_both!(undecodable_event_stops_the_projector);

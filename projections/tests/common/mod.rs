@@ -3,6 +3,22 @@
 
 #![allow(dead_code)]
 
+/// Runs the test function `$name(kind)` once on SQLite and once on Postgres.
+macro_rules! on_both {
+    ($name:ident) => {
+        mod $name {
+            #[tokio::test]
+            async fn sqlite() {
+                super::$name(super::Kind::Sqlite).await;
+            }
+            #[tokio::test]
+            async fn postgres() {
+                super::$name(super::Kind::Postgres).await;
+            }
+        }
+    };
+}
+
 use std::hash::{BuildHasher, Hasher};
 
 use weir_events::{
