@@ -123,6 +123,7 @@ async fn project(
     if reached != events {
         bail!("{name}: catch_up reached {reached}, expected {events}");
     }
+    let applied = weir_projections::snapshot(&db, weir_projections::Tables::Live).await?;
     eprintln!("bench: projector on {name}: replaying …");
     let t = Instant::now();
     let report = weir_projections::replay(journal, &db).await?;
@@ -130,6 +131,20 @@ async fn project(
     if report.seq != events {
         bail!("{name}: replay reached {}, expected {events}", report.seq);
     }
+    // A fast replay that wrote other rows would be worthless: compare every row.
+    let replayed = weir_projections::snapshot(&db, weir_projections::Tables::Live).await?;
+    if replayed != applied {
+        bail!(
+            "{name}: the replayed rows differ from the applied ones (digest {} vs {})",
+            replayed.digest(),
+            applied.digest()
+        );
+    }
+    eprintln!(
+        "bench: {name}: replay equals apply: {} rows, digest {}",
+        applied.row_count(),
+        &applied.digest()[..16]
+    );
     db.close().await;
     let f = ProjectorFigures {
         database: name.to_owned(),

@@ -29,6 +29,9 @@ pub struct Db {
 /// write the same file) before giving up.
 const SQLITE_BUSY_TIMEOUT_MS: u64 = 30_000;
 
+/// Page cache per SQLite connection (KiB; an upper bound, filled as pages are used).
+const SQLITE_CACHE_KIB: u64 = 32 * 1024;
+
 impl Db {
     /// Opens `url` and brings the live tables up to date. `url` is `postgres://…`,
     /// `sqlite://…` or a plain file path (created with its folder when missing), e.g.
@@ -67,6 +70,18 @@ impl Db {
                                 "PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}"
                             )))
                             .await?;
+                            // Durability: in WAL mode, NORMAL syncs at checkpoints, not
+                            // at every commit. A commit survives a crash of weir; a power
+                            // cut may lose the last few commits, never corrupt the file,
+                            // and a commit carries its checkpoint with its rows, so the
+                            // projector simply applies those events again from the log.
+                            conn.execute("PRAGMA synchronous = NORMAL").await?;
+                            // A rebuild reads and writes the same pages over and over.
+                            conn.execute(sqlx::AssertSqlSafe(format!(
+                                "PRAGMA cache_size = -{SQLITE_CACHE_KIB}"
+                            )))
+                            .await?;
+                            conn.execute("PRAGMA temp_store = MEMORY").await?;
                             Ok(())
                         })
                     })
@@ -100,7 +115,18 @@ impl Db {
     pub(crate) async fn begin_write(&self) -> Result<Transaction<'static, Any>, Error> {
         Ok(match self.backend {
             Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
-            Backend::Postgres => self.pool.begin().await?,
+            Backend::Postgres => {
+                let mut tx = self.pool.begin().await?;
+                // Durability: the commit returns before its WAL record is flushed (at
+                // most three WAL-writer delays, 600 ms by default). A Postgres crash
+                // may lose those last commits, never half of one: rows and checkpoint
+                // go together, and the projector applies those events again from the
+                // log. Only this transaction is affected.
+                sqlx::raw_sql("SET LOCAL synchronous_commit = off")
+                    .execute(&mut *tx)
+                    .await?;
+                tx
+            }
         })
     }
 
@@ -108,7 +134,12 @@ impl Db {
     /// SQL for it. The live set is created by [`Db::connect`] instead.
     pub(crate) async fn create_set(&self, set: Tables) -> Result<(), Error> {
         let mut tx = self.begin_write().await?;
-        for sql in set.migration_sql() {
+        let statements = match set {
+            // Rows go in first; the indexes are built by the swap (`replay.rs`).
+            Tables::Shadow => set.table_sql(),
+            Tables::Live => set.migration_sql().collect(),
+        };
+        for sql in statements {
             sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
                 .execute(&mut *tx)
                 .await?;

@@ -19,7 +19,8 @@ use weir_events::Timestamp;
 use weir_journal::{Follow, Journal, ReadError, Recorded, Start};
 
 use crate::Error;
-use crate::apply::{apply, int};
+use crate::apply::{Batch as Rows, Needs, int, needs};
+use crate::rows::Sql;
 use crate::db::Db;
 use crate::schema::Tables;
 
@@ -52,6 +53,12 @@ pub struct Projector {
     progress: watch::Sender<Progress>,
 }
 
+/// Most events per transaction. A catch-up or replay fills every batch; a live
+/// projector takes what has arrived, up to this, so its batches stay small while it
+/// keeps up. Large batches are what make a rebuild fast: an upload's lifecycle events
+/// fold into one row write, and each table gets one statement per batch.
+const DEFAULT_BATCH: usize = 4096;
+
 /// The checkpoint row's name: one projector pipeline per table set.
 const CHECKPOINT: &str = "main";
 
@@ -83,12 +90,12 @@ impl Projector {
         Self {
             db,
             tables,
-            batch_size: 500,
+            batch_size: DEFAULT_BATCH,
             progress: watch::Sender::new(Progress::default()),
         }
     }
 
-    /// Most events per transaction (default 500).
+    /// Most events per transaction (default 4096).
     pub fn with_batch_size(mut self, batch_size: usize) -> Self {
         self.batch_size = batch_size.max(1);
         self
@@ -149,23 +156,24 @@ impl Projector {
             applying: None,
         });
         'follow: while checkpoint < target {
-            let mut chunks = self
-                .follow_from(journal, checkpoint)
-                .await?
-                .ready_chunks(self.batch_size);
+            let mut events = std::pin::pin!(self.follow_from(journal, checkpoint).await?);
             while checkpoint < target {
-                let Some(items) = chunks.next().await else {
-                    continue 'follow;
-                };
-                let mut batch = Vec::with_capacity(items.len());
+                // A full batch, not just what happens to be buffered: every event up
+                // to `target` is in the stream, so waiting for the next one is bounded.
+                let mut batch = Vec::with_capacity(self.batch_size.min(8192));
                 let mut done = false;
                 let mut failed = None;
-                for item in items {
-                    let rec = match item {
-                        Ok(rec) => rec,
-                        Err(e) => {
+                let mut ended = false;
+                while batch.len() < self.batch_size {
+                    let rec = match events.next().await {
+                        Some(Ok(rec)) => rec,
+                        Some(Err(e)) => {
                             // Keep what came before it, then report.
                             failed = Some(e);
+                            break;
+                        }
+                        None => {
+                            ended = true;
                             break;
                         }
                     };
@@ -173,7 +181,11 @@ impl Projector {
                         done = true;
                         break;
                     }
+                    let reached = rec.seq >= target;
                     batch.push(rec);
+                    if reached {
+                        break;
+                    }
                 }
                 if !batch.is_empty() {
                     match self.commit(checkpoint, &batch).await? {
@@ -189,6 +201,9 @@ impl Projector {
                 }
                 if done {
                     break 'follow;
+                }
+                if ended {
+                    continue 'follow;
                 }
             }
         }
@@ -293,57 +308,72 @@ impl Projector {
             .await?)
     }
 
-    /// Applies `batch` and moves the checkpoint from `expected` in one transaction.
+    /// Applies `batch` and moves the checkpoint from `expected` in one transaction:
+    /// the checkpoint first (conditionally), then the rows the events start from are
+    /// read, the events folded over them in memory, and every changed row written once.
     async fn commit(&self, expected: u64, batch: &[Recorded]) -> Result<Batch, Error> {
         let batch: Vec<&Recorded> = batch.iter().filter(|r| r.seq > expected).collect();
-        let Some(last) = batch.last() else {
+        let (Some(first), Some(last)) = (batch.first(), batch.last()) else {
             return Ok(Batch::Committed(expected));
         };
-        if let Some(first) = batch.first()
-            && first.seq != expected + 1
-        {
+        if first.seq != expected + 1 {
             tracing::warn!(
                 expected = expected + 1,
                 got = first.seq,
                 "gap in the stream"
             );
         }
-        let mut tx = self.db.begin_write().await?;
-        let moved = sqlx::query(self.tables.sql(
-            "UPDATE projection_checkpoint{s} SET seq = $1, stored_at = $2 \
-             WHERE name = $3 AND seq = $4",
-        ))
-        .bind(int(last.seq))
-        .bind(last.stored_at.0)
-        .bind(CHECKPOINT)
-        .bind(int(expected))
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if moved != 1 {
-            tx.rollback().await?;
-            tracing::info!(
-                expected,
-                "checkpoint moved by another writer; following again"
-            );
-            return Ok(Batch::Moved);
+        let span = tracing::debug_span!(
+            "batch",
+            first = first.seq,
+            last = last.seq,
+            events = batch.len()
+        );
+        async {
+            let mut tx = self.db.begin_write().await?;
+            let moved = sqlx::query(self.tables.sql(
+                "UPDATE projection_checkpoint{s} SET seq = $1, stored_at = $2 \
+                 WHERE name = $3 AND seq = $4",
+            ))
+            .bind(int(last.seq))
+            .bind(last.stored_at.0)
+            .bind(CHECKPOINT)
+            .bind(int(expected))
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if moved != 1 {
+                tx.rollback().await?;
+                tracing::info!(
+                    expected,
+                    "checkpoint moved by another writer; following again"
+                );
+                return Ok(Batch::Moved);
+            }
+            let sql = Sql {
+                backend: self.db.backend(),
+                tables: self.tables,
+            };
+            let mut wanted = Needs::default();
+            for rec in &batch {
+                needs(&mut wanted, rec);
+            }
+            let mut rows = Rows::load(&sql, &mut tx, wanted).await?;
+            for rec in &batch {
+                rows.apply(rec)?;
+            }
+            self.progress
+                .send_modify(|p| p.applying = Some(last.seq));
+            rows.write(&sql, &mut tx).await?;
+            tx.commit().await?;
+            self.progress.send_replace(Progress {
+                checkpoint: last.seq,
+                applying: None,
+            });
+            Ok(Batch::Committed(last.seq))
         }
-        for rec in &batch {
-            let span = tracing::debug_span!(
-                "apply",
-                seq = rec.seq,
-                kind = rec.envelope.kind().as_str(),
-                upload = %rec.envelope.correlation_id
-            );
-            apply(&mut tx, self.tables, rec).instrument(span).await?;
-            self.progress.send_modify(|p| p.applying = Some(rec.seq));
-        }
-        tx.commit().await?;
-        self.progress.send_replace(Progress {
-            checkpoint: last.seq,
-            applying: None,
-        });
-        Ok(Batch::Committed(last.seq))
+        .instrument(span)
+        .await
     }
 }
 

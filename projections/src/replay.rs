@@ -2,16 +2,18 @@
 //! atomically while the live tables keep serving, and a point-in-time build into a
 //! separate database.
 //!
-//! The swap copies rather than renames: one transaction replaces every live table's
-//! rows (checkpoint included) with the shadow table's. No DDL runs in it, so it is the
-//! same SQL on SQLite and Postgres, indexes keep their names, and a reader sees either
-//! all of the old projections or all of the new ones.
+//! The shadow tables are filled without their secondary indexes. The swap is one
+//! transaction: it drops every live table, renames its shadow table into its place and
+//! builds the indexes under their live names, so no row is copied and each index is
+//! built once, from sorted data. SQLite and Postgres both run DDL inside transactions,
+//! so a reader sees either all of the old projections or all of the new ones; on
+//! Postgres a reader waits for the swap's commit instead of reading a half-swapped set.
 
 use sqlx::{AssertSqlSafe, Row};
 use weir_journal::Journal;
 
 use crate::Error;
-use crate::db::Db;
+use crate::db::{Backend, Db};
 use crate::projector::{Projector, Until};
 use crate::schema::{TABLES, Tables};
 
@@ -78,12 +80,18 @@ async fn checkpoint_in(conn: &mut sqlx::AnyConnection, tables: Tables) -> Result
 
 async fn swap(db: &Db) -> Result<Swap, Error> {
     let mut tx = db.begin_write().await?;
-    // The checkpoint row first, as every projector batch does: a batch in flight
+    // The checkpoint table first, as every projector batch does: a batch in flight
     // finishes before this goes on, later ones wait for the swap, and with one lock
-    // order there is no deadlock.
-    sqlx::query("UPDATE projection_checkpoint SET seq = seq WHERE name = 'main'")
-        .execute(&mut *tx)
-        .await?;
+    // order there is no deadlock. On Postgres the lock must be the table's (the swap
+    // drops it); SQLite's `BEGIN IMMEDIATE` already holds the only write lock.
+    match db.backend() {
+        Backend::Postgres => {
+            sqlx::raw_sql("LOCK TABLE projection_checkpoint IN ACCESS EXCLUSIVE MODE")
+                .execute(&mut *tx)
+                .await?;
+        }
+        Backend::Sqlite => {}
+    }
     let live = checkpoint_in(&mut tx, Tables::Live).await?;
     let shadow = checkpoint_in(&mut tx, Tables::Shadow).await?;
     if shadow < live {
@@ -93,14 +101,28 @@ async fn swap(db: &Db) -> Result<Swap, Error> {
     for table in TABLES {
         let live = Tables::Live.table(table);
         let shadow = Tables::Shadow.table(table);
-        sqlx::query(AssertSqlSafe(format!("DELETE FROM {live}")))
+        sqlx::raw_sql(AssertSqlSafe(format!("DROP TABLE {live}")))
             .execute(&mut *tx)
             .await?;
-        sqlx::query(AssertSqlSafe(format!(
-            "INSERT INTO {live} SELECT * FROM {shadow}"
+        sqlx::raw_sql(AssertSqlSafe(format!(
+            "ALTER TABLE {shadow} RENAME TO {live}"
         )))
         .execute(&mut *tx)
         .await?;
+        if db.backend() == Backend::Postgres {
+            // The primary key's index keeps its shadow name through the rename; give
+            // it the live one, which the next replay's shadow set needs free.
+            sqlx::raw_sql(AssertSqlSafe(format!(
+                "ALTER INDEX {shadow}_pkey RENAME TO {live}_pkey"
+            )))
+            .execute(&mut *tx)
+            .await?;
+        }
+    }
+    for index in Tables::Live.index_sql() {
+        sqlx::raw_sql(AssertSqlSafe(index))
+            .execute(&mut *tx)
+            .await?;
     }
     tx.commit().await?;
     Ok(Swap::Done(u64::try_from(shadow).unwrap_or(0)))
