@@ -184,9 +184,10 @@ impl Journal {
 
     /// The aggregate's last event, if any: the sequence a conditional append expects.
     pub async fn last_on(&self, aggregate: &Aggregate) -> Result<Option<Recorded>, ReadError> {
+        // No stream info request: the get below is the only round trip.
         let stream = self
             .js
-            .get_stream(&self.stream)
+            .get_stream_no_info(&self.stream)
             .await
             .map_err(|e| ReadError::Nats(e.to_string()))?;
         let filter = Subject::aggregate_filter(aggregate);

@@ -1,9 +1,10 @@
 //! combiner: `UploadReceived` → `PartsCombined`.
 //!
-//! Streams the parts, in order, into one object while checking each part's size and
-//! sha256 against the manifest, then moves it to its content address
-//! (`blobs/sha256/<hash>`); identical content is stored once. Parts are removed once
-//! `PartsCombined` is in the log.
+//! Checks each part's size and sha256 against the manifest and gives the whole file its
+//! content address (`blobs/sha256/<hash>`); identical content is stored once. A single
+//! part is read once to verify it and then linked to its address (no copy); several
+//! parts are streamed, in order, into one object that is then moved there. Parts are
+//! removed once `PartsCombined` is in the log.
 
 use std::sync::Arc;
 
@@ -20,6 +21,14 @@ impl Service for Combiner {
     const NAME: &'static str = "combiner";
     const STEP: Step = Step::Combine;
     const INPUT: EventKind = EventKind::UploadReceived;
+
+    /// `UploadReceived` carries everything this step reads, and only `UploadStarted`
+    /// (which changes no state) can come before it: the event alone is the state.
+    fn state_from_input(input: &Recorded) -> Option<UploadState> {
+        let mut state = UploadState::default();
+        state.apply(input);
+        Some(state)
+    }
 
     async fn handle(
         self: Arc<Self>,
@@ -51,33 +60,59 @@ impl Service for Combiner {
                 p.number
             )));
         }
+        let missing = |e| match e {
+            crate::store::StoreError::NotFound { key } => StepError::Permanent(format!(
+                "{file}: part {key} is missing from the object store (was it uploaded?)"
+            )),
+            other => other.into(),
+        };
+        let mismatch = |part: &weir_events::PartManifest, got: &Digested| {
+            StepError::Permanent(format!(
+                "{file}: part {} does not match its manifest: expected {} bytes with sha256 {}, found {} bytes with sha256 {}",
+                part.number, part.size, part.sha256, got.size, got.sha256
+            ))
+        };
+        let declared = |total: &Digested| {
+            StepError::Permanent(format!(
+                "{file}: parts add up to {} bytes but the upload declared {}",
+                total.size, received.size
+            ))
+        };
+        if let [part] = received.parts.as_slice() {
+            // One part is the whole file: verify it where it is (one read) and give it its
+            // content address by a link, not a copy. The part's name goes in `after`.
+            let got = ctx.store.digest(&keys[0]).await.map_err(missing)?;
+            if part.size != got.size || part.sha256 != got.sha256 {
+                return Err(mismatch(part, &got));
+            }
+            if got.size != received.size {
+                return Err(declared(&got));
+            }
+            let blob = ObjectKey::blob(&got.sha256);
+            let linked = ctx.store.link_if_absent(&keys[0], &blob).await?;
+            return Ok(vec![Event::PartsCombined(PartsCombined {
+                blob,
+                size: got.size,
+                sha256: got.sha256,
+                deduplicated: !linked,
+            })]);
+        }
         let staging = ObjectKey::staging(upload);
         let mut seen: Vec<Digested> = Vec::with_capacity(keys.len());
         let total = ctx
             .store
             .concat(&keys, &staging, |_, d| seen.push(d))
             .await
-            .map_err(|e| match e {
-                crate::store::StoreError::NotFound { key } => StepError::Permanent(format!(
-                    "{file}: part {key} is missing from the object store (was it uploaded?)"
-                )),
-                other => other.into(),
-            })?;
+            .map_err(missing)?;
         for (part, got) in received.parts.iter().zip(&seen) {
             if part.size != got.size || part.sha256 != got.sha256 {
                 let _ = ctx.store.delete(&staging).await;
-                return Err(StepError::Permanent(format!(
-                    "{file}: part {} does not match its manifest: expected {} bytes with sha256 {}, found {} bytes with sha256 {}",
-                    part.number, part.size, part.sha256, got.size, got.sha256
-                )));
+                return Err(mismatch(part, got));
             }
         }
         if total.size != received.size {
             let _ = ctx.store.delete(&staging).await;
-            return Err(StepError::Permanent(format!(
-                "{file}: parts add up to {} bytes but the upload declared {}",
-                total.size, received.size
-            )));
+            return Err(declared(&total));
         }
         let blob = ObjectKey::blob(&total.sha256);
         let deduplicated = ctx.store.exists(&blob).await?.is_some();

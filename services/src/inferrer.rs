@@ -2,7 +2,8 @@
 //!
 //! Sniffs the format, infers the schema, validates rows and converts the blob to
 //! Parquet at `datasets/<dataset>/v<k>/data.parquet` (a Parquet upload that needs no
-//! rewrite is served from its blob). The conversion itself lives in `weir-schemas`
+//! rewrite is served from its blob). A local store's blob is converted where it lies
+//! and the Parquet is moved into place, so the bytes are read once, by the conversion. The conversion itself lives in `weir-schemas`
 //! and runs on a blocking thread with bounded memory.
 
 use std::path::PathBuf;
@@ -18,6 +19,13 @@ use crate::runtime::{Ctx, Service, StepError};
 use crate::state::UploadState;
 
 pub struct Inferrer;
+
+/// Inputs at least this large are converted at most [`HEAVY`] at a time; smaller ones
+/// take a moment each and run as they come (the runtime's concurrency bounds them).
+pub const HEAVY_BYTES: u64 = 32 << 20;
+
+/// Slots for big conversions in this process: two, one per core of a small machine.
+pub static HEAVY: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
 
 /// Removes a scratch directory however the step ends.
 struct Scratch(PathBuf);
@@ -73,6 +81,14 @@ impl Service for Inferrer {
             content_type: received.content_type.clone(),
             ..ConvertOptions::default()
         };
+        // Big conversions use every core already; more than two at once only share them.
+        let _heavy = if combined.size >= HEAVY_BYTES {
+            Some(HEAVY.acquire().await.map_err(|e| {
+                StepError::Transient(format!("conversion slots closed: {e}"))
+            })?)
+        } else {
+            None
+        };
         let out = output_path.clone();
         let converted =
             tokio::task::spawn_blocking(move || convert(&input_path, &out, &options, &mut |_| {}))
@@ -88,8 +104,8 @@ impl Service for Inferrer {
 
         let (parquet, parquet_size) = if converted.rewritten {
             let key = ObjectKey::parquet(dataset, version);
-            let written = ctx.store.upload_file(&output_path, &key).await?;
-            (key, written.size)
+            let size = ctx.store.put_moved(&output_path, &key).await?;
+            (key, size)
         } else {
             (combined.blob.clone(), combined.size)
         };

@@ -17,10 +17,17 @@ use std::future::Future;
 use std::sync::Arc;
 
 pub use runtime::{Ctx, RunConfig, Service, StepError};
+pub use state::States;
 pub use store::Store;
 
 /// The services `weir serve` can run on their own.
 pub const SERVICES: [&str; 3] = ["combiner", "inferrer", "registrar"];
+
+/// Events one instance of a service works on at once. Steps spend most of their time
+/// waiting for the log or the store, so many in flight keep the appends pipelined
+/// across uploads (JETSTREAM.md: awaited one by one, appends run ≈ 20× slower). The
+/// inferrer's CPU-heavy conversions are limited separately (`inferrer::HEAVY`).
+pub const CONCURRENCY: usize = 64;
 
 /// Runs the named service until `shutdown`.
 pub async fn run_one(
@@ -28,37 +35,29 @@ pub async fn run_one(
     ctx: Ctx,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), StepError> {
+    run_named(name, ctx, States::default(), shutdown).await
+}
+
+async fn run_named(
+    name: &str,
+    ctx: Ctx,
+    states: States,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), StepError> {
+    let config = RunConfig {
+        concurrency: CONCURRENCY,
+        ..RunConfig::default()
+    };
     match name {
         "combiner" => {
-            runtime::run(
-                Arc::new(combiner::Combiner),
-                ctx,
-                RunConfig::default(),
-                shutdown,
-            )
-            .await
+            runtime::run_with(Arc::new(combiner::Combiner), ctx, config, states, shutdown).await
         }
-        // Conversions are CPU-bound: one per core.
         "inferrer" => {
-            runtime::run(
-                Arc::new(inferrer::Inferrer),
-                ctx,
-                RunConfig {
-                    concurrency: 2,
-                    ..RunConfig::default()
-                },
-                shutdown,
-            )
-            .await
+            runtime::run_with(Arc::new(inferrer::Inferrer), ctx, config, states, shutdown).await
         }
         "registrar" => {
-            runtime::run(
-                Arc::new(registrar::Registrar),
-                ctx,
-                RunConfig::default(),
-                shutdown,
-            )
-            .await
+            runtime::run_with(Arc::new(registrar::Registrar), ctx, config, states, shutdown)
+                .await
         }
         other => Err(StepError::Permanent(format!(
             "unknown service {other:?}: use one of {}",
@@ -67,7 +66,9 @@ pub async fn run_one(
     }
 }
 
-/// Runs every service until `shutdown` resolves (a watch on a shared signal).
+/// Runs every service until `shutdown` resolves (a watch on a shared signal). They
+/// share one [`States`]: each step starts from the state the step before it left,
+/// instead of reading the upload's history again.
 pub async fn run_all(
     ctx: Ctx,
     shutdown: tokio::sync::watch::Receiver<bool>,
@@ -75,10 +76,16 @@ pub async fn run_all(
     let stop = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
+    let states = States::default();
     let (a, b, c) = tokio::join!(
-        run_one("combiner", ctx.clone(), stop(shutdown.clone())),
-        run_one("inferrer", ctx.clone(), stop(shutdown.clone())),
-        run_one("registrar", ctx, stop(shutdown)),
+        run_named("combiner", ctx.clone(), states.clone(), stop(shutdown.clone())),
+        run_named("inferrer", ctx.clone(), states.clone(), stop(shutdown.clone())),
+        run_named("registrar", ctx, states.clone(), stop(shutdown)),
+    );
+    tracing::info!(
+        from_previous_step = states.used.load(std::sync::atomic::Ordering::Relaxed),
+        history_reads = states.read.load(std::sync::atomic::Ordering::Relaxed),
+        "where steps took their starting state from"
     );
     a.and(b).and(c)
 }

@@ -1,22 +1,22 @@
-//! The producer side: write a file's bytes to the store in parts, append
+//! The producer side: write a file's bytes to the store (one part unless asked for
+//! smaller ones), hashing them while they are written, append
 //! `UploadReceived`, and follow an upload to its terminal event.
 
 use std::path::Path;
 
 use futures::StreamExt;
-use sha2::{Digest, Sha256 as Hasher};
-use tokio::io::AsyncReadExt;
 use weir_events::{
     Aggregate, DatasetRegistered, Envelope, Event, Failed, Format, ObjectKey, Owner, PartManifest,
-    Sha256, Subject, UploadId, UploadReceived,
+    Subject, UploadId, UploadReceived,
 };
 use weir_journal::{AppendOutcome, Expect, Follow, Journal, Start};
 
 use crate::store::{Store, StoreError};
 
-/// Default part size: large enough to keep the part count (and the event) small, small
-/// enough to hold one part in memory while it is hashed and written.
-pub const DEFAULT_PART_SIZE: usize = 8 * 1024 * 1024;
+/// Default part size: 64 GiB, so a file goes as one part, which the combiner turns into
+/// the content-addressed blob without copying it. Parts stream through in bounded
+/// chunks: the part size does not bound memory.
+pub const DEFAULT_PART_SIZE: usize = 64 << 30;
 
 /// Parts an upload may have; keeps `UploadReceived` far below the max payload.
 pub const MAX_PARTS: usize = 10_000;
@@ -72,46 +72,40 @@ pub async fn upload_file(
         path: shown.clone(),
         source,
     };
-    let mut file = tokio::fs::File::open(path).await.map_err(read_err)?;
-    let size = file.metadata().await.map_err(read_err)?.len();
-    let part_size = request.part_size.max(1);
-    if size.div_ceil(part_size as u64) > MAX_PARTS as u64 {
+    let size = tokio::fs::metadata(path).await.map_err(read_err)?.len();
+    let part_size = request.part_size.max(1) as u64;
+    if size.div_ceil(part_size) > MAX_PARTS as u64 {
         return Err(ProduceError::TooManyParts {
             path: shown,
             size,
-            part_size,
+            part_size: request.part_size,
         });
     }
     let upload = UploadId::new();
     let mut parts = Vec::new();
     let mut written = 0u64;
-    let mut buf = vec![0u8; part_size];
+    // Each part is read once, hashed while it is written; an empty file is one empty part.
     loop {
-        let mut filled = 0;
-        while filled < part_size {
-            let n = file.read(&mut buf[filled..]).await.map_err(read_err)?;
-            if n == 0 {
-                break;
-            }
-            filled += n;
-        }
-        if filled == 0 && !parts.is_empty() {
-            break;
-        }
+        let end = written.saturating_add(part_size).min(size);
         let number = parts.len() as u32 + 1;
-        let chunk = bytes::Bytes::copy_from_slice(&buf[..filled]);
-        let sha256 = Sha256(Hasher::digest(&chunk).into());
-        store
-            .put_bytes(&ObjectKey::part(upload, number), chunk)
+        let got = store
+            .put_file(path, written..end, &ObjectKey::part(upload, number))
             .await?;
+        if got.size != end - written {
+            return Err(read_err(std::io::Error::other(format!(
+                "the file changed while it was uploaded (part {number}: {} bytes instead of {})",
+                got.size,
+                end - written
+            ))));
+        }
         parts.push(PartManifest {
             number,
-            size: filled as u64,
-            sha256,
+            size: got.size,
+            sha256: got.sha256,
         });
-        written += filled as u64;
+        written = end;
         progress(written);
-        if filled < part_size {
+        if written >= size {
             break;
         }
     }

@@ -44,20 +44,10 @@ async fn claim(
         owner: owner.clone(),
         table: table.clone(),
     };
+    // Most names are free: claim first (create-once) and look at who holds the name
+    // only when that loses.
+    let mut expect = Expect::Empty;
     for _ in 0..5 {
-        let expect = match ctx.journal.last_on(&aggregate).await? {
-            None => Expect::Empty,
-            Some(last) => match &last.envelope.event {
-                Event::TableNameClaimed(c) if c.dataset == dataset => return Ok(Claim::Ours),
-                Event::TableNameClaimed(c) => {
-                    return Ok(Claim::TakenBy {
-                        dataset: c.dataset,
-                        upload: Some(c.upload),
-                    });
-                }
-                _ => Expect::LastSequence(last.seq), // released: free again
-            },
-        };
         let env = Envelope::new(
             aggregate.clone(),
             owner.clone(),
@@ -72,8 +62,21 @@ async fn claim(
         );
         match ctx.journal.append(&env, expect).await? {
             AppendOutcome::Appended { .. } => return Ok(Claim::Ours),
-            AppendOutcome::WrongLastSequence => continue, // raced: look again
+            AppendOutcome::WrongLastSequence => {}
         }
+        expect = match ctx.journal.last_on(&aggregate).await? {
+            None => Expect::Empty, // raced with a claim that is not visible yet: again
+            Some(last) => match &last.envelope.event {
+                Event::TableNameClaimed(c) if c.dataset == dataset => return Ok(Claim::Ours),
+                Event::TableNameClaimed(c) => {
+                    return Ok(Claim::TakenBy {
+                        dataset: c.dataset,
+                        upload: Some(c.upload),
+                    });
+                }
+                _ => Expect::LastSequence(last.seq), // released: free again
+            },
+        };
     }
     Err(StepError::Transient(format!(
         "table name {table}: claim kept racing; retrying"

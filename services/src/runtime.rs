@@ -1,8 +1,9 @@
 //! The service runtime: one durable pull consumer per service, filtered to the one kind
 //! it handles, shared by every instance of that service.
 //!
-//! For each delivered event it folds the upload's history, skips work the log already
-//! shows as done, runs the step in its own task (a panic becomes `Failed`), sends
+//! For each delivered event it takes the upload's state (from the previous step in
+//! this process, or folded from the history; see [`States`]), skips work the log
+//! already shows as done, runs the step in its own task (a panic becomes `Failed`), sends
 //! in-progress acks while the step runs, appends the step's events conditionally on the
 //! consumed event's sequence, and acks only after that append is durable. Transient
 //! faults are redelivered with backoff; a permanent fault or the last delivery ends in
@@ -11,6 +12,7 @@
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use async_nats::jetstream::AckKind;
@@ -23,7 +25,7 @@ use weir_events::{
 };
 use weir_journal::{AppendOutcome, Expect, Journal, Recorded};
 
-use crate::state::UploadState;
+use crate::state::{States, UploadState};
 use crate::store::Store;
 
 /// How long the server waits for an ack before redelivering; in-progress acks are sent
@@ -89,6 +91,12 @@ pub trait Service: Send + Sync + 'static {
     const STEP: Step;
     /// The one kind this service consumes.
     const INPUT: EventKind;
+
+    /// The upload's state as of `input` when `input` alone determines it, so the step
+    /// needs no history read; `None` (the default) folds the upload's history.
+    fn state_from_input(_input: &Recorded) -> Option<UploadState> {
+        None
+    }
 
     /// Does the step's work for `input` and returns the events to append after it, in
     /// order. Side effects must be idempotent (keyed by the input).
@@ -199,6 +207,18 @@ pub async fn run<S: Service>(
     config: RunConfig,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), StepError> {
+    run_with(service, ctx, config, States::default(), shutdown).await
+}
+
+/// [`run`], starting steps from `states` where it can: the services of one process
+/// share it, so each step starts from the state the previous step left.
+pub async fn run_with<S: Service>(
+    service: Arc<S>,
+    ctx: Ctx,
+    config: RunConfig,
+    states: States,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), StepError> {
     tokio::pin!(shutdown);
     let mut tasks = JoinSet::new();
     let permits = Arc::new(tokio::sync::Semaphore::new(config.concurrency.max(1)));
@@ -245,8 +265,9 @@ pub async fn run<S: Service>(
             let service = service.clone();
             let ctx = ctx.clone();
             let config = config.clone();
+            let states = states.clone();
             tasks.spawn(async move {
-                process(service, ctx, &config, message).await;
+                process(service, ctx, &config, &states, message).await;
                 drop(permit);
             });
             while tasks.try_join_next().is_some() {}
@@ -260,6 +281,7 @@ async fn process<S: Service>(
     service: Arc<S>,
     ctx: Ctx,
     config: &RunConfig,
+    states: &States,
     message: async_nats::jetstream::Message,
 ) {
     let recorded = match weir_journal::read::decode(&message) {
@@ -274,7 +296,7 @@ async fn process<S: Service>(
     };
     let delivered = message.info().map(|i| i.delivered).unwrap_or(1);
     let span = tracing::info_span!("step", service = S::NAME, upload = %recorded.envelope.correlation_id, seq = recorded.seq, kind = %recorded.envelope.kind(), delivered);
-    let outcome = step(service, &ctx, config, &recorded, &message, delivered as u32)
+    let outcome = step(service, &ctx, config, states, &recorded, &message, delivered as u32)
         .instrument(span)
         .await;
     let reply = match outcome {
@@ -287,24 +309,51 @@ async fn process<S: Service>(
 }
 
 /// Runs one delivery. `Err(delay)` asks for a redelivery after `delay`.
+/// The upload's state as of the delivered event, from the cheapest source that can
+/// vouch for it. A first delivery starts from the state the previous step left in
+/// `states`, or from the event alone when the service says it suffices; the step's
+/// append, conditional on the delivered event's sequence, then proves that nothing
+/// came after it. A redelivery (a crash, a retry) or a miss folds the history, so work
+/// the log already shows as done is skipped before it starts.
+async fn starting_state<S: Service>(
+    ctx: &Ctx,
+    states: &States,
+    input: &Recorded,
+    delivered: u32,
+) -> Result<UploadState, weir_journal::ReadError> {
+    if delivered <= 1 {
+        let known = states
+            .get(input.envelope.correlation_id)
+            .filter(|s| s.last_seq >= input.seq)
+            .or_else(|| S::state_from_input(input));
+        if let Some(state) = known {
+            states.used.fetch_add(1, Ordering::Relaxed);
+            return Ok(state);
+        }
+    }
+    states.read.fetch_add(1, Ordering::Relaxed);
+    let history = ctx.journal.history(&input.envelope.aggregate).await?;
+    Ok(UploadState::fold(&history))
+}
+
 async fn step<S: Service>(
     service: Arc<S>,
     ctx: &Ctx,
     config: &RunConfig,
+    states: &States,
     input: &Recorded,
     message: &async_nats::jetstream::Message,
     delivered: u32,
 ) -> Result<(), Duration> {
     let retry_delay = config.delay(delivered);
-    let aggregate = input.envelope.aggregate.clone();
-    let history = match ctx.journal.history(&aggregate).await {
-        Ok(h) => h,
+    let upload = input.envelope.correlation_id;
+    let state = match starting_state::<S>(ctx, states, input, delivered).await {
+        Ok(s) => s,
         Err(e) => {
             tracing::warn!(service = S::NAME, error = %e, "cannot read the upload's history");
             return Err(retry_delay);
         }
     };
-    let state = UploadState::fold(&history);
     if state.last_seq > input.seq {
         // The upload moved on (this step already ran, or it failed or was aborted):
         // a redelivery or a duplicate. Nothing to do.
@@ -328,25 +377,25 @@ async fn step<S: Service>(
         return Err(retry_delay);
     }
 
-    // In-progress acks keep the server from redelivering while a long step runs.
-    let ticker = {
-        let message = message.clone();
-        tokio::spawn(async move {
-            let mut every = tokio::time::interval(ACK_WAIT / 3);
-            every.tick().await;
-            loop {
-                every.tick().await;
-                let _ = message.ack_with(AckKind::Progress).await;
-            }
-        })
-    };
-    let result = tokio::spawn(
+    // The step runs in its own task (a panic becomes Failed); in-progress acks keep the
+    // server from redelivering while a long one runs.
+    let mut handle = tokio::spawn(
         service
             .clone()
             .handle(ctx.clone(), input.clone(), state.clone()),
-    )
-    .await;
-    ticker.abort();
+    );
+    let mut every = tokio::time::interval_at(
+        tokio::time::Instant::now() + ACK_WAIT / 3,
+        ACK_WAIT / 3,
+    );
+    let result = loop {
+        tokio::select! {
+            r = &mut handle => break r,
+            _ = every.tick() => {
+                let _ = message.ack_with(AckKind::Progress).await;
+            }
+        }
+    };
     let result = match result {
         Ok(r) => r,
         Err(join) => Err(StepError::Permanent(format!(
@@ -360,14 +409,24 @@ async fn step<S: Service>(
         Ok(events) => {
             let mut expect = Expect::LastSequence(input.seq);
             let mut cause = input.envelope.event_id;
+            // The state after this step's events, for the next step (see `States`).
+            let mut next = Some(state.clone());
             for event in events {
                 let env = follow_up(input, cause, event);
                 match ctx.journal.append(&env, expect).await {
-                    Ok(AppendOutcome::Appended { seq, .. }) => {
+                    Ok(AppendOutcome::Appended { seq, duplicate }) => {
                         expect = Expect::LastSequence(seq);
                         cause = env.event_id;
+                        match (&mut next, duplicate) {
+                            // What is stored at `seq` is an earlier attempt's event, not
+                            // necessarily this one: nothing to vouch for.
+                            (_, true) => next = None,
+                            (Some(next), false) => next.apply_event(seq, &env),
+                            (None, false) => {}
+                        }
                     }
                     Ok(AppendOutcome::WrongLastSequence) => {
+                        states.forget(upload);
                         tracing::info!(
                             service = S::NAME,
                             seq = input.seq,
@@ -375,13 +434,21 @@ async fn step<S: Service>(
                         );
                         return Ok(());
                     }
-                    Err(e) if e.is_transient() => return Err(retry_delay),
+                    Err(e) if e.is_transient() => {
+                        states.forget(upload);
+                        return Err(retry_delay);
+                    }
                     Err(e) => {
+                        states.forget(upload);
                         fail::<S>(service, ctx, input, state, e.to_string(), delivered, false)
                             .await;
                         return Ok(());
                     }
                 }
+            }
+            match next {
+                Some(next) => states.put(next),
+                None => states.forget(upload),
             }
             if let Err(e) = service.after(ctx.clone(), state).await {
                 tracing::warn!(service = S::NAME, error = %e, "clean-up after the step failed; left for the janitor");
@@ -393,10 +460,12 @@ async fn step<S: Service>(
             Err(retry_delay)
         }
         Err(StepError::Transient(reason)) => {
+            states.forget(upload);
             fail::<S>(service, ctx, input, state, reason, delivered, true).await;
             Ok(())
         }
         Err(StepError::Permanent(reason)) => {
+            states.forget(upload);
             fail::<S>(service, ctx, input, state, reason, delivered, false).await;
             Ok(())
         }

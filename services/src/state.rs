@@ -2,9 +2,13 @@
 //! decides. Pure: no I/O, so the fold is tested without a broker.
 
 use weir_events::{
-    DatasetRegistered, Event, EventId, Failed, PartsCombined, SchemaInferred, UploadId,
+    DatasetRegistered, Envelope, Event, EventId, Failed, PartsCombined, SchemaInferred, UploadId,
     UploadReceived,
 };
+use std::collections::HashMap;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex, MutexGuard};
+
 use weir_journal::Recorded;
 
 #[derive(Debug, Clone, Default)]
@@ -30,10 +34,16 @@ impl UploadState {
     }
 
     pub fn apply(&mut self, r: &Recorded) {
-        self.last_seq = r.seq;
-        self.upload = Some(r.envelope.correlation_id);
-        match &r.envelope.event {
-            Event::UploadReceived(e) => self.received = Some((r.envelope.event_id, e.clone())),
+        self.apply_event(r.seq, &r.envelope);
+    }
+
+    /// Folds one event stored at `seq` (an event this process just appended has no
+    /// [`Recorded`] yet, only the sequence from its acknowledgement).
+    pub fn apply_event(&mut self, seq: u64, envelope: &Envelope) {
+        self.last_seq = seq;
+        self.upload = Some(envelope.correlation_id);
+        match &envelope.event {
+            Event::UploadReceived(e) => self.received = Some((envelope.event_id, e.clone())),
             Event::PartsCombined(e) => self.combined = Some(e.clone()),
             Event::SchemaInferred(e) => self.inferred = Some(e.clone()),
             Event::DatasetRegistered(e) => self.registered = Some(e.clone()),
@@ -55,5 +65,60 @@ impl UploadState {
             .as_ref()
             .map(|(_, r)| r.filename.as_str())
             .unwrap_or("(unknown file)")
+    }
+}
+
+/// Upload states this process has folded, shared by the services of one process
+/// (`run_all`): the state a step started from plus the events it appended, each at the
+/// sequence the server gave it. The next service's step starts from it instead of
+/// reading the upload's history again (one round trip per event).
+///
+/// An entry is exact for its `last_seq`: it is the fold of the aggregate's history up
+/// to that sequence, because every event in it was appended conditionally on the one
+/// before. The runtime uses an entry only when its `last_seq` is the delivered event's
+/// own sequence, and the step's append, conditional on that sequence, then proves that
+/// nothing came after it. An entry ahead of the delivered event means the upload has
+/// moved on. Anything else (another process appended, a restart) reads the history.
+#[derive(Clone, Default)]
+pub struct States {
+    inner: Arc<Mutex<HashMap<UploadId, UploadState>>>,
+    /// Steps that started from an entry, and steps that read the history: how well
+    /// the cache works (logged when the services stop).
+    pub used: Arc<AtomicU64>,
+    pub read: Arc<AtomicU64>,
+}
+
+/// Entries kept at most; uploads that stop halfway (a crash, another process took
+/// over) would otherwise stay forever. Dropping entries only costs history reads.
+const MAX_STATES: usize = 65_536;
+
+impl States {
+    fn map(&self) -> MutexGuard<'_, HashMap<UploadId, UploadState>> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The state last stored for `upload`, if any.
+    pub fn get(&self, upload: UploadId) -> Option<UploadState> {
+        self.map().get(&upload).cloned()
+    }
+
+    /// Stores `state` as the upload's latest; a terminal state is dropped instead (no
+    /// step follows it, and a redelivery reads the history).
+    pub fn put(&self, state: UploadState) {
+        let Some(upload) = state.upload else { return };
+        let mut map = self.map();
+        if state.is_terminal() {
+            map.remove(&upload);
+            return;
+        }
+        if map.len() >= MAX_STATES && !map.contains_key(&upload) {
+            map.clear();
+        }
+        map.insert(upload, state);
+    }
+
+    /// Forgets `upload` (its entry can no longer be vouched for).
+    pub fn forget(&self, upload: UploadId) {
+        self.map().remove(&upload);
     }
 }

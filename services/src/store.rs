@@ -303,6 +303,181 @@ impl Store {
         })
     }
 
+    /// Where `key` lives on disk, for a local store.
+    fn local_file(&self, key: &ObjectKey) -> Option<PathBuf> {
+        self.local_root().map(|root| root.join(key.as_str()))
+    }
+
+    /// Writes bytes `range` of the local file `from` into a new object at `key`,
+    /// hashing them while they are written (one read of the file). Memory holds two
+    /// chunks at a time whatever the size. On a local store the object appears whole
+    /// or not at all (written beside it, then renamed).
+    pub async fn put_file(
+        &self,
+        from: &Path,
+        range: std::ops::Range<u64>,
+        key: &ObjectKey,
+    ) -> Result<Digested, StoreError> {
+        let local = |path: &Path| {
+            let path = path.display().to_string();
+            move |source| StoreError::Local { path, source }
+        };
+        if let Some(to) = self.local_file(key) {
+            let source = from.to_path_buf();
+            return tokio::task::spawn_blocking(move || -> Result<Digested, StoreError> {
+                let staged = staged_path(&to);
+                let written = copy_hashing(&source, range, &staged, &to);
+                if written.is_err() {
+                    let _ = std::fs::remove_file(&staged);
+                }
+                written.map_err(local(&to))
+            })
+            .await
+            .map_err(|e| StoreError::Local {
+                path: from.display().to_string(),
+                source: std::io::Error::other(e),
+            })?;
+        }
+        // Remote: stream it up in chunks, hashing as it goes.
+        let mut file = tokio::fs::File::open(from).await.map_err(local(from))?;
+        tokio::io::AsyncSeekExt::seek(&mut file, std::io::SeekFrom::Start(range.start))
+            .await
+            .map_err(local(from))?;
+        let mut file = file.take(range.end.saturating_sub(range.start));
+        let upload = self
+            .inner
+            .put_multipart(&Self::path(key))
+            .await
+            .map_err(|e| Self::backend("create", key, e))?;
+        let mut writer = WriteMultipart::new_with_chunk_size(upload, CHUNK);
+        let mut hasher = Hasher::new();
+        let mut size = 0u64;
+        let mut buf = vec![0u8; 1024 * 1024];
+        loop {
+            let n = file.read(&mut buf).await.map_err(local(from))?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+            size += n as u64;
+            writer
+                .wait_for_capacity(2)
+                .await
+                .map_err(|e| Self::backend("write", key, e))?;
+            writer.write(&buf[..n]);
+        }
+        writer
+            .finish()
+            .await
+            .map_err(|e| Self::backend("finish", key, e))?;
+        Ok(Digested {
+            size,
+            sha256: Sha256(hasher.finalize().into()),
+        })
+    }
+
+    /// Size and sha256 of the object at `key`, read once and nowhere copied.
+    pub async fn digest(&self, key: &ObjectKey) -> Result<Digested, StoreError> {
+        if let Some(path) = self.local_file(key) {
+            let shown = key.to_string();
+            return tokio::task::spawn_blocking(move || match std::fs::File::open(&path) {
+                Ok(file) => hash_reader(file).map_err(|source| StoreError::Local {
+                    path: path.display().to_string(),
+                    source,
+                }),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    Err(StoreError::NotFound { key: shown })
+                }
+                Err(source) => Err(StoreError::Local {
+                    path: path.display().to_string(),
+                    source,
+                }),
+            })
+            .await
+            .map_err(|e| StoreError::Local {
+                path: key.to_string(),
+                source: std::io::Error::other(e),
+            })?;
+        }
+        let got = self
+            .inner
+            .get(&Self::path(key))
+            .await
+            .map_err(|e| Self::backend("get", key, e))?;
+        let mut stream = got.into_stream();
+        let mut hasher = Hasher::new();
+        let mut size = 0u64;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| Self::backend("read", key, e))?;
+            hasher.update(&chunk);
+            size += chunk.len() as u64;
+        }
+        Ok(Digested {
+            size,
+            sha256: Sha256(hasher.finalize().into()),
+        })
+    }
+
+    /// Makes the object at `from` also available at `to` unless `to` exists; returns
+    /// whether it did. No bytes move on a local store (a hard link: both names share
+    /// the immutable file) nor on S3 (a server-side copy).
+    pub async fn link_if_absent(&self, from: &ObjectKey, to: &ObjectKey) -> Result<bool, StoreError> {
+        match self
+            .inner
+            .copy_if_not_exists(&Self::path(from), &Self::path(to))
+            .await
+        {
+            Ok(()) => Ok(true),
+            Err(object_store::Error::AlreadyExists { .. }) => Ok(false),
+            Err(object_store::Error::NotImplemented { .. }) => {
+                if self.exists(to).await?.is_some() {
+                    return Ok(false);
+                }
+                self.inner
+                    .copy(&Self::path(from), &Self::path(to))
+                    .await
+                    .map_err(|e| Self::backend("copy", from, e))?;
+                Ok(true)
+            }
+            Err(e) => Err(Self::backend("copy", from, e)),
+        }
+    }
+
+    /// Stores the local file `from` (which this call consumes) at `key`: moved into
+    /// place when the store is a local directory on the same file system, else
+    /// streamed up. Returns its size.
+    pub async fn put_moved(&self, from: &Path, key: &ObjectKey) -> Result<u64, StoreError> {
+        if let Some(to) = self.local_file(key) {
+            let from_owned = from.to_path_buf();
+            let moved = tokio::task::spawn_blocking(move || -> std::io::Result<Option<u64>> {
+                let size = std::fs::metadata(&from_owned)?.len();
+                if let Some(dir) = to.parent() {
+                    std::fs::create_dir_all(dir)?;
+                }
+                match std::fs::rename(&from_owned, &to) {
+                    Ok(()) => Ok(Some(size)),
+                    // Another file system (EXDEV) and the like: copy instead.
+                    Err(_) => Ok(None),
+                }
+            })
+            .await
+            .map_err(|e| StoreError::Local {
+                path: from.display().to_string(),
+                source: std::io::Error::other(e),
+            })?
+            .map_err(|source| StoreError::Local {
+                path: from.display().to_string(),
+                source,
+            })?;
+            if let Some(size) = moved {
+                return Ok(size);
+            }
+        }
+        let written = self.upload_file(from, key).await?;
+        let _ = tokio::fs::remove_file(from).await;
+        Ok(written.size)
+    }
+
     /// Keys under `prefix`.
     pub async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
         let prefix = StorePath::from(prefix);
@@ -323,4 +498,103 @@ impl Store {
     pub fn local_root(&self) -> Option<PathBuf> {
         self.url.strip_prefix("file://").map(PathBuf::from)
     }
+}
+
+/// Reads and hashes at once: bytes are read on this thread and hashed on another, so a
+/// large object costs about one pass of whichever is slower.
+const LOCAL_CHUNK: usize = 4 * 1024 * 1024;
+
+/// A sibling of `to` to write into before the rename; unique within this process (the
+/// pid keeps processes apart), and never an object key (`#` does not occur in one).
+fn staged_path(to: &Path) -> PathBuf {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut name = to.as_os_str().to_owned();
+    name.push(format!("#{}-{n}", std::process::id()));
+    PathBuf::from(name)
+}
+
+/// Hashes everything `read` yields; with more than one chunk, hashing runs on its own
+/// thread while the next chunk is read.
+fn hash_reader(mut read: impl std::io::Read) -> std::io::Result<Digested> {
+    pipe_hashing(&mut read, |_| Ok(()))
+}
+
+/// Copies `range` of `from` into `staged`, hashing on the way, then renames it to `to`.
+fn copy_hashing(
+    from: &Path,
+    range: std::ops::Range<u64>,
+    staged: &Path,
+    to: &Path,
+) -> std::io::Result<Digested> {
+    use std::io::{Read, Seek, Write};
+    let mut src = std::fs::File::open(from)?;
+    src.seek(std::io::SeekFrom::Start(range.start))?;
+    let mut src = src.take(range.end.saturating_sub(range.start));
+    if let Some(dir) = to.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut dst = std::fs::File::create(staged)?;
+    let digested = pipe_hashing(&mut src, |chunk| dst.write_all(chunk))?;
+    drop(dst);
+    std::fs::rename(staged, to)?;
+    Ok(digested)
+}
+
+/// Reads `src` to its end in chunks, giving each to `sink` while another thread
+/// hashes it (only when there is more than one chunk: a small object is hashed here,
+/// without a thread).
+fn pipe_hashing(
+    src: &mut impl std::io::Read,
+    mut sink: impl FnMut(&[u8]) -> std::io::Result<()>,
+) -> std::io::Result<Digested> {
+    let read_chunk = |src: &mut dyn std::io::Read| -> std::io::Result<Bytes> {
+        let mut buf = Vec::with_capacity(LOCAL_CHUNK);
+        std::io::Read::read_to_end(&mut std::io::Read::take(src, LOCAL_CHUNK as u64), &mut buf)?;
+        Ok(Bytes::from(buf))
+    };
+    let first = read_chunk(src)?;
+    if first.len() < LOCAL_CHUNK {
+        sink(&first)?;
+        return Ok(Digested {
+            size: first.len() as u64,
+            sha256: Sha256(Hasher::digest(&first).into()),
+        });
+    }
+    std::thread::scope(|scope| {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Bytes>(2);
+        let hasher = scope.spawn(move || {
+            let mut hasher = Hasher::new();
+            let mut size = 0u64;
+            for chunk in rx {
+                hasher.update(&chunk);
+                size += chunk.len() as u64;
+            }
+            Digested {
+                size,
+                sha256: Sha256(hasher.finalize().into()),
+            }
+        });
+        let mut chunk = first;
+        let fed = loop {
+            if chunk.is_empty() {
+                break Ok(());
+            }
+            if tx.send(chunk.clone()).is_err() {
+                break Err(std::io::Error::other("the hashing thread stopped"));
+            }
+            if let Err(e) = sink(&chunk) {
+                break Err(e);
+            }
+            chunk = match read_chunk(src) {
+                Ok(c) => c,
+                Err(e) => break Err(e),
+            };
+        };
+        drop(tx);
+        let digested = hasher
+            .join()
+            .map_err(|_| std::io::Error::other("the hashing thread panicked"))?;
+        fed.map(|()| digested)
+    })
 }
