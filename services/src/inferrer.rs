@@ -27,12 +27,15 @@ pub const HEAVY_BYTES: u64 = 32 << 20;
 /// Slots for big conversions in this process: two, one per core of a small machine.
 pub static HEAVY: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
 
-/// Removes a scratch directory however the step ends.
-struct Scratch(PathBuf);
+/// Scratch files of one step, removed however the step ends (a file already moved
+/// into the store is simply not there any more).
+struct Scratch(Vec<PathBuf>);
 
 impl Drop for Scratch {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        for path in &self.0 {
+            let _ = std::fs::remove_file(path);
+        }
     }
 }
 
@@ -61,20 +64,25 @@ impl Service for Inferrer {
         let dataset = DatasetId::for_upload(upload);
         let version = 1;
 
-        let scratch = Scratch(ctx.work_dir.join(upload.to_string()));
-        std::fs::create_dir_all(&scratch.0).map_err(|e| {
-            StepError::Transient(format!("scratch dir {}: {e}", scratch.0.display()))
-        })?;
+        let key = ObjectKey::parquet(dataset, version);
+        // The Parquet is written beside where it will live (a local store) or into the
+        // work dir, then moved into place; whatever is left is removed however the step
+        // ends.
+        let output_path = match ctx.store.staging_file(&key).await? {
+            Some(path) => path,
+            None => ctx.work_dir.join(format!("{upload}.parquet")),
+        };
+        let mut scratch = Scratch(vec![output_path.clone()]);
         // A local store's blob is read in place; anything else is streamed down first.
         let input_path = match ctx.store.local_root() {
             Some(root) => root.join(combined.blob.as_str()),
             None => {
-                let path = scratch.0.join("input");
+                let path = ctx.work_dir.join(format!("{upload}.input"));
+                scratch.0.push(path.clone());
                 ctx.store.download(&combined.blob, &path).await?;
                 path
             }
         };
-        let output_path = scratch.0.join("data.parquet");
         let options = ConvertOptions {
             filename: received.filename.clone(),
             declared: received.format,
@@ -103,7 +111,6 @@ impl Service for Inferrer {
                 })?;
 
         let (parquet, parquet_size) = if converted.rewritten {
-            let key = ObjectKey::parquet(dataset, version);
             let size = ctx.store.put_moved(&output_path, &key).await?;
             (key, size)
         } else {

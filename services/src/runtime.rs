@@ -32,6 +32,10 @@ use crate::store::Store;
 /// at a third of it while a step runs.
 pub const ACK_WAIT: Duration = Duration::from_secs(30);
 
+/// How long a step waits for the step before it (in this process) to record the state
+/// it left, before reading the history instead.
+const STATE_PATIENCE: Duration = Duration::from_millis(20);
+
 /// What every step gets: the log, the object store and a scratch directory.
 #[derive(Clone)]
 pub struct Ctx {
@@ -322,10 +326,10 @@ async fn starting_state<S: Service>(
     delivered: u32,
 ) -> Result<UploadState, weir_journal::ReadError> {
     if delivered <= 1 {
-        let known = states
-            .get(input.envelope.correlation_id)
-            .filter(|s| s.last_seq >= input.seq)
-            .or_else(|| S::state_from_input(input));
+        let known = match states.at_or_after(input, STATE_PATIENCE).await {
+            Some(s) => Some(s),
+            None => S::state_from_input(input),
+        };
         if let Some(state) = known {
             states.used.fetch_add(1, Ordering::Relaxed);
             return Ok(state);

@@ -22,6 +22,8 @@ pub struct UploadState {
     pub aborted: bool,
     /// Stream sequence of the last event on the upload's subjects.
     pub last_seq: u64,
+    /// Id of that event (what the next step's event names as its cause).
+    pub last_event: Option<EventId>,
 }
 
 impl UploadState {
@@ -41,6 +43,7 @@ impl UploadState {
     /// [`Recorded`] yet, only the sequence from its acknowledgement).
     pub fn apply_event(&mut self, seq: u64, envelope: &Envelope) {
         self.last_seq = seq;
+        self.last_event = Some(envelope.event_id);
         self.upload = Some(envelope.correlation_id);
         match &envelope.event {
             Event::UploadReceived(e) => self.received = Some((envelope.event_id, e.clone())),
@@ -86,6 +89,10 @@ pub struct States {
     /// the cache works (logged when the services stop).
     pub used: Arc<AtomicU64>,
     pub read: Arc<AtomicU64>,
+    /// Woken on every `put`: a step whose input was appended by this process a moment
+    /// ago waits for that step's entry instead of reading the history (the server
+    /// delivers the event and acknowledges its append at the same time).
+    changed: Arc<tokio::sync::Notify>,
 }
 
 /// Entries kept at most; uploads that stop halfway (a crash, another process took
@@ -115,10 +122,124 @@ impl States {
             map.clear();
         }
         map.insert(upload, state);
+        drop(map);
+        self.changed.notify_waiters();
+    }
+
+    /// The entry for the event `input` once it is there: at once when it is; when the
+    /// entry is at the event `input` was caused by (the step before is finishing in this
+    /// process), after waiting up to `patience` for it; else `None`.
+    pub async fn at_or_after(
+        &self,
+        input: &Recorded,
+        patience: std::time::Duration,
+    ) -> Option<UploadState> {
+        let upload = input.envelope.correlation_id;
+        let deadline = tokio::time::Instant::now() + patience;
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            let entry = self.get(upload)?;
+            if entry.last_seq >= input.seq {
+                return Some(entry);
+            }
+            if entry.last_event.is_none() || entry.last_event != input.envelope.causation_id {
+                return None;
+            }
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                return None;
+            }
+        }
     }
 
     /// Forgets `upload` (its entry can no longer be vouched for).
     pub fn forget(&self, upload: UploadId) {
         self.map().remove(&upload);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use weir_events::{
+        Aggregate, Envelope, Event, Owner, PartsCombined, Sha256, UploadId, UploadReceived,
+    };
+    use weir_journal::Recorded;
+
+    use super::{States, UploadState};
+
+    fn env(upload: UploadId, event: Event) -> Envelope {
+        let owner: Owner = "acme".parse().unwrap();
+        Envelope::new(Aggregate::Upload(upload), owner, upload, None, event)
+    }
+
+    fn received(upload: UploadId) -> Recorded {
+        Recorded {
+            seq: 7,
+            subject: String::new(),
+            stored_at: weir_events::Timestamp::now(),
+            envelope: env(
+                upload,
+                Event::UploadReceived(UploadReceived {
+                    owner: "acme".parse().unwrap(),
+                    filename: "a.csv".into(),
+                    content_type: None,
+                    format: None,
+                    label: None,
+                    table_name: None,
+                    size: 0,
+                    parts: Vec::new(),
+                    dataset: None,
+                }),
+            ),
+        }
+    }
+
+    #[test]
+    fn an_appended_event_folds_like_the_recorded_one() {
+        let upload = UploadId::new();
+        let r = received(upload);
+        let mut a = UploadState::default();
+        a.apply(&r);
+        let mut b = UploadState::default();
+        b.apply_event(r.seq, &r.envelope);
+        assert_eq!(format!("{a:?}"), format!("{b:?}"));
+        assert_eq!(a.last_seq, 7);
+        assert_eq!(a.filename(), "a.csv");
+    }
+
+    #[test]
+    fn states_keep_the_latest_and_drop_terminal_or_forgotten_uploads() {
+        let states = States::default();
+        let upload = UploadId::new();
+        let mut state = UploadState::default();
+        state.apply(&received(upload));
+        states.put(state.clone());
+        assert_eq!(states.get(upload).map(|s| s.last_seq), Some(7));
+        let blob = weir_events::ObjectKey::blob(&Sha256([1; 32]));
+        state.apply_event(
+            9,
+            &env(
+                upload,
+                Event::PartsCombined(PartsCombined {
+                    blob,
+                    size: 0,
+                    sha256: Sha256([1; 32]),
+                    deduplicated: false,
+                }),
+            ),
+        );
+        states.put(state.clone());
+        assert_eq!(states.get(upload).map(|s| s.last_seq), Some(9));
+        states.forget(upload);
+        assert!(states.get(upload).is_none());
+        state.failed = Some(weir_events::Failed {
+            step: weir_events::Step::Infer,
+            reason: "bad".into(),
+            attempts: 1,
+            retryable: false,
+        });
+        states.put(state);
+        assert!(states.get(upload).is_none(), "a terminal state is not kept");
     }
 }

@@ -443,6 +443,29 @@ impl Store {
         }
     }
 
+    /// A file to write `key`'s bytes into before [`Store::put_moved`], beside where the
+    /// object will be on a local store (so the move is a rename in one directory and no
+    /// scratch directory is made); `None` for a remote store.
+    pub async fn staging_file(&self, key: &ObjectKey) -> Result<Option<PathBuf>, StoreError> {
+        let Some(to) = self.local_file(key) else {
+            return Ok(None);
+        };
+        tokio::task::spawn_blocking(move || {
+            if let Some(dir) = to.parent() {
+                std::fs::create_dir_all(dir).map_err(|source| StoreError::Local {
+                    path: dir.display().to_string(),
+                    source,
+                })?;
+            }
+            Ok(Some(staged_path(&to)))
+        })
+        .await
+        .map_err(|e| StoreError::Local {
+            path: key.to_string(),
+            source: std::io::Error::other(e),
+        })?
+    }
+
     /// Stores the local file `from` (which this call consumes) at `key`: moved into
     /// place when the store is a local directory on the same file system, else
     /// streamed up. Returns its size.
@@ -451,7 +474,9 @@ impl Store {
             let from_owned = from.to_path_buf();
             let moved = tokio::task::spawn_blocking(move || -> std::io::Result<Option<u64>> {
                 let size = std::fs::metadata(&from_owned)?.len();
-                if let Some(dir) = to.parent() {
+                if let Some(dir) = to.parent()
+                    && !dir.is_dir()
+                {
                     std::fs::create_dir_all(dir)?;
                 }
                 match std::fs::rename(&from_owned, &to) {
@@ -500,17 +525,18 @@ impl Store {
     }
 }
 
-/// Reads and hashes at once: bytes are read on this thread and hashed on another, so a
+/// Chunk of a local read: bytes are read on one thread and hashed on another, so a
 /// large object costs about one pass of whichever is slower.
 const LOCAL_CHUNK: usize = 4 * 1024 * 1024;
 
-/// A sibling of `to` to write into before the rename; unique within this process (the
-/// pid keeps processes apart), and never an object key (`#` does not occur in one).
+/// A sibling of `to` to write into before the rename: unique (the pid, then a counter
+/// of fixed width), never an object key, and left out of listings like the store's
+/// own staged files (`#` and digits only).
 fn staged_path(to: &Path) -> PathBuf {
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let mut name = to.as_os_str().to_owned();
-    name.push(format!("#{}-{n}", std::process::id()));
+    name.push(format!("#{}{n:012}", std::process::id()));
     PathBuf::from(name)
 }
 
@@ -543,17 +569,18 @@ fn copy_hashing(
 
 /// Reads `src` to its end in chunks, giving each to `sink` while another thread
 /// hashes it (only when there is more than one chunk: a small object is hashed here,
-/// without a thread).
+/// without a thread). Three chunk buffers go round between the two threads.
 fn pipe_hashing(
     src: &mut impl std::io::Read,
     mut sink: impl FnMut(&[u8]) -> std::io::Result<()>,
 ) -> std::io::Result<Digested> {
-    let read_chunk = |src: &mut dyn std::io::Read| -> std::io::Result<Bytes> {
-        let mut buf = Vec::with_capacity(LOCAL_CHUNK);
-        std::io::Read::read_to_end(&mut std::io::Read::take(src, LOCAL_CHUNK as u64), &mut buf)?;
-        Ok(Bytes::from(buf))
+    let read_chunk = |src: &mut dyn std::io::Read, buf: &mut Vec<u8>| -> std::io::Result<()> {
+        buf.clear();
+        std::io::Read::read_to_end(&mut std::io::Read::take(src, LOCAL_CHUNK as u64), buf)?;
+        Ok(())
     };
-    let first = read_chunk(src)?;
+    let mut first = Vec::with_capacity(LOCAL_CHUNK);
+    read_chunk(src, &mut first)?;
     if first.len() < LOCAL_CHUNK {
         sink(&first)?;
         return Ok(Digested {
@@ -562,13 +589,18 @@ fn pipe_hashing(
         });
     }
     std::thread::scope(|scope| {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Bytes>(2);
+        let (full_tx, full_rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(3);
+        let (free_tx, free_rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(3);
+        for _ in 0..2 {
+            let _ = free_tx.send(Vec::with_capacity(LOCAL_CHUNK));
+        }
         let hasher = scope.spawn(move || {
             let mut hasher = Hasher::new();
             let mut size = 0u64;
-            for chunk in rx {
+            for chunk in full_rx {
                 hasher.update(&chunk);
                 size += chunk.len() as u64;
+                let _ = free_tx.send(chunk);
             }
             Digested {
                 size,
@@ -580,21 +612,89 @@ fn pipe_hashing(
             if chunk.is_empty() {
                 break Ok(());
             }
-            if tx.send(chunk.clone()).is_err() {
-                break Err(std::io::Error::other("the hashing thread stopped"));
-            }
             if let Err(e) = sink(&chunk) {
                 break Err(e);
             }
-            chunk = match read_chunk(src) {
+            if full_tx.send(chunk).is_err() {
+                break Err(std::io::Error::other("the hashing thread stopped"));
+            }
+            chunk = match free_rx.recv() {
                 Ok(c) => c,
-                Err(e) => break Err(e),
+                Err(_) => break Err(std::io::Error::other("the hashing thread stopped")),
             };
+            if let Err(e) = read_chunk(src, &mut chunk) {
+                break Err(e);
+            }
         };
-        drop(tx);
+        drop(full_tx);
         let digested = hasher
             .join()
             .map_err(|_| std::io::Error::other("the hashing thread panicked"))?;
         fed.map(|()| digested)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use sha2::{Digest, Sha256 as Hasher};
+    use weir_events::{ObjectKey, Sha256, UploadId};
+
+    use super::{LOCAL_CHUNK, Store};
+
+    fn sha(bytes: &[u8]) -> Sha256 {
+        Sha256(Hasher::digest(bytes).into())
+    }
+
+    /// Sizes around the chunk size: one chunk hashed inline, several on a thread.
+    fn bytes(len: usize) -> Vec<u8> {
+        (0..len).map(|i| (i * 31 % 251) as u8).collect()
+    }
+
+    #[tokio::test]
+    async fn a_file_range_is_stored_with_its_digest_and_reads_back_the_same() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::local(&dir.path().join("objects")).unwrap();
+        let upload = UploadId::new();
+        for (n, len) in [0, 1, 5_000, LOCAL_CHUNK, 2 * LOCAL_CHUNK + 17]
+            .into_iter()
+            .enumerate()
+        {
+            let data = bytes(len + 10);
+            let file = dir.path().join(format!("in{n}"));
+            std::fs::write(&file, &data).unwrap();
+            let key = ObjectKey::part(upload, n as u32 + 1);
+            // Skip the first ten bytes: parts are ranges of the file.
+            let got = store
+                .put_file(&file, 10..(len as u64 + 10), &key)
+                .await
+                .unwrap();
+            assert_eq!(got.size, len as u64, "{len}");
+            assert_eq!(got.sha256, sha(&data[10..]), "{len}");
+            assert_eq!(store.digest(&key).await.unwrap(), got, "{len}");
+            let on_disk = std::fs::read(store.local_root().unwrap().join(key.as_str())).unwrap();
+            assert_eq!(on_disk, &data[10..], "{len}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_link_is_made_once_and_a_missing_object_is_not_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::local(&dir.path().join("objects")).unwrap();
+        let upload = UploadId::new();
+        let part = ObjectKey::part(upload, 1);
+        store
+            .put_bytes(&part, bytes::Bytes::from_static(b"a,b\n1,2\n"))
+            .await
+            .unwrap();
+        let blob = ObjectKey::blob(&sha(b"a,b\n1,2\n"));
+        assert!(store.link_if_absent(&part, &blob).await.unwrap());
+        assert!(!store.link_if_absent(&part, &blob).await.unwrap());
+        // The part's name goes; the blob keeps the bytes.
+        store.delete(&part).await.unwrap();
+        assert_eq!(store.digest(&blob).await.unwrap().sha256, sha(b"a,b\n1,2\n"));
+        assert!(matches!(
+            store.digest(&part).await,
+            Err(super::StoreError::NotFound { .. })
+        ));
+    }
 }

@@ -455,6 +455,60 @@ async fn identical_content_is_stored_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_one_part_upload_becomes_its_blob_without_a_copy() {
+    use std::os::unix::fs::MetadataExt;
+    let sys = System::start().await;
+    let body = delimited(",");
+    let upload = UploadId::new();
+    let part = ObjectKey::part(upload, 1);
+    let got = sys
+        .store
+        .put_file(
+            &sys.file("one.csv", body.as_bytes()),
+            0..body.len() as u64,
+            &part,
+        )
+        .await
+        .unwrap();
+    let root = sys.store.local_root().unwrap();
+    let inode = std::fs::metadata(root.join(part.as_str())).unwrap().ino();
+    let owner: Owner = "acme".parse().unwrap();
+    let env = Envelope::new(
+        Aggregate::Upload(upload),
+        owner.clone(),
+        upload,
+        None,
+        Event::UploadReceived(UploadReceived {
+            owner,
+            filename: "one.csv".into(),
+            content_type: None,
+            format: None,
+            label: None,
+            table_name: None,
+            size: got.size,
+            parts: vec![PartManifest {
+                number: 1,
+                size: got.size,
+                sha256: got.sha256,
+            }],
+            dataset: None,
+        }),
+    );
+    sys.journal.append(&env, Expect::Empty).await.unwrap();
+    let end = producer::wait(&sys.journal, upload).await.unwrap();
+    assert!(matches!(end, Terminal::Registered(_)), "{end:?}");
+    let blob = ObjectKey::blob(&got.sha256);
+    // The same file under its content address (a link), and the part's name is gone.
+    assert_eq!(
+        std::fs::metadata(root.join(blob.as_str())).unwrap().ino(),
+        inode
+    );
+    assert_eq!(sys.store.exists(&part).await.unwrap(), None);
+    assert_eq!(sys.store.list("uploads/").await.unwrap(), Vec::<String>::new());
+    sys.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_malformed_file_fails_with_a_reason_and_its_blob_is_removed() {
     let sys = System::start().await;
     let path = sys.file("broken.ndjson", b"{\"a\": 1}\n{\"a\": 2}\n{\"a\": 3,,}\n");
