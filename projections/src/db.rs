@@ -29,6 +29,9 @@ pub struct Db {
 /// write the same file) before giving up.
 const SQLITE_BUSY_TIMEOUT_MS: u64 = 30_000;
 
+/// WAL pages between automatic checkpoints (64 MiB of 4 KiB pages).
+const SQLITE_WAL_CHECKPOINT_PAGES: u64 = 16 * 1024;
+
 /// Page cache per SQLite connection (KiB; an upper bound, filled as pages are used).
 const SQLITE_CACHE_KIB: u64 = 32 * 1024;
 
@@ -82,6 +85,14 @@ impl Db {
                             )))
                             .await?;
                             conn.execute("PRAGMA temp_store = MEMORY").await?;
+                            // A rebuild writes megabytes per batch: with the default
+                            // (1,000 pages) nearly every commit would also copy the WAL
+                            // into the file and sync it. Fewer, larger checkpoints; the
+                            // WAL file may grow to this size between them.
+                            conn.execute(sqlx::AssertSqlSafe(format!(
+                                "PRAGMA wal_autocheckpoint = {SQLITE_WAL_CHECKPOINT_PAGES}"
+                            )))
+                            .await?;
                             Ok(())
                         })
                     })

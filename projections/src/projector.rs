@@ -156,16 +156,17 @@ impl Projector {
             applying: None,
         });
         'follow: while checkpoint < target {
-            let mut events = std::pin::pin!(self.follow_from(journal, checkpoint).await?);
+            let mut events = prefetch(self.follow_from(journal, checkpoint).await?);
             while checkpoint < target {
                 // A full batch, not just what happens to be buffered: every event up
                 // to `target` is in the stream, so waiting for the next one is bounded.
+                let filling = std::time::Instant::now();
                 let mut batch = Vec::with_capacity(self.batch_size.min(8192));
                 let mut done = false;
                 let mut failed = None;
                 let mut ended = false;
                 while batch.len() < self.batch_size {
-                    let rec = match events.next().await {
+                    let rec = match events.recv().await {
                         Some(Ok(rec)) => rec,
                         Some(Err(e)) => {
                             // Keep what came before it, then report.
@@ -187,6 +188,11 @@ impl Projector {
                         break;
                     }
                 }
+                tracing::trace!(
+                    events = batch.len(),
+                    read_ms = filling.elapsed().as_secs_f64() * 1e3,
+                    "batch read"
+                );
                 if !batch.is_empty() {
                     match self.commit(checkpoint, &batch).await? {
                         Batch::Committed(seq) => checkpoint = seq,
@@ -358,14 +364,25 @@ impl Projector {
             for rec in &batch {
                 needs(&mut wanted, rec);
             }
+            let started = std::time::Instant::now();
             let mut rows = Rows::load(&sql, &mut tx, wanted).await?;
+            let loaded = started.elapsed();
             for rec in &batch {
                 rows.apply(rec)?;
             }
+            let folded = started.elapsed();
             self.progress
                 .send_modify(|p| p.applying = Some(last.seq));
             rows.write(&sql, &mut tx).await?;
+            let written = started.elapsed();
             tx.commit().await?;
+            tracing::debug!(
+                load_ms = loaded.as_secs_f64() * 1e3,
+                fold_ms = (folded - loaded).as_secs_f64() * 1e3,
+                write_ms = (written - folded).as_secs_f64() * 1e3,
+                commit_ms = (started.elapsed() - written).as_secs_f64() * 1e3,
+                "batch applied"
+            );
             self.progress.send_replace(Progress {
                 checkpoint: last.seq,
                 applying: None,
@@ -375,6 +392,24 @@ impl Projector {
         .instrument(span)
         .await
     }
+}
+
+/// Reads and decodes `events` on a task of its own, up to a few batches ahead, so that
+/// the log is read while the previous batch is written. The task ends when the
+/// receiver is dropped.
+fn prefetch(
+    events: impl futures::Stream<Item = Result<Recorded, ReadError>> + Send + 'static,
+) -> tokio::sync::mpsc::Receiver<Result<Recorded, ReadError>> {
+    let (tx, rx) = tokio::sync::mpsc::channel(2 * DEFAULT_BATCH);
+    tokio::spawn(async move {
+        let mut events = std::pin::pin!(events);
+        while let Some(item) = events.next().await {
+            if tx.send(item).await.is_err() {
+                return;
+            }
+        }
+    });
+    rx
 }
 
 /// Runs a live projector on `db` until `shutdown` completes: what services start

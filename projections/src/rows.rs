@@ -14,7 +14,9 @@ use std::hash::Hash;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use sqlx::{AnyConnection, AssertSqlSafe, Row};
+use sqlx::any::AnyArguments;
+use sqlx::query::Query;
+use sqlx::{Any, AnyConnection, AssertSqlSafe, Row};
 
 use crate::Error;
 use crate::db::Backend;
@@ -27,6 +29,9 @@ pub(crate) trait RowImage: Serialize + DeserializeOwned + Clone {
     const COLUMNS: &'static [&'static str];
     /// The primary key's columns.
     const KEY: &'static [&'static str];
+
+    /// Binds every column's value, in `COLUMNS` order.
+    fn bind_all<'q>(&self, q: Query<'q, Any, AnyArguments>) -> Query<'q, Any, AnyArguments>;
 }
 
 macro_rules! row_image {
@@ -39,6 +44,13 @@ macro_rules! row_image {
             const TABLE: &'static str = $table;
             const COLUMNS: &'static [&'static str] = &[$(stringify!($field)),+];
             const KEY: &'static [&'static str] = &[$($key),+];
+
+            fn bind_all<'q>(
+                &self,
+                q: Query<'q, Any, AnyArguments>,
+            ) -> Query<'q, Any, AnyArguments> {
+                q$(.bind(self.$field.clone()))+
+            }
         }
     };
 }
@@ -223,6 +235,12 @@ impl<K: Eq + Hash + Clone, R> Keyed<K, R> {
     }
 }
 
+/// SQLite's limit on parameters in one statement (`SQLITE_MAX_VARIABLE_NUMBER`).
+const SQLITE_MAX_PARAMS: usize = 32_766;
+
+/// Rows per statement on SQLite: past a few hundred, longer statements gain nothing.
+const SQLITE_MAX_ROWS: usize = 512;
+
 /// The SQL for one table set on one backend.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Sql {
@@ -283,20 +301,19 @@ impl Sql {
         }
     }
 
-    /// Inserts the rows of the JSON array bound as `$1`, replacing any row with the
-    /// same key.
-    fn upsert<R: RowImage>(&self) -> String {
+    /// Inserts rows, replacing any row with the same key: on Postgres the rows of the
+    /// JSON array bound as `$1`, on SQLite `rows` rows of bound values.
+    fn upsert<R: RowImage>(&self, rows: usize) -> String {
         let table = self.tables.table(R::TABLE);
         let cols = R::COLUMNS.join(", ");
         let source = match self.backend {
-            Backend::Sqlite => format!(
-                "SELECT {} FROM json_each($1) WHERE true",
-                R::COLUMNS
-                    .iter()
-                    .map(|c| format!("json_extract(value, '$.{c}')"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
+            Backend::Sqlite => {
+                let n = R::COLUMNS.len();
+                // Anonymous `?`: SQLite looks a named parameter (`$n`) up by a linear
+                // scan, which makes binding thousands of them quadratic.
+                let row = format!("({})", vec!["?"; n].join(", "));
+                format!("VALUES {}", vec![row; rows].join(", "))
+            }
             Backend::Postgres => {
                 format!("SELECT {cols} FROM json_populate_recordset(NULL::{table}, $1::json)")
             }
@@ -361,11 +378,45 @@ impl Sql {
         if rows.is_empty() {
             return Ok(());
         }
-        let json = serde_json::to_string(rows).map_err(Error::Json)?;
-        sqlx::query(AssertSqlSafe(self.upsert::<R>()))
-            .bind(json)
-            .execute(&mut *conn)
-            .await?;
+        let started = std::time::Instant::now();
+        match self.backend {
+            Backend::Postgres => {
+                let json = serde_json::to_string(rows).map_err(Error::Json)?;
+                sqlx::query(AssertSqlSafe(self.upsert::<R>(0)))
+                    .bind(json)
+                    .execute(&mut *conn)
+                    .await?;
+            }
+            Backend::Sqlite => {
+                // SQLite reads bound values far faster than it takes JSON apart. Chunks
+                // of a few sizes only (the largest that fits the parameter limit, then
+                // powers of two), so the prepared statements are reused from batch to
+                // batch.
+                let most = (SQLITE_MAX_PARAMS / R::COLUMNS.len()).clamp(1, SQLITE_MAX_ROWS);
+                let mut rest = rows;
+                while !rest.is_empty() {
+                    let take = if rest.len() >= most {
+                        most
+                    } else {
+                        1 << rest.len().ilog2()
+                    };
+                    let (chunk, tail) = rest.split_at(take);
+                    let sql = self.upsert::<R>(chunk.len());
+                    let mut q = sqlx::query(AssertSqlSafe(sql));
+                    for row in chunk {
+                        q = row.bind_all(q);
+                    }
+                    q.execute(&mut *conn).await?;
+                    rest = tail;
+                }
+            }
+        }
+        tracing::trace!(
+            table = R::TABLE,
+            rows = rows.len(),
+            write_ms = started.elapsed().as_secs_f64() * 1e3,
+            "rows written"
+        );
         Ok(())
     }
 
