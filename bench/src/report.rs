@@ -1,6 +1,7 @@
 //! The run's results: one table on stdout and the same figures as JSON. Every number
 //! here was measured in this run; nothing is filled in.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use anyhow::{Context, Result};
@@ -21,6 +22,9 @@ pub struct Report {
     pub ratios: Vec<Ratio>,
     pub events: Option<EventFigures>,
     pub pipeline: Option<PipelineFigures>,
+    /// The headline figures under stable, flat names (`events.replay_sqlite_eps`, …):
+    /// what scripts and BENCHMARKS.md compare across runs. Only measured keys appear.
+    pub keys: BTreeMap<String, f64>,
 }
 
 #[derive(Debug, serde::Serialize)]
@@ -78,12 +82,14 @@ impl Report {
             ratios: Vec::new(),
             events: None,
             pipeline: None,
+            keys: BTreeMap::new(),
         }
     }
 
     pub fn save(&mut self, args: &RunArgs) -> Result<()> {
         self.load_after = loadavg();
         self.ratios = ratios(&self.conversion);
+        self.keys = self.keys();
         let path = args
             .json
             .clone()
@@ -119,7 +125,104 @@ impl Report {
         print!("{}", self.conversion_table());
         print!("{}", self.events_table());
         print!("{}", self.pipeline_table());
+        print!("{}", self.targets_table());
     }
+
+    /// The headline figures under their stable names.
+    fn keys(&self) -> BTreeMap<String, f64> {
+        let mut k = BTreeMap::new();
+        for r in ratios(&self.conversion) {
+            if let Some(v) = r.vs_duckdb {
+                k.insert(format!("conversion.{}_vs_duckdb", r.format), v);
+            }
+            k.insert(format!("conversion.{}_vs_best_peer", r.format), r.vs_best);
+        }
+        for m in &self.conversion {
+            let name = if m.contender == "weir" {
+                format!("conversion.{}_peak_rss_mb", m.format)
+            } else {
+                format!("conversion.{}_{}_peak_rss_mb", m.format, m.contender)
+            };
+            k.insert(name, m.peak_rss_mb);
+            k.insert(
+                format!("conversion.{}_{}_mb_per_s", m.format, m.contender),
+                m.mb_per_s,
+            );
+        }
+        if let Some(e) = &self.events {
+            k.insert("events.appends_per_s".into(), e.appends_per_s);
+            for p in &e.projections {
+                k.insert(
+                    format!("events.apply_{}_eps", p.database),
+                    p.apply_events_per_s,
+                );
+                k.insert(
+                    format!("events.replay_{}_eps", p.database),
+                    p.replay_events_per_s,
+                );
+            }
+        }
+        if let Some(p) = &self.pipeline {
+            k.insert("pipeline.small_uploads_per_s".into(), p.small_uploads_per_s);
+            k.insert("pipeline.small_p50_ms".into(), p.p50_ms);
+            k.insert("pipeline.small_p99_ms".into(), p.small_p99_ms);
+            if let Some(r) = p.big_overhead_ratio {
+                k.insert("pipeline.big_overhead_ratio".into(), r);
+            }
+        }
+        k
+    }
+
+    /// Each headline figure beside its target (issue 9), as measured in this run.
+    fn targets_table(&self) -> String {
+        // (key, target, higher is better)
+        const TARGETS: &[(&str, f64, bool)] = &[
+            ("events.apply_sqlite_eps", 150_000.0, true),
+            ("events.replay_sqlite_eps", 150_000.0, true),
+            ("events.apply_postgres_eps", 50_000.0, true),
+            ("events.replay_postgres_eps", 50_000.0, true),
+            ("pipeline.small_uploads_per_s", 1_000.0, true),
+            ("pipeline.small_p99_ms", 50.0, false),
+            ("pipeline.big_overhead_ratio", 1.10, false),
+            ("conversion.csv_vs_duckdb", 1.25, true),
+            ("conversion.ndjson_vs_duckdb", 1.25, true),
+        ];
+        let keys = self.keys();
+        let mut s = String::new();
+        let rows: Vec<_> = TARGETS
+            .iter()
+            .filter_map(|(key, target, up)| keys.get(*key).map(|v| (key, v, target, up)))
+            .collect();
+        if rows.is_empty() {
+            return s;
+        }
+        let _ = writeln!(s);
+        let _ = writeln!(s, "| figure | measured | target | met? |");
+        let _ = writeln!(s, "|---|---:|---:|---|");
+        for (key, v, target, up) in rows {
+            let met = if *up { v >= target } else { v <= target };
+            let _ = writeln!(
+                s,
+                "| `{key}` | {} | {} {} | {} |",
+                fmt_figure(*v),
+                if *up { "≥" } else { "≤" },
+                fmt_figure(*target),
+                if met { "yes" } else { "**no**" }
+            );
+        }
+        s
+    }
+}
+
+fn fmt_figure(v: f64) -> String {
+    if v >= 100.0 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.2}")
+    }
+}
+
+impl Report {
 
     fn conversion_table(&self) -> String {
         let mut s = String::new();
