@@ -15,6 +15,7 @@ use std::io::BufRead;
 use std::sync::Arc;
 
 use arrow::array::{
+    Array,
     ArrayRef, BooleanBuilder, Date32Builder, Float64Builder, Int64Builder, StringBuilder,
     TimestampMicrosecondBuilder,
 };
@@ -24,7 +25,7 @@ use arrow::record_batch::RecordBatch;
 use crate::input::open_text;
 use crate::names;
 use crate::records::Records;
-use crate::sink::Sink;
+use crate::sink::{Dictionary, Sink};
 use crate::values::{self, Kind};
 use crate::{ConvertError, Job, Problems, Written};
 
@@ -102,7 +103,12 @@ fn write_pass(
     ));
     let mut rows = Rows::open(job, delimiter, progress)?;
     rows.header()?;
-    let mut sink = Sink::create_with(job.output, schema.clone(), plain)?;
+    let mut sink = Sink::create_with(
+        job.output,
+        schema.clone(),
+        Dictionary::PlainFor(plain.to_vec()),
+        job.encoders(),
+    )?;
     let mut builders: Vec<Builder> = kinds.iter().map(|k| Builder::new(*k)).collect();
     let mut problems = Problems::default();
     let mut in_batch = 0;
@@ -267,8 +273,7 @@ impl<'a> Rows<'a> {
 
     /// Field `i` of the current record as text; a missing field is empty (null).
     fn field(&self, i: usize, header: &[String]) -> Result<&str, ConvertError> {
-        let raw = self.records.get(i).unwrap_or_default();
-        std::str::from_utf8(raw).map_err(|e| {
+        self.records.get_str(i).map_err(|e| {
             ConvertError::malformed(
                 self.file,
                 Some(self.line),
@@ -315,7 +320,10 @@ impl Builder {
             }
             return true;
         }
-        if value.trim().is_empty() {
+        // Most values start and end with a printable ASCII byte: not blank, no trim.
+        let printable = |c: Option<&u8>| c.is_some_and(|&c| c > b' ' && c < 0x80);
+        let bytes = value.as_bytes();
+        if !(printable(bytes.first()) && printable(bytes.last())) && value.trim().is_empty() {
             match self {
                 Builder::Bool(b) => b.append_null(),
                 Builder::Int(b) => b.append_null(),
@@ -348,14 +356,45 @@ impl Builder {
         .is_some()
     }
 
+    /// The column's array; the builder starts over with room for as much again, so the
+    /// next batch does not grow its buffers step by step.
     fn finish(&mut self) -> ArrayRef {
         match self {
-            Builder::Bool(b) => Arc::new(b.finish()),
-            Builder::Int(b) => Arc::new(b.finish()),
-            Builder::Float(b) => Arc::new(b.finish()),
-            Builder::Date(b) => Arc::new(b.finish()),
-            Builder::Timestamp(b, _) => Arc::new(b.finish()),
-            Builder::Utf8(b) => Arc::new(b.finish()),
+            Builder::Bool(b) => {
+                let a = b.finish();
+                *b = BooleanBuilder::with_capacity(a.len());
+                Arc::new(a)
+            }
+            Builder::Int(b) => {
+                let a = b.finish();
+                *b = Int64Builder::with_capacity(a.len());
+                Arc::new(a)
+            }
+            Builder::Float(b) => {
+                let a = b.finish();
+                *b = Float64Builder::with_capacity(a.len());
+                Arc::new(a)
+            }
+            Builder::Date(b) => {
+                let a = b.finish();
+                *b = Date32Builder::with_capacity(a.len());
+                Arc::new(a)
+            }
+            Builder::Timestamp(b, zoned) => {
+                let a = b.finish();
+                let fresh = TimestampMicrosecondBuilder::with_capacity(a.len());
+                *b = if *zoned {
+                    fresh.with_timezone("UTC")
+                } else {
+                    fresh
+                };
+                Arc::new(a)
+            }
+            Builder::Utf8(b) => {
+                let a = b.finish();
+                *b = StringBuilder::with_capacity(a.len(), a.value_data().len());
+                Arc::new(a)
+            }
         }
     }
 }

@@ -25,6 +25,7 @@ use arrow::record_batch::RecordBatch;
 use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 
 use crate::input::open_text;
+use crate::json_fast;
 use crate::names;
 use crate::sink::Sink;
 use crate::{ConvertError, Job, Problems, Written};
@@ -39,6 +40,28 @@ pub(crate) fn convert(
     array: bool,
     progress: &mut dyn FnMut(u64),
 ) -> Result<Written, ConvertError> {
+    convert_with(job, array, Path::Fast, progress)
+}
+
+/// Which write a pass tries first: the one-parse path (falling back to the exact one)
+/// or the exact one alone, which the tests compare it with.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Path {
+    Fast,
+    #[cfg_attr(not(test), allow(dead_code))]
+    Exact,
+    /// The one-parse path, failing where it would give up (tests: it must not, on a
+    /// clean file).
+    #[cfg_attr(not(test), allow(dead_code))]
+    FastOnly,
+}
+
+fn convert_with(
+    job: &Job<'_>,
+    array: bool,
+    path: Path,
+    progress: &mut dyn FnMut(u64),
+) -> Result<Written, ConvertError> {
     let mut shape = Shape::Object(Vec::new());
     {
         let mut records = Records::open(job, array, progress)?;
@@ -51,7 +74,7 @@ pub(crate) fn convert(
         }
     }
     for _ in 0..MAX_PASSES {
-        match write_pass(job, array, &shape, progress)? {
+        match write_pass(job, array, &shape, path, progress)? {
             Pass::Done(written) => return Ok(written),
             Pass::Widened(wider) => shape = wider,
         }
@@ -73,6 +96,7 @@ fn write_pass(
     job: &Job<'_>,
     array: bool,
     shape: &Shape,
+    path: Path,
     progress: &mut dyn FnMut(u64),
 ) -> Result<Pass, ConvertError> {
     let Shape::Object(top) = shape else {
@@ -106,6 +130,25 @@ fn write_pass(
             .map(|((name, _), (_, s))| ArrowField::new(name, s.data_type(), true))
             .collect::<Vec<_>>(),
     ));
+    let written = |sink: Sink| -> Result<Pass, ConvertError> {
+        let (statistics, parquet_size) = sink.finish()?;
+        Ok(Pass::Done(Written {
+            schema: crate::event_schema(&out_schema, &resolved),
+            statistics,
+            problems: Problems::default(),
+            parquet_size,
+        }))
+    };
+    // One parse per record when every record fits; the exact path below otherwise.
+    if path != Path::Exact {
+        let sink = Sink::create(job.output, out_schema.clone(), job.encoders())?;
+        if let Some(sink) = json_fast::write(job, array, top, &out_schema, sink, progress)? {
+            return written(sink);
+        }
+        if path == Path::FastOnly {
+            return Err(ConvertError::unsupported(job.file, "the one-parse path gave up".to_owned()));
+        }
+    }
     let batch_rows = job.opts.batch_rows.max(1);
     let decoder = arrow::json::ReaderBuilder::new(decode_schema)
         .with_batch_size(batch_rows)
@@ -113,7 +156,7 @@ fn write_pass(
         .with_strict_mode(true)
         .build_decoder()
         .map_err(|e| ConvertError::unsupported(job.file, format!("JSON decoder: {e}")))?;
-    let sink = Sink::create(job.output, out_schema.clone())?;
+    let sink = Sink::create(job.output, out_schema.clone(), job.encoders())?;
     let mut records = Records::open(job, array, progress)?;
     let mut check = shape.clone();
     // Three threads: this one cuts records and checks them against the shape, one
@@ -157,15 +200,7 @@ fn write_pass(
         let sink = decoded?;
         match read? {
             Some(wider) => Ok(Pass::Widened(wider)),
-            None => {
-                let (statistics, parquet_size) = sink.finish()?;
-                Ok(Pass::Done(Written {
-                    schema: crate::event_schema(&out_schema, &resolved),
-                    statistics,
-                    problems: Problems::default(),
-                    parquet_size,
-                }))
-            }
+            None => written(sink),
         }
     })
 }
@@ -287,7 +322,7 @@ fn merge_record(
 
 /// The inferred type of a JSON value; objects keep keys in order of first appearance.
 #[derive(Debug, Clone, PartialEq)]
-enum Shape {
+pub(crate) enum Shape {
     Null,
     Bool,
     Int,
@@ -298,7 +333,7 @@ enum Shape {
 }
 
 impl Shape {
-    fn data_type(&self) -> DataType {
+    pub(crate) fn data_type(&self) -> DataType {
         match self {
             Shape::Null | Shape::Utf8 => DataType::Utf8,
             Shape::Bool => DataType::Boolean,
@@ -690,5 +725,170 @@ impl<'a> Records<'a> {
                 ),
             ),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The one-parse path against the exact one: on each input both must end the same
+    //! way — the same rows and types, or the same error.
+
+    use super::*;
+    use crate::ConvertOptions;
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    use weir_events::Compression;
+
+    fn outcome(input: &[u8], array: bool, path: Path) -> String {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let src = dir.path().join("in.json");
+        let out = dir.path().join("out.parquet");
+        std::fs::write(&src, input).expect("writes the input");
+        let opts = ConvertOptions {
+            filename: "in.json".into(),
+            sample_rows: 3,
+            batch_rows: 2,
+            ..ConvertOptions::default()
+        };
+        let job = Job {
+            input: &src,
+            output: &out,
+            opts: &opts,
+            file: "in.json",
+            compression: Compression::None,
+        };
+        match convert_with(&job, array, path, &mut |_| {}) {
+            Err(e) => format!("error: {e}"),
+            Ok(w) => {
+                let file = std::fs::File::open(&out).expect("the output exists");
+                let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+                    .and_then(|b| b.build())
+                    .expect("the output reads back");
+                let batches: Vec<_> = reader.map(|b| b.expect("a batch")).collect();
+                let schema = batches.first().map(|b| b.schema());
+                let rows = schema.map(|s| {
+                    arrow::compute::concat_batches(&s, &batches)
+                        .map(|b| format!("{b:?}"))
+                        .unwrap_or_default()
+                });
+                format!(
+                    "{:?}\n{:?}\n{:?}\n{rows:?}",
+                    w.schema, w.statistics, w.problems.first
+                )
+            }
+        }
+    }
+
+    fn same(input: &str) {
+        for array in [false, true] {
+            let text = if array {
+                let records: Vec<&str> = input.lines().filter(|l| !l.trim().is_empty()).collect();
+                format!("[{}]", records.join(",\n"))
+            } else {
+                input.to_owned()
+            };
+            let fast = outcome(text.as_bytes(), array, Path::Fast);
+            let exact = outcome(text.as_bytes(), array, Path::Exact);
+            assert_eq!(fast, exact, "input ({}):\n{text}", if array { "array" } else { "lines" });
+        }
+    }
+
+    const HEAD: &str = "{\"i\": 1, \"f\": 1.5, \"t\": \"a\", \"b\": true, \"n\": null, \"l\": [1], \"o\": {\"x\": 1, \"y\": [{\"z\": \"q\"}]}}\n\
+        {\"i\": -2, \"f\": 2, \"t\": 3, \"b\": false, \"n\": null, \"l\": [], \"o\": {\"x\": null}}\n\
+        {\"i\": null, \"f\": null, \"t\": null, \"b\": null, \"n\": null, \"l\": null, \"o\": null}\n";
+
+    #[test]
+    fn records_that_fit_come_out_the_same() {
+        for tail in [
+            "{\"t\": \"esc \\\" \\\\ \\/ \\b \\f \\n \\r \\t \\u00e9 \\ud83d\\ude00\"}",
+            "{\"t\": 1E5} \r\n\r\n  {\"t\": -0.0, \"i\": 0}\n{\"t\": true}",
+            "{\"o\": {\"y\": [{\"z\": null}, null, {}]}, \"l\": [null, 2]}",
+            "{\"f\": -0.0}\n{\"f\": 123456789.125}\n{\"f\": 1e-5}\n{\"f\": 9007199254740993}",
+            "{\"t\": 12345678901234567890}",
+            "{}\n{ \"o\" : { } , \"i\" : 9223372036854775807 }",
+            "{\"i\": -9223372036854775808}",
+        ] {
+            same(&format!("{HEAD}{tail}\n"));
+        }
+    }
+
+    #[test]
+    fn records_that_widen_or_fail_come_out_the_same() {
+        for tail in [
+            "{\"i\": 1.5}",
+            "{\"i\": -0}",
+            "{\"i\": \"7\"}",
+            "{\"i\": 9223372036854775808}",
+            "{\"f\": 18446744073709551616}",
+            "{\"n\": 1}",
+            "{\"n\": {\"k\": 1}}",
+            "{\"b\": 1}",
+            "{\"new\": 1}",
+            "{\"o\": {\"x\": 1, \"w\": 2}}",
+            "{\"i\": 1, \"i\": 2.5}",
+            "{\"\\u0069\": 2.5}",
+            "{\"l\": [1, \"x\"]}",
+            "{\"o\": [1]}",
+            "{\"t\": {\"k\": 1}}",
+            "{\"f\": 1e400}",
+            "{\"t\": 01}",
+            "{\"t\": \"raw\ttab\"}",
+            "{\"t\": \"\\ud800\"}",
+            "{\"t\": \"\\q\"}",
+            "{\"i\": 1 \"f\": 2}",
+            "{\"i\": 1,}",
+            "{\"i\": 1}}",
+            "42",
+            "null",
+            "[1]",
+            "{\"i\": 1",
+            "{\"t\": \"x\"}\u{c}{\"i\": 2}",
+            "{\"t\": tru}",
+        ] {
+            same(&format!("{HEAD}{tail}\n{{\"i\": 5}}\n"));
+        }
+    }
+
+    /// Clean records of every kind of value take the one-parse path from start to end
+    /// (the buffer ends inside every token somewhere: tests read 7 bytes at a time), and
+    /// come out as the exact path writes them.
+    #[test]
+    fn clean_records_take_the_one_parse_path() {
+        let mut records: Vec<String> = HEAD.lines().map(str::to_owned).collect();
+        for i in 0..300 {
+            records.push(format!(
+                "{{\"i\": {}, \"f\": {}.{:03}e{}, \"t\": \"s\\u00e9\\ud83d\\ude00\\\"{i}\\n\", \"b\": {}, \"n\": null,\r\n \"l\": [{i}, null, -{}], \"o\": {{\"y\": [{{\"z\": \"{i}\"}}], \"x\": -{}}}}}",
+                i * 7 - 1000,
+                i,
+                i % 1000,
+                i % 5,
+                i % 2 == 0,
+                i + 1,
+                i + 1,
+            ));
+            records.push(format!("{{\"t\": {i}.5E-2, \"f\": -{}}}\n", i + 1));
+        }
+        for array in [false, true] {
+            let text = if array {
+                format!("[{}]", records.join(",\n"))
+            } else {
+                records.join("\n")
+            };
+            let fast = outcome(text.as_bytes(), array, Path::FastOnly);
+            assert!(!fast.starts_with("error"), "{}", &fast[..fast.len().min(300)]);
+            assert!(
+                fast == outcome(text.as_bytes(), array, Path::Exact),
+                "the paths differ (array: {array})"
+            );
+        }
+    }
+
+    #[test]
+    fn invalid_utf8_in_a_string_fails_the_same() {
+        let mut input = HEAD.as_bytes().to_vec();
+        input.extend_from_slice(b"{\"t\": \"bad \xff byte\"}\n");
+        assert_eq!(
+            outcome(&input, false, Path::Fast),
+            outcome(&input, false, Path::Exact)
+        );
     }
 }

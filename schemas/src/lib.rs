@@ -12,6 +12,7 @@ mod delimited;
 mod error;
 mod input;
 mod json;
+mod json_fast;
 mod names;
 mod parquet_in;
 mod records;
@@ -159,6 +160,20 @@ pub(crate) struct Job<'a> {
     /// The name used in messages.
     pub file: &'a str,
     pub compression: Compression,
+}
+
+impl Job<'_> {
+    /// Threads that encode the Parquet columns side by side: one (the sink's own) for
+    /// inputs under `PARALLEL_FROM_BYTES`, where a thread costs more than it saves, else
+    /// one per core up to four.
+    pub fn encoders(&self) -> usize {
+        const PARALLEL_FROM_BYTES: u64 = 8 << 20;
+        let size = std::fs::metadata(self.input).map_or(0, |m| m.len());
+        if size < PARALLEL_FROM_BYTES {
+            return 1;
+        }
+        std::thread::available_parallelism().map_or(1, |n| n.get().min(4))
+    }
 }
 
 /// What a format reader hands back.

@@ -144,6 +144,47 @@ fn number(v: &str) -> Option<Number> {
     }
 }
 
+/// The common numbers — an optional sign, at most 15 digits, at most one `.` between
+/// digits, nothing around them — read in one pass; `None` for anything else, which
+/// [`number`] then reads. The result is `number`'s: a mantissa below 2^53 divided by
+/// an exact power of ten is correctly rounded, as `str::parse::<f64>` is.
+#[inline]
+fn plain_number(b: &[u8]) -> Option<Number> {
+    const POW10: [f64; 16] = [
+        1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+    ];
+    let (negative, body) = match b.first()? {
+        b'-' => (true, &b[1..]),
+        b'+' => (false, &b[1..]),
+        _ => (false, b),
+    };
+    if body.is_empty() || body.len() > 16 {
+        return None;
+    }
+    let mut mantissa: i64 = 0;
+    let mut dot = None;
+    for (k, &c) in body.iter().enumerate() {
+        match c {
+            b'0'..=b'9' => mantissa = mantissa * 10 + i64::from(c - b'0'),
+            b'.' if dot.is_none() => dot = Some(k),
+            _ => return None,
+        }
+    }
+    let int_digits = dot.unwrap_or(body.len());
+    let frac_digits = body.len() - int_digits - usize::from(dot.is_some());
+    if int_digits == 0 || (int_digits > 1 && body[0] == b'0') || int_digits + frac_digits > 15 {
+        return None;
+    }
+    match dot {
+        None => Some(Number::Int(if negative { -mantissa } else { mantissa })),
+        Some(_) if frac_digits == 0 => None,
+        Some(_) => {
+            let v = mantissa as f64 / POW10[frac_digits];
+            Some(Number::Float(if negative { -v } else { v }))
+        }
+    }
+}
+
 pub fn parse_bool(v: &str) -> Option<bool> {
     let v = v.trim();
     if v.eq_ignore_ascii_case("true") {
@@ -156,6 +197,9 @@ pub fn parse_bool(v: &str) -> Option<bool> {
 }
 
 pub fn parse_int(v: &str) -> Option<i64> {
+    if let Some(Number::Int(i)) = plain_number(v.as_bytes()) {
+        return Some(i);
+    }
     match number(v.trim())? {
         Number::Int(i) => Some(i),
         Number::Float(_) => None,
@@ -163,6 +207,11 @@ pub fn parse_int(v: &str) -> Option<i64> {
 }
 
 pub fn parse_float(v: &str) -> Option<f64> {
+    match plain_number(v.as_bytes()) {
+        Some(Number::Int(i)) => return Some(i as f64),
+        Some(Number::Float(f)) => return Some(f),
+        None => {}
+    }
     match number(v.trim())? {
         // The same f64 as parsing the digits: an integer's decimal text is exact, and
         // both round to nearest.
@@ -362,6 +411,62 @@ mod tests {
             ("1-684", Kind::Utf8),
         ] {
             assert_eq!(classify(v), k, "{v:?}");
+        }
+    }
+
+    #[test]
+    fn plain_numbers_read_as_number_reads_them() {
+        let mut rng = 0x2545_f491_4f6c_dd1du64;
+        let mut next = || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        let mut texts: Vec<String> = [
+            "0", "-0", "+0", "0.0", "-0.0", "7", "-12", "+3.5", "00", "01.5", "0.10", "1.", ".5",
+            "999999999999999", "9999999999999999", "123456789012.345", "1.2.3", "-", "+", "",
+            "0.000000000000001", "4503599627370497.5",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        for _ in 0..20_000 {
+            let digits = 1 + next() % 16;
+            let mut s = String::new();
+            if next() % 3 == 0 {
+                s.push('-');
+            }
+            let dot = next() % (digits + 2);
+            for k in 0..digits {
+                if k == dot && k > 0 {
+                    s.push('.');
+                }
+                s.push(char::from(b'0' + (next() % 10) as u8));
+            }
+            texts.push(s);
+        }
+        for t in &texts {
+            if let Some(fast) = plain_number(t.as_bytes()) {
+                let slow = number(t);
+                match (fast, slow) {
+                    (Number::Float(a), Some(Number::Float(b))) => {
+                        assert_eq!(a.to_bits(), b.to_bits(), "{t}")
+                    }
+                    (a, b) => assert_eq!(Some(a), b, "{t}"),
+                }
+            }
+            let slow_int = match number(t) {
+                Some(Number::Int(i)) => Some(i),
+                _ => None,
+            };
+            assert_eq!(parse_int(t), slow_int, "{t}");
+            let slow_float = match number(t) {
+                Some(Number::Int(i)) => Some(i as f64),
+                Some(Number::Float(f)) => Some(f),
+                None => None,
+            };
+            assert_eq!(parse_float(t).map(f64::to_bits), slow_float.map(f64::to_bits), "{t}");
         }
     }
 

@@ -476,6 +476,109 @@ fn ndjson_widens_after_the_sample() {
     assert_eq!(all[20_000], "20001 | 0.5 | {k: [true]}");
 }
 
+/// 30,000 CSV rows with a multi-line quoted value early on; only the last line does
+/// not fit the sampled types. The conversion widens on that line alone: every earlier
+/// row is kept and typed as before, the last one keeps its text.
+#[test]
+fn csv_widens_on_the_last_line_only() {
+    let mut csv = String::from("id,n,x,when,note\n1,1,0.5,2024-01-01 00:00:00,\"two\nlines\"\n");
+    for i in 2..=30_000 {
+        csv.push_str(&format!("{i},{i},{i}.25,2024-01-01 10:00:00,n{i}\n"));
+    }
+    csv.push_str("30001,n/a,7,2024-01-02,last\n");
+    let r = run("last.csv", csv.as_bytes(), &options("last.csv")).expect("converts");
+    let types: Vec<(&str, &str)> = r
+        .converted
+        .schema
+        .fields
+        .iter()
+        .map(|f| (f.name.as_str(), f.data_type.as_str()))
+        .collect();
+    assert_eq!(
+        types,
+        [
+            ("id", "Int64"),
+            ("n", "Utf8"),
+            ("x", "Float64"),
+            ("when", "Timestamp(µs)"),
+            ("note", "Utf8")
+        ]
+    );
+    let all = rows(&r.batches);
+    assert_eq!(all.len(), 30_001);
+    assert_eq!(all[0], "1 | \"1\" | 0.5 | 2024-01-01T00:00:00 | \"two\\nlines\"");
+    assert_eq!(all[29_999], "30000 | \"30000\" | 30000.25 | 2024-01-01T10:00:00 | \"n30000\"");
+    assert_eq!(all[30_000], "30001 | \"n/a\" | 7.0 | 2024-01-02T00:00:00 | \"last\"");
+    assert_eq!(r.converted.statistics.rows, 30_001);
+    assert_eq!(r.converted.problem_count, 0);
+}
+
+/// An invalid value on the last line of a long CSV fails the file naming that line
+/// (counted across the quoted newline) and the column.
+#[test]
+fn csv_error_on_the_last_line_names_line_and_field() {
+    let mut csv = b"id,name\n1,\"a\nb\"\n".to_vec();
+    for i in 2..=30_000 {
+        csv.extend_from_slice(format!("{i},n{i}\n").as_bytes());
+    }
+    csv.extend_from_slice(b"30001,caf\xE9\n");
+    let err = run("bad-last.csv", &csv, &options("bad-last.csv")).err();
+    let msg = err.map(|e| e.to_string()).unwrap_or_default();
+    assert_eq!(
+        msg,
+        "bad-last.csv: line 30003, column \"name\": invalid UTF-8 (weir reads UTF-8 text): incomplete utf-8 byte sequence from index 3"
+    );
+}
+
+/// NDJSON whose last record alone breaks the shape: a conflict or invalid JSON there
+/// fails the file naming that line (and the key), after 30,000 records that fit.
+#[test]
+fn ndjson_error_on_the_last_line_names_line_and_key() {
+    let mut json = String::new();
+    for i in 1..=30_000 {
+        json.push_str(&format!("{{\"id\": {i}, \"v\": {{\"k\": {i}}}}}\n"));
+    }
+    for (last, want) in [
+        (
+            "{\"id\": 30001, \"v\": [1]}",
+            "late.ndjson: line 30001, column \"v\": an array where earlier records have an object",
+        ),
+        (
+            "{\"id\": 30001, \"v\": {\"k\": 1},}",
+            "late.ndjson: line 30001: invalid JSON near character 29: trailing comma",
+        ),
+    ] {
+        let input = format!("{json}{last}\n");
+        let err = run("late.ndjson", input.as_bytes(), &options("late.ndjson")).err();
+        let msg = err.map(|e| e.to_string()).unwrap_or_default();
+        assert_eq!(msg, want);
+    }
+}
+
+/// NDJSON whose last record alone widens: an integer column becomes Float64 and a key
+/// appears, and every earlier record keeps its values.
+#[test]
+fn ndjson_widens_on_the_last_line_only() {
+    let mut json = String::new();
+    for i in 1..=30_000 {
+        json.push_str(&format!("{{\"id\": {i}, \"v\": {i}, \"s\": \"x\\u00e9{i}\"}}\n"));
+    }
+    json.push_str("{\"id\": 30001, \"v\": -0, \"s\": null, \"new\": true}\n");
+    let r = run("wide-last.ndjson", json.as_bytes(), &options("wide-last.ndjson")).expect("converts");
+    let types: Vec<&str> = r
+        .converted
+        .schema
+        .fields
+        .iter()
+        .map(|f| f.data_type.as_str())
+        .collect();
+    assert_eq!(types, ["Int64", "Float64", "Utf8", "Boolean"]);
+    let all = rows(&r.batches);
+    assert_eq!(all.len(), 30_001);
+    assert_eq!(all[29_999], "30000 | 30000.0 | \"xé30000\" | null");
+    assert_eq!(all[30_000], "30001 | -0.0 | null | true");
+}
+
 #[test]
 fn json_shape_conflict_after_the_sample_names_line_and_key() {
     let mut json = String::new();
