@@ -22,8 +22,8 @@ use weir_journal::Recorded;
 
 use crate::Error;
 use crate::rows::{
-    AuditRow, DatasetRow, Keyed, NotificationRow, Sql, StepRow, TableNameRow, TokenRow,
-    UploadRow, VersionRow,
+    AuditRow, DatasetRow, Keyed, NotificationRow, Sql, StepRow, TableNameRow, TokenRow, UploadRow,
+    VersionRow,
 };
 
 /// Counts and sizes are `u64` in events and BIGINT in SQL; nothing real comes near
@@ -124,7 +124,6 @@ impl From<&Schema> for SchemaView {
 fn to_json<T: Serialize>(value: &T) -> Result<String, Error> {
     serde_json::to_string(value).map_err(Error::Json)
 }
-
 
 /// The rows a batch of events starts from, by table.
 #[derive(Debug, Default)]
@@ -408,9 +407,7 @@ impl Batch {
                                 last_seq: seq,
                             },
                         );
-                        self.uploads
-                            .get_mut(&upload)
-                            .expect("the row was just put")
+                        self.uploads.get_mut(&upload).expect("the row was just put")
                     }
                 };
                 row.owner = e.owner.to_string();

@@ -20,8 +20,8 @@ use weir_journal::{Follow, Journal, ReadError, Recorded, Start};
 
 use crate::Error;
 use crate::apply::{Batch as Rows, Needs, int, needs};
-use crate::rows::Sql;
 use crate::db::Db;
+use crate::rows::Sql;
 use crate::schema::Tables;
 
 /// Where a projector is, for metrics and for tests that stop it at a chosen point.
@@ -371,8 +371,7 @@ impl Projector {
                 rows.apply(rec)?;
             }
             let folded = started.elapsed();
-            self.progress
-                .send_modify(|p| p.applying = Some(last.seq));
+            self.progress.send_modify(|p| p.applying = Some(last.seq));
             rows.write(&sql, &mut tx).await?;
             let written = started.elapsed();
             tx.commit().await?;

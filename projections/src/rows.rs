@@ -461,7 +461,10 @@ mod tests {
             .collect()
         }
         fn names<R: RowImage>() -> (&'static str, Vec<String>) {
-            (R::TABLE, R::COLUMNS.iter().map(|c| (*c).to_owned()).collect())
+            (
+                R::TABLE,
+                R::COLUMNS.iter().map(|c| (*c).to_owned()).collect(),
+            )
         }
         for (table, want) in [
             names::<UploadRow>(),

@@ -93,9 +93,7 @@ impl Tables {
     /// Every statement of the migrations except the secondary indexes: what a replay
     /// builds its shadow tables with, so that rows go in without index upkeep.
     pub(crate) fn table_sql(self) -> Vec<String> {
-        self.statements()
-            .filter(|s| !is_index(s))
-            .collect()
+        self.statements().filter(|s| !is_index(s)).collect()
     }
 
     /// The migrations' `CREATE INDEX` statements: built once the rows are in.
@@ -158,7 +156,10 @@ mod tests {
         let indexes = Tables::Shadow.index_sql();
         let all: String = Tables::Shadow.migration_sql().collect();
         assert_eq!(
-            tables.iter().filter(|s| s.starts_with("CREATE TABLE")).count(),
+            tables
+                .iter()
+                .filter(|s| s.starts_with("CREATE TABLE"))
+                .count(),
             TABLES.len()
         );
         assert_eq!(indexes.len(), all.matches("CREATE INDEX").count());

@@ -63,6 +63,41 @@ async fn replay_twice_gives_identical_rows_equal_to_live(kind: Kind) {
         snapshot(&live.db, Tables::Shadow).await.is_err(),
         "shadow tables are dropped after a replay"
     );
+    // The swap renamed the shadow tables into place and built the indexes under their
+    // live names: after two replays the live tables have exactly the indexes a fresh
+    // migration gives them, and no index keeps a shadow name.
+    assert_eq!(
+        index_names(&live.db, kind).await,
+        index_names(&fresh.db, kind).await
+    );
+    let names = index_names(&live.db, kind).await;
+    assert!(
+        names.iter().any(|n| n == "audit_correlation_idx"),
+        "{names:?}"
+    );
+    assert!(names.iter().all(|n| !n.contains("_new")), "{names:?}");
+}
+
+/// Every index on the projection tables, by name (primary keys included).
+async fn index_names(db: &weir_projections::Db, kind: Kind) -> Vec<String> {
+    use sqlx::Row;
+    let sql = match kind {
+        Kind::Sqlite => {
+            "SELECT name FROM sqlite_master WHERE type = 'index' \
+             AND tbl_name NOT LIKE '\\_%' ESCAPE '\\' ORDER BY name"
+        }
+        Kind::Postgres => {
+            "SELECT indexname::text AS name FROM pg_indexes WHERE schemaname = 'public' \
+             AND tablename NOT LIKE '\\_%' ESCAPE '\\' ORDER BY indexname"
+        }
+    };
+    sqlx::query(sql)
+        .fetch_all(db.pool())
+        .await
+        .expect("list indexes")
+        .iter()
+        .map(|r| r.get::<String, _>("name"))
+        .collect()
 }
 
 /// SQLite and Postgres, fed the same log, hold the same rows.
