@@ -223,7 +223,6 @@ fn fmt_figure(v: f64) -> String {
 }
 
 impl Report {
-
     fn conversion_table(&self) -> String {
         let mut s = String::new();
         if self.conversion.is_empty() {
