@@ -328,7 +328,10 @@ async fn starting_state<S: Service>(
     if delivered <= 1 {
         let known = match states.at_or_after(input, STATE_PATIENCE).await {
             Some(s) => Some(s),
-            None => S::state_from_input(input),
+            None => S::state_from_input(input).inspect(|s| {
+                // What the next step will wait for while this one finishes.
+                states.put(s.clone());
+            }),
         };
         if let Some(state) = known {
             states.used.fetch_add(1, Ordering::Relaxed);
