@@ -687,7 +687,9 @@ impl Batch {
 
     /// The upload's step rows, marked for writing.
     fn steps_of(&mut self, upload: &str) -> &mut Vec<StepRow> {
-        self.steps_dirty.push(upload.to_owned());
+        if self.steps_dirty.last().is_none_or(|last| last != upload) {
+            self.steps_dirty.push(upload.to_owned());
+        }
         self.steps.entry(upload.to_owned()).or_default()
     }
 

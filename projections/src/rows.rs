@@ -34,6 +34,35 @@ pub(crate) trait RowImage: Serialize + DeserializeOwned + Clone {
     fn bind_all<'q>(&self, q: Query<'q, Any, AnyArguments>) -> Query<'q, Any, AnyArguments>;
 }
 
+/// A column value bound without an intermediate copy of its text.
+trait BindValue {
+    fn bind_to<'q>(&self, q: Query<'q, Any, AnyArguments>) -> Query<'q, Any, AnyArguments>;
+}
+
+impl BindValue for String {
+    fn bind_to<'q>(&self, q: Query<'q, Any, AnyArguments>) -> Query<'q, Any, AnyArguments> {
+        q.bind(self.as_str())
+    }
+}
+
+impl BindValue for Option<String> {
+    fn bind_to<'q>(&self, q: Query<'q, Any, AnyArguments>) -> Query<'q, Any, AnyArguments> {
+        q.bind(self.as_deref())
+    }
+}
+
+impl BindValue for i64 {
+    fn bind_to<'q>(&self, q: Query<'q, Any, AnyArguments>) -> Query<'q, Any, AnyArguments> {
+        q.bind(*self)
+    }
+}
+
+impl BindValue for Option<i64> {
+    fn bind_to<'q>(&self, q: Query<'q, Any, AnyArguments>) -> Query<'q, Any, AnyArguments> {
+        q.bind(*self)
+    }
+}
+
 macro_rules! row_image {
     ($name:ident, $table:literal, key = [$($key:literal),+], { $($field:ident : $ty:ty),+ $(,)? }) => {
         #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -49,7 +78,9 @@ macro_rules! row_image {
                 &self,
                 q: Query<'q, Any, AnyArguments>,
             ) -> Query<'q, Any, AnyArguments> {
-                q$(.bind(self.$field.clone()))+
+                let q = q;
+                $(let q = BindValue::bind_to(&self.$field, q);)+
+                q
             }
         }
     };
