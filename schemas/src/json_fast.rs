@@ -518,10 +518,10 @@ impl Object {
                 let Ok(key) = c.plain_string()? else {
                     return Err(Stop::GiveUp);
                 };
-                let idx = if self.keys.get(cursor).is_some_and(|k| **k == *key) {
+                let idx = if self.keys.get(cursor).is_some_and(|k| same(k, key)) {
                     cursor
                 } else {
-                    match self.keys.iter().position(|k| **k == *key) {
+                    match self.keys.iter().position(|k| same(k, key)) {
                         Some(i) => i,
                         None => return Err(Stop::GiveUp), // a new key widens the shape
                     }
@@ -577,6 +577,13 @@ impl Object {
         let columns = self.finish()?;
         RecordBatch::try_new(schema.clone(), columns).ok()
     }
+}
+
+/// Key equality without a call to `memcmp`: keys are short, and the call cost more than
+/// the comparison.
+#[inline]
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x == y)
 }
 
 impl Column {

@@ -222,7 +222,7 @@ pub fn parse_float(v: &str) -> Option<f64> {
 
 /// Days since 1970-01-01 for a valid `YYYY-MM-DD`.
 pub fn parse_date(v: &str) -> Option<i32> {
-    let b = v.trim().as_bytes();
+    let b = trimmed(v).as_bytes();
     if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
         return None;
     }
@@ -239,7 +239,7 @@ pub fn parse_date(v: &str) -> Option<i32> {
 /// the UTC instant). Accepts `YYYY-MM-DD[T ]HH:MM[:SS[.f]]` and an optional `Z`, `UTC`,
 /// `±HH`, `±HHMM` or `±HH:MM`, optionally after one space.
 pub fn parse_timestamp(v: &str) -> Option<(i64, bool)> {
-    let v = v.trim();
+    let v = trimmed(v);
     let b = v.as_bytes();
     if b.len() < 16 || !matches!(b[10], b'T' | b't' | b' ') || b[13] != b':' {
         return None;
@@ -297,6 +297,19 @@ pub fn parse_timestamp(v: &str) -> Option<(i64, bool)> {
         None => (local, false),
         Some(off) => (local - off * 1_000_000, true),
     })
+}
+
+/// `v.trim()`, skipped when `v` starts and ends with a printable ASCII byte (most values:
+/// the Unicode-aware trim is a visible cost per value).
+#[inline]
+fn trimmed(v: &str) -> &str {
+    let printable = |c: Option<&u8>| c.is_some_and(|&c| c > b' ' && c < 0x80);
+    let b = v.as_bytes();
+    if printable(b.first()) && printable(b.last()) {
+        v
+    } else {
+        v.trim()
+    }
 }
 
 fn digits(b: &[u8]) -> Option<i64> {
