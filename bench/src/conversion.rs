@@ -2,7 +2,8 @@
 //! process of its own under `/usr/bin/time -v` (wall time around the process, peak RSS
 //! from its report), on the same files in the same run, each file read once before
 //! its contenders. Rows are counted from each output's Parquet footer, so a contender
-//! that dropped rows shows it.
+//! that dropped rows shows it. The full run also converts a 5 GB CSV and a 2 GB NDJSON
+//! file with weir alone, for its peak memory on inputs far larger than its buffers.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -40,39 +41,58 @@ pub struct Measured {
     pub rows: i64,
 }
 
+/// The large inputs of the memory check (full run only): weir converts each alone and
+/// its peak RSS must stay within [`BIG_RSS_TARGET_MB`]. They are reported as `Measured`
+/// rows with the format `csv_big` / `ndjson_big`.
+pub const BIG_INPUTS: [(&str, u64); 2] = [("csv", 5000), ("ndjson", 2000)];
+/// The bound on weir's peak RSS for the large inputs.
+pub const BIG_RSS_TARGET_MB: f64 = 256.0;
+
 /// Generates the inputs unless a finished file of the same size and seed is there.
 pub fn inputs(out: &Path, sizes: &Sizes) -> Result<Inputs> {
+    Ok(Inputs {
+        csv: input(out, "csv", sizes.csv_mb)?,
+        ndjson: input(out, "ndjson", sizes.ndjson_mb)?,
+    })
+}
+
+/// The generated input of `format` ("csv" or "ndjson") and `mb` megabytes, written
+/// from the fixed seed unless a finished one is there.
+fn input(out: &Path, format: &str, mb: u64) -> Result<PathBuf> {
     let dir = out.join("data");
     std::fs::create_dir_all(&dir)?;
-    let csv = dir.join(format!("orders_{}mb_{:x}.csv", sizes.csv_mb, data::SEED));
-    let ndjson = dir.join(format!(
-        "events_{}mb_{:x}.ndjson",
-        sizes.ndjson_mb,
-        data::SEED
-    ));
-    for (path, mb, csv_kind) in [
-        (&csv, sizes.csv_mb, true),
-        (&ndjson, sizes.ndjson_mb, false),
-    ] {
-        let done = path.with_extension("done");
-        if done.exists() && path.exists() {
-            continue;
-        }
-        let t = Instant::now();
-        let bytes = mb * 1_000_000;
-        let rows = if csv_kind {
-            data::write_csv(path, bytes, data::SEED)?
-        } else {
-            data::write_ndjson(path, bytes, data::SEED)?
-        };
-        std::fs::write(&done, rows.to_string())?;
-        eprintln!(
-            "bench: generated {} ({rows} rows) in {:.1} s",
-            path.display(),
-            t.elapsed().as_secs_f64()
-        );
+    let csv_kind = format == "csv";
+    let path = if csv_kind {
+        dir.join(format!("orders_{mb}mb_{:x}.csv", data::SEED))
+    } else {
+        dir.join(format!("events_{mb}mb_{:x}.ndjson", data::SEED))
+    };
+    let done = path.with_extension("done");
+    if done.exists() && path.exists() {
+        return Ok(path);
     }
-    Ok(Inputs { csv, ndjson })
+    let t = Instant::now();
+    let bytes = mb * 1_000_000;
+    let rows = if csv_kind {
+        data::write_csv(&path, bytes, data::SEED)?
+    } else {
+        data::write_ndjson(&path, bytes, data::SEED)?
+    };
+    std::fs::write(&done, rows.to_string())?;
+    eprintln!(
+        "bench: generated {} ({rows} rows) in {:.1} s",
+        path.display(),
+        t.elapsed().as_secs_f64()
+    );
+    Ok(path)
+}
+
+/// Whether this run converts the large inputs: the full run does, `--quick` does not,
+/// and `WEIR_BENCH_BIG=0` skips them (they take a few minutes and 7 GB of disk).
+fn wants_big(args: &RunArgs) -> bool {
+    !args.quick
+        && args.contenders.iter().any(|c| c == "weir")
+        && std::env::var("WEIR_BENCH_BIG").map_or(true, |v| v != "0")
 }
 
 /// `weir-bench convert`: the inferrer's conversion, as the inferrer calls it.
@@ -133,6 +153,27 @@ pub fn run_all(args: &RunArgs, inputs: &Inputs) -> Result<Vec<Measured>> {
                 "bench: {contender} {format}: {:.1} MB/s, {:.0} MB RSS, {} rows",
                 m.mb_per_s, m.peak_rss_mb, m.rows
             );
+            results.push(m);
+        }
+    }
+    if wants_big(args) {
+        for (format, mb) in BIG_INPUTS {
+            let input = input(&args.out, format, mb)?;
+            warm(&input)?;
+            let output = outdir.join(format!("{format}_big_weir.parquet"));
+            let _ = std::fs::remove_file(&output);
+            let mut cmd = Command::new(&exe);
+            cmd.arg("convert").arg(&input).arg(&output);
+            let label = format!("{format}_big");
+            eprintln!("bench: weir {label} ({mb} MB) …");
+            let m = measure(&mut cmd, &label, "weir", &input, &output)
+                .with_context(|| format!("weir on {}", input.display()))?;
+            eprintln!(
+                "bench: weir {label}: {:.1} MB/s, peak RSS {:.0} MB (bound {BIG_RSS_TARGET_MB:.0} MB), {} rows",
+                m.mb_per_s, m.peak_rss_mb, m.rows
+            );
+            // The output is only measured; it would hold gigabytes of disk.
+            let _ = std::fs::remove_file(&output);
             results.push(m);
         }
     }
