@@ -91,9 +91,12 @@ impl Service for Inferrer {
         };
         // Big conversions use every core already; more than two at once only share them.
         let _heavy = if combined.size >= HEAVY_BYTES {
-            Some(HEAVY.acquire().await.map_err(|e| {
-                StepError::Transient(format!("conversion slots closed: {e}"))
-            })?)
+            Some(
+                HEAVY
+                    .acquire()
+                    .await
+                    .map_err(|e| StepError::Transient(format!("conversion slots closed: {e}")))?,
+            )
         } else {
             None
         };

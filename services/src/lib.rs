@@ -56,8 +56,14 @@ async fn run_named(
             runtime::run_with(Arc::new(inferrer::Inferrer), ctx, config, states, shutdown).await
         }
         "registrar" => {
-            runtime::run_with(Arc::new(registrar::Registrar), ctx, config, states, shutdown)
-                .await
+            runtime::run_with(
+                Arc::new(registrar::Registrar),
+                ctx,
+                config,
+                states,
+                shutdown,
+            )
+            .await
         }
         other => Err(StepError::Permanent(format!(
             "unknown service {other:?}: use one of {}",
@@ -78,8 +84,18 @@ pub async fn run_all(
     };
     let states = States::default();
     let (a, b, c) = tokio::join!(
-        run_named("combiner", ctx.clone(), states.clone(), stop(shutdown.clone())),
-        run_named("inferrer", ctx.clone(), states.clone(), stop(shutdown.clone())),
+        run_named(
+            "combiner",
+            ctx.clone(),
+            states.clone(),
+            stop(shutdown.clone())
+        ),
+        run_named(
+            "inferrer",
+            ctx.clone(),
+            states.clone(),
+            stop(shutdown.clone())
+        ),
         run_named("registrar", ctx, states.clone(), stop(shutdown)),
     );
     tracing::info!(

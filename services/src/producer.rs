@@ -88,9 +88,20 @@ pub async fn upload_file(
     loop {
         let end = written.saturating_add(part_size).min(size);
         let number = parts.len() as u32 + 1;
-        let got = store
-            .put_file(path, written..end, &ObjectKey::part(upload, number))
-            .await?;
+        // The part is written on a blocking thread; its byte count drives `progress`.
+        let counter = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let key = ObjectKey::part(upload, number);
+        let put = store.put_file_counted(path, written..end, &key, &counter);
+        tokio::pin!(put);
+        let mut tick = tokio::time::interval(std::time::Duration::from_millis(100));
+        let got = loop {
+            tokio::select! {
+                got = &mut put => break got?,
+                _ = tick.tick() => {
+                    progress(written + counter.load(std::sync::atomic::Ordering::Relaxed));
+                }
+            }
+        };
         if got.size != end - written {
             return Err(read_err(std::io::Error::other(format!(
                 "the file changed while it was uploaded (part {number}: {} bytes instead of {})",

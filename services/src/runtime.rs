@@ -300,9 +300,17 @@ async fn process<S: Service>(
     };
     let delivered = message.info().map(|i| i.delivered).unwrap_or(1);
     let span = tracing::info_span!("step", service = S::NAME, upload = %recorded.envelope.correlation_id, seq = recorded.seq, kind = %recorded.envelope.kind(), delivered);
-    let outcome = step(service, &ctx, config, states, &recorded, &message, delivered as u32)
-        .instrument(span)
-        .await;
+    let outcome = step(
+        service,
+        &ctx,
+        config,
+        states,
+        &recorded,
+        &message,
+        delivered as u32,
+    )
+    .instrument(span)
+    .await;
     let reply = match outcome {
         Ok(()) => AckKind::Ack,
         Err(delay) => AckKind::Nak(Some(delay)),
@@ -386,15 +394,13 @@ async fn step<S: Service>(
 
     // The step runs in its own task (a panic becomes Failed); in-progress acks keep the
     // server from redelivering while a long one runs.
-    let mut handle = tokio::spawn(
-        service
-            .clone()
-            .handle(ctx.clone(), input.clone(), state.clone()),
-    );
-    let mut every = tokio::time::interval_at(
-        tokio::time::Instant::now() + ACK_WAIT / 3,
-        ACK_WAIT / 3,
-    );
+    let mut handle = tokio::spawn(service.clone().handle(
+        ctx.clone(),
+        input.clone(),
+        state.clone(),
+    ));
+    let mut every =
+        tokio::time::interval_at(tokio::time::Instant::now() + ACK_WAIT / 3, ACK_WAIT / 3);
     let result = loop {
         tokio::select! {
             r = &mut handle => break r,

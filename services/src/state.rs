@@ -1,13 +1,13 @@
 //! An upload's current state, folded from its history: what each step reads before it
 //! decides. Pure: no I/O, so the fold is tested without a broker.
 
+use std::collections::HashMap;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex, MutexGuard};
 use weir_events::{
     DatasetRegistered, Envelope, Event, EventId, Failed, PartsCombined, SchemaInferred, UploadId,
     UploadReceived,
 };
-use std::collections::HashMap;
-use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, Mutex, MutexGuard};
 
 use weir_journal::Recorded;
 

@@ -318,15 +318,29 @@ impl Store {
         range: std::ops::Range<u64>,
         key: &ObjectKey,
     ) -> Result<Digested, StoreError> {
+        self.put_file_counted(from, range, key, &Arc::default())
+            .await
+    }
+
+    /// [`Store::put_file`], adding the bytes written so far to `written` as it goes
+    /// (for a progress bar while a large part is written).
+    pub async fn put_file_counted(
+        &self,
+        from: &Path,
+        range: std::ops::Range<u64>,
+        key: &ObjectKey,
+        written: &Arc<std::sync::atomic::AtomicU64>,
+    ) -> Result<Digested, StoreError> {
         let local = |path: &Path| {
             let path = path.display().to_string();
             move |source| StoreError::Local { path, source }
         };
         if let Some(to) = self.local_file(key) {
             let source = from.to_path_buf();
+            let counter = written.clone();
             return tokio::task::spawn_blocking(move || -> Result<Digested, StoreError> {
                 let staged = staged_path(&to);
-                let written = copy_hashing(&source, range, &staged, &to);
+                let written = copy_hashing(&source, range, &staged, &to, &counter);
                 if written.is_err() {
                     let _ = std::fs::remove_file(&staged);
                 }
@@ -365,6 +379,7 @@ impl Store {
                 .await
                 .map_err(|e| Self::backend("write", key, e))?;
             writer.write(&buf[..n]);
+            written.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
         }
         writer
             .finish()
@@ -421,7 +436,11 @@ impl Store {
     /// Makes the object at `from` also available at `to` unless `to` exists; returns
     /// whether it did. No bytes move on a local store (a hard link: both names share
     /// the immutable file) nor on S3 (a server-side copy).
-    pub async fn link_if_absent(&self, from: &ObjectKey, to: &ObjectKey) -> Result<bool, StoreError> {
+    pub async fn link_if_absent(
+        &self,
+        from: &ObjectKey,
+        to: &ObjectKey,
+    ) -> Result<bool, StoreError> {
         match self
             .inner
             .copy_if_not_exists(&Self::path(from), &Self::path(to))
@@ -552,6 +571,7 @@ fn copy_hashing(
     range: std::ops::Range<u64>,
     staged: &Path,
     to: &Path,
+    written: &std::sync::atomic::AtomicU64,
 ) -> std::io::Result<Digested> {
     use std::io::{Read, Seek, Write};
     let mut src = std::fs::File::open(from)?;
@@ -561,7 +581,11 @@ fn copy_hashing(
         std::fs::create_dir_all(dir)?;
     }
     let mut dst = std::fs::File::create(staged)?;
-    let digested = pipe_hashing(&mut src, |chunk| dst.write_all(chunk))?;
+    let digested = pipe_hashing(&mut src, |chunk| {
+        dst.write_all(chunk)?;
+        written.fetch_add(chunk.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
+    })?;
     drop(dst);
     std::fs::rename(staged, to)?;
     Ok(digested)
@@ -691,7 +715,10 @@ mod tests {
         assert!(!store.link_if_absent(&part, &blob).await.unwrap());
         // The part's name goes; the blob keeps the bytes.
         store.delete(&part).await.unwrap();
-        assert_eq!(store.digest(&blob).await.unwrap().sha256, sha(b"a,b\n1,2\n"));
+        assert_eq!(
+            store.digest(&blob).await.unwrap().sha256,
+            sha(b"a,b\n1,2\n")
+        );
         assert!(matches!(
             store.digest(&part).await,
             Err(super::StoreError::NotFound { .. })

@@ -504,7 +504,10 @@ async fn a_one_part_upload_becomes_its_blob_without_a_copy() {
         inode
     );
     assert_eq!(sys.store.exists(&part).await.unwrap(), None);
-    assert_eq!(sys.store.list("uploads/").await.unwrap(), Vec::<String>::new());
+    assert_eq!(
+        sys.store.list("uploads/").await.unwrap(),
+        Vec::<String>::new()
+    );
     sys.stop().await;
 }
 
