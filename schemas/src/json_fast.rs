@@ -14,7 +14,7 @@
 //! problem, as it always did. A clean file is parsed once; a file that widens late or
 //! is broken costs one extra, partial read.
 
-use std::io::BufRead;
+use std::io::Read;
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, BooleanArray, Float64Array, Int64Array, ListArray, StringArray};
@@ -122,18 +122,12 @@ pub(crate) fn write(
         if buf.len() > MAX_RECORD_BYTES {
             return Ok(None);
         }
-        let want = buf.len() + READ_BYTES;
-        while buf.len() < want {
-            let Ok(chunk) = reader.fill_buf() else {
-                return Ok(None);
-            };
-            if chunk.is_empty() {
-                eof = true;
-                break;
-            }
-            let n = chunk.len();
-            buf.extend_from_slice(chunk);
-            reader.consume(n);
+        // Straight into the buffer: a read this large bypasses the reader's own buffer,
+        // so each byte is copied once.
+        match (&mut reader).take(READ_BYTES as u64).read_to_end(&mut buf) {
+            Ok(n) if n < READ_BYTES => eof = true,
+            Ok(_) => {}
+            Err(_) => return Ok(None),
         }
     }
 }
@@ -235,7 +229,7 @@ impl Cursor<'_> {
     #[inline]
     fn plain_string(&mut self) -> P<Result<&[u8], usize>> {
         let start = self.i + 1;
-        let mut j = start;
+        let mut j = string_stop(self.b, start);
         loop {
             let b = self.byte(j)?;
             if b == b'"' {
@@ -440,6 +434,32 @@ impl Cursor<'_> {
         };
         Ok(Number::Float { value, text })
     }
+}
+
+/// The first `"`, `\\` or control byte at or after `i` (or `b.len()`), eight bytes at a
+/// time.
+#[inline]
+fn string_stop(b: &[u8], mut i: usize) -> usize {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGH;
+    while let Some(word) = b.get(i..i + 8) {
+        let mut bytes = [0; 8];
+        bytes.copy_from_slice(word);
+        let w = u64::from_le_bytes(bytes);
+        // Marks bytes equal to `"` or `\\`, and bytes below 0x20; the lowest mark is
+        // exact (a false one can only follow a true one).
+        let below = w.wrapping_sub(ONES * 0x20) & !w & HIGH;
+        let hit = zero(w ^ (ONES * u64::from(b'"'))) | zero(w ^ (ONES * u64::from(b'\\'))) | below;
+        if hit != 0 {
+            return i + (hit.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    while i < b.len() && b[i] != b'"' && b[i] != b'\\' && b[i] >= 0x20 {
+        i += 1;
+    }
+    i
 }
 
 const POW10: [f64; 23] = [
