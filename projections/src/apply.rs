@@ -203,17 +203,31 @@ pub(crate) struct Batch {
 }
 
 impl Batch {
-    /// Reads the rows `needs` names, as the database holds them before the batch.
+    /// The rows `needs` names as they stand before the batch: from `after`, the
+    /// images the previous batch left, when it touched them, otherwise from the
+    /// database. `after` is what lets a batch be prepared while the previous one is
+    /// still being written: a row that batch did not touch reads the same from the
+    /// database before and after its commit.
     pub(crate) async fn load(
         sql: &Sql,
         conn: &mut AnyConnection,
         needs: Needs,
+        after: Option<&Batch>,
     ) -> Result<Self, Error> {
         let mut batch = Batch::default();
-        let uploads: Vec<&String> = needs.uploads.iter().collect();
-        for id in &uploads {
-            batch.uploads.loaded((*id).clone(), None);
-            batch.steps.insert((*id).clone(), Vec::new());
+        let mut uploads: Vec<&String> = Vec::new();
+        for id in &needs.uploads {
+            match after.and_then(|a| Some((a.uploads.rows.get(id)?, a.steps.get(id)?))) {
+                Some((row, steps)) => {
+                    batch.uploads.loaded(id.clone(), row.clone());
+                    batch.steps.insert(id.clone(), steps.clone());
+                }
+                None => {
+                    batch.uploads.loaded(id.clone(), None);
+                    batch.steps.insert(id.clone(), Vec::new());
+                    uploads.push(id);
+                }
+            }
         }
         for row in sql.load::<UploadRow, _>(conn, &["id"], &uploads).await? {
             batch.uploads.loaded(row.id.clone(), Some(row));
@@ -230,27 +244,30 @@ impl Batch {
                 .or_default()
                 .push(row);
         }
-        let datasets: Vec<&String> = needs.datasets.iter().collect();
-        for id in &datasets {
-            batch.datasets.loaded((*id).clone(), None);
-        }
+        let datasets = from_cache(
+            &mut batch.datasets,
+            &needs.datasets,
+            after.map(|a| &a.datasets),
+        );
         for row in sql.load::<DatasetRow, _>(conn, &["id"], &datasets).await? {
             batch.datasets.loaded(row.id.clone(), Some(row));
         }
-        let notifications: Vec<&String> = needs.notifications.iter().collect();
-        for id in &notifications {
-            batch.notifications.loaded((*id).clone(), None);
-        }
+        let notifications = from_cache(
+            &mut batch.notifications,
+            &needs.notifications,
+            after.map(|a| &a.notifications),
+        );
         for row in sql
             .load::<NotificationRow, _>(conn, &["id"], &notifications)
             .await?
         {
             batch.notifications.loaded(row.id.clone(), Some(row));
         }
-        let names: Vec<&(String, String)> = needs.table_names.iter().collect();
-        for key in &names {
-            batch.table_names.loaded((*key).clone(), None);
-        }
+        let names = from_cache(
+            &mut batch.table_names,
+            &needs.table_names,
+            after.map(|a| &a.table_names),
+        );
         for row in sql
             .load::<TableNameRow, _>(conn, &["owner", "table_name"], &names)
             .await?
@@ -259,10 +276,7 @@ impl Batch {
                 .table_names
                 .loaded((row.owner.clone(), row.table_name.clone()), Some(row));
         }
-        let tokens: Vec<&(String, String)> = needs.tokens.iter().collect();
-        for key in &tokens {
-            batch.tokens.loaded((*key).clone(), None);
-        }
+        let tokens = from_cache(&mut batch.tokens, &needs.tokens, after.map(|a| &a.tokens));
         for row in sql
             .load::<TokenRow, _>(conn, &["owner", "token_id"], &tokens)
             .await?
@@ -276,7 +290,7 @@ impl Batch {
 
     /// Writes every row the batch changed, one statement per table (two where rows
     /// were deleted).
-    pub(crate) async fn write(mut self, sql: &Sql, conn: &mut AnyConnection) -> Result<(), Error> {
+    pub(crate) async fn write(&self, sql: &Sql, conn: &mut AnyConnection) -> Result<(), Error> {
         let audit: Vec<&AuditRow> = self.audit.iter().collect();
         sql.write(conn, &audit).await?;
 
@@ -746,6 +760,26 @@ impl Batch {
             },
         );
     }
+}
+
+/// Fills `into` with the images `after` holds for `keys` (marked as absent first), and
+/// returns the keys left to read from the database.
+fn from_cache<'k, K: Eq + std::hash::Hash + Clone, R: Clone>(
+    into: &mut Keyed<K, R>,
+    keys: &'k BTreeSet<K>,
+    after: Option<&Keyed<K, R>>,
+) -> Vec<&'k K> {
+    let mut missing = Vec::new();
+    for key in keys {
+        match after.and_then(|a| a.rows.get(key)) {
+            Some(row) => into.loaded(key.clone(), row.clone()),
+            None => {
+                into.loaded(key.clone(), None);
+                missing.push(key);
+            }
+        }
+    }
+    missing
 }
 
 fn compression_text(c: weir_events::Compression) -> &'static str {

@@ -9,6 +9,7 @@
 //! the rows nor the checkpoint; after commit, both.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -155,17 +156,23 @@ impl Projector {
             checkpoint,
             applying: None,
         });
+        // Batch N+1 is read and folded while batch N is written: its rows come from
+        // N's images where N touched them, so it never waits for N's commit. A
+        // database that allows one connection (`:memory:`) is built one batch at a
+        // time.
+        let pipelined = self.db.pool().options().get_max_connections() > 1;
         'follow: while checkpoint < target {
             let mut events = prefetch(self.follow_from(journal, checkpoint).await?);
-            while checkpoint < target {
-                // A full batch, not just what happens to be buffered: every event up
-                // to `target` is in the stream, so waiting for the next one is bounded.
-                let filling = std::time::Instant::now();
+            let mut inflight: Option<Inflight> = None;
+            let mut read_to = checkpoint;
+            loop {
                 let mut batch = Vec::with_capacity(self.batch_size.min(8192));
                 let mut done = false;
                 let mut failed = None;
                 let mut ended = false;
-                while batch.len() < self.batch_size {
+                // A full batch, not just what happens to be buffered: every event up
+                // to `target` is in the stream, so waiting for the next one is bounded.
+                while read_to < target && batch.len() < self.batch_size {
                     let rec = match events.recv().await {
                         Some(Ok(rec)) => rec,
                         Some(Err(e)) => {
@@ -178,37 +185,86 @@ impl Projector {
                             break;
                         }
                     };
+                    if rec.seq <= read_to {
+                        continue;
+                    }
                     if rec.seq > target || cutoff.is_some_and(|t| rec.stored_at > t) {
                         done = true;
                         break;
                     }
-                    let reached = rec.seq >= target;
+                    read_to = rec.seq;
                     batch.push(rec);
-                    if reached {
-                        break;
-                    }
                 }
-                tracing::trace!(
-                    events = batch.len(),
-                    read_ms = filling.elapsed().as_secs_f64() * 1e3,
-                    "batch read"
-                );
-                if !batch.is_empty() {
-                    match self.commit(checkpoint, &batch).await? {
-                        Batch::Committed(seq) => checkpoint = seq,
+                let prepared = match batch.last() {
+                    Some(_) if pipelined => Some(
+                        self.prepare(&batch, inflight.as_ref().map(|i| &*i.rows))
+                            .await?,
+                    ),
+                    _ => None,
+                };
+                if let Some(previous) = inflight.take() {
+                    match previous.finish().await? {
+                        Batch::Committed(seq) => {
+                            checkpoint = seq;
+                            self.progress.send_replace(Progress {
+                                checkpoint,
+                                applying: None,
+                            });
+                        }
                         Batch::Moved => {
                             checkpoint = self.reload().await?;
                             continue 'follow;
                         }
                     }
                 }
-                if let Some(e) = failed {
-                    return Err(e.into());
+                if let Some(last) = batch.last() {
+                    match prepared {
+                        Some(rows) => {
+                            self.progress.send_modify(|p| p.applying = Some(last.seq));
+                            let rows = Arc::new(rows);
+                            inflight = Some(Inflight {
+                                write: tokio::spawn(write_prepared(
+                                    self.db.clone(),
+                                    self.sql(),
+                                    checkpoint,
+                                    last.clone(),
+                                    rows.clone(),
+                                )),
+                                rows,
+                            });
+                        }
+                        None => match self.commit(checkpoint, &batch).await? {
+                            Batch::Committed(seq) => checkpoint = seq,
+                            Batch::Moved => {
+                                checkpoint = self.reload().await?;
+                                continue 'follow;
+                            }
+                        },
+                    }
                 }
-                if done {
-                    break 'follow;
-                }
-                if ended {
+                if failed.is_some() || done || ended || read_to >= target {
+                    if let Some(last) = inflight.take() {
+                        match last.finish().await? {
+                            Batch::Committed(seq) => {
+                                checkpoint = seq;
+                                self.progress.send_replace(Progress {
+                                    checkpoint,
+                                    applying: None,
+                                });
+                            }
+                            Batch::Moved => {
+                                checkpoint = self.reload().await?;
+                                continue 'follow;
+                            }
+                        }
+                    }
+                    if let Some(e) = failed {
+                        return Err(e.into());
+                    }
+                    if done {
+                        break 'follow;
+                    }
+                    // Caught up, or the stream ended: follow again while short.
                     continue 'follow;
                 }
             }
@@ -314,6 +370,38 @@ impl Projector {
             .await?)
     }
 
+    fn sql(&self) -> Sql {
+        Sql {
+            backend: self.db.backend(),
+            tables: self.tables,
+        }
+    }
+
+    /// Folds `batch` over the rows it starts from, outside any transaction: `after`
+    /// (the images the batch before it leaves, while that one is still being written)
+    /// for the rows it touched, the database for the rest.
+    async fn prepare(&self, batch: &[Recorded], after: Option<&Rows>) -> Result<Rows, Error> {
+        let started = std::time::Instant::now();
+        let mut wanted = Needs::default();
+        for rec in batch {
+            needs(&mut wanted, rec);
+        }
+        let mut conn = self.db.pool().acquire().await?;
+        let mut rows = Rows::load(&self.sql(), &mut conn, wanted, after).await?;
+        drop(conn);
+        let loaded = started.elapsed();
+        for rec in batch {
+            rows.apply(rec)?;
+        }
+        tracing::debug!(
+            events = batch.len(),
+            load_ms = loaded.as_secs_f64() * 1e3,
+            fold_ms = (started.elapsed() - loaded).as_secs_f64() * 1e3,
+            "batch prepared"
+        );
+        Ok(rows)
+    }
+
     /// Applies `batch` and moves the checkpoint from `expected` in one transaction:
     /// the checkpoint first (conditionally), then the rows the events start from are
     /// read, the events folded over them in memory, and every changed row written once.
@@ -337,35 +425,17 @@ impl Projector {
         );
         async {
             let mut tx = self.db.begin_write().await?;
-            let moved = sqlx::query(self.tables.sql(
-                "UPDATE projection_checkpoint{s} SET seq = $1, stored_at = $2 \
-                 WHERE name = $3 AND seq = $4",
-            ))
-            .bind(int(last.seq))
-            .bind(last.stored_at.0)
-            .bind(CHECKPOINT)
-            .bind(int(expected))
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if moved != 1 {
+            if !move_checkpoint(&mut tx, self.tables, expected, last).await? {
                 tx.rollback().await?;
-                tracing::info!(
-                    expected,
-                    "checkpoint moved by another writer; following again"
-                );
                 return Ok(Batch::Moved);
             }
-            let sql = Sql {
-                backend: self.db.backend(),
-                tables: self.tables,
-            };
+            let sql = self.sql();
             let mut wanted = Needs::default();
             for rec in &batch {
                 needs(&mut wanted, rec);
             }
             let started = std::time::Instant::now();
-            let mut rows = Rows::load(&sql, &mut tx, wanted).await?;
+            let mut rows = Rows::load(&sql, &mut tx, wanted, None).await?;
             let loaded = started.elapsed();
             for rec in &batch {
                 rows.apply(rec)?;
@@ -391,6 +461,87 @@ impl Projector {
         .instrument(span)
         .await
     }
+}
+
+/// Moves the checkpoint from `expected` to `last` inside `tx`; false when another
+/// writer moved it first (the caller rolls back and follows again).
+async fn move_checkpoint(
+    tx: &mut sqlx::AnyConnection,
+    tables: Tables,
+    expected: u64,
+    last: &Recorded,
+) -> Result<bool, Error> {
+    let moved = sqlx::query(tables.sql(
+        "UPDATE projection_checkpoint{s} SET seq = $1, stored_at = $2 \
+         WHERE name = $3 AND seq = $4",
+    ))
+    .bind(int(last.seq))
+    .bind(last.stored_at.0)
+    .bind(CHECKPOINT)
+    .bind(int(expected))
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    if moved != 1 {
+        tracing::info!(
+            expected,
+            "checkpoint moved by another writer; following again"
+        );
+    }
+    Ok(moved == 1)
+}
+
+/// A prepared batch being written on a task of its own, and the images it leaves,
+/// which the next batch starts from. Dropping it aborts the write (its transaction
+/// rolls back), as dropping the projector's future aborts everything else.
+struct Inflight {
+    write: tokio::task::JoinHandle<Result<Batch, Error>>,
+    rows: Arc<Rows>,
+}
+
+impl Drop for Inflight {
+    fn drop(&mut self) {
+        self.write.abort();
+    }
+}
+
+impl Inflight {
+    /// Waits for the write; a panic in it is re-raised here.
+    async fn finish(mut self) -> Result<Batch, Error> {
+        match (&mut self.write).await {
+            Ok(result) => result,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            // Only `Drop` aborts it, and then nobody waits: follow again to be safe.
+            Err(_) => Ok(Batch::Moved),
+        }
+    }
+}
+
+/// Writes a prepared batch and moves the checkpoint from `expected` to `last`, in one
+/// transaction.
+async fn write_prepared(
+    db: Db,
+    sql: Sql,
+    expected: u64,
+    last: Recorded,
+    rows: Arc<Rows>,
+) -> Result<Batch, Error> {
+    let started = std::time::Instant::now();
+    let mut tx = db.begin_write().await?;
+    if !move_checkpoint(&mut tx, sql.tables, expected, &last).await? {
+        tx.rollback().await?;
+        return Ok(Batch::Moved);
+    }
+    rows.write(&sql, &mut tx).await?;
+    let written = started.elapsed();
+    tx.commit().await?;
+    tracing::debug!(
+        last = last.seq,
+        write_ms = written.as_secs_f64() * 1e3,
+        commit_ms = (started.elapsed() - written).as_secs_f64() * 1e3,
+        "prepared batch written"
+    );
+    Ok(Batch::Committed(last.seq))
 }
 
 /// Reads and decodes `events` on a task of its own, up to a few batches ahead, so that

@@ -250,7 +250,7 @@ impl<K: Eq + Hash + Clone, R> Keyed<K, R> {
     }
 
     /// The dirty keys once each, split into rows to upsert and keys to delete.
-    pub fn drain_dirty(&mut self) -> (Vec<&R>, Vec<&K>) {
+    pub fn drain_dirty(&self) -> (Vec<&R>, Vec<&K>) {
         let mut seen = std::collections::HashSet::with_capacity(self.dirty.len());
         let (mut put, mut gone) = (Vec::new(), Vec::new());
         for key in &self.dirty {
