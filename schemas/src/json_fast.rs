@@ -34,6 +34,10 @@ const READ_BYTES: usize = 1 << 20;
 /// In tests, a few bytes: every record then crosses the end of the buffer somewhere.
 #[cfg(test)]
 const READ_BYTES: usize = 7;
+/// A batch is also handed on once its records took this many bytes of JSON: the
+/// batches queued between the threads are most of the memory, and JSON records are
+/// often wider than the rows `batch_rows` was chosen for.
+const BATCH_BYTES: usize = 4 << 20;
 /// A record still open after this many bytes goes to the exact path, which enforces
 /// its own record size limit (64 MiB) with an error naming the line.
 const MAX_RECORD_BYTES: usize = 16 << 20;
@@ -74,6 +78,7 @@ pub(crate) fn write(
         Framing::Lines
     };
     let mut rows = 0;
+    let mut batch_bytes = 0;
     loop {
         // Parse what the buffer holds, record by record.
         loop {
@@ -97,10 +102,12 @@ pub(crate) fn write(
             }
             match root.record(&mut c) {
                 Ok(()) => {
+                    batch_bytes += c.i - pos;
                     pos = c.i;
                     framing = framing.after_record();
                     rows += 1;
-                    if rows == batch_rows {
+                    if rows == batch_rows || batch_bytes >= BATCH_BYTES {
+                        batch_bytes = 0;
                         let Some(batch) = root.finish_batch(out_schema) else {
                             return Ok(None);
                         };
