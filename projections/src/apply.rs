@@ -347,38 +347,13 @@ impl Batch {
         match &env.event {
             Event::UploadStarted(e) => {
                 if self.uploads.get(&upload).is_none() {
-                    self.uploads.put(
-                        upload.clone(),
-                        UploadRow {
-                            id: upload.clone(),
-                            owner: e.owner.to_string(),
-                            filename: e.filename.clone(),
-                            label: None,
-                            requested_table: None,
-                            content_type: None,
-                            declared_format: None,
-                            size_bytes: int(e.size),
-                            part_count: i64::from(e.part_count),
-                            target_dataset: None,
-                            status: "receiving".to_owned(),
-                            dataset_id: None,
-                            version: None,
-                            table_name: None,
-                            blob_key: None,
-                            deduplicated: None,
-                            format: None,
-                            compression: None,
-                            problem_count: None,
-                            failed_step: None,
-                            failure_reason: None,
-                            failure_attempts: None,
-                            failure_retryable: None,
-                            received_at: at,
-                            updated_at: at,
-                            finished_at: None,
-                            last_seq: seq,
-                        },
-                    );
+                    let mut row = UploadRow::empty(&upload, at, seq);
+                    row.owner = e.owner.to_string();
+                    row.filename = e.filename.clone();
+                    row.size_bytes = int(e.size);
+                    row.part_count = i64::from(e.part_count);
+                    row.status = "receiving".to_owned();
+                    self.uploads.put(upload.clone(), row);
                 }
                 self.start_step(&upload, Step::Upload, at, seq);
             }
@@ -389,38 +364,8 @@ impl Batch {
                 let row = match self.uploads.get_mut(&upload) {
                     Some(row) => row,
                     None => {
-                        self.uploads.put(
-                            upload.clone(),
-                            UploadRow {
-                                id: upload.clone(),
-                                owner: String::new(),
-                                filename: String::new(),
-                                label: None,
-                                requested_table: None,
-                                content_type: None,
-                                declared_format: None,
-                                size_bytes: 0,
-                                part_count: 0,
-                                target_dataset: None,
-                                status: String::new(),
-                                dataset_id: None,
-                                version: None,
-                                table_name: None,
-                                blob_key: None,
-                                deduplicated: None,
-                                format: None,
-                                compression: None,
-                                problem_count: None,
-                                failed_step: None,
-                                failure_reason: None,
-                                failure_attempts: None,
-                                failure_retryable: None,
-                                received_at: at,
-                                updated_at: at,
-                                finished_at: None,
-                                last_seq: seq,
-                            },
-                        );
+                        self.uploads
+                            .put(upload.clone(), UploadRow::empty(&upload, at, seq));
                         self.uploads.get_mut(&upload).expect("the row was just put")
                     }
                 };
@@ -780,6 +725,41 @@ fn from_cache<'k, K: Eq + std::hash::Hash + Clone, R: Clone>(
         }
     }
     missing
+}
+
+impl UploadRow {
+    /// A new upload's row before its first event fills it in.
+    fn empty(id: &str, at: i64, seq: i64) -> Self {
+        Self {
+            id: id.to_owned(),
+            owner: String::new(),
+            filename: String::new(),
+            label: None,
+            requested_table: None,
+            content_type: None,
+            declared_format: None,
+            size_bytes: 0,
+            part_count: 0,
+            target_dataset: None,
+            status: String::new(),
+            dataset_id: None,
+            version: None,
+            table_name: None,
+            blob_key: None,
+            deduplicated: None,
+            format: None,
+            compression: None,
+            problem_count: None,
+            failed_step: None,
+            failure_reason: None,
+            failure_attempts: None,
+            failure_retryable: None,
+            received_at: at,
+            updated_at: at,
+            finished_at: None,
+            last_seq: seq,
+        }
+    }
 }
 
 fn compression_text(c: weir_events::Compression) -> &'static str {

@@ -203,14 +203,8 @@ impl Projector {
                     _ => None,
                 };
                 if let Some(previous) = inflight.take() {
-                    match previous.finish().await? {
-                        Batch::Committed(seq) => {
-                            checkpoint = seq;
-                            self.progress.send_replace(Progress {
-                                checkpoint,
-                                applying: None,
-                            });
-                        }
+                    match self.settle(previous).await? {
+                        Batch::Committed(seq) => checkpoint = seq,
                         Batch::Moved => {
                             checkpoint = self.reload().await?;
                             continue 'follow;
@@ -244,14 +238,8 @@ impl Projector {
                 }
                 if failed.is_some() || done || ended || read_to >= target {
                     if let Some(last) = inflight.take() {
-                        match last.finish().await? {
-                            Batch::Committed(seq) => {
-                                checkpoint = seq;
-                                self.progress.send_replace(Progress {
-                                    checkpoint,
-                                    applying: None,
-                                });
-                            }
+                        match self.settle(last).await? {
+                            Batch::Committed(seq) => checkpoint = seq,
                             Batch::Moved => {
                                 checkpoint = self.reload().await?;
                                 continue 'follow;
@@ -368,6 +356,18 @@ impl Projector {
                 start: Start::Sequence(checkpoint + 1),
             })
             .await?)
+    }
+
+    /// Waits for a prepared batch's write and reports the new checkpoint.
+    async fn settle(&self, inflight: Inflight) -> Result<Batch, Error> {
+        let outcome = inflight.finish().await?;
+        if let Batch::Committed(checkpoint) = outcome {
+            self.progress.send_replace(Progress {
+                checkpoint,
+                applying: None,
+            });
+        }
+        Ok(outcome)
     }
 
     fn sql(&self) -> Sql {
