@@ -137,6 +137,18 @@ impl Report {
             }
             k.insert(format!("conversion.{}_vs_best_peer", r.format), r.vs_best);
         }
+        // NDJSON's memory target is relative: weir's peak over DuckDB's (≤ 0.25).
+        let rss = |format: &str, contender: &str| {
+            self.conversion
+                .iter()
+                .find(|m| m.format == format && m.contender == contender)
+                .map(|m| m.peak_rss_mb)
+        };
+        if let (Some(w), Some(d)) = (rss("ndjson", "weir"), rss("ndjson", "duckdb"))
+            && d > 0.0
+        {
+            k.insert("conversion.ndjson_rss_vs_duckdb".into(), w / d);
+        }
         for m in &self.conversion {
             let name = if m.contender == "weir" {
                 format!("conversion.{}_peak_rss_mb", m.format)
@@ -186,6 +198,9 @@ impl Report {
             ("pipeline.big_overhead_ratio", 1.10, false),
             ("conversion.csv_vs_duckdb", 1.25, true),
             ("conversion.ndjson_vs_duckdb", 1.25, true),
+            ("conversion.ndjson_rss_vs_duckdb", 0.25, false),
+            ("conversion.csv_big_peak_rss_mb", 256.0, false),
+            ("conversion.ndjson_big_peak_rss_mb", 256.0, false),
         ];
         let keys = self.keys();
         let mut s = String::new();
