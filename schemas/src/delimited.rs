@@ -15,8 +15,7 @@ use std::io::BufRead;
 use std::sync::Arc;
 
 use arrow::array::{
-    Array,
-    ArrayRef, BooleanBuilder, Date32Builder, Float64Builder, Int64Builder, StringBuilder,
+    Array, ArrayRef, BooleanBuilder, Date32Builder, Float64Builder, Int64Builder, StringBuilder,
     TimestampMicrosecondBuilder,
 };
 use arrow::datatypes::{Field as ArrowField, Schema as ArrowSchema, SchemaRef};

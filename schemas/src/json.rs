@@ -146,7 +146,10 @@ fn write_pass(
             return written(sink);
         }
         if path == Path::FastOnly {
-            return Err(ConvertError::unsupported(job.file, "the one-parse path gave up".to_owned()));
+            return Err(ConvertError::unsupported(
+                job.file,
+                "the one-parse path gave up".to_owned(),
+            ));
         }
     }
     let batch_rows = job.opts.batch_rows.max(1);
@@ -788,7 +791,12 @@ mod tests {
             };
             let fast = outcome(text.as_bytes(), array, Path::Fast);
             let exact = outcome(text.as_bytes(), array, Path::Exact);
-            assert_eq!(fast, exact, "input ({}):\n{text}", if array { "array" } else { "lines" });
+            assert_eq!(
+                fast,
+                exact,
+                "input ({}):\n{text}",
+                if array { "array" } else { "lines" }
+            );
         }
     }
 
@@ -874,7 +882,11 @@ mod tests {
                 records.join("\n")
             };
             let fast = outcome(text.as_bytes(), array, Path::FastOnly);
-            assert!(!fast.starts_with("error"), "{}", &fast[..fast.len().min(300)]);
+            assert!(
+                !fast.starts_with("error"),
+                "{}",
+                &fast[..fast.len().min(300)]
+            );
             assert!(
                 fast == outcome(text.as_bytes(), array, Path::Exact),
                 "the paths differ (array: {array})"

@@ -18,8 +18,8 @@ use std::io::Read;
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, BooleanArray, Float64Array, Int64Array, ListArray, StringArray};
-use arrow::array::{RecordBatch, StructArray, new_null_array};
 use arrow::array::{BooleanBufferBuilder, NullBufferBuilder};
+use arrow::array::{RecordBatch, StructArray, new_null_array};
 use arrow::buffer::{Buffer, OffsetBuffer};
 use arrow::datatypes::{DataType, FieldRef, Fields, SchemaRef};
 
@@ -354,7 +354,10 @@ impl Cursor<'_> {
         let mut mantissa: u64 = 0;
         let mut overflow = false;
         while let Some(&d) = b.get(j).filter(|d| d.is_ascii_digit()) {
-            match mantissa.checked_mul(10).and_then(|m| m.checked_add(u64::from(d - b'0'))) {
+            match mantissa
+                .checked_mul(10)
+                .and_then(|m| m.checked_add(u64::from(d - b'0')))
+            {
                 Some(m) => mantissa = m,
                 None => overflow = true,
             }
@@ -368,7 +371,10 @@ impl Cursor<'_> {
         if self.byte(j)? == b'.' {
             j += 1;
             while let Some(&d) = b.get(j).filter(|d| d.is_ascii_digit()) {
-                match mantissa.checked_mul(10).and_then(|m| m.checked_add(u64::from(d - b'0'))) {
+                match mantissa
+                    .checked_mul(10)
+                    .and_then(|m| m.checked_add(u64::from(d - b'0')))
+                {
                     Some(m) => mantissa = m,
                     None => overflow = true,
                 }
@@ -470,16 +476,22 @@ fn string_stop(b: &[u8], mut i: usize) -> usize {
 }
 
 const POW10: [f64; 23] = [
-    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
-    1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16,
+    1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
 ];
 
 /// A JSON number as serde classifies it.
 enum Number {
     /// Fits Int64 (serde: `i64` or `u64` ≤ `i64::MAX`, not `-0`).
-    Int { value: i64, text: std::ops::Range<usize> },
+    Int {
+        value: i64,
+        text: std::ops::Range<usize>,
+    },
     /// A float within f64's comfortable range (serde: `f64`).
-    Float { value: f64, text: std::ops::Range<usize> },
+    Float {
+        value: f64,
+        text: std::ops::Range<usize>,
+    },
     /// Any other integer: beyond Int64 (serde: text or float), or `-0` (serde: float).
     Other { text: std::ops::Range<usize> },
 }

@@ -99,7 +99,11 @@ pub(crate) fn convert(
         .build()
         .map_err(|e| read_error(job, e))?;
     let mut sink = if rewrite {
-        Some(Sink::create(job.output, out_schema.clone(), job.encoders())?)
+        Some(Sink::create(
+            job.output,
+            out_schema.clone(),
+            job.encoders(),
+        )?)
     } else {
         None
     };

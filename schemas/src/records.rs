@@ -423,11 +423,14 @@ mod tests {
             let mut started = false;
             loop {
                 let input = self.input.fill_buf()?;
-                let (result, nin, nout, nend) =
-                    self.core
-                        .read_record(input, &mut self.out[out_len..], &mut self.ends[fields..]);
+                let (result, nin, nout, nend) = self.core.read_record(
+                    input,
+                    &mut self.out[out_len..],
+                    &mut self.ends[fields..],
+                );
                 let consumed = &input[..nin];
-                if !started && let Some(first) = consumed.iter().position(|&c| c != b'\n' && c != b'\r')
+                if !started
+                    && let Some(first) = consumed.iter().position(|&c| c != b'\n' && c != b'\r')
                 {
                     started = true;
                     self.record_line = self.unread_line + newlines(&consumed[..first]);
@@ -523,7 +526,12 @@ mod tests {
             b"\"a\"\"b\"\"c\"\"\"tail\"x,y\n",
             b"12345678,123456789,1234567890123456789\n\"12345678\",x\r\n",
         ] {
-            assert_eq!(lines(data), reference(data), "{:?}", String::from_utf8_lossy(data));
+            assert_eq!(
+                lines(data),
+                reference(data),
+                "{:?}",
+                String::from_utf8_lossy(data)
+            );
         }
     }
 

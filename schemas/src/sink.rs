@@ -21,10 +21,10 @@ use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_writer::{
     ArrowColumnChunk, ArrowColumnWriter, ArrowLeafColumn, compute_leaves,
 };
-use parquet::errors::ParquetError;
-use parquet::file::writer::SerializedFileWriter;
 use parquet::basic::{Compression as PqCompression, Encoding, ZstdLevel};
+use parquet::errors::ParquetError;
 use parquet::file::properties::WriterProperties;
+use parquet::file::writer::SerializedFileWriter;
 use parquet::schema::types::ColumnPath;
 use weir_events::Statistics;
 
@@ -326,9 +326,8 @@ fn write_parallel(
             lanes.push(Lane { work, closed });
             handles.push(handle);
         }
-        let stopped = || {
-            ConvertError::unsupported(output, "a Parquet encoder thread stopped".to_owned())
-        };
+        let stopped =
+            || ConvertError::unsupported(output, "a Parquet encoder thread stopped".to_owned());
         let result = (|| -> Result<(), ConvertError> {
             // Leaf → encoder; by position at first, then by measured cost.
             let mut lane_of: Vec<usize> = (0..leaves).map(|l| l % encoders).collect();
@@ -337,7 +336,7 @@ fn write_parallel(
             let mut rows = 0;
             let mut bytes = 0;
             let close_group = |lane_of: &mut Vec<usize>,
-                                   file_writer: &mut SerializedFileWriter<File>|
+                               file_writer: &mut SerializedFileWriter<File>|
              -> Result<(), ConvertError> {
                 for lane in &lanes {
                     lane.work.send(Work::Close).map_err(|_| stopped())?;
@@ -345,14 +344,19 @@ fn write_parallel(
                 let mut chunks: Vec<Option<ArrowColumnChunk>> = (0..leaves).map(|_| None).collect();
                 let mut cost = vec![Duration::ZERO; leaves];
                 for lane in &lanes {
-                    for (leaf, chunk, took) in lane.closed.recv().map_err(|_| stopped())?.map_err(pq)? {
+                    for (leaf, chunk, took) in
+                        lane.closed.recv().map_err(|_| stopped())?.map_err(pq)?
+                    {
                         chunks[leaf] = Some(chunk);
                         cost[leaf] = took;
                     }
                 }
                 let mut group = file_writer.next_row_group().map_err(pq)?;
                 for chunk in chunks {
-                    chunk.ok_or_else(stopped)?.append_to_row_group(&mut group).map_err(pq)?;
+                    chunk
+                        .ok_or_else(stopped)?
+                        .append_to_row_group(&mut group)
+                        .map_err(pq)?;
                 }
                 group.close().map_err(pq)?;
                 *lane_of = share(&cost, encoders);
@@ -370,7 +374,9 @@ fn write_parallel(
                             per_lane[lane_of[leaf]].push((leaf, w));
                         }
                         for (lane, writers) in lanes.iter().zip(per_lane) {
-                            lane.work.send(Work::Start(writers)).map_err(|_| stopped())?;
+                            lane.work
+                                .send(Work::Start(writers))
+                                .map_err(|_| stopped())?;
                         }
                         open = true;
                     }
@@ -510,16 +516,16 @@ mod tests {
                 ids.iter().map(|i| (i % 7 != 0).then_some(*i)),
             ));
             let name: ArrayRef = Arc::new(StringArray::from_iter(
-                ids.iter().map(|i| (i % 5 != 0).then(|| format!("n{}", i % 100))),
+                ids.iter()
+                    .map(|i| (i % 5 != 0).then(|| format!("n{}", i % 100))),
             ));
             let k: ArrayRef = Arc::new(Int64Array::from_iter_values(ids.iter().map(|i| i * 3)));
             let s: ArrayRef = Arc::new(StructArray::new(inner.clone(), vec![k], None));
             let l: ArrayRef = Arc::new(ListArray::from_iter_primitive::<Int64Type, _, _>(
-                ids.iter().map(|i| (i % 3 != 0).then(|| vec![Some(*i), None])),
+                ids.iter()
+                    .map(|i| (i % 3 != 0).then(|| vec![Some(*i), None])),
             ));
-            out.push(
-                RecordBatch::try_new(schema.clone(), vec![id, name, s, l]).expect("a batch"),
-            );
+            out.push(RecordBatch::try_new(schema.clone(), vec![id, name, s, l]).expect("a batch"));
             start += size;
         }
         (schema, out)
@@ -538,7 +544,11 @@ mod tests {
         let file = File::open(&path).expect("opens");
         let builder = ParquetRecordBatchReaderBuilder::try_new(file).expect("reads");
         let groups = builder.metadata().num_row_groups();
-        let back = builder.build().expect("reader").map(|b| b.expect("batch")).collect();
+        let back = builder
+            .build()
+            .expect("reader")
+            .map(|b| b.expect("batch"))
+            .collect();
         (back, stats, groups)
     }
 

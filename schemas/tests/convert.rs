@@ -506,9 +506,18 @@ fn csv_widens_on_the_last_line_only() {
     );
     let all = rows(&r.batches);
     assert_eq!(all.len(), 30_001);
-    assert_eq!(all[0], "1 | \"1\" | 0.5 | 2024-01-01T00:00:00 | \"two\\nlines\"");
-    assert_eq!(all[29_999], "30000 | \"30000\" | 30000.25 | 2024-01-01T10:00:00 | \"n30000\"");
-    assert_eq!(all[30_000], "30001 | \"n/a\" | 7.0 | 2024-01-02T00:00:00 | \"last\"");
+    assert_eq!(
+        all[0],
+        "1 | \"1\" | 0.5 | 2024-01-01T00:00:00 | \"two\\nlines\""
+    );
+    assert_eq!(
+        all[29_999],
+        "30000 | \"30000\" | 30000.25 | 2024-01-01T10:00:00 | \"n30000\""
+    );
+    assert_eq!(
+        all[30_000],
+        "30001 | \"n/a\" | 7.0 | 2024-01-02T00:00:00 | \"last\""
+    );
     assert_eq!(r.converted.statistics.rows, 30_001);
     assert_eq!(r.converted.problem_count, 0);
 }
@@ -561,10 +570,17 @@ fn ndjson_error_on_the_last_line_names_line_and_key() {
 fn ndjson_widens_on_the_last_line_only() {
     let mut json = String::new();
     for i in 1..=30_000 {
-        json.push_str(&format!("{{\"id\": {i}, \"v\": {i}, \"s\": \"x\\u00e9{i}\"}}\n"));
+        json.push_str(&format!(
+            "{{\"id\": {i}, \"v\": {i}, \"s\": \"x\\u00e9{i}\"}}\n"
+        ));
     }
     json.push_str("{\"id\": 30001, \"v\": -0, \"s\": null, \"new\": true}\n");
-    let r = run("wide-last.ndjson", json.as_bytes(), &options("wide-last.ndjson")).expect("converts");
+    let r = run(
+        "wide-last.ndjson",
+        json.as_bytes(),
+        &options("wide-last.ndjson"),
+    )
+    .expect("converts");
     let types: Vec<&str> = r
         .converted
         .schema
