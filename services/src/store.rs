@@ -264,43 +264,16 @@ impl Store {
         Ok(size)
     }
 
-    /// Streams a local file into an object.
+    /// Streams a local file into an object (the whole file: [`Store::put_file`]).
     pub async fn upload_file(&self, from: &Path, key: &ObjectKey) -> Result<Digested, StoreError> {
-        let local = |source| StoreError::Local {
-            path: from.display().to_string(),
-            source,
-        };
-        let mut file = tokio::fs::File::open(from).await.map_err(local)?;
-        let upload = self
-            .inner
-            .put_multipart(&Self::path(key))
+        let len = tokio::fs::metadata(from)
             .await
-            .map_err(|e| Self::backend("create", key, e))?;
-        let mut writer = WriteMultipart::new_with_chunk_size(upload, CHUNK);
-        let mut hasher = Hasher::new();
-        let mut size = 0u64;
-        let mut buf = vec![0u8; 1024 * 1024];
-        loop {
-            let n = file.read(&mut buf).await.map_err(local)?;
-            if n == 0 {
-                break;
-            }
-            hasher.update(&buf[..n]);
-            size += n as u64;
-            writer
-                .wait_for_capacity(2)
-                .await
-                .map_err(|e| Self::backend("write", key, e))?;
-            writer.write(&buf[..n]);
-        }
-        writer
-            .finish()
-            .await
-            .map_err(|e| Self::backend("finish", key, e))?;
-        Ok(Digested {
-            size,
-            sha256: Sha256(hasher.finalize().into()),
-        })
+            .map_err(|source| StoreError::Local {
+                path: from.display().to_string(),
+                source,
+            })?
+            .len();
+        self.put_file(from, 0..len, key).await
     }
 
     /// Where `key` lives on disk, for a local store.
