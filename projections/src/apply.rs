@@ -294,7 +294,7 @@ impl Batch {
         let audit: Vec<&AuditRow> = self.audit.iter().collect();
         sql.write(conn, &audit).await?;
 
-        let (put, _) = self.uploads.drain_dirty();
+        let (put, _) = self.uploads.changed();
         sql.write(conn, &put).await?;
 
         let mut seen = std::collections::HashSet::new();
@@ -306,18 +306,18 @@ impl Batch {
             .collect();
         sql.write(conn, &steps).await?;
 
-        let (put, _) = self.datasets.drain_dirty();
+        let (put, _) = self.datasets.changed();
         sql.write(conn, &put).await?;
-        let (put, _) = self.versions.drain_dirty();
+        let (put, _) = self.versions.changed();
         sql.write(conn, &put).await?;
-        let (put, _) = self.notifications.drain_dirty();
+        let (put, _) = self.notifications.changed();
         sql.write(conn, &put).await?;
 
-        let (put, gone) = self.table_names.drain_dirty();
+        let (put, gone) = self.table_names.changed();
         sql.delete_keys::<TableNameRow, _>(conn, &gone).await?;
         sql.write(conn, &put).await?;
 
-        let (put, _) = self.tokens.drain_dirty();
+        let (put, _) = self.tokens.changed();
         sql.write(conn, &put).await?;
         Ok(())
     }

@@ -227,7 +227,7 @@ impl<K: Eq + Hash + Clone, R> Keyed<K, R> {
     /// The row to change in place, marking it for writing; `None` when absent.
     pub fn get_mut(&mut self, key: &K) -> Option<&mut R> {
         let row = self.rows.get_mut(key)?.as_mut()?;
-        // Marking twice is harmless: `drain_dirty` deduplicates.
+        // Marking twice is harmless: `changed` deduplicates.
         self.dirty.push(key.clone());
         Some(row)
     }
@@ -250,7 +250,7 @@ impl<K: Eq + Hash + Clone, R> Keyed<K, R> {
     }
 
     /// The dirty keys once each, split into rows to upsert and keys to delete.
-    pub fn drain_dirty(&self) -> (Vec<&R>, Vec<&K>) {
+    pub fn changed(&self) -> (Vec<&R>, Vec<&K>) {
         let mut seen = std::collections::HashSet::with_capacity(self.dirty.len());
         let (mut put, mut gone) = (Vec::new(), Vec::new());
         for key in &self.dirty {
