@@ -223,6 +223,8 @@ impl Envelope {
         if version > SCHEMA_VERSION {
             return Err(DecodeError::NewerSchema(version));
         }
-        Ok(postcard::from_bytes(bytes)?)
+        let mut envelope: Self = postcard::from_bytes(bytes)?;
+        envelope.event = envelope.event.upgrade();
+        Ok(envelope)
     }
 }

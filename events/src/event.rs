@@ -96,6 +96,118 @@ pub struct PartManifest {
     pub sha256: Sha256,
 }
 
+/// How an upload's rows are read: set by the producer in [`UploadReceived`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadOptions {
+    /// The text encoding of a CSV/TSV/JSON file, by WHATWG label (`latin1`,
+    /// `windows-1252`, `utf-16le`, …); `None` detects it from the content.
+    pub encoding: Option<String>,
+    /// What happens to a row weir cannot place; `None` takes the default (see
+    /// [`BadRows::default_for`]).
+    pub bad_rows: Option<BadRows>,
+    /// More bad rows than this fails the upload, whatever the policy.
+    pub max_bad_rows: Option<MaxBadRows>,
+}
+
+/// The bad-row policy: what happens to a row that does not fit the file's shape (a
+/// ragged CSV row, a value that does not fit its column's type, a record that is not
+/// valid JSON or not valid text in the file's encoding).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BadRows {
+    /// The first bad row fails the upload, naming file, line and what was expected.
+    Fail,
+    /// Bad rows go to a rejects file with line, raw text and reason; the rest registers.
+    Reject,
+    /// The table widens to hold every row: short rows padded with nulls, column types
+    /// widened; what still cannot be placed (a long row's extra fields, a record that is
+    /// not text or JSON) goes to the rejects file.
+    Pad,
+}
+
+impl BadRows {
+    pub const ALL: [BadRows; 3] = [Self::Fail, Self::Reject, Self::Pad];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Fail => "fail",
+            Self::Reject => "reject",
+            Self::Pad => "pad",
+        }
+    }
+
+    /// The default: `fail` when the producer named the table (a contract), `reject`
+    /// otherwise (keep what is good, account for the rest).
+    pub fn default_for(named_table: bool) -> Self {
+        if named_table { Self::Fail } else { Self::Reject }
+    }
+}
+
+impl std::str::FromStr for BadRows {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Self::ALL
+            .into_iter()
+            .find(|p| p.as_str().eq_ignore_ascii_case(s.trim()))
+            .ok_or_else(|| format!("unknown bad-row policy {s:?}: use fail, reject or pad"))
+    }
+}
+
+/// A limit on bad rows: a count, or a share of the data rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MaxBadRows {
+    Rows(u64),
+    /// Parts per million of the data rows (`1%` is 10,000).
+    Ppm(u32),
+}
+
+impl MaxBadRows {
+    /// True when `bad` of `rows` data rows is over the limit. A count is known to be
+    /// exceeded as soon as it is; a share only at the end (`rows` is then final).
+    pub fn exceeded(self, bad: u64, rows: u64) -> bool {
+        match self {
+            Self::Rows(n) => bad > n,
+            Self::Ppm(ppm) => {
+                u128::from(bad) * 1_000_000 > u128::from(ppm) * u128::from(rows.max(1))
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for MaxBadRows {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Rows(n) => write!(f, "{n} rows"),
+            Self::Ppm(p) => write!(f, "{}%", f64::from(*p) / 10_000.0),
+        }
+    }
+}
+
+impl std::str::FromStr for MaxBadRows {
+    type Err = String;
+    /// `100` (rows), `0.5%` or `0.005` (a share below 1).
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        let bad = || format!("{s:?} is not a bad-row limit: give a row count (100) or a share (0.5% or 0.005)");
+        if let Some(pct) = s.strip_suffix('%') {
+            let v: f64 = pct.trim().parse().map_err(|_| bad())?;
+            if !(0.0..=100.0).contains(&v) {
+                return Err(bad());
+            }
+            return Ok(Self::Ppm((v * 10_000.0).round() as u32));
+        }
+        if let Ok(n) = s.parse::<u64>() {
+            return Ok(Self::Rows(n));
+        }
+        let v: f64 = s.parse().map_err(|_| bad())?;
+        if !(0.0..1.0).contains(&v) {
+            return Err(bad());
+        }
+        Ok(Self::Ppm((v * 1_000_000.0).round() as u32))
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UploadReceived {
     pub owner: Owner,
@@ -114,6 +226,44 @@ pub struct UploadReceived {
     pub parts: Vec<PartManifest>,
     /// Set when the upload is a new version of an existing dataset.
     pub dataset: Option<DatasetId>,
+    /// Encoding and bad-row policy.
+    pub options: ReadOptions,
+}
+
+/// `UploadReceived` as written before read options existed (wire variant 0). Decoding
+/// upgrades it to [`UploadReceived`] with default options.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UploadReceivedV1 {
+    pub owner: Owner,
+    pub filename: String,
+    pub content_type: Option<String>,
+    pub format: Option<Format>,
+    pub label: Option<String>,
+    pub table_name: Option<String>,
+    pub size: u64,
+    pub parts: Vec<PartManifest>,
+    pub dataset: Option<DatasetId>,
+}
+
+impl From<UploadReceivedV1> for UploadReceived {
+    fn from(v: UploadReceivedV1) -> Self {
+        UploadReceived {
+            owner: v.owner,
+            filename: v.filename,
+            content_type: v.content_type,
+            format: v.format,
+            label: v.label,
+            table_name: v.table_name,
+            size: v.size,
+            parts: v.parts,
+            dataset: v.dataset,
+            // Before options existed every upload was padded: that is what happened.
+            options: ReadOptions {
+                bad_rows: Some(BadRows::Pad),
+                ..ReadOptions::default()
+            },
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -190,8 +340,75 @@ pub struct SchemaInferred {
     pub rewritten: bool,
     pub schema: Schema,
     pub statistics: Statistics,
+    /// The first [`MAX_ROW_PROBLEMS`] bad rows.
+    pub problems: Vec<RowProblem>,
+    /// Bad rows in all, whatever became of them (see `quality`).
+    pub problem_count: u64,
+    /// Encoding, policy and where every row went.
+    pub quality: Quality,
+}
+
+/// How an upload's rows were read and where each one went:
+/// `rows_read == statistics.rows + rejected`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Quality {
+    /// The text encoding read (encoding_rs's name: `UTF-8`, `windows-1252`, `UTF-16LE`,
+    /// …); empty for Parquet.
+    pub encoding: String,
+    /// True when the encoding came from the content, false when the producer named it.
+    pub encoding_detected: bool,
+    /// The policy applied.
+    pub bad_rows: Option<BadRows>,
+    /// Data rows in the input (records after the header).
+    pub rows_read: u64,
+    /// Rows not registered: each one is in the rejects file.
+    pub rejected: u64,
+    /// The rejects file (`datasets/<id>/v<k>/rejects.ndjson`): one JSON object per
+    /// rejected row, or per padded row's extra fields, with its line, raw text and
+    /// reason. `None` when there was nothing to put there.
+    pub rejects: Option<ObjectKey>,
+    /// Entries in the rejects file.
+    pub rejects_entries: u64,
+}
+
+/// `SchemaInferred` as written before `quality` existed (wire variant 2).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SchemaInferredV1 {
+    pub format: Format,
+    pub compression: Compression,
+    pub dataset: DatasetId,
+    pub version: u32,
+    pub parquet: ObjectKey,
+    pub parquet_size: u64,
+    pub rewritten: bool,
+    pub schema: Schema,
+    pub statistics: Statistics,
     pub problems: Vec<RowProblem>,
     pub problem_count: u64,
+}
+
+impl From<SchemaInferredV1> for SchemaInferred {
+    fn from(v: SchemaInferredV1) -> Self {
+        let quality = Quality {
+            bad_rows: Some(BadRows::Pad),
+            rows_read: v.statistics.rows,
+            ..Quality::default()
+        };
+        SchemaInferred {
+            format: v.format,
+            compression: v.compression,
+            dataset: v.dataset,
+            version: v.version,
+            parquet: v.parquet,
+            parquet_size: v.parquet_size,
+            rewritten: v.rewritten,
+            schema: v.schema,
+            statistics: v.statistics,
+            problems: v.problems,
+            problem_count: v.problem_count,
+            quality,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -323,9 +540,11 @@ pub struct TokenRevoked {
 /// Every event in the stream. See the module docs before changing anything here.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Event {
-    UploadReceived(UploadReceived),
+    /// Legacy encoding; [`Envelope::decode`](crate::Envelope::decode) upgrades it.
+    UploadReceivedV1(UploadReceivedV1),
     PartsCombined(PartsCombined),
-    SchemaInferred(SchemaInferred),
+    /// Legacy encoding; [`Envelope::decode`](crate::Envelope::decode) upgrades it.
+    SchemaInferredV1(SchemaInferredV1),
     DatasetRegistered(DatasetRegistered),
     Failed(Failed),
     UploadAborted(UploadAborted),
@@ -340,6 +559,8 @@ pub enum Event {
     DatasetRestored(DatasetRestored),
     TokenCreated(TokenCreated),
     TokenRevoked(TokenRevoked),
+    UploadReceived(UploadReceived),
+    SchemaInferred(SchemaInferred),
 }
 
 /// The kind of an event, as it appears in subjects and in the `Weir-Kind` header.
@@ -441,9 +662,9 @@ impl std::str::FromStr for EventKind {
 impl Event {
     pub fn kind(&self) -> EventKind {
         match self {
-            Self::UploadReceived(_) => EventKind::UploadReceived,
+            Self::UploadReceived(_) | Self::UploadReceivedV1(_) => EventKind::UploadReceived,
             Self::PartsCombined(_) => EventKind::PartsCombined,
-            Self::SchemaInferred(_) => EventKind::SchemaInferred,
+            Self::SchemaInferred(_) | Self::SchemaInferredV1(_) => EventKind::SchemaInferred,
             Self::DatasetRegistered(_) => EventKind::DatasetRegistered,
             Self::Failed(_) => EventKind::Failed,
             Self::UploadAborted(_) => EventKind::UploadAborted,
@@ -463,11 +684,22 @@ impl Event {
 }
 
 impl Event {
+    /// The current form of a legacy variant; every other event as it is. Decoding does
+    /// this, so the rest of weir only ever sees current variants.
+    pub fn upgrade(self) -> Self {
+        match self {
+            Self::UploadReceivedV1(v) => Self::UploadReceived(v.into()),
+            Self::SchemaInferredV1(v) => Self::SchemaInferred(v.into()),
+            other => other,
+        }
+    }
+
     /// The key fields on one line, for `weir tail` and audit trails.
     pub fn summary(&self) -> String {
         match self {
+            Self::UploadReceivedV1(_) | Self::SchemaInferredV1(_) => self.clone().upgrade().summary(),
             Self::UploadReceived(e) => format!(
-                "owner={} file={:?} size={} parts={}{}{}",
+                "owner={} file={:?} size={} parts={}{}{}{}",
                 e.owner,
                 e.filename,
                 e.size,
@@ -479,6 +711,7 @@ impl Event {
                     .as_ref()
                     .map(|t| format!(" table={t}"))
                     .unwrap_or_default(),
+                options_summary(&e.options),
             ),
             Self::PartsCombined(e) => format!(
                 "blob={} size={}{}",
@@ -487,13 +720,23 @@ impl Event {
                 if e.deduplicated { " deduplicated" } else { "" }
             ),
             Self::SchemaInferred(e) => format!(
-                "format={} dataset={} v{} rows={} columns={} problems={}",
+                "format={} dataset={} v{} rows={} columns={} problems={}{}{}",
                 e.format.as_str(),
                 e.dataset,
                 e.version,
                 e.statistics.rows,
                 e.schema.fields.len(),
-                e.problem_count
+                e.problem_count,
+                if e.quality.rejected > 0 {
+                    format!(" rejected={}", e.quality.rejected)
+                } else {
+                    String::new()
+                },
+                if e.quality.encoding.is_empty() || e.quality.encoding == "UTF-8" {
+                    String::new()
+                } else {
+                    format!(" encoding={}", e.quality.encoding)
+                },
             ),
             Self::DatasetRegistered(e) => format!(
                 "dataset={} v{} table={} rows={}",
@@ -537,4 +780,18 @@ impl Event {
             Self::TokenRevoked(e) => format!("owner={} token={}", e.owner, e.token_id),
         }
     }
+}
+
+fn options_summary(o: &ReadOptions) -> String {
+    let mut out = String::new();
+    if let Some(e) = &o.encoding {
+        out.push_str(&format!(" encoding={e}"));
+    }
+    if let Some(p) = o.bad_rows {
+        out.push_str(&format!(" bad_rows={}", p.as_str()));
+    }
+    if let Some(m) = o.max_bad_rows {
+        out.push_str(&format!(" max_bad_rows={m}"));
+    }
+    out
 }

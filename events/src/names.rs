@@ -92,6 +92,12 @@ impl ObjectKey {
         Self(format!("datasets/{dataset}/v{version}/data.parquet"))
     }
 
+    /// `datasets/<dataset>/v<version>/rejects.ndjson`: the rows of that version's
+    /// upload that were not registered, and the extra fields of padded ones.
+    pub fn rejects(dataset: DatasetId, version: u32) -> Self {
+        Self(format!("datasets/{dataset}/v{version}/rejects.ndjson"))
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }

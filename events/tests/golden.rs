@@ -60,7 +60,7 @@ fn stats() -> Statistics {
 fn examples() -> Vec<Event> {
     let table: TableName = "orders".parse().unwrap();
     vec![
-        Event::UploadReceived(UploadReceived {
+        Event::UploadReceivedV1(UploadReceivedV1 {
             owner: owner(),
             filename: "orders.csv".into(),
             content_type: Some("text/csv".into()),
@@ -88,7 +88,7 @@ fn examples() -> Vec<Event> {
             sha256: hash(3),
             deduplicated: false,
         }),
-        Event::SchemaInferred(SchemaInferred {
+        Event::SchemaInferredV1(SchemaInferredV1 {
             format: Format::Csv,
             compression: Compression::Gzip,
             dataset: DATASET,
@@ -176,7 +176,62 @@ fn examples() -> Vec<Event> {
             owner: owner(),
             token_id: "wt_ab12".into(),
         }),
+        Event::UploadReceived(UploadReceived {
+            owner: owner(),
+            filename: "orders.csv".into(),
+            content_type: Some("text/csv".into()),
+            format: Some(Format::Csv),
+            label: None,
+            table_name: Some("orders".into()),
+            size: 300,
+            parts: vec![PartManifest {
+                number: 1,
+                size: 300,
+                sha256: hash(1),
+            }],
+            dataset: None,
+            options: ReadOptions {
+                encoding: Some("latin1".into()),
+                bad_rows: Some(BadRows::Reject),
+                max_bad_rows: Some(MaxBadRows::Ppm(10_000)),
+            },
+        }),
+        Event::SchemaInferred(SchemaInferred {
+            format: Format::Csv,
+            compression: Compression::None,
+            dataset: DATASET,
+            version: 1,
+            parquet: ObjectKey::parquet(DATASET, 1),
+            parquet_size: 1234,
+            rewritten: true,
+            schema: schema(),
+            statistics: stats(),
+            problems: vec![RowProblem {
+                line: 7,
+                column: None,
+                message: "expected 2 fields, found 3".into(),
+            }],
+            problem_count: 1,
+            quality: Quality {
+                encoding: "windows-1252".into(),
+                encoding_detected: true,
+                bad_rows: Some(BadRows::Reject),
+                rows_read: 4,
+                rejected: 1,
+                rejects: Some(ObjectKey::rejects(DATASET, 1)),
+                rejects_entries: 1,
+            },
+        }),
     ]
+}
+
+/// The golden file's name: the kind, with the wire version for a variant that
+/// replaced an earlier one (the legacy variant keeps the plain name).
+fn golden_name(event: &Event) -> String {
+    match event {
+        Event::UploadReceived(_) | Event::SchemaInferred(_) => format!("{}.v2", event.kind()),
+        other => other.kind().to_string(),
+    }
 }
 
 fn envelope(event: Event) -> Envelope {
@@ -194,16 +249,43 @@ fn envelope(event: Event) -> Envelope {
     }
 }
 
-fn golden_path(kind: EventKind) -> PathBuf {
+fn golden_path(event: &Event) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/golden")
-        .join(format!("{kind}.hex"))
+        .join(format!("{}.hex", golden_name(event)))
 }
 
 #[test]
 fn examples_cover_every_kind_in_order() {
     let kinds: Vec<_> = examples().iter().map(Event::kind).collect();
-    assert_eq!(kinds, EventKind::ALL.to_vec());
+    assert_eq!(kinds[..EventKind::ALL.len()], EventKind::ALL);
+    // Then the variants that replaced a legacy one, in wire order.
+    assert_eq!(
+        kinds[EventKind::ALL.len()..],
+        [EventKind::UploadReceived, EventKind::SchemaInferred]
+    );
+}
+
+#[test]
+fn legacy_variants_decode_as_their_successors() {
+    for event in examples() {
+        let legacy = matches!(
+            event,
+            Event::UploadReceivedV1(_) | Event::SchemaInferredV1(_)
+        );
+        let bytes = envelope(event.clone()).encode(DEFAULT_MAX_PAYLOAD).unwrap();
+        let decoded = Envelope::decode(&bytes).unwrap().event;
+        assert_eq!(decoded.kind(), event.kind());
+        if legacy {
+            assert!(matches!(
+                decoded,
+                Event::UploadReceived(_) | Event::SchemaInferred(_)
+            ));
+            assert_eq!(decoded.summary(), event.summary());
+        } else {
+            assert_eq!(decoded, event);
+        }
+    }
 }
 
 #[test]
@@ -211,8 +293,8 @@ fn every_variant_matches_its_golden_bytes() {
     let update = std::env::var_os("UPDATE_GOLDEN").is_some();
     for event in examples() {
         let kind = event.kind();
+        let path = golden_path(&event);
         let bytes = envelope(event).encode(DEFAULT_MAX_PAYLOAD).unwrap();
-        let path = golden_path(kind);
         if update {
             std::fs::write(&path, hex::encode(&bytes) + "\n").unwrap();
             continue;
@@ -234,8 +316,8 @@ fn every_variant_matches_its_golden_bytes() {
 #[test]
 fn golden_bytes_decode_to_the_examples() {
     for event in examples() {
-        let want = envelope(event);
-        let text = std::fs::read_to_string(golden_path(want.kind())).unwrap();
+        let text = std::fs::read_to_string(golden_path(&event)).unwrap();
+        let want = envelope(event.upgrade());
         let bytes = hex::decode(text.trim()).unwrap();
         assert_eq!(Envelope::decode(&bytes).unwrap(), want);
     }
@@ -255,7 +337,7 @@ fn every_variant_round_trips_through_json() {
 #[test]
 fn an_event_over_max_payload_is_refused_when_built() {
     let mut env = envelope(examples().remove(0));
-    if let Event::UploadReceived(u) = &mut env.event {
+    if let Event::UploadReceivedV1(u) = &mut env.event {
         u.parts = (1..=40_000)
             .map(|n| PartManifest {
                 number: n,

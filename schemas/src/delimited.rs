@@ -148,6 +148,9 @@ fn write_pass(
         statistics,
         problems,
         parquet_size,
+            rows_read: None,
+            rejected: 0,
+            rejects_entries: 0,
     }))
 }
 
@@ -223,7 +226,7 @@ impl<'a> Rows<'a> {
         delimiter: u8,
         progress: &'a mut dyn FnMut(u64),
     ) -> Result<Self, ConvertError> {
-        let input = open_text(job.input, job.file, job.compression, progress)?;
+        let input = open_text(job.input, job.file, job.compression, job.encoding, progress)?;
         Ok(Rows {
             records: Records::new(input, delimiter),
             line: 0,

@@ -38,8 +38,11 @@ pub fn open_text<'a>(
     path: &Path,
     file: &str,
     compression: Compression,
+    encoding: &'static encoding_rs::Encoding,
     progress: &'a mut dyn FnMut(u64),
 ) -> Result<Box<dyn BufRead + 'a>, ConvertError> {
+    // TODO(encoding): transcode to UTF-8 while streaming.
+    let _ = encoding;
     let raw = File::open(path).map_err(|e| ConvertError::io(file, e))?;
     let counting = Counting {
         inner: raw,

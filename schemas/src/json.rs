@@ -137,6 +137,9 @@ fn write_pass(
             statistics,
             problems: Problems::default(),
             parquet_size,
+            rows_read: None,
+            rejected: 0,
+            rejects_entries: 0,
         }))
     };
     // One parse per record when every record fits; the exact path below otherwise.
@@ -532,7 +535,7 @@ impl<'a> Records<'a> {
         progress: &'a mut dyn FnMut(u64),
     ) -> Result<Self, ConvertError> {
         Ok(Records {
-            reader: open_text(job.input, job.file, job.compression, progress)?,
+            reader: open_text(job.input, job.file, job.compression, job.encoding, progress)?,
             file: job.file,
             array,
             started: false,
@@ -758,6 +761,7 @@ mod tests {
             opts: &opts,
             file: "in.json",
             compression: Compression::None,
+            encoding: encoding_rs::UTF_8,
         };
         match convert_with(&job, array, path, &mut |_| {}) {
             Err(e) => format!("error: {e}"),

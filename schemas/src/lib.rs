@@ -22,9 +22,11 @@ mod stats;
 mod values;
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use weir_events::{Compression, Format, MAX_ROW_PROBLEMS, RowProblem, Schema, Statistics};
+use weir_events::{
+    BadRows, Compression, Format, MAX_ROW_PROBLEMS, MaxBadRows, RowProblem, Schema, Statistics,
+};
 
 pub use error::{ConvertError, Location};
 pub use sniff::sniff;
@@ -44,6 +46,17 @@ pub struct ConvertOptions {
     pub sample_rows: usize,
     /// Rows per Arrow batch while converting; bounds memory together with row groups.
     pub batch_rows: usize,
+    /// The text encoding by WHATWG label (`latin1`, `windows-1252`, `utf-16le`, …);
+    /// `None` detects it from the content.
+    pub encoding: Option<String>,
+    /// What happens to a row that does not fit (see [`BadRows`]).
+    pub bad_rows: BadRows,
+    /// More bad rows than this fails the conversion, whatever the policy.
+    pub max_bad_rows: Option<MaxBadRows>,
+    /// Where the rejects file (NDJSON, one object per rejected row or padded row's
+    /// extra fields) is written; it is created only when there is an entry. Without a
+    /// path, a row that would go there fails the conversion instead.
+    pub rejects: Option<PathBuf>,
 }
 
 impl Default for ConvertOptions {
@@ -54,6 +67,10 @@ impl Default for ConvertOptions {
             content_type: None,
             sample_rows: 10_000,
             batch_rows: 64 * 1024,
+            encoding: None,
+            bad_rows: BadRows::Reject,
+            max_bad_rows: None,
+            rejects: None,
         }
     }
 }
@@ -67,11 +84,23 @@ pub struct Converted {
     pub rewritten: bool,
     pub schema: Schema,
     pub statistics: Statistics,
-    /// The first [`MAX_ROW_PROBLEMS`] problems.
+    /// The first [`MAX_ROW_PROBLEMS`] bad rows.
     pub problems: Vec<RowProblem>,
+    /// Bad rows in all, whatever the policy did with them.
     pub problem_count: u64,
     /// Size of the Parquet that is served: `output`, or the input when kept.
     pub parquet_size: u64,
+    /// The encoding read (encoding_rs's name, `UTF-8`, `windows-1252`, …); empty for
+    /// Parquet.
+    pub encoding: String,
+    /// True when the content decided the encoding, false when the caller named it.
+    pub encoding_detected: bool,
+    /// Data rows in the input: `rows_read == statistics.rows + rejected`.
+    pub rows_read: u64,
+    /// Rows not written to the Parquet; each is an entry of the rejects file.
+    pub rejected: u64,
+    /// Entries written to `ConvertOptions::rejects` (0: the file was not created).
+    pub rejects_entries: u64,
 }
 
 /// Reads `input` (a local file), writes Parquet (zstd) to `output` unless the input is
@@ -122,14 +151,34 @@ fn convert_inner(
     file: &str,
     progress: &mut dyn FnMut(u64),
 ) -> Result<Converted, ConvertError> {
+    let forced = match &opts.encoding {
+        Some(label) => Some(encoding_rs::Encoding::for_label(label.trim().as_bytes()).ok_or_else(
+            || {
+                ConvertError::unsupported(
+                    file,
+                    format!(
+                        "unknown encoding {label:?}: use a WHATWG label such as utf-8, latin1, windows-1252, utf-16le, shift_jis"
+                    ),
+                )
+            },
+        )?),
+        None => None,
+    };
     let head = input::read_head(input, file, HEAD_BYTES)?;
-    let sniffed = sniff::sniff_full(&head, file, opts.declared, opts.content_type.as_deref())?;
+    let sniffed = sniff::sniff_full(
+        &head,
+        file,
+        opts.declared,
+        opts.content_type.as_deref(),
+        forced,
+    )?;
     let job = Job {
         input,
         output,
         opts,
         file,
         compression: sniffed.compression,
+        encoding: sniffed.encoding,
     };
     let (written, rewritten) = match (sniffed.format, sniffed.delimiter) {
         (Format::Parquet, _) => parquet_in::convert(&job, progress)?,
@@ -140,15 +189,25 @@ fn convert_inner(
             true,
         ),
     };
+    let parquet = sniffed.format == Format::Parquet;
     Ok(Converted {
         format: sniffed.format,
         compression: sniffed.compression,
         rewritten,
+        rows_read: written.rows_read.unwrap_or(written.statistics.rows),
+        rejected: written.rejected,
+        rejects_entries: written.rejects_entries,
         schema: written.schema,
         statistics: written.statistics,
         problem_count: written.problems.count,
         problems: written.problems.first,
         parquet_size: written.parquet_size,
+        encoding: if parquet {
+            String::new()
+        } else {
+            sniffed.encoding.name().to_owned()
+        },
+        encoding_detected: !parquet && forced.is_none(),
     })
 }
 
@@ -160,6 +219,8 @@ pub(crate) struct Job<'a> {
     /// The name used in messages.
     pub file: &'a str,
     pub compression: Compression,
+    /// The text encoding the readers transcode from (UTF-8: read as it is).
+    pub encoding: &'static encoding_rs::Encoding,
 }
 
 impl Job<'_> {
@@ -182,6 +243,10 @@ pub(crate) struct Written {
     pub statistics: Statistics,
     pub problems: Problems,
     pub parquet_size: u64,
+    /// Data rows read, when it differs from the rows written (`None`: the same).
+    pub rows_read: Option<u64>,
+    pub rejected: u64,
+    pub rejects_entries: u64,
 }
 
 /// Row problems: the first few kept, all counted.

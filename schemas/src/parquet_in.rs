@@ -141,6 +141,9 @@ pub(crate) fn convert(
             statistics,
             problems: Problems::default(),
             parquet_size,
+            rows_read: None,
+            rejected: 0,
+            rejects_entries: 0,
         },
         rewrite,
     ))

@@ -24,6 +24,8 @@ pub struct Sniffed {
     pub format: Format,
     pub compression: Compression,
     pub delimiter: Option<u8>,
+    /// The text encoding (UTF-8 for Parquet).
+    pub encoding: &'static encoding_rs::Encoding,
 }
 
 /// Detects format and compression from the first bytes of a file (`head`, raw, maybe
@@ -34,7 +36,7 @@ pub fn sniff(
     declared: Option<Format>,
     content_type: Option<&str>,
 ) -> Result<(Format, Compression), ConvertError> {
-    sniff_full(head, filename, declared, content_type).map(|s| (s.format, s.compression))
+    sniff_full(head, filename, declared, content_type, None).map(|s| (s.format, s.compression))
 }
 
 pub(crate) fn sniff_full(
@@ -42,7 +44,10 @@ pub(crate) fn sniff_full(
     filename: &str,
     declared: Option<Format>,
     content_type: Option<&str>,
+    forced: Option<&'static encoding_rs::Encoding>,
 ) -> Result<Sniffed, ConvertError> {
+    // TODO(encoding): detect from the sample when not forced.
+    let encoding = forced.unwrap_or(encoding_rs::UTF_8);
     let hint = declared
         .or_else(|| content_type.and_then(format_of_content_type))
         .or_else(|| format_of_extension(filename));
@@ -51,6 +56,7 @@ pub(crate) fn sniff_full(
             format: Format::Parquet,
             compression: Compression::None,
             delimiter: None,
+            encoding: encoding_rs::UTF_8,
         });
     }
     let (compression, text) = if head.starts_with(GZIP_MAGIC) {
@@ -101,6 +107,7 @@ pub(crate) fn sniff_full(
                 },
                 compression,
                 delimiter: Some(delimiter),
+                encoding,
             });
         }
     };
@@ -108,6 +115,7 @@ pub(crate) fn sniff_full(
         format,
         compression,
         delimiter: None,
+        encoding,
     })
 }
 
