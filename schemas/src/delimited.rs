@@ -7,9 +7,13 @@
 //! every column's final type, and the file is converted again from the start, so no
 //! value is lost or nulled. A column with no value in the sample is text.
 //!
-//! Ragged rows are kept and reported as a `RowProblem` with their line: missing
-//! values are null, extra values are dropped (the problem says how many). Invalid
-//! UTF-8 fails the file, naming line and column.
+//! Bad rows follow the upload's policy (`rejects`): a ragged row, a field that is not
+//! valid text, or (under `fail` and `reject`) a value after the sample that its column's
+//! type cannot hold fails the file (`fail`) or goes to the rejects file (`reject`).
+//! Under `pad` the table widens instead, as described above, short rows are padded
+//! with nulls and a long row's extra fields go to the rejects file; only a row that is
+//! not valid text is rejected. The sample skips rows with the wrong number of fields
+//! or invalid text, so they never shape the column types.
 
 use std::io::BufRead;
 use std::sync::Arc;
@@ -23,10 +27,13 @@ use arrow::record_batch::RecordBatch;
 
 use crate::input::open_text;
 use crate::names;
+use weir_events::{BadRows, RowProblem};
+
 use crate::records::Records;
+use crate::rejects::BadRowLog;
 use crate::sink::{Dictionary, Sink};
 use crate::values::{self, Kind};
-use crate::{ConvertError, Job, Problems, Written};
+use crate::{ConvertError, Job, Written};
 
 /// Passes over the file at most: one with the sampled types, one after widening. More
 /// would mean the widening scan missed a value, which is a bug worth an error.
@@ -44,6 +51,12 @@ pub(crate) fn convert(
         let mut distinct = vec![Distinct::default(); header.len()];
         let mut seen = 0;
         while seen < job.opts.sample_rows && rows.next()? {
+            // A bad row is the write pass's to report; it does not shape the types.
+            let fits = rows.records.len() == header.len()
+                && (0..header.len()).all(|i| rows.records.get_str(i).is_ok());
+            if !fits {
+                continue;
+            }
             for (i, (kind, d)) in kinds.iter_mut().zip(&mut distinct).enumerate() {
                 let value = rows.field(i, &header)?;
                 *kind = kind.join(values::classify(value));
@@ -65,10 +78,21 @@ pub(crate) fn convert(
         .filter(|(_, d)| d.mostly_distinct())
         .map(|((name, _), _)| name.clone())
         .collect();
+    // What widening did in earlier passes (policy `pad`), reported with the final one.
+    let mut widened: Vec<RowProblem> = Vec::new();
     for _ in 0..MAX_PASSES {
         match write_pass(job, delimiter, &header, &resolved, &kinds, &plain, progress)? {
-            Pass::Done(written) => return Ok(written),
-            Pass::Widened(wider) => kinds = wider,
+            Pass::Done(mut written) => {
+                written.problems.count += widened.len() as u64;
+                widened.append(&mut written.problems.first);
+                widened.truncate(weir_events::MAX_ROW_PROBLEMS);
+                written.problems.first = widened;
+                return Ok(written);
+            }
+            Pass::Widened(wider, note) => {
+                kinds = wider;
+                widened.push(note);
+            }
         }
     }
     Err(ConvertError::malformed(
@@ -81,7 +105,8 @@ pub(crate) fn convert(
 
 enum Pass {
     Done(Written),
-    Widened(Vec<Kind>),
+    /// The wider types, and the value that made them wider.
+    Widened(Vec<Kind>, RowProblem),
 }
 
 fn write_pass(
@@ -109,49 +134,101 @@ fn write_pass(
         job.encoders(),
     )?;
     let mut builders: Vec<Builder> = kinds.iter().map(|k| Builder::new(*k)).collect();
-    let mut problems = Problems::default();
+    let mut bad = BadRowLog::new(job);
+    // Rows of the batch being built that were rejected after some of their values had
+    // been appended: they are filtered out when the batch is finished.
+    let mut dropped: Vec<usize> = Vec::new();
+    let mut rows_read = 0u64;
     let mut in_batch = 0;
-    while rows.next()? {
+    let n = header.len();
+    'rows: while rows.next()? {
+        rows_read += 1;
         let found = rows.records.len();
-        if found != header.len() {
-            let message = if found < header.len() {
-                format!(
-                    "expected {} fields, found {found}: the missing values are null",
-                    header.len()
-                )
+        if found != n {
+            let reason = format!("expected {n} fields, found {found}");
+            if bad.policy != BadRows::Pad {
+                bad.reject(rows.line, None, &reason, rows.records.raw())?;
+                continue;
+            }
+            if found < n {
+                let reason = format!("{reason}: the missing values are null");
+                bad.padded(rows.line, None, &reason, rows.records.raw(), &[])?;
             } else {
-                format!(
-                    "expected {} fields, found {found}: the extra values are dropped",
-                    header.len()
-                )
-            };
-            problems.push(rows.line, None, message);
+                let extra: Vec<String> = (n..found)
+                    .map(|i| String::from_utf8_lossy(rows.records.get(i).unwrap_or_default()).into_owned())
+                    .collect();
+                let reason = format!("{reason}: the extra values are kept in the rejects file");
+                bad.padded(rows.line, None, &reason, rows.records.raw(), &extra)?;
+            }
         }
         for (i, b) in builders.iter_mut().enumerate() {
-            let value = rows.field(i, header)?;
+            let value = match rows.records.get_str(i) {
+                Ok(v) => v,
+                Err(e) => {
+                    let reason = format!(
+                        "not valid {} text at byte offset {}",
+                        job.encoding.name(),
+                        rows.records.offset_in_field(i, e.valid_up_to())
+                    );
+                    bad.reject(rows.line, Some(&header[i]), &reason, rows.records.raw())?;
+                    drop_row(&mut builders, i, &mut dropped, in_batch);
+                    in_batch += 1;
+                    continue 'rows;
+                }
+            };
             if !b.append(value) {
-                return widen(rows, header, kinds, i).map(Pass::Widened);
+                if bad.policy == BadRows::Pad {
+                    let note = RowProblem {
+                        line: rows.line,
+                        column: Some(resolved[i].0.clone()),
+                        message: format!(
+                            "{value:?} does not fit {} (inferred from the first {} rows): the column was widened",
+                            kinds[i].data_type(),
+                            job.opts.sample_rows
+                        ),
+                    };
+                    return widen(rows, header, kinds, i).map(|k| Pass::Widened(k, note));
+                }
+                let reason = format!(
+                    "{value:?} is not a valid {} (the type inferred from the first {} rows)",
+                    kinds[i].data_type(),
+                    job.opts.sample_rows
+                );
+                bad.reject(rows.line, Some(&resolved[i].0), &reason, rows.records.raw())?;
+                drop_row(&mut builders, i, &mut dropped, in_batch);
+                in_batch += 1;
+                continue 'rows;
             }
         }
         in_batch += 1;
-        if in_batch == job.opts.batch_rows.max(1) {
-            sink.write(&finish_batch(job, &schema, &mut builders)?)?;
+        if in_batch >= job.opts.batch_rows.max(1) {
+            sink.write(&finish_batch(job, &schema, &mut builders, &mut dropped)?)?;
             in_batch = 0;
         }
     }
     if in_batch > 0 {
-        sink.write(&finish_batch(job, &schema, &mut builders)?)?;
+        sink.write(&finish_batch(job, &schema, &mut builders, &mut dropped)?)?;
     }
+    let bad = bad.finish(rows_read)?;
     let (statistics, parquet_size) = sink.finish()?;
     Ok(Pass::Done(Written {
         schema: crate::event_schema(&schema, resolved),
         statistics,
-        problems,
+        problems: bad.problems,
         parquet_size,
-            rows_read: None,
-            rejected: 0,
-            rejects_entries: 0,
+        rows_read: Some(rows_read),
+        rejected: bad.rejected,
+        rejects_entries: bad.entries,
     }))
+}
+
+/// The row being built is rejected at column `at`: the columns from `at` on get a null
+/// so every column has the row, and the row is marked to be filtered out.
+fn drop_row(builders: &mut [Builder], at: usize, dropped: &mut Vec<usize>, row: usize) {
+    for b in &mut builders[at..] {
+        b.append_null();
+    }
+    dropped.push(row);
 }
 
 /// Distinct values of one column in the sample, to tell whether a dictionary pays.
@@ -191,9 +268,15 @@ fn widen(
 ) -> Result<Vec<Kind>, ConvertError> {
     let mut wider = kinds.to_vec();
     let before = wider[misfit];
+    let _ = header;
     loop {
+        // A row that is not valid text is rejected, and shapes nothing.
+        let text = (0..wider.len()).all(|i| rows.records.get_str(i).is_ok());
         for (i, kind) in wider.iter_mut().enumerate() {
-            *kind = kind.join(values::classify(rows.field(i, header)?));
+            if !text {
+                break;
+            }
+            *kind = kind.join(values::classify(rows.records.get_str(i).unwrap_or_default()));
         }
         if !rows.next()? {
             break;
@@ -207,10 +290,21 @@ fn finish_batch(
     job: &Job<'_>,
     schema: &SchemaRef,
     builders: &mut [Builder],
+    dropped: &mut Vec<usize>,
 ) -> Result<RecordBatch, ConvertError> {
     let columns: Vec<ArrayRef> = builders.iter_mut().map(Builder::finish).collect();
-    RecordBatch::try_new(schema.clone(), columns)
-        .map_err(|e| ConvertError::unsupported(job.file, format!("building a batch: {e}")))
+    let batch = RecordBatch::try_new(schema.clone(), columns)
+        .map_err(|e| ConvertError::unsupported(job.file, format!("building a batch: {e}")))?;
+    if dropped.is_empty() {
+        return Ok(batch);
+    }
+    let mut keep = vec![true; batch.num_rows()];
+    for &row in dropped.iter() {
+        keep[row] = false;
+    }
+    dropped.clear();
+    arrow::compute::filter_record_batch(&batch, &keep.into())
+        .map_err(|e| ConvertError::unsupported(job.file, format!("dropping rejected rows: {e}")))
 }
 
 /// The record reader with the current record and its line.
@@ -312,6 +406,17 @@ impl Builder {
         }
     }
 
+    fn append_null(&mut self) {
+        match self {
+            Builder::Bool(b) => b.append_null(),
+            Builder::Int(b) => b.append_null(),
+            Builder::Float(b) => b.append_null(),
+            Builder::Date(b) => b.append_null(),
+            Builder::Timestamp(b, _) => b.append_null(),
+            Builder::Utf8(b) => b.append_null(),
+        }
+    }
+
     fn append(&mut self, value: &str) -> bool {
         if let Builder::Utf8(b) = self {
             // Text keeps blanks as they are; only the empty value is null.
@@ -326,14 +431,7 @@ impl Builder {
         let printable = |c: Option<&u8>| c.is_some_and(|&c| c > b' ' && c < 0x80);
         let bytes = value.as_bytes();
         if !(printable(bytes.first()) && printable(bytes.last())) && value.trim().is_empty() {
-            match self {
-                Builder::Bool(b) => b.append_null(),
-                Builder::Int(b) => b.append_null(),
-                Builder::Float(b) => b.append_null(),
-                Builder::Date(b) => b.append_null(),
-                Builder::Timestamp(b, _) => b.append_null(),
-                Builder::Utf8(b) => b.append_null(),
-            }
+            self.append_null();
             return true;
         }
         match self {

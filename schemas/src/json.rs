@@ -11,9 +11,14 @@
 //! float widen to Float64; other mixed scalars to text (numbers written as their JSON
 //! text); an integer beyond Int64 is text. Strings stay strings (no date guessing). A key
 //! holding an object in one record and a scalar or list in another fails the file,
-//! naming the line and the key. As for CSV, a record after the sample that does not fit
-//! (a new key, a wider type) makes the rest of the file be scanned and the conversion
-//! start again with the final shape.
+//! naming the line and the key. Under the bad-row policy `pad`, as for CSV, a record
+//! after the sample that does not fit (a new key, a wider type) makes the rest of the
+//! file be scanned and the conversion start again with the final shape; under `fail`
+//! it fails the file, and under `reject` it goes to the rejects file. A record that is
+//! not valid JSON, or whose key holds an object in one record and a scalar in another,
+//! is a bad row too: rejected (the rest of its line with it, in NDJSON) unless the
+//! policy is `fail`. A structural fault (an array that never closes, a record over 64
+//! MiB) still fails the file.
 
 use std::fmt;
 use std::io::BufRead;
@@ -27,8 +32,10 @@ use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use crate::input::open_text;
 use crate::json_fast;
 use crate::names;
+use crate::rejects::BadRowLog;
 use crate::sink::Sink;
 use crate::{ConvertError, Job, Problems, Written};
+use weir_events::BadRows;
 
 /// A record larger than this is refused rather than buffered (it usually means a lost
 /// closing brace, which would otherwise swallow the rest of the file).
@@ -69,7 +76,18 @@ fn convert_with(
         // Read on past the sample while no key has been seen (`{}` records).
         while seen < job.opts.sample_rows || matches!(&shape, Shape::Object(f) if f.is_empty()) {
             let Some(line) = records.next()? else { break };
-            merge_record(job.file, line, &records.buf, &mut shape)?;
+            let before = (job.opts.bad_rows != BadRows::Fail).then(|| shape.clone());
+            if let Err(e) = merge_record(job.file, line, &records.buf, &mut shape) {
+                // A bad record is the write pass's to report; it shapes nothing.
+                match before {
+                    Some(before) => {
+                        shape = before;
+                        records.finish_line()?;
+                        continue;
+                    }
+                    None => return Err(e),
+                }
+            }
             seen += 1;
         }
     }
@@ -130,23 +148,27 @@ fn write_pass(
             .map(|((name, _), (_, s))| ArrowField::new(name, s.data_type(), true))
             .collect::<Vec<_>>(),
     ));
-    let written = |sink: Sink| -> Result<Pass, ConvertError> {
+    let written = |sink: Sink, bad: Option<BadRowLog<'_>>| -> Result<Pass, ConvertError> {
         let (statistics, parquet_size) = sink.finish()?;
+        let (problems, rejected, rejects_entries) = match bad {
+            Some(b) => (b.problems, b.rejected, b.entries),
+            None => (Problems::default(), 0, 0),
+        };
         Ok(Pass::Done(Written {
             schema: crate::event_schema(&out_schema, &resolved),
+            rows_read: Some(statistics.rows + rejected),
             statistics,
-            problems: Problems::default(),
+            problems,
             parquet_size,
-            rows_read: None,
-            rejected: 0,
-            rejects_entries: 0,
+            rejected,
+            rejects_entries,
         }))
     };
     // One parse per record when every record fits; the exact path below otherwise.
     if path != Path::Exact {
         let sink = Sink::create(job.output, out_schema.clone(), job.encoders())?;
         if let Some(sink) = json_fast::write(job, array, top, &out_schema, sink, progress)? {
-            return written(sink);
+            return written(sink, None);
         }
         if path == Path::FastOnly {
             return Err(ConvertError::unsupported(
@@ -173,15 +195,42 @@ fn write_pass(
         let out = &out_schema;
         let decoding =
             scope.spawn(move || decode_chunks(job.file, decoder, rx, sink, out, batch_rows));
+        let mut bad = BadRowLog::new(job);
+        let mut rows_read = 0u64;
         let read = (|| -> Result<Option<Shape>, ConvertError> {
             let mut chunk = Chunk::default();
             while let Some(line) = records.next()? {
-                if merge_record(job.file, line, &records.buf, &mut check)? {
-                    // Does not fit: learn the final shape from the rest, then start again.
-                    while let Some(line) = records.next()? {
-                        merge_record(job.file, line, &records.buf, &mut check)?;
+                rows_read += 1;
+                let misfit = match merge_record(job.file, line, &records.buf, &mut check) {
+                    Ok(false) => None,
+                    Ok(true) if bad.policy == BadRows::Pad => {
+                        // Does not fit: learn the final shape from the rest, then start
+                        // again. A record that cannot be read shapes nothing.
+                        while let Some(line) = records.next()? {
+                            let before = check.clone();
+                            if merge_record(job.file, line, &records.buf, &mut check).is_err() {
+                                check = before;
+                                records.finish_line()?;
+                            }
+                        }
+                        return Ok(Some(check.clone()));
                     }
-                    return Ok(Some(check.clone()));
+                    Ok(true) => Some((
+                        misfit_reason(shape, &check, job.opts.sample_rows),
+                        None,
+                    )),
+                    Err(ConvertError::Malformed { at, reason })
+                        if bad.policy != BadRows::Fail =>
+                    {
+                        Some((reason, at.column))
+                    }
+                    Err(e) => return Err(e),
+                };
+                if let Some((reason, column)) = misfit {
+                    check.clone_from(shape);
+                    records.finish_line()?;
+                    bad.reject(line, column.as_deref(), &reason, &records.buf)?;
+                    continue;
                 }
                 chunk.bytes.extend_from_slice(&records.buf);
                 chunk.records.push((line, chunk.bytes.len()));
@@ -206,9 +255,38 @@ fn write_pass(
         let sink = decoded?;
         match read? {
             Some(wider) => Ok(Pass::Widened(wider)),
-            None => written(sink),
+            None => {
+                let bad = bad.finish(rows_read)?;
+                written(sink, Some(bad))
+            }
         }
     })
+}
+
+/// Why a record that parsed does not fit `shape` (now `wider` after merging it): the
+/// first top-level key that is new or wider.
+fn misfit_reason(shape: &Shape, wider: &Shape, sample_rows: usize) -> String {
+    let (Shape::Object(had), Shape::Object(now)) = (shape, wider) else {
+        return "the record is not an object".to_owned();
+    };
+    for (key, s) in now {
+        match had.iter().find(|(k, _)| k == key) {
+            None => {
+                return format!(
+                    "key {key:?} is not among the columns inferred from the first {sample_rows} records"
+                );
+            }
+            Some((_, old)) if old != s => {
+                return format!(
+                    "key {key:?}: the value does not fit {} (inferred from the first {sample_rows} records; it would need {})",
+                    old.data_type(),
+                    s.data_type()
+                );
+            }
+            _ => {}
+        }
+    }
+    "the record does not fit the columns inferred from the sample".to_owned()
 }
 
 /// Records handed from the reader to the decoder: their bytes back to back, and each
@@ -625,6 +703,37 @@ impl<'a> Records<'a> {
         let start = self.line;
         self.scan_value(start)?;
         Ok(Some(start))
+    }
+
+    /// NDJSON: appends the rest of the current physical line to `buf`, so a record that
+    /// is rejected takes its whole line with it (`{"a":1} junk` is one bad row, not
+    /// two). Does nothing in a JSON array, where records are not lines.
+    fn finish_line(&mut self) -> Result<(), ConvertError> {
+        if self.array || self.buf.ends_with(b"\n") {
+            return Ok(());
+        }
+        loop {
+            let chunk = match self.reader.fill_buf() {
+                Ok(c) => c,
+                Err(e) => return Err(self.read_err(e)),
+            };
+            if chunk.is_empty() {
+                return Ok(());
+            }
+            let (used, done) = match chunk.iter().position(|&c| c == b'\n') {
+                Some(p) => (p + 1, true),
+                None => (chunk.len(), false),
+            };
+            self.buf.extend_from_slice(&chunk[..used]);
+            self.reader.consume(used);
+            if done {
+                self.line += 1;
+                return Ok(());
+            }
+            if self.buf.len() > MAX_RECORD_BYTES {
+                return Err(self.bad(self.line, "a line over 64 MiB"));
+            }
+        }
     }
 
     fn end_array(&mut self) -> Result<Option<u64>, ConvertError> {

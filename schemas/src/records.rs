@@ -42,6 +42,10 @@ pub struct Records<R> {
     unread_line: u64,
     /// 1-based line the current record starts on.
     record_line: u64,
+    /// Where the current record starts in the chunk.
+    record_start: usize,
+    /// Bytes of the input before the current chunk.
+    chunk_offset: u64,
 }
 
 /// The current chunk: text when it is valid UTF-8, else bytes.
@@ -82,6 +86,8 @@ impl<R: BufRead> Records<R> {
             scratch: Vec::new(),
             unread_line: 1,
             record_line: 1,
+            record_start: 0,
+            chunk_offset: 0,
         }
     }
 
@@ -132,6 +138,24 @@ impl<R: BufRead> Records<R> {
         std::str::from_utf8(self.get(i).unwrap_or_default())
     }
 
+    /// The current record's text as read, without its line end.
+    pub fn raw(&self) -> &[u8] {
+        self.chunk
+            .bytes()
+            .get(self.record_start..self.pos)
+            .unwrap_or_default()
+    }
+
+    /// The byte offset (0-based, in the text after decompression) of byte `at` of
+    /// field `i`, for errors; the record's start when the field was joined.
+    pub fn offset_in_field(&self, i: usize, at: usize) -> u64 {
+        let start = match self.fields.get(i) {
+            Some(span) if !span.joined => span.range.start + at,
+            _ => self.record_start,
+        };
+        self.chunk_offset + start as u64
+    }
+
     /// The 1-based line the current record starts on.
     pub fn line(&self) -> u64 {
         self.record_line
@@ -151,7 +175,9 @@ impl<R: BufRead> Records<R> {
             Chunk::Text(s) => s.into_bytes(),
             Chunk::Bytes(b) => b,
         };
-        pending.drain(..self.pos.min(pending.len()));
+        let consumed = self.pos.min(pending.len());
+        pending.drain(..consumed);
+        self.chunk_offset += consumed as u64;
         pending.append(&mut self.tail);
         self.pos = 0;
         let carried = pending.len();
@@ -219,6 +245,7 @@ impl<R: BufRead> Records<R> {
         }
         let at_end = self.eof && self.tail.is_empty();
         let record_line = line;
+        self.record_start = i;
         self.fields.clear();
         self.scratch.clear();
         loop {

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{check, check_with, gzip, options, rows, run, zstd};
+use common::{check, check_with, gzip, options, pad, rows, run, strict_utf8, with_policy, zstd};
 use weir_events::{Compression, Format};
 use weir_schemas::{ConvertError, ConvertOptions, sniff};
 
@@ -107,9 +107,10 @@ fn bom_and_crlf() {
 #[test]
 fn quoted_newlines_keep_line_numbers() {
     // Record 2 spans lines 3-5; the ragged record after it is on line 6.
-    check(
+    check_with(
         "quotes.csv",
         b"id,text\n1,plain\n2,\"three\nline\n\"\"quoted\"\"\"\n3\n4,last\n",
+        &pad("quotes.csv"),
         r#"
             csv None rewritten=true
             column id: Int64
@@ -126,11 +127,12 @@ fn quoted_newlines_keep_line_numbers() {
         "#,
     );
     // An error after a multi-line record names the physical line too.
-    check(
+    check_with(
         "quoted-bad.csv",
         b"id,text\n1,\"a\r\nb\r\nc\"\r\n2,caf\xE9\r\n",
+        &strict_utf8("quoted-bad.csv"),
         r#"
-            error (permanent=true): quoted-bad.csv: line 5, column "text": invalid UTF-8 (weir reads UTF-8 text): incomplete utf-8 byte sequence from index 3
+            error (permanent=true): quoted-bad.csv: line 5, column "text": not valid UTF-8 text at byte offset 26 (bad-row policy `fail`; `--bad-rows reject` registers the good rows and lists the bad ones in a rejects file)
         "#,
     );
 }
@@ -178,9 +180,35 @@ fn column_names_are_sanitised() {
 
 #[test]
 fn ragged_rows_are_kept_and_reported() {
+    let ragged = b"a,b,c\n1,2,3\n4,5\n6,7,8,9\n10,11,12\n";
+    // The default (`reject`): good rows registered, both ragged rows in the rejects file.
     check(
         "ragged.csv",
-        b"a,b,c\n1,2,3\n4,5\n6,7,8,9\n10,11,12\n",
+        ragged,
+        r#"
+            csv None rewritten=true
+            column a: Int64
+            column b: Int64
+            column c: Int64
+            rows: 2
+            stats a: nulls=0 min=1 max=10
+            stats b: nulls=0 min=2 max=11
+            stats c: nulls=0 min=3 max=12
+            problems: 2
+            line 3 None: expected 3 fields, found 2
+            line 4 None: expected 3 fields, found 4
+            rejected: 2 of 4
+            rejected line 3: "4,5"
+            rejected line 4: "6,7,8,9"
+            | 1 | 2 | 3
+            | 10 | 11 | 12
+        "#,
+    );
+    // `pad`: the short row padded with null, the long row's extra value kept aside.
+    check_with(
+        "ragged.csv",
+        ragged,
+        &pad("ragged.csv"),
         r#"
             csv None rewritten=true
             column a: Int64
@@ -192,13 +220,65 @@ fn ragged_rows_are_kept_and_reported() {
             stats c: nulls=1 min=3 max=12
             problems: 2
             line 3 None: expected 3 fields, found 2: the missing values are null
-            line 4 None: expected 3 fields, found 4: the extra values are dropped
+            line 4 None: expected 3 fields, found 4: the extra values are kept in the rejects file
+            extra_fields_kept line 4: "6,7,8,9" extra=["9"]
             | 1 | 2 | 3
             | 4 | 5 | null
             | 6 | 7 | 8
             | 10 | 11 | 12
         "#,
     );
+    // `fail`: the first ragged row fails the file.
+    check_with(
+        "ragged.csv",
+        ragged,
+        &with_policy("ragged.csv", weir_events::BadRows::Fail),
+        r#"
+            error (permanent=true): ragged.csv: line 3: expected 3 fields, found 2 (bad-row policy `fail`; `--bad-rows reject` registers the good rows and lists the bad ones in a rejects file)
+        "#,
+    );
+    // The other way round: a long row first.
+    check(
+        "long.csv",
+        b"id,v\n1,2\n3\n4,5,6\n",
+        r#"
+            csv None rewritten=true
+            column id: Int64
+            column v: Int64
+            rows: 1
+            stats id: nulls=0 min=1 max=1
+            stats v: nulls=0 min=2 max=2
+            problems: 2
+            line 3 None: expected 2 fields, found 1
+            line 4 None: expected 2 fields, found 3
+            rejected: 2 of 3
+            rejected line 3: "3"
+            rejected line 4: "4,5,6"
+            | 1 | 2
+        "#,
+    );
+}
+
+/// Too many bad rows fail the file: a count as soon as it is passed, a share at the end.
+#[test]
+fn max_bad_rows_fails_past_the_limit() {
+    let csv = b"a,b\n1,2\n3\n4,5\n6\n7,8\n";
+    let limited = |max: &str| ConvertOptions {
+        max_bad_rows: Some(max.parse().expect("a limit")),
+        ..options("limit.csv")
+    };
+    assert!(run("limit.csv", csv, &limited("2")).is_ok());
+    let msg = run("limit.csv", csv, &limited("1")).err().map(|e| e.to_string()).unwrap_or_default();
+    assert_eq!(
+        msg,
+        "limit.csv: 2 bad rows, over the limit of 1 rows (--max-bad-rows); the first, line 3: expected 2 fields, found 1"
+    );
+    let msg = run("limit.csv", csv, &limited("30%")).err().map(|e| e.to_string()).unwrap_or_default();
+    assert_eq!(
+        msg,
+        "limit.csv: 2 bad rows of 5 data rows, over the limit of 30% (--max-bad-rows); the first, line 3: expected 2 fields, found 1"
+    );
+    assert!(run("limit.csv", csv, &limited("0.4")).is_ok());
 }
 
 #[test]
@@ -216,11 +296,12 @@ fn problems_are_capped_and_counted() {
 
 #[test]
 fn invalid_utf8_names_line_and_column() {
-    check(
+    check_with(
         "latin1.csv",
         b"id,name\n1,ok\n2,caf\xE9\n",
+        &strict_utf8("latin1.csv"),
         r#"
-            error (permanent=true): latin1.csv: line 3, column "name": invalid UTF-8 (weir reads UTF-8 text): incomplete utf-8 byte sequence from index 3
+            error (permanent=true): latin1.csv: line 3, column "name": not valid UTF-8 text at byte offset 18 (bad-row policy `fail`; `--bad-rows reject` registers the good rows and lists the bad ones in a rejects file)
         "#,
     );
 }
@@ -374,39 +455,67 @@ fn corrupt_gzip_is_a_permanent_error() {
 
 #[test]
 fn malformed_json_names_the_line() {
-    check(
+    check_with(
         "bad.ndjson",
         b"{\"a\": 1}\n{\"a\": 2}\n{\"a\": 3,, \"b\": 1}\n{\"a\": 4}\n",
+        &with_policy("bad.ndjson", weir_events::BadRows::Fail),
         r#"
             error (permanent=true): bad.ndjson: line 3: invalid JSON near character 9: key must be a string
         "#,
     );
-    check(
+    check_with(
         "unclosed.ndjson",
         b"{\"a\": 1}\n{\"a\": 2\n{\"a\": 3}\n",
+        &with_policy("unclosed.ndjson", weir_events::BadRows::Fail),
         r#"
             error (permanent=true): unclosed.ndjson: line 3: invalid JSON near character 1: expected `,` or `}` (in the record that starts on line 2)
         "#,
     );
-    check(
+    check_with(
         "scalar.ndjson",
         b"{\"a\": 1}\n42\n",
+        &with_policy("scalar.ndjson", weir_events::BadRows::Fail),
         r#"
             error (permanent=true): scalar.ndjson: line 2: a record must be a JSON object, found a number
         "#,
     );
-    check(
+    check_with(
         "conflict.ndjson",
         b"{\"a\": {\"b\": 1}}\n{\"a\": 2}\n",
+        &with_policy("conflict.ndjson", weir_events::BadRows::Fail),
         r#"
             error (permanent=true): conflict.ndjson: line 2, column "a": a number where earlier records have an object
         "#,
     );
-    check(
+    check_with(
         "trailing.json",
         b"[{\"a\": 1},\n{\"a\": 2},\n]\n",
+        &with_policy("trailing.json", weir_events::BadRows::Fail),
         r#"
             error (permanent=true): trailing.json: line 3: a trailing comma before ']'
+        "#,
+    );
+    // Rejected instead: each bad record is a row of the rejects file, the rest register.
+    check(
+        "bad.ndjson",
+        b"{\"a\": 1}\n{\"a\": 3,, \"b\": 1}\n42\nnot json\n{\"a\": {\"b\": 1}}\n{\"a\": 4}\n",
+        r#"
+            ndjson None rewritten=true
+            column a: Int64
+            rows: 2
+            stats a: nulls=0 min=1 max=4
+            problems: 4
+            line 2 None: invalid JSON near character 9: key must be a string
+            line 3 None: a record must be a JSON object, found a number
+            line 4 None: invalid JSON near character 2: expected ident
+            line 5 Some("a"): an object where earlier records have a number
+            rejected: 4 of 6
+            rejected line 2: "{\"a\": 3,, \"b\": 1}"
+            rejected line 3: "42"
+            rejected line 4: "not json"
+            rejected line 5: "{\"a\": {\"b\": 1}}"
+            | 1
+            | 4
         "#,
     );
 }
@@ -420,7 +529,7 @@ fn csv_widens_after_the_sample() {
     }
     csv.push_str("20001,12.5,A7,2024-01-01 10:00:00\n");
     csv.push_str("20002,3,8,\n");
-    let r = run("wide.csv", csv.as_bytes(), &options("wide.csv")).expect("converts");
+    let r = run("wide.csv", csv.as_bytes(), &pad("wide.csv")).expect("converts");
     let types: Vec<(&str, &str)> = r
         .converted
         .schema
@@ -458,7 +567,7 @@ fn ndjson_widens_after_the_sample() {
     json.push_str("{\"id\": 20001, \"v\": 0.5, \"late\": {\"k\": [true]}}\n");
     let opts = ConvertOptions {
         batch_rows: 4096,
-        ..options("wide.ndjson")
+        ..pad("wide.ndjson")
     };
     let r = run("wide.ndjson", json.as_bytes(), &opts).expect("converts");
     let types: Vec<&str> = r
@@ -486,7 +595,7 @@ fn csv_widens_on_the_last_line_only() {
         csv.push_str(&format!("{i},{i},{i}.25,2024-01-01 10:00:00,n{i}\n"));
     }
     csv.push_str("30001,n/a,7,2024-01-02,last\n");
-    let r = run("last.csv", csv.as_bytes(), &options("last.csv")).expect("converts");
+    let r = run("last.csv", csv.as_bytes(), &pad("last.csv")).expect("converts");
     let types: Vec<(&str, &str)> = r
         .converted
         .schema
@@ -519,7 +628,52 @@ fn csv_widens_on_the_last_line_only() {
         "30001 | \"n/a\" | 7.0 | 2024-01-02T00:00:00 | \"last\""
     );
     assert_eq!(r.converted.statistics.rows, 30_001);
-    assert_eq!(r.converted.problem_count, 0);
+    // Widening is reported: the value and where it was.
+    assert_eq!(r.converted.problem_count, 1);
+    assert_eq!(r.converted.problems[0].line, 30_003);
+    assert_eq!(r.converted.problems[0].column.as_deref(), Some("n"));
+    assert!(r.converted.problems[0].message.contains("\"n/a\" does not fit Int64"));
+}
+
+/// A value that does not fit its column's type a million lines in, under each policy:
+/// `fail` names the line, column and value; `reject` registers every other row and
+/// puts that one in the rejects file; `pad` widens the column and keeps every row.
+#[test]
+fn a_type_violation_at_line_one_million() {
+    let mut csv = String::with_capacity(16 << 20);
+    csv.push_str("id,qty\n");
+    for i in 1..999_999u64 {
+        csv.push_str(&format!("{i},{}\n", i % 97));
+    }
+    // Line 1,000,000 (the header is line 1).
+    csv.push_str("999999,twelve\n");
+    csv.push_str("1000000,5\n");
+    let bytes = csv.as_bytes();
+
+    let fail = with_policy("big.csv", weir_events::BadRows::Fail);
+    let msg = run("big.csv", bytes, &fail).err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(
+        msg.starts_with("big.csv: line 1000000, column \"qty\": \"twelve\" is not a valid Int64"),
+        "{msg}"
+    );
+
+    let r = run("big.csv", bytes, &options("big.csv")).expect("reject converts");
+    let c = &r.converted;
+    assert_eq!((c.rows_read, c.statistics.rows, c.rejected), (1_000_000, 999_999, 1));
+    assert_eq!(c.schema.fields[1].data_type, "Int64");
+    assert_eq!(r.rejects.len(), 1);
+    assert_eq!(r.rejects[0]["line"], 1_000_000);
+    assert_eq!(r.rejects[0]["column"], "qty");
+    assert_eq!(r.rejects[0]["raw"], "999999,twelve");
+    assert_eq!(r.rejects[0]["action"], "rejected");
+    let all = rows(&r.batches);
+    assert_eq!(all.last().map(String::as_str), Some("1000000 | 5"));
+
+    let r = run("big.csv", bytes, &pad("big.csv")).expect("pad converts");
+    let c = &r.converted;
+    assert_eq!((c.rows_read, c.statistics.rows, c.rejected), (1_000_000, 1_000_000, 0));
+    assert_eq!(c.schema.fields[1].data_type, "Utf8");
+    assert!(r.rejects.is_empty());
 }
 
 /// An invalid value on the last line of a long CSV fails the file naming that line
@@ -531,12 +685,24 @@ fn csv_error_on_the_last_line_names_line_and_field() {
         csv.extend_from_slice(format!("{i},n{i}\n").as_bytes());
     }
     csv.extend_from_slice(b"30001,caf\xE9\n");
-    let err = run("bad-last.csv", &csv, &options("bad-last.csv")).err();
+    let err = run("bad-last.csv", &csv, &strict_utf8("bad-last.csv")).err();
     let msg = err.map(|e| e.to_string()).unwrap_or_default();
+    let offset = csv.len() - 2;
     assert_eq!(
         msg,
-        "bad-last.csv: line 30003, column \"name\": invalid UTF-8 (weir reads UTF-8 text): incomplete utf-8 byte sequence from index 3"
+        format!("bad-last.csv: line 30003, column \"name\": not valid UTF-8 text at byte offset {offset} (bad-row policy `fail`; `--bad-rows reject` registers the good rows and lists the bad ones in a rejects file)")
     );
+    // Rejected instead: every other row registers, the bad one is in the rejects file.
+    let opts = ConvertOptions {
+        encoding: Some("utf-8".into()),
+        ..options("bad-last.csv")
+    };
+    let r = run("bad-last.csv", &csv, &opts).expect("converts");
+    assert_eq!(r.converted.statistics.rows, 30_000);
+    assert_eq!((r.converted.rejected, r.converted.rows_read), (1, 30_001));
+    assert_eq!(r.rejects[0]["line"], 30003);
+    assert_eq!(r.rejects[0]["raw"], "30001,caf\u{FFFD}");
+    assert_eq!(r.rejects[0]["raw_hex"], "33303030312c636166e9");
 }
 
 /// NDJSON whose last record alone breaks the shape: a conflict or invalid JSON there
@@ -558,7 +724,8 @@ fn ndjson_error_on_the_last_line_names_line_and_key() {
         ),
     ] {
         let input = format!("{json}{last}\n");
-        let err = run("late.ndjson", input.as_bytes(), &options("late.ndjson")).err();
+        let opts = with_policy("late.ndjson", weir_events::BadRows::Fail);
+        let err = run("late.ndjson", input.as_bytes(), &opts).err();
         let msg = err.map(|e| e.to_string()).unwrap_or_default();
         assert_eq!(msg, want);
     }
@@ -578,7 +745,7 @@ fn ndjson_widens_on_the_last_line_only() {
     let r = run(
         "wide-last.ndjson",
         json.as_bytes(),
-        &options("wide-last.ndjson"),
+        &pad("wide-last.ndjson"),
     )
     .expect("converts");
     let types: Vec<&str> = r
@@ -604,7 +771,7 @@ fn json_shape_conflict_after_the_sample_names_line_and_key() {
     json.push_str("{\"a\": [1]}\n");
     let opts = ConvertOptions {
         sample_rows: 10,
-        ..options("late.ndjson")
+        ..with_policy("late.ndjson", weir_events::BadRows::Fail)
     };
     let err = run("late.ndjson", json.as_bytes(), &opts).err();
     let msg = err.map(|e| e.to_string()).unwrap_or_default();
@@ -786,7 +953,7 @@ fn declared_format_does_not_override_content() {
 fn json_keys_after_empty_records_and_a_zero_sample() {
     let opts = ConvertOptions {
         sample_rows: 0,
-        ..options("sparse.ndjson")
+        ..pad("sparse.ndjson")
     };
     check_with(
         "sparse.ndjson",
@@ -812,4 +979,32 @@ fn json_keys_after_empty_records_and_a_zero_sample() {
         error (permanent=true): none.json: no columns: the JSON holds no records, or only empty objects
     "#,
     );
+}
+
+/// NDJSON after the sample under `reject` and `fail`: a new key or a wider value is a
+/// bad row (under `pad` the shape widens, as `ndjson_widens_after_the_sample` shows).
+#[test]
+fn ndjson_misfits_after_the_sample_follow_the_policy() {
+    let mut json = String::new();
+    for i in 1..=100 {
+        json.push_str(&format!("{{\"id\": {i}, \"v\": {i}}}\n"));
+    }
+    json.push_str("{\"id\": 101, \"v\": 0.5}\n{\"id\": 102, \"late\": true}\n{\"id\": 103, \"v\": 3}\n");
+    let opts = ConvertOptions {
+        sample_rows: 10,
+        ..options("late.ndjson")
+    };
+    let r = run("late.ndjson", json.as_bytes(), &opts).expect("converts");
+    let c = &r.converted;
+    assert_eq!((c.rows_read, c.statistics.rows, c.rejected), (103, 101, 2));
+    assert_eq!(r.rejects[0]["line"], 101);
+    assert!(r.rejects[0]["reason"].as_str().unwrap_or_default().contains("key \"v\": the value does not fit Int64"), "{}", r.rejects[0]);
+    assert_eq!(r.rejects[1]["line"], 102);
+    assert!(r.rejects[1]["reason"].as_str().unwrap_or_default().contains("key \"late\" is not among the columns"), "{}", r.rejects[1]);
+    let fail = ConvertOptions {
+        bad_rows: weir_events::BadRows::Fail,
+        ..opts
+    };
+    let msg = run("late.ndjson", json.as_bytes(), &fail).err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(msg.starts_with("late.ndjson: line 101: key \"v\""), "{msg}");
 }

@@ -17,6 +17,8 @@ use weir_schemas::{ConvertError, ConvertOptions, Converted, convert};
 
 pub struct Run {
     pub converted: Converted,
+    /// The rejects file's entries, in order (empty when it was not written).
+    pub rejects: Vec<serde_json::Value>,
     /// The Parquet read back (the output, or the input when it was kept).
     pub batches: Vec<RecordBatch>,
     pub progress_calls: usize,
@@ -27,6 +29,27 @@ pub fn options(filename: &str) -> ConvertOptions {
     ConvertOptions {
         filename: filename.to_owned(),
         ..ConvertOptions::default()
+    }
+}
+
+/// `options` with a bad-row policy.
+pub fn with_policy(filename: &str, policy: weir_events::BadRows) -> ConvertOptions {
+    ConvertOptions {
+        bad_rows: policy,
+        ..options(filename)
+    }
+}
+
+/// `options` with the policy `pad` (widen, pad, keep extras in the rejects file).
+pub fn pad(filename: &str) -> ConvertOptions {
+    with_policy(filename, weir_events::BadRows::Pad)
+}
+
+/// `options` with the policy `fail`, read as UTF-8 whatever the content looks like.
+pub fn strict_utf8(filename: &str) -> ConvertOptions {
+    ConvertOptions {
+        encoding: Some("utf-8".into()),
+        ..with_policy(filename, weir_events::BadRows::Fail)
     }
 }
 
@@ -59,8 +82,21 @@ fn run_path(
     dir: tempfile::TempDir,
 ) -> Result<Run, ConvertError> {
     let output: PathBuf = dir.path().join("out.parquet");
+    let mut opts = opts.clone();
+    let rejects_path = opts
+        .rejects
+        .get_or_insert_with(|| dir.path().join("rejects.ndjson"))
+        .clone();
     let mut calls = 0;
-    let converted = convert(input, &output, opts, &mut |_| calls += 1)?;
+    let converted = convert(input, &output, &opts, &mut |_| calls += 1)?;
+    let rejects: Vec<serde_json::Value> = match std::fs::read_to_string(&rejects_path) {
+        Ok(text) => text
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("each rejects line is JSON"))
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    account(input, &converted, &rejects);
     let served = if converted.rewritten {
         output.as_path()
     } else {
@@ -80,10 +116,78 @@ fn run_path(
     );
     Ok(Run {
         converted,
+        rejects,
         batches,
         progress_calls: calls,
         _dir: dir,
     })
+}
+
+/// Every row of the input is accounted for: registered + rejected == read, each
+/// rejected row is in the rejects file, and (for plain CSV/TSV) "read" is the number of
+/// data records a reference reader (csv-core) finds.
+fn account(input: &Path, c: &Converted, rejects: &[serde_json::Value]) {
+    assert_eq!(
+        c.rows_read,
+        c.statistics.rows + c.rejected,
+        "rows read = rows registered + rows rejected"
+    );
+    assert_eq!(rejects.len() as u64, c.rejects_entries, "entries in the rejects file");
+    let rejected = rejects.iter().filter(|e| e["action"] == "rejected").count() as u64;
+    assert_eq!(rejected, c.rejected, "each rejected row is in the rejects file");
+    for e in rejects {
+        assert!(e["line"].as_u64().is_some_and(|l| l > 0), "an entry names its line: {e}");
+        assert!(e["reason"].as_str().is_some_and(|r| !r.is_empty()), "and why: {e}");
+        assert!(e["raw"].is_string(), "and the raw text: {e}");
+    }
+    let plain = c.compression == weir_events::Compression::None && c.encoding == "UTF-8";
+    if let (true, Some(delimiter)) = (
+        plain,
+        match c.format {
+            weir_events::Format::Csv => Some(b','),
+            weir_events::Format::Tsv => Some(b'\t'),
+            _ => None,
+        },
+    ) {
+        let bytes = std::fs::read(input).expect("the input reads");
+        // The delimiter weir found may differ from the extension's; count with both and
+        // accept weir's count only if one reference agrees.
+        let counts: Vec<u64> = [delimiter, b';', b'|', b',', b'\t']
+            .iter()
+            .map(|&d| reference_records(&bytes, d).saturating_sub(1))
+            .collect();
+        assert!(
+            counts.contains(&c.rows_read),
+            "csv-core finds {counts:?} data records, weir read {}",
+            c.rows_read
+        );
+    }
+}
+
+/// Non-blank records as csv-core reads them (header included).
+fn reference_records(bytes: &[u8], delimiter: u8) -> u64 {
+    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+    let mut reader = csv_core::ReaderBuilder::new().delimiter(delimiter).build();
+    let mut out = [0u8; 1 << 16];
+    let mut ends = [0usize; 1024];
+    let (mut input, mut records, mut fields_in_record, mut bytes_in_record) = (bytes, 0u64, 0usize, 0usize);
+    loop {
+        let (result, nin, nout, nend) = reader.read_record(input, &mut out, &mut ends);
+        input = &input[nin..];
+        fields_in_record += nend;
+        bytes_in_record += nout;
+        match result {
+            csv_core::ReadRecordResult::Record => {
+                if !(fields_in_record == 1 && bytes_in_record == 0) {
+                    records += 1;
+                }
+                fields_in_record = 0;
+                bytes_in_record = 0;
+            }
+            csv_core::ReadRecordResult::End => return records,
+            _ => {}
+        }
+    }
 }
 
 pub fn read_back(path: &Path) -> Vec<RecordBatch> {
@@ -180,6 +284,19 @@ pub fn render(run: &Run, max_rows: usize) -> String {
         for p in &c.problems {
             let _ = writeln!(s, "  line {} {:?}: {}", p.line, p.column, p.message);
         }
+    }
+    if c.rejected > 0 {
+        let _ = writeln!(s, "rejected: {} of {}", c.rejected, c.rows_read);
+    }
+    for e in &run.rejects {
+        let _ = writeln!(
+            s,
+            "  {} line {}: {}{}",
+            e["action"].as_str().unwrap_or("?"),
+            e["line"],
+            e["raw"],
+            e.get("extra").map(|x| format!(" extra={x}")).unwrap_or_default()
+        );
     }
     for r in rows(&run.batches).iter().take(max_rows) {
         let _ = writeln!(s, "| {r}");
