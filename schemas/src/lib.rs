@@ -3,12 +3,14 @@
 //! [`convert`], reads a local file and writes a local Parquet file (zstd) with bounded
 //! memory; [`sniff`] is the format detection on its own.
 //!
-//! Where the rules live: `sniff` (format, compression, delimiter), `values` (what a
+//! Where the rules live: `sniff` (format, compression, delimiter), `encoding` (which
+//! text encoding; `input` transcodes it to UTF-8 while reading), `values` (what a
 //! text value is and how column types widen), `delimited` (CSV/TSV, ragged rows),
 //! `json` (NDJSON and JSON arrays), `parquet_in` (when a Parquet input is rewritten),
 //! `names` (column naming), `stats` (statistics), `sink` (the Parquet writer).
 
 mod delimited;
+mod encoding;
 mod error;
 mod input;
 mod json;
@@ -16,6 +18,7 @@ mod json_fast;
 mod names;
 mod parquet_in;
 mod records;
+mod rejects;
 mod sink;
 mod sniff;
 mod stats;
@@ -152,26 +155,20 @@ fn convert_inner(
     progress: &mut dyn FnMut(u64),
 ) -> Result<Converted, ConvertError> {
     let forced = match &opts.encoding {
-        Some(label) => Some(encoding_rs::Encoding::for_label(label.trim().as_bytes()).ok_or_else(
-            || {
-                ConvertError::unsupported(
-                    file,
-                    format!(
-                        "unknown encoding {label:?}: use a WHATWG label such as utf-8, latin1, windows-1252, utf-16le, shift_jis"
-                    ),
-                )
-            },
-        )?),
+        Some(label) => Some(encoding::for_label(label, file)?),
         None => None,
     };
     let head = input::read_head(input, file, HEAD_BYTES)?;
-    let sniffed = sniff::sniff_full(
+    let mut sniffed = sniff::sniff_full(
         &head,
         file,
         opts.declared,
         opts.content_type.as_deref(),
         forced,
     )?;
+    if sniffed.encoding_open {
+        sniffed.encoding = encoding::look_further(input, file, sniffed.compression)?;
+    }
     let job = Job {
         input,
         output,

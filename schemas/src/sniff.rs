@@ -2,6 +2,8 @@
 //! the delimiter that splits the sampled lines consistently); the producer's declared
 //! format, the content type and the file extension only break ties the content leaves
 //! open: which delimiter when several fit, and comma or tab for a one-column file.
+//! The text encoding is decided on the decompressed sample first (`encoding`), and the
+//! format and delimiter on that sample transcoded to UTF-8.
 
 use std::io::Read;
 
@@ -26,6 +28,9 @@ pub struct Sniffed {
     pub delimiter: Option<u8>,
     /// The text encoding (UTF-8 for Parquet).
     pub encoding: &'static encoding_rs::Encoding,
+    /// The sample was all ASCII and not the whole file: `encoding` is UTF-8 until
+    /// `encoding::look_further` has read on.
+    pub encoding_open: bool,
 }
 
 /// Detects format and compression from the first bytes of a file (`head`, raw, maybe
@@ -46,8 +51,6 @@ pub(crate) fn sniff_full(
     content_type: Option<&str>,
     forced: Option<&'static encoding_rs::Encoding>,
 ) -> Result<Sniffed, ConvertError> {
-    // TODO(encoding): detect from the sample when not forced.
-    let encoding = forced.unwrap_or(encoding_rs::UTF_8);
     let hint = declared
         .or_else(|| content_type.and_then(format_of_content_type))
         .or_else(|| format_of_extension(filename));
@@ -57,6 +60,7 @@ pub(crate) fn sniff_full(
             compression: Compression::None,
             delimiter: None,
             encoding: encoding_rs::UTF_8,
+            encoding_open: false,
         });
     }
     let (compression, text) = if head.starts_with(GZIP_MAGIC) {
@@ -69,29 +73,27 @@ pub(crate) fn sniff_full(
     } else {
         (Compression::None, Vec::new())
     };
-    let (text, complete) = match compression {
-        Compression::None => (head, head.len() < crate::HEAD_BYTES),
-        _ => (&text[..], text.len() < SNIFF_TEXT),
+    // A compressed head is cut too when the raw head was.
+    let raw_complete = head.len() < crate::HEAD_BYTES;
+    let (sample, complete) = match compression {
+        Compression::None => (head, raw_complete),
+        _ => (&text[..], raw_complete && text.len() < SNIFF_TEXT),
     };
-    let text = text.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(text);
-    if text.starts_with(PARQUET_MAGIC) {
+    if sample.starts_with(PARQUET_MAGIC) {
         return Err(ConvertError::unsupported(
             filename,
             "compressed Parquet: Parquet compresses its own pages, upload the .parquet file as it is",
         ));
     }
+    let decided = crate::encoding::decide(sample, complete, forced, filename)?;
+    let (encoding, encoding_open) = (decided.encoding, decided.open);
+    let text = &decided.text[..];
     if text.iter().all(u8::is_ascii_whitespace) {
         return Err(ConvertError::malformed(
             filename,
             None,
             None,
             "the file is empty (no header, no data)",
-        ));
-    }
-    if text.contains(&0) {
-        return Err(ConvertError::unsupported(
-            filename,
-            "binary content that is not Parquet, gzip or zstd",
         ));
     }
     let format = match text.iter().find(|c| !c.is_ascii_whitespace()) {
@@ -108,6 +110,7 @@ pub(crate) fn sniff_full(
                 compression,
                 delimiter: Some(delimiter),
                 encoding,
+                encoding_open,
             });
         }
     };
@@ -116,6 +119,7 @@ pub(crate) fn sniff_full(
         compression,
         delimiter: None,
         encoding,
+        encoding_open,
     })
 }
 
