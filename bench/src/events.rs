@@ -13,8 +13,8 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use futures::StreamExt;
 use weir_events::{
-    Aggregate, ColumnStats, Compression, DatasetId, DatasetRegistered, Envelope, Event, Field,
-    Format, ObjectKey, Owner, PartManifest, PartsCombined, Schema, SchemaInferred, Sha256,
+    Aggregate, BadRows, ColumnStats, Compression, DatasetId, DatasetRegistered, Envelope, Event, Field,
+    Format, ObjectKey, Owner, PartManifest, PartsCombined, Quality, Schema, SchemaInferred, Sha256,
     StatValue, Statistics, StreamSpec, TableName, UploadId, UploadReceived,
 };
 use weir_journal::{AppendOutcome, Expect, Journal};
@@ -252,6 +252,7 @@ async fn lifecycle(journal: &Journal, owner: &Owner, n: usize) -> Result<u64> {
                 sha256: sha,
             }],
             dataset: None,
+            options: Default::default(),
         }),
         Event::PartsCombined(PartsCombined {
             blob: ObjectKey::blob(&sha),
@@ -271,6 +272,13 @@ async fn lifecycle(journal: &Journal, owner: &Owner, n: usize) -> Result<u64> {
             statistics: statistics(40),
             problems: vec![],
             problem_count: 0,
+            quality: Quality {
+                encoding: "UTF-8".into(),
+                encoding_detected: true,
+                bad_rows: Some(BadRows::Reject),
+                rows_read: 40,
+                ..Quality::default()
+            },
         }),
         Event::DatasetRegistered(DatasetRegistered {
             dataset,

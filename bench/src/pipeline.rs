@@ -214,6 +214,7 @@ fn request(owner: &Owner, path: &Path) -> UploadRequest {
         format: None,
         content_type: None,
         part_size: DEFAULT_PART_SIZE,
+        options: Default::default(),
     }
 }
 

@@ -63,6 +63,8 @@ pub fn to_json(d: &Dataset, store: &Store) -> serde_json::Value {
         "created_at": d.created_at.to_string(),
         "updated_at": d.updated_at.to_string(),
         "deleted_at": d.deleted_at.map(|t| t.to_string()),
+        "quality": d.quality,
+        "rejects_location": d.quality.as_ref().and_then(|q| q.rejects.as_deref()).map(|k| store.location(k)),
         "versions": d.versions,
     })
 }
@@ -109,8 +111,15 @@ pub async fn run(db: &Db, store: &Store, command: DatasetsCommand) -> Result<i32
                     } else {
                         ""
                     };
+                    let warning = match &d.quality {
+                        Some(q) if q.rejected > 0 => format!("  ({} rows rejected)", q.rejected),
+                        Some(q) if q.problem_count > 0 => {
+                            format!("  ({} bad rows padded)", q.problem_count)
+                        }
+                        _ => String::new(),
+                    };
                     println!(
-                        "{:<31}  {:<28}  {:>10}  {:<12}  {}{deleted}",
+                        "{:<31}  {:<28}  {:>10}  {:<12}  {}{deleted}{warning}",
                         d.id,
                         d.table_name,
                         d.row_count,
@@ -143,6 +152,12 @@ pub async fn run(db: &Db, store: &Store, command: DatasetsCommand) -> Result<i32
                     println!("label    {label}");
                 }
                 println!("location {}", store.location(&d.parquet_key));
+                if let Some(q) = &d.quality {
+                    let rejects = q.rejects.as_deref().map(|k| store.location(k));
+                    for line in crate::views::quality_lines(q, rejects) {
+                        println!("{line}");
+                    }
+                }
                 for f in &d.schema.fields {
                     let was = f
                         .original_name

@@ -5,7 +5,7 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
-use weir_events::{Format, Owner};
+use weir_events::{BadRows, Format, MaxBadRows, Owner, ReadOptions, SchemaInferred};
 use weir_journal::Journal;
 use weir_services::Store;
 use weir_services::producer::{self, DEFAULT_PART_SIZE, Terminal, UploadRequest};
@@ -24,6 +24,18 @@ pub struct UploadArgs {
     /// Declared format; the content has the last word
     #[arg(long, value_parser = parse_format)]
     pub format: Option<Format>,
+    /// Text encoding of CSV/TSV/JSON by WHATWG label (utf-8, latin1, windows-1252,
+    /// utf-16le, shift_jis, …); default: detected from the content
+    #[arg(long, value_name = "NAME")]
+    pub encoding: Option<String>,
+    /// What happens to a row that does not fit: fail (the upload fails), reject (good
+    /// rows register, bad ones go to a rejects file) or pad (the table widens; extra
+    /// fields go to the rejects file). Default: fail with --table, reject without
+    #[arg(long, value_name = "POLICY", value_parser = parse_bad_rows)]
+    pub bad_rows: Option<BadRows>,
+    /// More bad rows than this fails the upload: a count (100) or a share (0.5%)
+    #[arg(long, value_name = "N|SHARE", value_parser = parse_max_bad_rows)]
+    pub max_bad_rows: Option<MaxBadRows>,
     /// Follow each upload to registered or failed
     #[arg(long)]
     pub wait: bool,
@@ -50,6 +62,69 @@ pub struct UploadArgs {
 
 fn parse_format(s: &str) -> Result<Format, String> {
     s.parse()
+}
+
+fn parse_bad_rows(s: &str) -> Result<BadRows, String> {
+    s.parse()
+}
+
+fn parse_max_bad_rows(s: &str) -> Result<MaxBadRows, String> {
+    s.parse()
+}
+
+/// `problems` of `weir upload --json`: encoding, policy, where every row went and the
+/// first bad rows (null until the upload was inferred).
+fn problems_json(inferred: Option<&SchemaInferred>) -> serde_json::Value {
+    let Some(s) = inferred else {
+        return serde_json::Value::Null;
+    };
+    serde_json::json!({
+        "count": s.problem_count,
+        "rows_read": s.quality.rows_read,
+        "rows_registered": s.statistics.rows,
+        "rejected": s.quality.rejected,
+        "rejects": s.quality.rejects.as_ref().map(ToString::to_string),
+        "bad_rows": s.quality.bad_rows.map(BadRows::as_str),
+        "encoding": s.quality.encoding,
+        "first": s.problems.iter().map(|p| serde_json::json!({
+            "line": p.line, "column": p.column, "message": p.message,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// The line `weir upload --wait` prints under a registered upload with bad rows.
+fn problems_lines(inferred: Option<&SchemaInferred>) -> String {
+    let Some(s) = inferred.filter(|s| s.problem_count > 0) else {
+        return String::new();
+    };
+    let mut out = format!(
+        "\n  {} bad rows ({}): {} rejected of {} read",
+        s.problem_count,
+        s.quality.bad_rows.map(BadRows::as_str).unwrap_or("pad"),
+        s.quality.rejected,
+        s.quality.rows_read
+    );
+    if let Some(key) = &s.quality.rejects {
+        out.push_str(&format!("; rejects file: {key}"));
+    }
+    for p in &s.problems {
+        out.push_str(&format!(
+            "\n  line {}{}: {}",
+            p.line,
+            p.column
+                .as_ref()
+                .map(|c| format!(", column {c:?}"))
+                .unwrap_or_default(),
+            p.message
+        ));
+    }
+    if s.problem_count > s.problems.len() as u64 {
+        out.push_str(&format!(
+            "\n  … and {} more (all of them in the rejects file)",
+            s.problem_count - s.problems.len() as u64
+        ));
+    }
+    out
 }
 
 fn progress_bar(path: &Path, size: u64, enabled: bool) -> indicatif::ProgressBar {
@@ -84,6 +159,11 @@ pub async fn run(journal: &Journal, store: &Store, args: UploadArgs) -> Result<i
             format: args.format,
             content_type: None,
             part_size: args.part_size,
+            options: ReadOptions {
+                encoding: args.encoding.clone(),
+                bad_rows: args.bad_rows,
+                max_bad_rows: args.max_bad_rows,
+            },
         };
         let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
         let bar = progress_bar(path, size, show_progress);
@@ -117,16 +197,21 @@ pub async fn run(journal: &Journal, store: &Store, args: UploadArgs) -> Result<i
             );
             continue;
         }
-        let (json, line) = match producer::wait(journal, upload).await? {
+        let (terminal, inferred) = producer::wait_detailed(journal, upload).await?;
+        let problems = problems_json(inferred.as_ref());
+        let (json, line) = match terminal {
             Terminal::Registered(r) => (
                 serde_json::json!({
                     "upload_id": upload.to_string(), "file": path.display().to_string(), "status": "registered",
                     "dataset_id": r.dataset.to_string(), "table_name": r.table_name.to_string(),
-                    "row_count": r.statistics.rows, "failure": null,
+                    "row_count": r.statistics.rows, "failure": null, "problems": problems,
                 }),
                 format!(
-                    "{upload}  {filename}: registered as {} ({}, {} rows)",
-                    r.table_name, r.dataset, r.statistics.rows
+                    "{upload}  {filename}: registered as {} ({}, {} rows){}",
+                    r.table_name,
+                    r.dataset,
+                    r.statistics.rows,
+                    problems_lines(inferred.as_ref())
                 ),
             ),
             Terminal::Failed(f) => {

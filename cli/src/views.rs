@@ -54,6 +54,50 @@ pub async fn open_fresh(url: &str, journal: &Journal, data_dir: &Path) -> Result
     }
 }
 
+/// The lines `weir status` and `weir datasets show` print about how the rows were read:
+/// encoding, policy, where every row went, the first bad rows and the rejects file.
+pub fn quality_lines(q: &weir_projections::QualityView, rejects_location: Option<String>) -> Vec<String> {
+    let mut out = Vec::new();
+    if !q.encoding.is_empty() {
+        out.push(format!(
+            "encoding {} ({})",
+            q.encoding,
+            if q.encoding_detected { "detected" } else { "as asked" }
+        ));
+    }
+    out.push(format!(
+        "rows     {} read, {} registered, {} rejected (bad rows: {})",
+        q.rows_read,
+        q.rows_registered,
+        q.rejected,
+        q.bad_rows.as_deref().unwrap_or("pad")
+    ));
+    if q.problem_count > 0 {
+        out.push(format!("warning  {} bad row(s):", q.problem_count));
+        for p in &q.problems {
+            out.push(format!(
+                "  line {}{}: {}",
+                p.line,
+                p.column
+                    .as_ref()
+                    .map(|c| format!(", column {c:?}"))
+                    .unwrap_or_default(),
+                p.message
+            ));
+        }
+        if q.problem_count > q.problems.len() as u64 {
+            out.push(format!(
+                "  … and {} more",
+                q.problem_count - q.problems.len() as u64
+            ));
+        }
+    }
+    if let Some(location) = rejects_location {
+        out.push(format!("rejects  {location} ({} entries)", q.rejects_entries));
+    }
+    out
+}
+
 pub async fn status(db: &Db, id: UploadId, json: bool) -> Result<i32> {
     let Some(s) = weir_projections::upload_status(db, id).await? else {
         bail!("no upload {id}");
@@ -91,6 +135,11 @@ pub async fn status(db: &Db, id: UploadId, json: bool) -> Result<i32> {
     }
     if let Some(reason) = &s.abort_reason {
         println!("aborted: {reason}");
+    }
+    if let Some(q) = &s.quality {
+        for line in quality_lines(q, q.rejects.clone()) {
+            println!("{line}");
+        }
     }
     Ok(0)
 }

@@ -454,6 +454,8 @@ pub enum CompensationAction {
     ParquetRemoved { parquet: ObjectKey },
     /// Parts left behind by the upload were removed.
     PartsRemoved { count: u32 },
+    /// The rejects file written for the failed upload was removed.
+    RejectsRemoved { rejects: ObjectKey },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

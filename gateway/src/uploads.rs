@@ -271,6 +271,7 @@ pub async fn single_shot(
             sha256: spooled.sha256,
         }],
         dataset: None,
+        options: Default::default(),
     };
     let envelope = Envelope::new(
         Aggregate::Upload(upload),
@@ -668,6 +669,7 @@ pub async fn complete(
         size: started.size,
         parts: manifest,
         dataset: None,
+        options: Default::default(),
     };
     // Caused by the session's start: a retried complete has the same message id.
     let envelope = Envelope::new(

@@ -49,6 +49,8 @@ fn upload_of(env: &Envelope) -> UploadId {
 fn dataset_of(env: &Envelope) -> Option<DatasetId> {
     match &env.event {
         Event::UploadReceived(e) => e.dataset,
+        Event::UploadReceivedV1(e) => e.dataset,
+        Event::SchemaInferredV1(e) => Some(e.dataset),
         Event::SchemaInferred(e) => Some(e.dataset),
         Event::DatasetRegistered(e) => Some(e.dataset),
         Event::TableNameClaimed(e) => Some(e.dataset),
@@ -121,6 +123,87 @@ impl From<&Schema> for SchemaView {
     }
 }
 
+/// How an upload's rows were read and where every row went, as stored in
+/// `quality_json` (uploads, dataset_versions, datasets) and served by the CLI and the
+/// API: `rows_read == rows_registered + rejected`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct QualityView {
+    /// The text encoding read (`UTF-8`, `windows-1252`, …); empty for Parquet.
+    pub encoding: String,
+    /// True when weir detected it, false when the producer named it.
+    pub encoding_detected: bool,
+    /// The bad-row policy applied: `fail`, `reject` or `pad`.
+    pub bad_rows: Option<String>,
+    pub rows_read: u64,
+    pub rows_registered: u64,
+    pub rejected: u64,
+    /// Bad rows in all (rejected, or padded/widened under `pad`).
+    pub problem_count: u64,
+    /// The first bad rows: line, column, what was wrong.
+    pub problems: Vec<ProblemView>,
+    /// The rejects file's object key, when there is one.
+    pub rejects: Option<String>,
+    pub rejects_entries: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct ProblemView {
+    pub line: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub column: Option<String>,
+    pub message: String,
+}
+
+impl From<&weir_events::SchemaInferred> for QualityView {
+    fn from(e: &weir_events::SchemaInferred) -> Self {
+        let q = &e.quality;
+        QualityView {
+            encoding: q.encoding.clone(),
+            encoding_detected: q.encoding_detected,
+            bad_rows: q.bad_rows.map(|p| p.as_str().to_owned()),
+            rows_read: q.rows_read,
+            rows_registered: e.statistics.rows,
+            rejected: q.rejected,
+            problem_count: e.problem_count,
+            problems: e
+                .problems
+                .iter()
+                .map(|p| ProblemView {
+                    line: p.line,
+                    column: p.column.clone(),
+                    message: p.message.clone(),
+                })
+                .collect(),
+            rejects: q.rejects.as_ref().map(ToString::to_string),
+            rejects_entries: q.rejects_entries,
+        }
+    }
+}
+
+impl QualityView {
+    /// The clause the ready notification adds, e.g. "registered with 2 rejected rows
+    /// (rejects: datasets/…/rejects.ndjson)"; empty when every row went in as it was.
+    pub fn notice(&self) -> String {
+        let plural = |n: u64, what: &str| format!("{n} {what}{}", if n == 1 { "" } else { "s" });
+        let mut parts = Vec::new();
+        if self.rejected > 0 {
+            parts.push(format!("registered with {}", plural(self.rejected, "rejected row")));
+        }
+        let kept = self.problem_count.saturating_sub(self.rejected);
+        if kept > 0 {
+            parts.push(format!("{} padded or widened", plural(kept, "bad row")));
+        }
+        if parts.is_empty() {
+            return String::new();
+        }
+        let mut out = parts.join(", ");
+        if let Some(key) = &self.rejects {
+            out.push_str(&format!(" (rejects: {key})"));
+        }
+        out
+    }
+}
+
 fn to_json<T: Serialize>(value: &T) -> Result<String, Error> {
     serde_json::to_string(value).map_err(Error::Json)
 }
@@ -142,6 +225,8 @@ pub(crate) fn needs(needs: &mut Needs, rec: &Recorded) {
     match &env.event {
         Event::UploadStarted(_)
         | Event::UploadReceived(_)
+        | Event::UploadReceivedV1(_)
+        | Event::SchemaInferredV1(_)
         | Event::PartsCombined(_)
         | Event::SchemaInferred(_)
         | Event::Failed(_)
@@ -325,6 +410,15 @@ impl Batch {
     /// Folds one event into the images. Every row it reads was named by [`needs`] for
     /// this event and loaded, or was made by an earlier event of the batch.
     pub(crate) fn apply(&mut self, rec: &Recorded) -> Result<(), Error> {
+        if matches!(
+            rec.envelope.event,
+            Event::UploadReceivedV1(_) | Event::SchemaInferredV1(_)
+        ) {
+            // Decoding upgrades legacy variants; one built by hand is folded the same.
+            let mut upgraded = rec.clone();
+            upgraded.envelope.event = upgraded.envelope.event.upgrade();
+            return self.apply(&upgraded);
+        }
         let env = &rec.envelope;
         let seq = int(rec.seq);
         let at = rec.stored_at.0;
@@ -345,6 +439,7 @@ impl Batch {
         });
 
         match &env.event {
+            Event::UploadReceivedV1(_) | Event::SchemaInferredV1(_) => {}
             Event::UploadStarted(e) => {
                 if self.uploads.get(&upload).is_none() {
                     let mut row = UploadRow::empty(&upload, at, seq);
@@ -404,6 +499,7 @@ impl Batch {
                     row.format = Some(e.format.as_str().to_owned());
                     row.compression = Some(compression_text(e.compression).to_owned());
                     row.problem_count = Some(int(e.problem_count));
+                    row.quality_json = Some(to_json(&QualityView::from(e))?);
                     row.updated_at = at;
                     row.last_seq = seq;
                 }
@@ -414,6 +510,10 @@ impl Batch {
                 let dataset = e.dataset.to_string();
                 let schema = to_json(&SchemaView::from(&e.schema))?;
                 let statistics = to_json(&e.statistics)?;
+                let quality_json = self
+                    .uploads
+                    .get(&upload)
+                    .and_then(|row| row.quality_json.clone());
                 if let Some(row) = self.uploads.get_mut(&upload) {
                     row.status = "registered".to_owned();
                     row.dataset_id = Some(dataset.clone());
@@ -444,6 +544,7 @@ impl Batch {
                         updated_at: at,
                         deleted_at,
                         last_seq: seq,
+                        quality_json: quality_json.clone(),
                     },
                 );
                 self.versions.put(
@@ -460,14 +561,25 @@ impl Batch {
                         row_count: int(e.statistics.rows),
                         registered_at: at,
                         seq,
+                        quality_json: quality_json.clone(),
                     },
                 );
+                let notice = quality_json
+                    .as_deref()
+                    .and_then(|q| serde_json::from_str::<QualityView>(q).ok())
+                    .map(|q| q.notice())
+                    .unwrap_or_default();
                 let message = format!(
-                    "dataset {} v{} is ready: {} rows, {} columns",
+                    "dataset {} v{} is ready: {} rows, {} columns{}",
                     e.table_name,
                     e.version,
                     e.statistics.rows,
-                    e.schema.fields.len()
+                    e.schema.fields.len(),
+                    if notice.is_empty() {
+                        String::new()
+                    } else {
+                        format!("; {notice}")
+                    }
                 );
                 self.notify(Notice {
                     id: env.event_id,
@@ -758,6 +870,7 @@ impl UploadRow {
             updated_at: at,
             finished_at: None,
             last_seq: seq,
+            quality_json: None,
         }
     }
 }

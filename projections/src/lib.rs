@@ -65,7 +65,7 @@ mod rows;
 pub mod schema;
 pub mod snapshot;
 
-pub use apply::{FieldView, SchemaView};
+pub use apply::{FieldView, ProblemView, QualityView, SchemaView};
 pub use db::{Backend, Db};
 pub use projector::{Progress, Projector, Until, catch_up, lag, run};
 pub use query::{

@@ -8,7 +8,7 @@ use sqlx::{AssertSqlSafe, Row};
 use weir_events::{DatasetId, Owner, Sha256, Timestamp, UploadId};
 
 use crate::Error;
-use crate::apply::SchemaView;
+use crate::apply::{QualityView, SchemaView};
 use crate::db::Db;
 
 /// An upload's or a dataset's id, as `weir history ID` takes it.
@@ -73,6 +73,8 @@ pub struct UploadStatus {
     pub steps: Vec<StepLog>,
     /// The stream sequence of the last event applied to this upload.
     pub last_seq: u64,
+    /// Encoding, bad rows and the rejects file, once the upload was inferred.
+    pub quality: Option<QualityView>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -166,6 +168,8 @@ pub struct DatasetSummary {
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
     pub deleted_at: Option<Timestamp>,
+    /// The current version's bad rows and rejects file.
+    pub quality: Option<QualityView>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -183,6 +187,8 @@ pub struct Dataset {
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
     pub deleted_at: Option<Timestamp>,
+    /// The current version's encoding, bad rows and rejects file.
+    pub quality: Option<QualityView>,
     /// Oldest first.
     pub versions: Vec<DatasetVersion>,
 }
@@ -199,6 +205,8 @@ pub struct DatasetVersion {
     pub size_bytes: u64,
     pub row_count: u64,
     pub registered_at: Timestamp,
+    /// This version's encoding, bad rows and rejects file.
+    pub quality: Option<QualityView>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -237,6 +245,22 @@ fn get_opt_ts(row: &AnyRow, col: &str) -> Result<Option<Timestamp>, Error> {
     Ok(row.try_get::<Option<i64>, _>(col)?.map(Timestamp))
 }
 
+fn get_opt_json<T: serde::de::DeserializeOwned>(
+    row: &AnyRow,
+    col: &str,
+    owner: &str,
+) -> Result<Option<T>, Error> {
+    let text: Option<String> = row.try_get(col)?;
+    text.map(|t| {
+        serde_json::from_str(&t).map_err(|source| Error::CorruptJson {
+            column: col.to_owned(),
+            row: owner.to_owned(),
+            source,
+        })
+    })
+    .transpose()
+}
+
 fn get_json<T: serde::de::DeserializeOwned>(
     row: &AnyRow,
     col: &str,
@@ -256,7 +280,7 @@ pub async fn upload_status(db: &Db, upload: UploadId) -> Result<Option<UploadSta
     let Some(row) = sqlx::query(
         "SELECT id, owner, filename, label, requested_table, size_bytes, part_count, status, \
          dataset_id, version, table_name, failed_step, failure_reason, failure_attempts, \
-         failure_retryable, received_at, updated_at, finished_at, last_seq \
+         failure_retryable, received_at, updated_at, finished_at, last_seq, quality_json \
          FROM uploads WHERE id = $1",
     )
     .bind(&id)
@@ -335,6 +359,7 @@ pub async fn upload_status(db: &Db, upload: UploadId) -> Result<Option<UploadSta
         finished_at: get_opt_ts(&row, "finished_at")?,
         steps,
         last_seq: get_u64(&row, "last_seq")?,
+        quality: get_opt_json(&row, "quality_json", "upload")?,
     }))
 }
 
@@ -426,7 +451,7 @@ pub async fn list_datasets(db: &Db, filter: &DatasetFilter) -> Result<DatasetPag
     let n = binds.len();
     let mut page = sqlx::query(AssertSqlSafe(format!(
         "SELECT id, owner, label, table_name, current_version, row_count, size_bytes, \
-         parquet_key, created_at, updated_at, deleted_at FROM datasets{filter_sql} \
+         parquet_key, created_at, updated_at, deleted_at, quality_json FROM datasets{filter_sql} \
          ORDER BY updated_at DESC, id LIMIT ${} OFFSET ${}",
         n + 1,
         n + 2
@@ -454,6 +479,7 @@ pub async fn list_datasets(db: &Db, filter: &DatasetFilter) -> Result<DatasetPag
                 created_at: get_ts(r, "created_at")?,
                 updated_at: get_ts(r, "updated_at")?,
                 deleted_at: get_opt_ts(r, "deleted_at")?,
+                quality: get_opt_json(r, "quality_json", "dataset")?,
             })
         })
         .collect::<Result<Vec<_>, Error>>()?;
@@ -465,7 +491,8 @@ pub async fn dataset(db: &Db, id: DatasetId) -> Result<Option<Dataset>, Error> {
     let id = id.to_string();
     let Some(r) = sqlx::query(
         "SELECT id, owner, label, table_name, current_version, schema_json, row_count, \
-         size_bytes, parquet_key, created_at, updated_at, deleted_at FROM datasets WHERE id = $1",
+         size_bytes, parquet_key, created_at, updated_at, deleted_at, quality_json \
+         FROM datasets WHERE id = $1",
     )
     .bind(&id)
     .fetch_optional(db.pool())
@@ -475,7 +502,7 @@ pub async fn dataset(db: &Db, id: DatasetId) -> Result<Option<Dataset>, Error> {
     };
     let versions = sqlx::query(
         "SELECT version, parent_version, schema_json, statistics_json, upload_id, parquet_key, \
-         size_bytes, row_count, registered_at FROM dataset_versions WHERE dataset_id = $1 \
+         size_bytes, row_count, registered_at, quality_json FROM dataset_versions WHERE dataset_id = $1 \
          ORDER BY version",
     )
     .bind(&id)
@@ -494,6 +521,7 @@ pub async fn dataset(db: &Db, id: DatasetId) -> Result<Option<Dataset>, Error> {
             size_bytes: get_u64(v, "size_bytes")?,
             row_count: get_u64(v, "row_count")?,
             registered_at: get_ts(v, "registered_at")?,
+            quality: get_opt_json(v, "quality_json", &label)?,
         })
     })
     .collect::<Result<Vec<_>, Error>>()?;
@@ -510,6 +538,7 @@ pub async fn dataset(db: &Db, id: DatasetId) -> Result<Option<Dataset>, Error> {
         created_at: get_ts(&r, "created_at")?,
         updated_at: get_ts(&r, "updated_at")?,
         deleted_at: get_opt_ts(&r, "deleted_at")?,
+        quality: get_opt_json(&r, "quality_json", "dataset")?,
         versions,
     }))
 }

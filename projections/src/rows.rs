@@ -114,6 +114,7 @@ row_image!(UploadRow, "uploads", key = ["id"], {
     updated_at: i64,
     finished_at: Option<i64>,
     last_seq: i64,
+    quality_json: Option<String>,
 });
 
 row_image!(StepRow, "upload_steps", key = ["upload_id", "step"], {
@@ -140,6 +141,7 @@ row_image!(DatasetRow, "datasets", key = ["id"], {
     updated_at: i64,
     deleted_at: Option<i64>,
     last_seq: i64,
+    quality_json: Option<String>,
 });
 
 row_image!(VersionRow, "dataset_versions", key = ["dataset_id", "version"], {
@@ -154,6 +156,7 @@ row_image!(VersionRow, "dataset_versions", key = ["dataset_id", "version"], {
     row_count: i64,
     registered_at: i64,
     seq: i64,
+    quality_json: Option<String>,
 });
 
 row_image!(NotificationRow, "notifications", key = ["id"], {

@@ -23,6 +23,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../migrations/0001_projections.sql"),
     ),
     (2, "tokens", include_str!("../migrations/0002_tokens.sql")),
+    (3, "quality", include_str!("../migrations/0003_quality.sql")),
 ];
 
 /// Every projection table, in the order a replay copies them. A test checks this list

@@ -10,7 +10,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use weir_events::{
-    CompensationAction, DatasetId, Event, EventKind, ObjectKey, SchemaInferred, Step, Subject,
+    BadRows, CompensationAction, DatasetId, Event, EventKind, ObjectKey, Quality, SchemaInferred,
+    Step, Subject,
 };
 use weir_journal::Recorded;
 use weir_schemas::{ConvertOptions, convert};
@@ -72,7 +73,12 @@ impl Service for Inferrer {
             Some(path) => path,
             None => ctx.work_dir.join(format!("{upload}.parquet")),
         };
-        let mut scratch = Scratch(vec![output_path.clone()]);
+        let rejects_key = ObjectKey::rejects(dataset, version);
+        let rejects_path = match ctx.store.staging_file(&rejects_key).await? {
+            Some(path) => path,
+            None => ctx.work_dir.join(format!("{upload}.rejects.ndjson")),
+        };
+        let mut scratch = Scratch(vec![output_path.clone(), rejects_path.clone()]);
         // A local store's blob is read in place; anything else is streamed down first.
         let input_path = match ctx.store.local_root() {
             Some(root) => root.join(combined.blob.as_str()),
@@ -83,10 +89,20 @@ impl Service for Inferrer {
                 path
             }
         };
+        // The producer's choice, else the default for a named table (`fail`) or not
+        // (`reject`).
+        let policy = received
+            .options
+            .bad_rows
+            .unwrap_or_else(|| BadRows::default_for(received.table_name.is_some()));
         let options = ConvertOptions {
             filename: received.filename.clone(),
             declared: received.format,
             content_type: received.content_type.clone(),
+            encoding: received.options.encoding.clone(),
+            bad_rows: policy,
+            max_bad_rows: received.options.max_bad_rows,
+            rejects: Some(rejects_path.clone()),
             ..ConvertOptions::default()
         };
         // Big conversions use every core already; more than two at once only share them.
@@ -119,6 +135,12 @@ impl Service for Inferrer {
         } else {
             (combined.blob.clone(), combined.size)
         };
+        let rejects = if converted.rejects_entries > 0 {
+            ctx.store.put_moved(&rejects_path, &rejects_key).await?;
+            Some(rejects_key)
+        } else {
+            None
+        };
         Ok(vec![Event::SchemaInferred(SchemaInferred {
             format: converted.format,
             compression: converted.compression,
@@ -131,6 +153,15 @@ impl Service for Inferrer {
             statistics: converted.statistics,
             problems: converted.problems,
             problem_count: converted.problem_count,
+            quality: Quality {
+                encoding: converted.encoding,
+                encoding_detected: converted.encoding_detected,
+                bad_rows: Some(policy),
+                rows_read: converted.rows_read,
+                rejected: converted.rejected,
+                rejects,
+                rejects_entries: converted.rejects_entries,
+            },
         })])
     }
 

@@ -30,6 +30,8 @@ pub struct UploadRequest {
     pub format: Option<Format>,
     pub content_type: Option<String>,
     pub part_size: usize,
+    /// Encoding and bad-row policy, as the producer chose them.
+    pub options: weir_events::ReadOptions,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -135,6 +137,7 @@ pub async fn upload_file(
             size: written,
             parts,
             dataset: None,
+            options: request.options.clone(),
         }),
     );
     match journal.append(&event, Expect::Empty).await? {
@@ -153,6 +156,16 @@ pub enum Terminal {
 
 /// Follows `upload` from its first event until it is registered, failed or aborted.
 pub async fn wait(journal: &Journal, upload: UploadId) -> Result<Terminal, ProduceError> {
+    wait_detailed(journal, upload).await.map(|(t, _)| t)
+}
+
+/// As [`wait`], with the upload's `SchemaInferred` when there was one: encoding, bad
+/// rows and the rejects file.
+pub async fn wait_detailed(
+    journal: &Journal,
+    upload: UploadId,
+) -> Result<(Terminal, Option<weir_events::SchemaInferred>), ProduceError> {
+    let mut inferred = None;
     let mut events = Box::pin(
         journal
             .follow(Follow {
@@ -163,9 +176,10 @@ pub async fn wait(journal: &Journal, upload: UploadId) -> Result<Terminal, Produ
     );
     while let Some(item) = events.next().await {
         match item?.envelope.event {
-            Event::DatasetRegistered(r) => return Ok(Terminal::Registered(r)),
-            Event::Failed(f) => return Ok(Terminal::Failed(f)),
-            Event::UploadAborted(a) => return Ok(Terminal::Aborted(a.reason)),
+            Event::SchemaInferred(s) => inferred = Some(s),
+            Event::DatasetRegistered(r) => return Ok((Terminal::Registered(r), inferred)),
+            Event::Failed(f) => return Ok((Terminal::Failed(f), inferred)),
+            Event::UploadAborted(a) => return Ok((Terminal::Aborted(a.reason), inferred)),
             _ => {}
         }
     }

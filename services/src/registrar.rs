@@ -171,15 +171,23 @@ impl Service for Registrar {
         ctx: Ctx,
         state: UploadState,
     ) -> Result<Vec<CompensationAction>, StepError> {
-        match &state.inferred {
-            Some(inferred) if inferred.rewritten => {
-                ctx.store.delete(&inferred.parquet).await?;
-                Ok(vec![CompensationAction::ParquetRemoved {
-                    parquet: inferred.parquet.clone(),
-                }])
-            }
-            _ => Ok(Vec::new()),
+        let Some(inferred) = &state.inferred else {
+            return Ok(Vec::new());
+        };
+        let mut actions = Vec::new();
+        if inferred.rewritten {
+            ctx.store.delete(&inferred.parquet).await?;
+            actions.push(CompensationAction::ParquetRemoved {
+                parquet: inferred.parquet.clone(),
+            });
         }
+        if let Some(rejects) = &inferred.quality.rejects {
+            ctx.store.delete(rejects).await?;
+            actions.push(CompensationAction::RejectsRemoved {
+                rejects: rejects.clone(),
+            });
+        }
+        Ok(actions)
     }
 }
 

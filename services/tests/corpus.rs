@@ -46,6 +46,7 @@ async fn upload(journal: &Journal, store: &Store, path: &Path) -> Terminal {
         format: None,
         content_type: None,
         part_size: 1 << 20,
+        options: Default::default(),
     };
     let id = producer::upload_file(journal, store, path, &request, |_| {})
         .await

@@ -79,6 +79,7 @@ impl System {
             format: None,
             content_type: None,
             part_size,
+            options: Default::default(),
         };
         let upload = producer::upload_file(&self.journal, &self.store, path, &request, |_| {})
             .await
@@ -492,6 +493,7 @@ async fn a_one_part_upload_becomes_its_blob_without_a_copy() {
                 sha256: got.sha256,
             }],
             dataset: None,
+            options: Default::default(),
         }),
     );
     sys.journal.append(&env, Expect::Empty).await.unwrap();
@@ -566,6 +568,7 @@ async fn a_part_that_does_not_match_its_manifest_fails_the_combine_step() {
                 sha256: Sha256([7; 32]),
             }],
             dataset: None,
+            options: Default::default(),
         }),
     );
     sys.journal.append(&env, Expect::Empty).await.unwrap();

@@ -40,6 +40,7 @@ async fn register(
         format: None,
         content_type: None,
         part_size: 1 << 20,
+        options: Default::default(),
     };
     let id = producer::upload_file(journal, store, &path, &request, |_| {})
         .await

@@ -22,10 +22,10 @@ macro_rules! on_both {
 use std::hash::{BuildHasher, Hasher};
 
 use weir_events::{
-    Aggregate, ColumnStats, Compensated, CompensationAction, Compression, DatasetDeleted,
+    Aggregate, BadRows, ColumnStats, Compensated, CompensationAction, Compression, DatasetDeleted,
     DatasetId, DatasetLabelChanged, DatasetRegistered, DatasetRenamed, DatasetRestored, Envelope,
     Event, EventId, Failed, Field, Format, NotificationRead, ObjectKey, Owner, PartManifest,
-    PartsCombined, Schema, SchemaInferred, Sha256, StatValue, Statistics, Step, StreamSpec,
+    PartsCombined, Quality, RowProblem, Schema, SchemaInferred, Sha256, StatValue, Statistics, Step, StreamSpec,
     TableName, TableNameClaimed, Timestamp, TokenCreated, TokenRevoked, UploadAborted, UploadId,
     UploadReceived, UploadStarted,
 };
@@ -322,6 +322,7 @@ impl Chain {
                 },
             ],
             dataset,
+            options: Default::default(),
         });
         self.up(event)
     }
@@ -348,8 +349,21 @@ impl Chain {
             rewritten: true,
             schema: schema.clone(),
             statistics: stats(rows, schema),
-            problems: Vec::new(),
+            problems: vec![RowProblem {
+                line: 3,
+                column: None,
+                message: "expected 2 fields, found 1".to_owned(),
+            }],
             problem_count: 2,
+            quality: Quality {
+                encoding: "windows-1252".to_owned(),
+                encoding_detected: true,
+                bad_rows: Some(BadRows::Reject),
+                rows_read: rows + 2,
+                rejected: 2,
+                rejects: Some(ObjectKey::rejects(self.dataset, self.version)),
+                rejects_entries: 2,
+            },
         });
         self.up(event)
     }

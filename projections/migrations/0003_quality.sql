@@ -1,0 +1,7 @@
+-- Issue 13: how each upload's rows were read and where every row went: the encoding,
+-- the bad-row policy, rows read/registered/rejected, the rejects file and the first bad
+-- rows, as one JSON object (see `QualityView`). On the upload from `SchemaInferred`,
+-- copied to the version and the dataset when it registers.
+ALTER TABLE uploads{s} ADD COLUMN quality_json TEXT;
+ALTER TABLE dataset_versions{s} ADD COLUMN quality_json TEXT;
+ALTER TABLE datasets{s} ADD COLUMN quality_json TEXT;
