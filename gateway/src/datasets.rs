@@ -15,6 +15,7 @@ use weir_projections::{DatasetFilter, DatasetStatus};
 
 use crate::auth::Caller;
 use crate::views::{
+    QualityView,
     DatasetChange, DatasetListQuery, DatasetPageView, DatasetUpdate, DatasetView, ErrorBody,
     Preview, PreviewQuery, VersionView, fields,
 };
@@ -111,8 +112,16 @@ fn view(state: &AppState, d: weir_projections::Dataset) -> DatasetView {
                 location: state.store().location(&v.parquet_key),
                 fields: fields(&v.schema),
                 statistics: v.statistics.clone(),
+                quality: v
+                    .quality
+                    .clone()
+                    .map(|q| QualityView::new(q, |k| state.store().location(k))),
             })
             .collect(),
+        quality: d
+            .quality
+            .clone()
+            .map(|q| QualityView::new(q, |k| state.store().location(k))),
         id: d.id,
         label: d.label,
         table_name: d.table_name,

@@ -45,7 +45,8 @@ impl Modify for BearerAuth {
         ErrorBody, Health, UploadView, StepView, FailureView, InitMultipart, MultipartSession,
         PartUrl, PartStored, CompletedPart, CompleteMultipart, DatasetPageView,
         DatasetSummaryView, DatasetView, VersionView, FieldSchema, DatasetUpdate,
-        DatasetChange, Preview, NotificationList, NotificationView, MarkedRead, EventView
+        DatasetChange, Preview, NotificationList, NotificationView, MarkedRead, EventView,
+        QualityView, ProblemView
     )),
     modifiers(&BearerAuth),
 )]

@@ -134,6 +134,7 @@ fn session_view(upload: UploadId, s: &Session) -> UploadView {
         finished_at: s.terminal.map(|_| s.last_at.to_string()),
         steps: Vec::new(),
         last_seq: s.last_seq,
+        quality: None,
     }
 }
 
@@ -195,6 +196,42 @@ fn content_length(headers: &HeaderMap) -> Option<u64> {
         .ok()
 }
 
+/// The read options of an upload request, each refused with a 400 naming it.
+fn read_options(
+    encoding: Option<String>,
+    bad_rows: Option<&str>,
+    max_bad_rows: Option<&str>,
+) -> Result<weir_events::ReadOptions, ApiError> {
+    let encoding = encoding.filter(|e| !e.is_empty());
+    if let Some(label) = &encoding
+        && weir_schemas_label_unknown(label)
+    {
+        return Err(ApiError::bad_request(format!(
+            "encoding: unknown encoding {label:?}: use a WHATWG label such as utf-8, latin1, windows-1252, utf-16le"
+        )));
+    }
+    let bad_rows = bad_rows
+        .filter(|b| !b.is_empty())
+        .map(|b| b.parse().map_err(|e: String| ApiError::bad_request(format!("bad_rows: {e}"))))
+        .transpose()?;
+    let max_bad_rows = max_bad_rows
+        .filter(|m| !m.is_empty())
+        .map(|m| {
+            m.parse()
+                .map_err(|e: String| ApiError::bad_request(format!("max_bad_rows: {e}")))
+        })
+        .transpose()?;
+    Ok(weir_events::ReadOptions {
+        encoding,
+        bad_rows,
+        max_bad_rows,
+    })
+}
+
+fn weir_schemas_label_unknown(label: &str) -> bool {
+    encoding_rs::Encoding::for_label(label.trim().as_bytes()).is_none()
+}
+
 fn parse_format(format: Option<&str>) -> Result<Option<Format>, ApiError> {
     format
         .filter(|f| !f.is_empty())
@@ -243,6 +280,11 @@ pub async fn single_shot(
         return Err(ApiError::too_large(limit));
     }
     let format = parse_format(q.format.as_deref())?;
+    let options = read_options(
+        q.encoding.clone(),
+        q.bad_rows.as_deref(),
+        q.max_bad_rows.as_deref(),
+    )?;
     let spooled = spool(body, &state.config().work_dir, limit, || {
         ApiError::too_large(limit)
     })
@@ -271,7 +313,7 @@ pub async fn single_shot(
             sha256: spooled.sha256,
         }],
         dataset: None,
-        options: Default::default(),
+        options,
     };
     let envelope = Envelope::new(
         Aggregate::Upload(upload),
@@ -603,6 +645,11 @@ pub async fn complete(
         )));
     }
     let format = parse_format(request.format.as_deref())?;
+    let options = read_options(
+        request.encoding.clone(),
+        request.bad_rows.as_deref(),
+        request.max_bad_rows.as_deref(),
+    )?;
     let listed = request.parts.unwrap_or_default();
     if listed.is_empty() {
         return Err(ApiError::bad_request("the parts list is missing"));
@@ -669,7 +716,7 @@ pub async fn complete(
         size: started.size,
         parts: manifest,
         dataset: None,
-        options: Default::default(),
+        options,
     };
     // Caused by the session's start: a retried complete has the same message id.
     let envelope = Envelope::new(

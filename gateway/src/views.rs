@@ -35,6 +35,60 @@ pub struct StepView {
     pub duration_ms: Option<u64>,
 }
 
+/// How an upload's rows were read and where every row went:
+/// `rows_read == rows_registered + rejected`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct QualityView {
+    /// The text encoding read (`UTF-8`, `windows-1252`, …); empty for Parquet.
+    pub encoding: String,
+    /// True when weir detected the encoding, false when the producer named it.
+    pub encoding_detected: bool,
+    /// The bad-row policy applied: fail, reject or pad.
+    pub bad_rows: Option<String>,
+    pub rows_read: u64,
+    pub rows_registered: u64,
+    pub rejected: u64,
+    /// Bad rows in all: rejected, or padded/widened under `pad`.
+    pub problem_count: u64,
+    /// The first bad rows.
+    pub problems: Vec<ProblemView>,
+    /// Where the rejects file is (NDJSON: line, raw text, reason per row).
+    pub rejects_location: Option<String>,
+    pub rejects_entries: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ProblemView {
+    pub line: u64,
+    pub column: Option<String>,
+    pub message: String,
+}
+
+impl QualityView {
+    pub fn new(q: weir_projections::QualityView, location: impl Fn(&str) -> String) -> Self {
+        Self {
+            rejects_location: q.rejects.as_deref().map(&location),
+            encoding: q.encoding,
+            encoding_detected: q.encoding_detected,
+            bad_rows: q.bad_rows,
+            rows_read: q.rows_read,
+            rows_registered: q.rows_registered,
+            rejected: q.rejected,
+            problem_count: q.problem_count,
+            problems: q
+                .problems
+                .into_iter()
+                .map(|p| ProblemView {
+                    line: p.line,
+                    column: p.column,
+                    message: p.message,
+                })
+                .collect(),
+            rejects_entries: q.rejects_entries,
+        }
+    }
+}
+
 /// An upload's status: `started` (multipart session open), then the pipeline's
 /// received → combined → inferred → registered | failed | aborted.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -59,11 +113,14 @@ pub struct UploadView {
     pub finished_at: Option<String>,
     pub steps: Vec<StepView>,
     pub last_seq: u64,
+    /// Encoding, bad rows and the rejects file, once the upload was inferred.
+    pub quality: Option<QualityView>,
 }
 
 impl From<weir_projections::UploadStatus> for UploadView {
     fn from(s: weir_projections::UploadStatus) -> Self {
         Self {
+            quality: s.quality.map(|q| QualityView::new(q, |k| k.to_owned())),
             id: s.id,
             owner: s.owner,
             filename: s.filename,
@@ -113,6 +170,13 @@ pub struct SingleShotQuery {
     pub table_name: Option<String>,
     /// csv, tsv, ndjson, json or parquet; the content has the last word.
     pub format: Option<String>,
+    /// The text encoding by WHATWG label (latin1, windows-1252, utf-16le, …); default:
+    /// detected.
+    pub encoding: Option<String>,
+    /// fail, reject or pad; default: fail with a table_name, reject without.
+    pub bad_rows: Option<String>,
+    /// More bad rows fails the upload: a count (100) or a share (0.5%).
+    pub max_bad_rows: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Serialize, ToSchema)]
@@ -178,6 +242,13 @@ pub struct CompleteMultipart {
     pub table_name: Option<String>,
     pub format: Option<String>,
     pub content_type: Option<String>,
+    /// The text encoding by WHATWG label (latin1, windows-1252, utf-16le, …); default:
+    /// detected.
+    pub encoding: Option<String>,
+    /// fail, reject or pad; default: fail with a table_name, reject without.
+    pub bad_rows: Option<String>,
+    /// More bad rows fails the upload: a count (100) or a share (0.5%).
+    pub max_bad_rows: Option<String>,
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -205,11 +276,14 @@ pub struct DatasetSummaryView {
     pub deleted_at: Option<String>,
     /// registered or deleted
     pub status: String,
+    /// The current version's bad rows (the dashboard's warning badge).
+    pub quality: Option<QualityView>,
 }
 
 impl From<weir_projections::DatasetSummary> for DatasetSummaryView {
     fn from(d: weir_projections::DatasetSummary) -> Self {
         Self {
+            quality: d.quality.map(|q| QualityView::new(q, |k| k.to_owned())),
             status: if d.deleted_at.is_some() {
                 "deleted"
             } else {
@@ -259,6 +333,8 @@ pub struct VersionView {
     /// Rows, and per column nulls and min/max.
     #[schema(value_type = Object)]
     pub statistics: serde_json::Value,
+    /// This version's encoding, bad rows and rejects file.
+    pub quality: Option<QualityView>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -278,6 +354,8 @@ pub struct DatasetView {
     pub created_at: String,
     pub updated_at: String,
     pub deleted_at: Option<String>,
+    /// The current version's encoding, bad rows and rejects file.
+    pub quality: Option<QualityView>,
     pub versions: Vec<VersionView>,
 }
 
