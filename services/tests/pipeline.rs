@@ -71,6 +71,17 @@ impl System {
         table: Option<&str>,
         part_size: usize,
     ) -> (UploadId, Terminal) {
+        self.upload_opts(path, table, part_size, Default::default())
+            .await
+    }
+
+    async fn upload_opts(
+        &self,
+        path: &Path,
+        table: Option<&str>,
+        part_size: usize,
+        options: weir_events::ReadOptions,
+    ) -> (UploadId, Terminal) {
         let request = UploadRequest {
             owner: "acme".parse().unwrap(),
             filename: path.file_name().unwrap().to_string_lossy().into_owned(),
@@ -79,7 +90,7 @@ impl System {
             format: None,
             content_type: None,
             part_size,
-            options: Default::default(),
+            options,
         };
         let upload = producer::upload_file(&self.journal, &self.store, path, &request, |_| {})
             .await
@@ -517,7 +528,12 @@ async fn a_one_part_upload_becomes_its_blob_without_a_copy() {
 async fn a_malformed_file_fails_with_a_reason_and_its_blob_is_removed() {
     let sys = System::start().await;
     let path = sys.file("broken.ndjson", b"{\"a\": 1}\n{\"a\": 2}\n{\"a\": 3,,}\n");
-    let (upload, end) = sys.upload(&path, None).await;
+    // `fail`: the bad record fails the upload (`reject` would register the other two).
+    let options = ReadOptions {
+        bad_rows: Some(BadRows::Fail),
+        ..Default::default()
+    };
+    let (upload, end) = sys.upload_opts(&path, None, 8 << 20, options).await;
     let Terminal::Failed(f) = end else {
         panic!("{end:?}")
     };
@@ -694,5 +710,89 @@ async fn redelivered_and_duplicated_events_have_no_duplicate_effect() {
         }
     }
     assert_eq!(sys.kinds(upload).await, before, "no duplicate effect");
+    sys.stop().await;
+}
+
+/// The ragged CSV (`id,v` / `1,2` / `3` / `4,5,6`): without a table name the
+/// default policy rejects both bad rows into a rejects file beside the dataset, the
+/// event says so, and nothing is lost; with `--table` the default is `fail`, naming the
+/// line; `pad` keeps the extra value in the rejects file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ragged_rows_follow_the_policy_and_land_in_a_rejects_file() {
+    let sys = System::start().await;
+    let ragged = sys.file("ragged.csv", b"id,v\n1,2\n3\n4,5,6\n");
+
+    let (upload, end) = sys.upload(&ragged, None).await;
+    let Terminal::Registered(r) = end else {
+        panic!("{end:?}")
+    };
+    assert_eq!(r.statistics.rows, 1);
+    let inferred = sys
+        .journal
+        .history(&Aggregate::Upload(upload))
+        .await
+        .unwrap()
+        .into_iter()
+        .find_map(|rec| match rec.envelope.event {
+            Event::SchemaInferred(s) => Some(s),
+            _ => None,
+        })
+        .expect("SchemaInferred");
+    let q = &inferred.quality;
+    assert_eq!(q.bad_rows, Some(weir_events::BadRows::Reject));
+    assert_eq!((q.rows_read, q.rejected, q.rejects_entries), (3, 2, 2));
+    assert_eq!(q.encoding, "UTF-8");
+    assert_eq!(inferred.problem_count, 2);
+    let key = q.rejects.clone().expect("a rejects file");
+    assert_eq!(key, ObjectKey::rejects(r.dataset, r.version));
+    let text = std::fs::read_to_string(sys.store.local_root().unwrap().join(key.as_str())).unwrap();
+    let lines: Vec<serde_json::Value> =
+        text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 2);
+    assert_eq!((lines[0]["line"].as_u64(), lines[0]["raw"].as_str()), (Some(3), Some("3")));
+    assert_eq!((lines[1]["line"].as_u64(), lines[1]["raw"].as_str()), (Some(4), Some("4,5,6")));
+    assert_eq!(
+        cells(&sys.parquet(&r.parquet)),
+        vec![vec!["1".to_owned(), "2".to_owned()]]
+    );
+
+    // A named table is a contract: the first bad row fails the upload, naming it.
+    let named = sys.file("named.csv", b"id,v\n1,2\n3\n4,5,6\n");
+    let (_, end) = sys.upload(&named, Some("named")).await;
+    let Terminal::Failed(f) = end else {
+        panic!("{end:?}")
+    };
+    assert_eq!(f.step, weir_events::Step::Infer);
+    assert!(f.reason.starts_with("named.csv: line 3: expected 2 fields, found 1"), "{}", f.reason);
+
+    // pad: every row registered, the extra field kept aside, not dropped.
+    let padded = sys.file("padded.csv", b"id,v\n1,2\n3\n4,5,6\n");
+    let options = weir_events::ReadOptions {
+        bad_rows: Some(weir_events::BadRows::Pad),
+        ..Default::default()
+    };
+    let (upload, end) = sys.upload_opts(&padded, None, 8 << 20, options).await;
+    let Terminal::Registered(r) = end else {
+        panic!("{end:?}")
+    };
+    assert_eq!(r.statistics.rows, 3);
+    let key = ObjectKey::rejects(r.dataset, r.version);
+    let text = std::fs::read_to_string(sys.store.local_root().unwrap().join(key.as_str())).unwrap();
+    let kept: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+    assert_eq!(kept["action"], "extra_fields_kept");
+    assert_eq!(kept["extra"], serde_json::json!(["6"]));
+    assert!(sys.kinds(upload).await.contains(&EventKind::DatasetRegistered));
+
+    // Too many bad rows: Failed with the count and the limit, nothing registered.
+    let limited = sys.file("limited.csv", b"id,v\n1,2\n3\n4,5,6\n");
+    let options = weir_events::ReadOptions {
+        max_bad_rows: Some(weir_events::MaxBadRows::Rows(1)),
+        ..Default::default()
+    };
+    let (_, end) = sys.upload_opts(&limited, None, 8 << 20, options).await;
+    let Terminal::Failed(f) = end else {
+        panic!("{end:?}")
+    };
+    assert!(f.reason.contains("2 bad rows, over the limit of 1 rows"), "{}", f.reason);
     sys.stop().await;
 }
