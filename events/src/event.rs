@@ -226,7 +226,9 @@ pub struct UploadReceived {
     pub parts: Vec<PartManifest>,
     /// Set when the upload is a new version of an existing dataset.
     pub dataset: Option<DatasetId>,
-    /// Encoding and bad-row policy.
+    /// Encoding and bad-row policy. (`default` lets the JSON rendering of an event
+    /// written before options existed read as this struct; postcard always has it.)
+    #[serde(default)]
     pub options: ReadOptions,
 }
 
@@ -257,11 +259,9 @@ impl From<UploadReceivedV1> for UploadReceived {
             size: v.size,
             parts: v.parts,
             dataset: v.dataset,
-            // Before options existed every upload was padded: that is what happened.
-            options: ReadOptions {
-                bad_rows: Some(BadRows::Pad),
-                ..ReadOptions::default()
-            },
+            // The producer chose nothing; an upload received by an older weir and read
+            // by this one gets today's defaults.
+            options: ReadOptions::default(),
         }
     }
 }
@@ -344,7 +344,9 @@ pub struct SchemaInferred {
     pub problems: Vec<RowProblem>,
     /// Bad rows in all, whatever became of them (see `quality`).
     pub problem_count: u64,
-    /// Encoding, policy and where every row went.
+    /// Encoding, policy and where every row went; all default (unknown) for an event
+    /// written before it existed. (`default` lets such an event's JSON rendering read.)
+    #[serde(default)]
     pub quality: Quality,
 }
 
@@ -389,11 +391,8 @@ pub struct SchemaInferredV1 {
 
 impl From<SchemaInferredV1> for SchemaInferred {
     fn from(v: SchemaInferredV1) -> Self {
-        let quality = Quality {
-            bad_rows: Some(BadRows::Pad),
-            rows_read: v.statistics.rows,
-            ..Quality::default()
-        };
+        // Not recorded then: unknown, not guessed.
+        let quality = Quality::default();
         SchemaInferred {
             format: v.format,
             compression: v.compression,

@@ -499,7 +499,12 @@ impl Batch {
                     row.format = Some(e.format.as_str().to_owned());
                     row.compression = Some(compression_text(e.compression).to_owned());
                     row.problem_count = Some(int(e.problem_count));
-                    row.quality_json = Some(to_json(&QualityView::from(e))?);
+                    // An event from before quality was recorded has none to show.
+                    row.quality_json = if e.quality == weir_events::Quality::default() {
+                        None
+                    } else {
+                        Some(to_json(&QualityView::from(e))?)
+                    };
                     row.updated_at = at;
                     row.last_seq = seq;
                 }
