@@ -132,12 +132,25 @@ fn account(input: &Path, c: &Converted, rejects: &[serde_json::Value]) {
         c.statistics.rows + c.rejected,
         "rows read = rows registered + rows rejected"
     );
-    assert_eq!(rejects.len() as u64, c.rejects_entries, "entries in the rejects file");
+    assert_eq!(
+        rejects.len() as u64,
+        c.rejects_entries,
+        "entries in the rejects file"
+    );
     let rejected = rejects.iter().filter(|e| e["action"] == "rejected").count() as u64;
-    assert_eq!(rejected, c.rejected, "each rejected row is in the rejects file");
+    assert_eq!(
+        rejected, c.rejected,
+        "each rejected row is in the rejects file"
+    );
     for e in rejects {
-        assert!(e["line"].as_u64().is_some_and(|l| l > 0), "an entry names its line: {e}");
-        assert!(e["reason"].as_str().is_some_and(|r| !r.is_empty()), "and why: {e}");
+        assert!(
+            e["line"].as_u64().is_some_and(|l| l > 0),
+            "an entry names its line: {e}"
+        );
+        assert!(
+            e["reason"].as_str().is_some_and(|r| !r.is_empty()),
+            "and why: {e}"
+        );
         assert!(e["raw"].is_string(), "and the raw text: {e}");
     }
     let plain = c.compression == weir_events::Compression::None && c.encoding == "UTF-8";
@@ -170,7 +183,8 @@ fn reference_records(bytes: &[u8], delimiter: u8) -> u64 {
     let mut reader = csv_core::ReaderBuilder::new().delimiter(delimiter).build();
     let mut out = [0u8; 1 << 16];
     let mut ends = [0usize; 1024];
-    let (mut input, mut records, mut fields_in_record, mut bytes_in_record) = (bytes, 0u64, 0usize, 0usize);
+    let (mut input, mut records, mut fields_in_record, mut bytes_in_record) =
+        (bytes, 0u64, 0usize, 0usize);
     loop {
         let (result, nin, nout, nend) = reader.read_record(input, &mut out, &mut ends);
         input = &input[nin..];
@@ -295,7 +309,9 @@ pub fn render(run: &Run, max_rows: usize) -> String {
             e["action"].as_str().unwrap_or("?"),
             e["line"],
             e["raw"],
-            e.get("extra").map(|x| format!(" extra={x}")).unwrap_or_default()
+            e.get("extra")
+                .map(|x| format!(" extra={x}"))
+                .unwrap_or_default()
         );
     }
     for r in rows(&run.batches).iter().take(max_rows) {
