@@ -143,6 +143,54 @@ async fn up_upload_show_and_a_clean_shutdown() {
         "{result}"
     );
 
+    // A ragged Latin-1 CSV without --table: registered with its bad rows rejected, and
+    // the user is told everywhere: upload --json, datasets show, status, notifications.
+    let ragged = dir.path().join("ragged.csv");
+    std::fs::write(&ragged, b"id,city\n1,M\xfcnchen\n3\n4,K\xf6ln,6\n5,Z\xfcrich\n").unwrap();
+    let (code, out, err) = run(&[
+        "upload",
+        "--data-dir",
+        data,
+        ragged.to_str().unwrap(),
+        "--wait",
+        "--json",
+    ])
+    .await;
+    assert_eq!(code, 0, "{err}");
+    let result: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(result["status"], "registered", "{result}");
+    assert_eq!(result["row_count"], 2);
+    let problems = &result["problems"];
+    assert_eq!(problems["count"], 2, "{result}");
+    assert_eq!(problems["rejected"], 2);
+    assert_eq!(problems["rows_read"], 4);
+    assert_eq!(problems["bad_rows"], "reject");
+    assert_eq!(problems["encoding"], "windows-1252");
+    assert_eq!(problems["first"][0]["line"], 3);
+    let rejects = problems["rejects"].as_str().unwrap().to_owned();
+    assert!(rejects.ends_with("/rejects.ndjson"), "{rejects}");
+    let id = result["dataset_id"].as_str().unwrap().to_owned();
+    let upload = result["upload_id"].as_str().unwrap().to_owned();
+
+    let (code, out, err) = run(&["datasets", "--data-dir", data, "show", &id, "--json"]).await;
+    assert_eq!(code, 0, "{err}");
+    let shown: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(shown["quality"]["rejected"], 2);
+    assert_eq!(shown["quality"]["rows_registered"], 2);
+    let location = shown["rejects_location"].as_str().unwrap();
+    let text = std::fs::read_to_string(location.trim_start_matches("file://")).unwrap();
+    assert!(text.contains("\"raw\":\"3\"") && text.contains("K\u{f6}ln,6"), "{text}");
+    let (code, out, _) = run(&["datasets", "--data-dir", data, "show", &id]).await;
+    assert_eq!(code, 0);
+    assert!(out.contains("2 rejected") && out.contains("line 3"), "{out}");
+    let (code, out, _) = run(&["status", "--data-dir", data, &upload]).await;
+    assert_eq!(code, 0);
+    assert!(out.contains("encoding windows-1252 (detected)"), "{out}");
+    assert!(out.contains("rejects  "), "{out}");
+    let (code, out, _) = run(&["notifications", "--data-dir", data]).await;
+    assert_eq!(code, 0);
+    assert!(out.contains("registered with 2 rejected rows"), "{out}");
+
     signal(&up, "-TERM");
     let status = tokio::time::timeout(Duration::from_secs(30), up.wait())
         .await

@@ -74,6 +74,11 @@ async fn realistic_uploads_project_into_every_view(kind: Kind) {
         ("inferred", "registering")
     );
     assert_eq!(s.dataset_id, Some(a.dataset.to_string()));
+    let q = s.quality.expect("an inferred upload has its quality");
+    assert_eq!((q.rows_read, q.rejected, q.problem_count), (q.rows_registered + 2, 2, 2));
+    assert_eq!(q.encoding, "windows-1252");
+    assert_eq!(q.problems[0].line, 3);
+    assert!(q.rejects.is_some());
 
     let reg_a = a.registered(&cols, 100);
     let registered_seq = log.append(&reg_a).await;
@@ -241,6 +246,12 @@ async fn realistic_uploads_project_into_every_view(kind: Kind) {
     );
     assert!(feed[2].message.contains("broken.csv") && feed[2].message.contains("line 7"));
     assert!(feed[0].message.contains("sales_q3 v2"));
+    // The test log's SchemaInferred rejected 2 rows: the ready notice says so and where.
+    assert!(
+        feed[0].message.contains("registered with 2 rejected rows (rejects: datasets/"),
+        "{}",
+        feed[0].message
+    );
     assert!(feed.iter().all(|n| !n.read));
     assert_eq!(
         notifications(db, &owner("acme"), true).await.unwrap().len(),
