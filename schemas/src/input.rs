@@ -48,6 +48,12 @@ pub fn open_text<'a>(
     progress: &'a mut dyn FnMut(u64),
 ) -> Result<Box<dyn BufRead + 'a>, ConvertError> {
     let raw = File::open(path).map_err(|e| ConvertError::io(file, e))?;
+    // A buffer no larger than the file: BufReader zeroes its whole buffer on the first
+    // read, which cost a small file more than its conversion.
+    let size = raw.metadata().map_or(u64::MAX, |m| m.len());
+    let capacity = usize::try_from(size.saturating_add(1))
+        .unwrap_or(usize::MAX)
+        .clamp(8 << 10, 256 << 10);
     let counting = Counting {
         inner: raw,
         read: 0,
@@ -55,7 +61,7 @@ pub fn open_text<'a>(
         progress,
     };
     let mut reader: Box<dyn BufRead + 'a> = match compression {
-        Compression::None => Box::new(BufReader::with_capacity(256 << 10, counting)),
+        Compression::None => Box::new(BufReader::with_capacity(capacity, counting)),
         Compression::Gzip => Box::new(BufReader::with_capacity(
             256 << 10,
             // Multi-member: `cat a.gz b.gz` is a valid gzip file.
