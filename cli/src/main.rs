@@ -15,7 +15,7 @@ mod views;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -74,6 +74,11 @@ enum Command {
     /// API tokens for the HTTP gateway
     #[command(subcommand)]
     Tokens(tokens::TokensCommand),
+    /// Print a shell completion script: `weir completions bash > /etc/bash_completion.d/weir`,
+    /// `weir completions zsh > ~/.zfunc/_weir`, `weir completions fish > ~/.config/fish/completions/weir.fish`
+    Completions {
+        shell: clap_complete::Shell,
+    },
 }
 
 fn main() -> ExitCode {
@@ -105,6 +110,16 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<i32> {
     let db_url = views::database_url(cli.database_url.as_deref(), &cli.data_dir);
     match cli.command {
+        Command::Completions { shell } => {
+            use std::io::Write as _;
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "weir", &mut script);
+            // A closed pipe (`| head`) is the reader's choice, not an error.
+            match std::io::stdout().write_all(&script) {
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+                _ => Ok(0),
+            }
+        }
         Command::Up(args) => {
             up::up(
                 &cli.data_dir,
