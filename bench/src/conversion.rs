@@ -4,6 +4,8 @@
 //! its contenders. Rows are counted from each output's Parquet footer, so a contender
 //! that dropped rows shows it. The full run also converts a 5 GB CSV and a 2 GB NDJSON
 //! file with weir alone, for its peak memory on inputs far larger than its buffers.
+//! Encodings: weir converts the same rows as UTF-8 and as Windows-1252 in alternating
+//! pairs, for the cost of transcoding (`conversion.csv_windows1252_vs_utf8`).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -20,7 +22,15 @@ use crate::{RunArgs, Sizes};
 pub struct Inputs {
     pub csv: PathBuf,
     pub ndjson: PathBuf,
+    /// The same rows with non-ASCII text, as UTF-8 and as Windows-1252.
+    pub csv_utf8: PathBuf,
+    pub csv_windows_1252: PathBuf,
 }
+
+/// Size of the encoding inputs (UTF-8 bytes): the CSV's, at most this.
+const ENCODING_MAX_MB: u64 = 200;
+/// Alternating UTF-8 / Windows-1252 pairs; the pair with the median ratio is reported.
+const ENCODING_PAIRS: usize = 3;
 
 /// One contender on one input.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -50,10 +60,37 @@ pub const BIG_RSS_TARGET_MB: f64 = 256.0;
 
 /// Generates the inputs unless a finished file of the same size and seed is there.
 pub fn inputs(out: &Path, sizes: &Sizes) -> Result<Inputs> {
+    let (csv_utf8, csv_windows_1252) = encoding_inputs(out, sizes.csv_mb.min(ENCODING_MAX_MB))?;
     Ok(Inputs {
         csv: input(out, "csv", sizes.csv_mb)?,
         ndjson: input(out, "ndjson", sizes.ndjson_mb)?,
+        csv_utf8,
+        csv_windows_1252,
     })
+}
+
+/// The encoding inputs of `mb` megabytes, written unless finished ones are there.
+fn encoding_inputs(out: &Path, mb: u64) -> Result<(PathBuf, PathBuf)> {
+    let dir = out.join("data");
+    std::fs::create_dir_all(&dir)?;
+    let utf8 = dir.join(format!("orders_text_{mb}mb_{:x}_utf8.csv", data::SEED));
+    let w1252 = dir.join(format!(
+        "orders_text_{mb}mb_{:x}_windows1252.csv",
+        data::SEED
+    ));
+    let done = utf8.with_extension("done");
+    if done.exists() && utf8.exists() && w1252.exists() {
+        return Ok((utf8, w1252));
+    }
+    let t = Instant::now();
+    let rows = data::write_csv_two_encodings(&utf8, &w1252, mb * 1_000_000, data::SEED)?;
+    std::fs::write(&done, rows.to_string())?;
+    eprintln!(
+        "bench: generated {} and its Windows-1252 twin ({rows} rows) in {:.1} s",
+        utf8.display(),
+        t.elapsed().as_secs_f64()
+    );
+    Ok((utf8, w1252))
 }
 
 /// The generated input of `format` ("csv" or "ndjson") and `mb` megabytes, written
@@ -156,6 +193,9 @@ pub fn run_all(args: &RunArgs, inputs: &Inputs) -> Result<Vec<Measured>> {
             results.push(m);
         }
     }
+    if args.contenders.iter().any(|c| c == "weir") {
+        results.extend(encodings(&exe, &outdir, inputs)?);
+    }
     if wants_big(args) {
         for (format, mb) in BIG_INPUTS {
             let input = input(&args.out, format, mb)?;
@@ -178,6 +218,47 @@ pub fn run_all(args: &RunArgs, inputs: &Inputs) -> Result<Vec<Measured>> {
         }
     }
     Ok(results)
+}
+
+/// weir on the same rows as UTF-8 and as Windows-1252, [`ENCODING_PAIRS`] pairs in
+/// turn (a drift of the machine's speed hits both sides of a pair); the pair with the
+/// median time ratio is returned, as formats `csv_utf8` and `csv_windows1252`.
+fn encodings(exe: &Path, outdir: &Path, inputs: &Inputs) -> Result<Vec<Measured>> {
+    let mut pairs = Vec::new();
+    for _ in 0..ENCODING_PAIRS {
+        let mut pair = Vec::new();
+        for (format, input) in [
+            ("csv_utf8", &inputs.csv_utf8),
+            ("csv_windows1252", &inputs.csv_windows_1252),
+        ] {
+            warm(input)?;
+            let output = outdir.join(format!("{format}_weir.parquet"));
+            let _ = std::fs::remove_file(&output);
+            let mut cmd = Command::new(exe);
+            cmd.arg("convert").arg(input).arg(&output);
+            let m = measure(&mut cmd, format, "weir", input, &output)
+                .with_context(|| format!("weir on {}", input.display()))?;
+            pair.push(m);
+        }
+        if pair[0].rows != pair[1].rows {
+            bail!(
+                "UTF-8 and Windows-1252 inputs gave {} and {} rows",
+                pair[0].rows,
+                pair[1].rows
+            );
+        }
+        eprintln!(
+            "bench: weir encodings: UTF-8 {:.1} MB/s, Windows-1252 {:.1} MB/s, time ratio {:.3}",
+            pair[0].mb_per_s,
+            pair[1].mb_per_s,
+            pair[1].wall_seconds / pair[0].wall_seconds
+        );
+        pairs.push(pair);
+    }
+    pairs.sort_by(|a, b| {
+        (a[1].wall_seconds / a[0].wall_seconds).total_cmp(&(b[1].wall_seconds / b[0].wall_seconds))
+    });
+    Ok(pairs.swap_remove(ENCODING_PAIRS / 2))
 }
 
 /// Reads `path` once so that the first contender does not pay for bringing the file

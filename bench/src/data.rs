@@ -1,12 +1,13 @@
 //! The benchmark inputs, generated from a fixed seed so every run (and every machine)
 //! converts byte-identical files: a 10-column CSV, an NDJSON file with a nested object,
-//! and small CSV files for the pipeline.
+//! the CSV with non-ASCII text as UTF-8 and as Windows-1252, and small CSV files for the
+//! pipeline.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 
 /// The seed of every generated file.
 pub const SEED: u64 = 0x005e_ed0f_3e1a;
@@ -113,6 +114,66 @@ pub fn write_csv(path: &Path, bytes: u64, seed: u64) -> Result<u64> {
     }
     out.flush()
         .with_context(|| format!("writing {}", path.display()))?;
+    Ok(id)
+}
+
+/// Phrases the encoding inputs put in the `comment` column: every non-ASCII character
+/// in them is one Windows-1252 has (accents, typographic quotes and dashes, the euro).
+const ACCENTED: [&str; 6] = [
+    "Müller – «ok»",
+    "café au lait, 3 €",
+    "„Grüße“ aus Köln",
+    "naïve ‘quote’ déjà vu",
+    "São Paulo … Zürich",
+    "Ærø — Øresund",
+];
+
+/// The orders CSV with non-ASCII text, written twice from the same rows: as UTF-8 to
+/// `utf8` and transcoded to Windows-1252 to `windows_1252`; at least `bytes` bytes of
+/// UTF-8. Returns the rows written.
+pub fn write_csv_two_encodings(
+    utf8: &Path,
+    windows_1252: &Path,
+    bytes: u64,
+    seed: u64,
+) -> Result<u64> {
+    let create = |path: &Path| -> Result<BufWriter<File>> {
+        Ok(BufWriter::with_capacity(
+            1 << 20,
+            File::create(path).with_context(|| format!("creating {}", path.display()))?,
+        ))
+    };
+    let (mut a, mut b) = (create(utf8)?, create(windows_1252)?);
+    let mut rng = Rng::new(seed);
+    writeln!(a, "{CSV_HEADER}")?;
+    writeln!(b, "{CSV_HEADER}")?;
+    let mut written = CSV_HEADER.len() as u64 + 1;
+    let mut row = String::with_capacity(256);
+    let mut id = 0;
+    while written < bytes {
+        id += 1;
+        csv_row(&mut rng, id, &mut row);
+        // The comment (last column) becomes a quoted phrase in two rows of three.
+        if let Some(at) = row.rfind(',')
+            && rng.below(3) < 2
+        {
+            let phrase = ACCENTED[rng.below(ACCENTED.len() as u64) as usize];
+            row.truncate(at + 1);
+            row.push('"');
+            row.push_str(phrase);
+            row.push('"');
+        }
+        row.push('\n');
+        a.write_all(row.as_bytes())?;
+        let (encoded, _, unmappable) = encoding_rs::WINDOWS_1252.encode(&row);
+        if unmappable {
+            bail!("{row:?} has a character Windows-1252 lacks");
+        }
+        b.write_all(&encoded)?;
+        written += row.len() as u64;
+    }
+    a.flush()?;
+    b.flush()?;
     Ok(id)
 }
 

@@ -149,6 +149,12 @@ impl Report {
         {
             k.insert("conversion.ndjson_rss_vs_duckdb".into(), w / d);
         }
+        if let Some((utf8, w1252)) = self.encodings() {
+            k.insert(
+                "conversion.csv_windows1252_vs_utf8".into(),
+                w1252.wall_seconds / utf8.wall_seconds,
+            );
+        }
         for m in &self.conversion {
             let name = if m.contender == "weir" {
                 format!("conversion.{}_peak_rss_mb", m.format)
@@ -238,6 +244,16 @@ fn fmt_figure(v: f64) -> String {
 }
 
 impl Report {
+    /// weir's UTF-8 and Windows-1252 runs on the same rows, when measured.
+    fn encodings(&self) -> Option<(&Measured, &Measured)> {
+        let of = |format: &str| {
+            self.conversion
+                .iter()
+                .find(|m| m.format == format && m.contender == "weir")
+        };
+        Some((of("csv_utf8")?, of("csv_windows1252")?))
+    }
+
     fn conversion_table(&self) -> String {
         let mut s = String::new();
         if self.conversion.is_empty() {
@@ -276,6 +292,18 @@ impl Report {
                 r.vs_best,
                 r.vs_duckdb.map_or("—".into(), |v| format!("{v:.2}×")),
                 r.weir_peak_rss_mb
+            );
+        }
+        if let Some((utf8, w1252)) = self.encodings() {
+            let _ = writeln!(
+                s,
+                "encodings (same {} rows): UTF-8 {:.1} MB/s, Windows-1252 {:.1} MB/s; Windows-1252 takes {:.3}× the time (CPU {:.3}×)",
+                utf8.rows,
+                utf8.mb_per_s,
+                w1252.mb_per_s,
+                w1252.wall_seconds / utf8.wall_seconds,
+                (w1252.user_seconds + w1252.system_seconds)
+                    / (utf8.user_seconds + utf8.system_seconds)
             );
         }
         s
