@@ -75,11 +75,14 @@ pub fn open_text<'a>(
     };
     if encoding != encoding_rs::UTF_8 {
         // The decoder removes the encoding's own BOM.
-        return Ok(Box::new(Transcode::new(
-            reader,
-            encoding,
-            compression != Compression::None,
-        )));
+        let compressed = compression != Compression::None;
+        // Sized like the input buffer (a small file's output is as small).
+        let out = if compressed {
+            TRANSCODE_BUFFER
+        } else {
+            capacity
+        };
+        return Ok(Box::new(Transcode::new(reader, encoding, compressed, out)));
     }
     let head = reader
         .fill_buf()
@@ -90,8 +93,8 @@ pub fn open_text<'a>(
     Ok(reader)
 }
 
-/// Output buffer of [`Transcode`]: as large as the input's, so a refill is one decoder
-/// call for single-byte encodings most of the time.
+/// Largest output buffer of [`Transcode`]: as large as the input's, so a refill is one
+/// decoder call for single-byte encodings most of the time.
 const TRANSCODE_BUFFER: usize = 256 << 10;
 
 /// Decodes `inner` (text in a non-UTF-8 encoding) to UTF-8 as it is read.
@@ -113,12 +116,18 @@ struct Transcode<R> {
 }
 
 impl<R: BufRead> Transcode<R> {
-    fn new(inner: R, encoding: &'static encoding_rs::Encoding, compressed: bool) -> Self {
+    /// `out`: the output buffer's size (at least 16 bytes: room for any character).
+    fn new(
+        inner: R,
+        encoding: &'static encoding_rs::Encoding,
+        compressed: bool,
+        out: usize,
+    ) -> Self {
         Transcode {
             inner,
             decoder: encoding.new_decoder_with_bom_removal(),
             encoding,
-            out: vec![0; TRANSCODE_BUFFER].into_boxed_slice(),
+            out: vec![0; out.clamp(16, TRANSCODE_BUFFER)].into_boxed_slice(),
             start: 0,
             end: 0,
             decoded: 0,
@@ -219,7 +228,12 @@ mod tests {
         encoding: &'static encoding_rs::Encoding,
         inner: usize,
     ) -> std::io::Result<String> {
-        let mut t = Transcode::new(BufReader::with_capacity(inner, bytes), encoding, false);
+        let mut t = Transcode::new(
+            BufReader::with_capacity(inner, bytes),
+            encoding,
+            false,
+            inner,
+        );
         let mut out = String::new();
         t.read_to_string(&mut out)?;
         Ok(out)
@@ -251,7 +265,12 @@ mod tests {
     #[test]
     fn a_malformed_sequence_is_an_error_after_the_text_before_it() {
         let bytes = b"a,b\n1,\x82\xa0\n2,\x81\x20\n";
-        let mut t = Transcode::new(BufReader::new(&bytes[..]), encoding_rs::SHIFT_JIS, false);
+        let mut t = Transcode::new(
+            BufReader::new(&bytes[..]),
+            encoding_rs::SHIFT_JIS,
+            false,
+            1 << 10,
+        );
         let first = t.fill_buf().map(|b| b.to_vec()).ok();
         assert_eq!(first.as_deref(), Some("a,b\n1,あ\n2,".as_bytes()));
         let n = first.map_or(0, |f| f.len());
