@@ -155,7 +155,10 @@ fn write_pass(
                 bad.padded(rows.line, None, &reason, rows.records.raw(), &[])?;
             } else {
                 let extra: Vec<String> = (n..found)
-                    .map(|i| String::from_utf8_lossy(rows.records.get(i).unwrap_or_default()).into_owned())
+                    .map(|i| {
+                        String::from_utf8_lossy(rows.records.get(i).unwrap_or_default())
+                            .into_owned()
+                    })
                     .collect();
                 let reason = format!("{reason}: the extra values are kept in the rejects file");
                 bad.padded(rows.line, None, &reason, rows.records.raw(), &extra)?;
@@ -276,7 +279,9 @@ fn widen(
             if !text {
                 break;
             }
-            *kind = kind.join(values::classify(rows.records.get_str(i).unwrap_or_default()));
+            *kind = kind.join(values::classify(
+                rows.records.get_str(i).unwrap_or_default(),
+            ));
         }
         if !rows.next()? {
             break;
@@ -320,9 +325,16 @@ impl<'a> Rows<'a> {
         delimiter: u8,
         progress: &'a mut dyn FnMut(u64),
     ) -> Result<Self, ConvertError> {
-        let input = open_text(job.input, job.file, job.compression, job.encoding, progress)?;
+        let input = open_text(
+            job.input,
+            job.file,
+            job.compression,
+            job.encoding,
+            job.opts.max_inflation,
+            progress,
+        )?;
         Ok(Rows {
-            records: Records::new(input, delimiter),
+            records: Records::new(input, delimiter).with_max_record(job.opts.max_record_bytes),
             line: 0,
             file: job.file,
         })

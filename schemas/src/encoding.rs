@@ -286,7 +286,8 @@ pub(crate) fn look_further(
     compression: Compression,
 ) -> Result<&'static Encoding, ConvertError> {
     let mut progress = |_| {};
-    let mut reader = crate::input::open_text(path, file, compression, UTF_8, &mut progress)?;
+    let mut reader =
+        crate::input::open_text(path, file, compression, UTF_8, u64::MAX, &mut progress)?;
     let read_err = |e| ConvertError::from_read(file, None, e);
     let mut seen = 0u64;
     let mut window = Vec::new();

@@ -38,6 +38,35 @@ impl<R: Read> Read for Counting<'_, R> {
     }
 }
 
+/// Refuses to decompress more than `limit` bytes: a gzip or zstd bomb ends as an error
+/// naming the limit instead of filling the disk with its Parquet.
+struct Inflation<R> {
+    inner: R,
+    out: u64,
+    limit: u64,
+    ratio: u64,
+}
+
+impl<R: Read> Read for Inflation<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.out += n as u64;
+        if self.out > self.limit {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!(
+                    "limit: the file decompresses to more than {} bytes, {}x its compressed size (max_inflation); a compression bomb, or raise the limit",
+                    self.limit, self.ratio
+                ),
+            ));
+        }
+        Ok(n)
+    }
+}
+
+/// Output every compressed file may decompress to whatever its ratio.
+const INFLATION_FLOOR: u64 = 16 << 20;
+
 /// Opens `path` as decompressed text with the BOM skipped. Each pass over the file
 /// (inference, a restart after widening) opens it anew, so progress counts per pass.
 pub fn open_text<'a>(
@@ -45,6 +74,7 @@ pub fn open_text<'a>(
     file: &str,
     compression: Compression,
     encoding: &'static encoding_rs::Encoding,
+    max_inflation: u64,
     progress: &'a mut dyn FnMut(u64),
 ) -> Result<Box<dyn BufRead + 'a>, ConvertError> {
     let raw = File::open(path).map_err(|e| ConvertError::io(file, e))?;
@@ -54,6 +84,12 @@ pub fn open_text<'a>(
     let capacity = usize::try_from(size.saturating_add(1))
         .unwrap_or(usize::MAX)
         .clamp(8 << 10, 256 << 10);
+    let inflation = |inner| Inflation {
+        inner,
+        out: 0,
+        limit: size.saturating_mul(max_inflation).max(INFLATION_FLOOR),
+        ratio: max_inflation,
+    };
     let counting = Counting {
         inner: raw,
         read: 0,
@@ -65,12 +101,18 @@ pub fn open_text<'a>(
         Compression::Gzip => Box::new(BufReader::with_capacity(
             256 << 10,
             // Multi-member: `cat a.gz b.gz` is a valid gzip file.
-            flate2::read::MultiGzDecoder::new(BufReader::new(counting)),
+            inflation(
+                Box::new(flate2::read::MultiGzDecoder::new(BufReader::new(counting)))
+                    as Box<dyn Read + 'a>,
+            ),
         )),
         Compression::Zstd => {
             let decoder = zstd::stream::read::Decoder::new(counting)
                 .map_err(|e| ConvertError::from_read(file, None, e))?;
-            Box::new(BufReader::with_capacity(256 << 10, decoder))
+            Box::new(BufReader::with_capacity(
+                256 << 10,
+                inflation(Box::new(decoder) as Box<dyn Read + 'a>),
+            ))
         }
     };
     if encoding != encoding_rs::UTF_8 {

@@ -37,9 +37,9 @@ use crate::sink::Sink;
 use crate::{ConvertError, Job, Problems, Written};
 use weir_events::BadRows;
 
-/// A record larger than this is refused rather than buffered (it usually means a lost
-/// closing brace, which would otherwise swallow the rest of the file).
-const MAX_RECORD_BYTES: usize = 64 << 20;
+// A record larger than `ConvertOptions::max_record_bytes` is refused rather than
+// buffered (it usually means a lost closing brace, which would otherwise swallow the
+// rest of the file).
 const MAX_PASSES: usize = 4;
 
 pub(crate) fn convert(
@@ -215,13 +215,8 @@ fn write_pass(
                         }
                         return Ok(Some(check.clone()));
                     }
-                    Ok(true) => Some((
-                        misfit_reason(shape, &check, job.opts.sample_rows),
-                        None,
-                    )),
-                    Err(ConvertError::Malformed { at, reason })
-                        if bad.policy != BadRows::Fail =>
-                    {
+                    Ok(true) => Some((misfit_reason(shape, &check, job.opts.sample_rows), None)),
+                    Err(ConvertError::Malformed { at, reason }) if bad.policy != BadRows::Fail => {
                         Some((reason, at.column))
                     }
                     Err(e) => return Err(e),
@@ -604,6 +599,8 @@ struct Records<'a> {
     /// 1-based line of the next unread byte.
     line: u64,
     buf: Vec<u8>,
+    /// The longest record accepted (`ConvertOptions::max_record_bytes`).
+    max_record: usize,
 }
 
 impl<'a> Records<'a> {
@@ -613,13 +610,21 @@ impl<'a> Records<'a> {
         progress: &'a mut dyn FnMut(u64),
     ) -> Result<Self, ConvertError> {
         Ok(Records {
-            reader: open_text(job.input, job.file, job.compression, job.encoding, progress)?,
+            reader: open_text(
+                job.input,
+                job.file,
+                job.compression,
+                job.encoding,
+                job.opts.max_inflation,
+                progress,
+            )?,
             file: job.file,
             array,
             started: false,
             finished: false,
             line: 1,
             buf: Vec::new(),
+            max_record: job.opts.max_record_bytes.max(1),
         })
     }
 
@@ -730,8 +735,14 @@ impl<'a> Records<'a> {
                 self.line += 1;
                 return Ok(());
             }
-            if self.buf.len() > MAX_RECORD_BYTES {
-                return Err(self.bad(self.line, "a line over 64 MiB"));
+            if self.buf.len() > self.max_record {
+                return Err(self.bad(
+                    self.line,
+                    format!(
+                        "limit: a line longer than {} bytes (max_record_bytes)",
+                        self.max_record
+                    ),
+                ));
             }
         }
     }
@@ -821,8 +832,14 @@ impl<'a> Records<'a> {
             if done {
                 return Ok(());
             }
-            if self.buf.len() > MAX_RECORD_BYTES {
-                return Err(self.truncated(start));
+            if self.buf.len() > self.max_record {
+                return Err(self.bad(
+                    start,
+                    format!(
+                        "limit: a JSON record longer than {} bytes (max_record_bytes): a brace that never closes, or raise the limit",
+                        self.max_record
+                    ),
+                ));
             }
         }
     }
@@ -834,10 +851,7 @@ impl<'a> Records<'a> {
             Err(e) => e,
             Ok(_) => self.bad(
                 start,
-                format!(
-                    "a JSON record starting here never closes (over {} MiB or cut off)",
-                    MAX_RECORD_BYTES >> 20
-                ),
+                "a JSON record starting here never closes (cut off at the end of the file)",
             ),
         }
     }

@@ -64,7 +64,14 @@ pub(crate) fn write(
     mut sink: Sink,
     progress: &mut dyn FnMut(u64),
 ) -> Result<Option<Sink>, ConvertError> {
-    let Ok(mut reader) = open_text(job.input, job.file, job.compression, job.encoding, progress) else {
+    let Ok(mut reader) = open_text(
+        job.input,
+        job.file,
+        job.compression,
+        job.encoding,
+        job.opts.max_inflation,
+        progress,
+    ) else {
         return Ok(None);
     };
     let batch_rows = job.opts.batch_rows.max(1);

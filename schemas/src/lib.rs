@@ -60,6 +60,12 @@ pub struct ConvertOptions {
     /// extra fields) is written; it is created only when there is an entry. Without a
     /// path, a row that would go there fails the conversion instead.
     pub rejects: Option<PathBuf>,
+    /// Limit: the longest record (CSV row or JSON record) in bytes; a longer one fails
+    /// the file naming the limit, so one endless line cannot take unbounded memory.
+    pub max_record_bytes: usize,
+    /// Limit: a gzip/zstd input may decompress to at most this many times its size
+    /// (and always to 16 MiB), so a compression bomb fails instead of filling the disk.
+    pub max_inflation: u64,
 }
 
 impl Default for ConvertOptions {
@@ -74,6 +80,8 @@ impl Default for ConvertOptions {
             bad_rows: BadRows::Reject,
             max_bad_rows: None,
             rejects: None,
+            max_record_bytes: records::MAX_RECORD_BYTES,
+            max_inflation: 250,
         }
     }
 }

@@ -46,7 +46,13 @@ pub struct Records<R> {
     record_start: usize,
     /// Bytes of the input before the current chunk.
     chunk_offset: u64,
+    /// A record (or a line) longer than this is an error, not a buffer that grows.
+    max_record: usize,
 }
+
+/// The default longest record: a row this long is almost always a file that is not
+/// delimited text, or a quote that never closes.
+pub const MAX_RECORD_BYTES: usize = 64 << 20;
 
 /// The current chunk: text when it is valid UTF-8, else bytes.
 enum Chunk {
@@ -88,7 +94,14 @@ impl<R: BufRead> Records<R> {
             record_line: 1,
             record_start: 0,
             chunk_offset: 0,
+            max_record: MAX_RECORD_BYTES,
         }
+    }
+
+    /// Refuses records longer than `bytes` (default [`MAX_RECORD_BYTES`]).
+    pub fn with_max_record(mut self, bytes: usize) -> Self {
+        self.max_record = bytes.max(1);
+        self
     }
 
     /// Reads the next record; false at the end of the input.
@@ -181,6 +194,14 @@ impl<R: BufRead> Records<R> {
         pending.append(&mut self.tail);
         self.pos = 0;
         let carried = pending.len();
+        if carried > self.max_record {
+            // The unparsed rest is one record that is still open (a quote that never
+            // closes, or a line that never ends). Kept, so `next_line` counts it.
+            self.chunk = Chunk::Bytes(Vec::new());
+            self.tail = pending;
+            return Err(self.too_long());
+        }
+        let mut line_end = false;
         loop {
             let buf = match self.input.fill_buf() {
                 Ok(buf) => buf,
@@ -196,15 +217,16 @@ impl<R: BufRead> Records<R> {
                 break;
             }
             let n = buf.len();
+            line_end |= buf.iter().any(|&c| c == b'\n' || c == b'\r');
             pending.extend_from_slice(buf);
             self.input.consume(n);
-            if pending.len() - carried >= READ_BYTES
-                && pending[carried..]
-                    .iter()
-                    .rposition(|&c| c == b'\n' || c == b'\r')
-                    .is_some()
-            {
+            if pending.len() - carried >= READ_BYTES && line_end {
                 break;
+            }
+            if !line_end && pending.len() > self.max_record {
+                self.chunk = Chunk::Bytes(Vec::new());
+                self.tail = pending;
+                return Err(self.too_long());
             }
         }
         let cut = if self.eof {
@@ -221,6 +243,16 @@ impl<R: BufRead> Records<R> {
             Err(e) => Chunk::Bytes(e.into_bytes()),
         };
         Ok(())
+    }
+
+    fn too_long(&self) -> std::io::Error {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!(
+                "limit: a record longer than {} bytes (max_record_bytes): a line that never ends or a quote that never closes",
+                self.max_record
+            ),
+        )
     }
 
     /// Parses the record at `pos`: its end, its line and the line after it; `None` at

@@ -137,7 +137,9 @@ impl<'a> BadRowLog<'a> {
     }
 
     fn too_many(&self, rows: Option<u64>, max: MaxBadRows) -> ConvertError {
-        let of = rows.map(|r| format!(" of {r} data rows")).unwrap_or_default();
+        let of = rows
+            .map(|r| format!(" of {r} data rows"))
+            .unwrap_or_default();
         let first = self
             .problems
             .first

@@ -268,12 +268,18 @@ fn max_bad_rows_fails_past_the_limit() {
         ..options("limit.csv")
     };
     assert!(run("limit.csv", csv, &limited("2")).is_ok());
-    let msg = run("limit.csv", csv, &limited("1")).err().map(|e| e.to_string()).unwrap_or_default();
+    let msg = run("limit.csv", csv, &limited("1"))
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
     assert_eq!(
         msg,
         "limit.csv: 2 bad rows, over the limit of 1 rows (--max-bad-rows); the first, line 3: expected 2 fields, found 1"
     );
-    let msg = run("limit.csv", csv, &limited("30%")).err().map(|e| e.to_string()).unwrap_or_default();
+    let msg = run("limit.csv", csv, &limited("30%"))
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
     assert_eq!(
         msg,
         "limit.csv: 2 bad rows of 5 data rows, over the limit of 30% (--max-bad-rows); the first, line 3: expected 2 fields, found 1"
@@ -632,7 +638,11 @@ fn csv_widens_on_the_last_line_only() {
     assert_eq!(r.converted.problem_count, 1);
     assert_eq!(r.converted.problems[0].line, 30_003);
     assert_eq!(r.converted.problems[0].column.as_deref(), Some("n"));
-    assert!(r.converted.problems[0].message.contains("\"n/a\" does not fit Int64"));
+    assert!(
+        r.converted.problems[0]
+            .message
+            .contains("\"n/a\" does not fit Int64")
+    );
 }
 
 /// A value that does not fit its column's type a million lines in, under each policy:
@@ -651,7 +661,10 @@ fn a_type_violation_at_line_one_million() {
     let bytes = csv.as_bytes();
 
     let fail = with_policy("big.csv", weir_events::BadRows::Fail);
-    let msg = run("big.csv", bytes, &fail).err().map(|e| e.to_string()).unwrap_or_default();
+    let msg = run("big.csv", bytes, &fail)
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
     assert!(
         msg.starts_with("big.csv: line 1000000, column \"qty\": \"twelve\" is not a valid Int64"),
         "{msg}"
@@ -659,7 +672,10 @@ fn a_type_violation_at_line_one_million() {
 
     let r = run("big.csv", bytes, &options("big.csv")).expect("reject converts");
     let c = &r.converted;
-    assert_eq!((c.rows_read, c.statistics.rows, c.rejected), (1_000_000, 999_999, 1));
+    assert_eq!(
+        (c.rows_read, c.statistics.rows, c.rejected),
+        (1_000_000, 999_999, 1)
+    );
     assert_eq!(c.schema.fields[1].data_type, "Int64");
     assert_eq!(r.rejects.len(), 1);
     assert_eq!(r.rejects[0]["line"], 1_000_000);
@@ -671,7 +687,10 @@ fn a_type_violation_at_line_one_million() {
 
     let r = run("big.csv", bytes, &pad("big.csv")).expect("pad converts");
     let c = &r.converted;
-    assert_eq!((c.rows_read, c.statistics.rows, c.rejected), (1_000_000, 1_000_000, 0));
+    assert_eq!(
+        (c.rows_read, c.statistics.rows, c.rejected),
+        (1_000_000, 1_000_000, 0)
+    );
     assert_eq!(c.schema.fields[1].data_type, "Utf8");
     assert!(r.rejects.is_empty());
 }
@@ -690,7 +709,9 @@ fn csv_error_on_the_last_line_names_line_and_field() {
     let offset = csv.len() - 2;
     assert_eq!(
         msg,
-        format!("bad-last.csv: line 30003, column \"name\": not valid UTF-8 text at byte offset {offset} (bad-row policy `fail`; `--bad-rows reject` registers the good rows and lists the bad ones in a rejects file)")
+        format!(
+            "bad-last.csv: line 30003, column \"name\": not valid UTF-8 text at byte offset {offset} (bad-row policy `fail`; `--bad-rows reject` registers the good rows and lists the bad ones in a rejects file)"
+        )
     );
     // Rejected instead: every other row registers, the bad one is in the rejects file.
     let opts = ConvertOptions {
@@ -989,7 +1010,9 @@ fn ndjson_misfits_after_the_sample_follow_the_policy() {
     for i in 1..=100 {
         json.push_str(&format!("{{\"id\": {i}, \"v\": {i}}}\n"));
     }
-    json.push_str("{\"id\": 101, \"v\": 0.5}\n{\"id\": 102, \"late\": true}\n{\"id\": 103, \"v\": 3}\n");
+    json.push_str(
+        "{\"id\": 101, \"v\": 0.5}\n{\"id\": 102, \"late\": true}\n{\"id\": 103, \"v\": 3}\n",
+    );
     let opts = ConvertOptions {
         sample_rows: 10,
         ..options("late.ndjson")
@@ -998,13 +1021,30 @@ fn ndjson_misfits_after_the_sample_follow_the_policy() {
     let c = &r.converted;
     assert_eq!((c.rows_read, c.statistics.rows, c.rejected), (103, 101, 2));
     assert_eq!(r.rejects[0]["line"], 101);
-    assert!(r.rejects[0]["reason"].as_str().unwrap_or_default().contains("key \"v\": the value does not fit Int64"), "{}", r.rejects[0]);
+    assert!(
+        r.rejects[0]["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("key \"v\": the value does not fit Int64"),
+        "{}",
+        r.rejects[0]
+    );
     assert_eq!(r.rejects[1]["line"], 102);
-    assert!(r.rejects[1]["reason"].as_str().unwrap_or_default().contains("key \"late\" is not among the columns"), "{}", r.rejects[1]);
+    assert!(
+        r.rejects[1]["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("key \"late\" is not among the columns"),
+        "{}",
+        r.rejects[1]
+    );
     let fail = ConvertOptions {
         bad_rows: weir_events::BadRows::Fail,
         ..opts
     };
-    let msg = run("late.ndjson", json.as_bytes(), &fail).err().map(|e| e.to_string()).unwrap_or_default();
+    let msg = run("late.ndjson", json.as_bytes(), &fail)
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
     assert!(msg.starts_with("late.ndjson: line 101: key \"v\""), "{msg}");
 }
