@@ -13,9 +13,9 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use futures::StreamExt;
 use weir_events::{
-    Aggregate, BadRows, ColumnStats, Compression, DatasetId, DatasetRegistered, Envelope, Event, Field,
-    Format, ObjectKey, Owner, PartManifest, PartsCombined, Quality, Schema, SchemaInferred, Sha256,
-    StatValue, Statistics, StreamSpec, TableName, UploadId, UploadReceived,
+    Aggregate, BadRows, ColumnStats, Compression, DatasetId, DatasetRegistered, Envelope, Event,
+    Field, Format, ObjectKey, Owner, PartManifest, PartsCombined, Quality, Schema, SchemaInferred,
+    Sha256, StatValue, Statistics, StreamSpec, TableName, UploadId, UploadReceived,
 };
 use weir_journal::{AppendOutcome, Expect, Journal};
 

@@ -76,9 +76,7 @@ enum Command {
     Tokens(tokens::TokensCommand),
     /// Print a shell completion script: `weir completions bash > /etc/bash_completion.d/weir`,
     /// `weir completions zsh > ~/.zfunc/_weir`, `weir completions fish > ~/.config/fish/completions/weir.fish`
-    Completions {
-        shell: clap_complete::Shell,
-    },
+    Completions { shell: clap_complete::Shell },
 }
 
 fn main() -> ExitCode {

@@ -56,13 +56,20 @@ pub async fn open_fresh(url: &str, journal: &Journal, data_dir: &Path) -> Result
 
 /// The lines `weir status` and `weir datasets show` print about how the rows were read:
 /// encoding, policy, where every row went, the first bad rows and the rejects file.
-pub fn quality_lines(q: &weir_projections::QualityView, rejects_location: Option<String>) -> Vec<String> {
+pub fn quality_lines(
+    q: &weir_projections::QualityView,
+    rejects_location: Option<String>,
+) -> Vec<String> {
     let mut out = Vec::new();
     if !q.encoding.is_empty() {
         out.push(format!(
             "encoding {} ({})",
             q.encoding,
-            if q.encoding_detected { "detected" } else { "as asked" }
+            if q.encoding_detected {
+                "detected"
+            } else {
+                "as asked"
+            }
         ));
     }
     out.push(format!(
@@ -93,7 +100,10 @@ pub fn quality_lines(q: &weir_projections::QualityView, rejects_location: Option
         }
     }
     if let Some(location) = rejects_location {
-        out.push(format!("rejects  {location} ({} entries)", q.rejects_entries));
+        out.push(format!(
+            "rejects  {location} ({} entries)",
+            q.rejects_entries
+        ));
     }
     out
 }

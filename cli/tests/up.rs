@@ -146,7 +146,11 @@ async fn up_upload_show_and_a_clean_shutdown() {
     // A ragged Latin-1 CSV without --table: registered with its bad rows rejected, and
     // the user is told everywhere: upload --json, datasets show, status, notifications.
     let ragged = dir.path().join("ragged.csv");
-    std::fs::write(&ragged, b"id,city\n1,M\xfcnchen\n3\n4,K\xf6ln,6\n5,Z\xfcrich\n").unwrap();
+    std::fs::write(
+        &ragged,
+        b"id,city\n1,M\xfcnchen\n3\n4,K\xf6ln,6\n5,Z\xfcrich\n",
+    )
+    .unwrap();
     let (code, out, err) = run(&[
         "upload",
         "--data-dir",
@@ -179,10 +183,16 @@ async fn up_upload_show_and_a_clean_shutdown() {
     assert_eq!(shown["quality"]["rows_registered"], 2);
     let location = shown["rejects_location"].as_str().unwrap();
     let text = std::fs::read_to_string(location.trim_start_matches("file://")).unwrap();
-    assert!(text.contains("\"raw\":\"3\"") && text.contains("K\u{f6}ln,6"), "{text}");
+    assert!(
+        text.contains("\"raw\":\"3\"") && text.contains("K\u{f6}ln,6"),
+        "{text}"
+    );
     let (code, out, _) = run(&["datasets", "--data-dir", data, "show", &id]).await;
     assert_eq!(code, 0);
-    assert!(out.contains("2 rejected") && out.contains("line 3"), "{out}");
+    assert!(
+        out.contains("2 rejected") && out.contains("line 3"),
+        "{out}"
+    );
     let (code, out, _) = run(&["status", "--data-dir", data, &upload]).await;
     assert_eq!(code, 0);
     assert!(out.contains("encoding windows-1252 (detected)"), "{out}");

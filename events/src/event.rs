@@ -139,7 +139,11 @@ impl BadRows {
     /// The default: `fail` when the producer named the table (a contract), `reject`
     /// otherwise (keep what is good, account for the rest).
     pub fn default_for(named_table: bool) -> Self {
-        if named_table { Self::Fail } else { Self::Reject }
+        if named_table {
+            Self::Fail
+        } else {
+            Self::Reject
+        }
     }
 }
 
@@ -189,7 +193,11 @@ impl std::str::FromStr for MaxBadRows {
     /// `100` (rows), `0.5%` or `0.005` (a share below 1).
     fn from_str(s: &str) -> Result<Self, String> {
         let s = s.trim();
-        let bad = || format!("{s:?} is not a bad-row limit: give a row count (100) or a share (0.5% or 0.005)");
+        let bad = || {
+            format!(
+                "{s:?} is not a bad-row limit: give a row count (100) or a share (0.5% or 0.005)"
+            )
+        };
         if let Some(pct) = s.strip_suffix('%') {
             let v: f64 = pct.trim().parse().map_err(|_| bad())?;
             if !(0.0..=100.0).contains(&v) {
@@ -698,7 +706,9 @@ impl Event {
     /// The key fields on one line, for `weir tail` and audit trails.
     pub fn summary(&self) -> String {
         match self {
-            Self::UploadReceivedV1(_) | Self::SchemaInferredV1(_) => self.clone().upgrade().summary(),
+            Self::UploadReceivedV1(_) | Self::SchemaInferredV1(_) => {
+                self.clone().upgrade().summary()
+            }
             Self::UploadReceived(e) => format!(
                 "owner={} file={:?} size={} parts={}{}{}{}",
                 e.owner,

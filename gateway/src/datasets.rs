@@ -15,9 +15,8 @@ use weir_projections::{DatasetFilter, DatasetStatus};
 
 use crate::auth::Caller;
 use crate::views::{
-    QualityView,
     DatasetChange, DatasetListQuery, DatasetPageView, DatasetUpdate, DatasetView, ErrorBody,
-    Preview, PreviewQuery, VersionView, fields,
+    Preview, PreviewQuery, QualityView, VersionView, fields,
 };
 use crate::{ApiError, AppState};
 

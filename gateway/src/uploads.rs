@@ -212,7 +212,10 @@ fn read_options(
     }
     let bad_rows = bad_rows
         .filter(|b| !b.is_empty())
-        .map(|b| b.parse().map_err(|e: String| ApiError::bad_request(format!("bad_rows: {e}"))))
+        .map(|b| {
+            b.parse()
+                .map_err(|e: String| ApiError::bad_request(format!("bad_rows: {e}")))
+        })
         .transpose()?;
     let max_bad_rows = max_bad_rows
         .filter(|m| !m.is_empty())

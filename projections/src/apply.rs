@@ -187,7 +187,10 @@ impl QualityView {
         let plural = |n: u64, what: &str| format!("{n} {what}{}", if n == 1 { "" } else { "s" });
         let mut parts = Vec::new();
         if self.rejected > 0 {
-            parts.push(format!("registered with {}", plural(self.rejected, "rejected row")));
+            parts.push(format!(
+                "registered with {}",
+                plural(self.rejected, "rejected row")
+            ));
         }
         let kept = self.problem_count.saturating_sub(self.rejected);
         if kept > 0 {

@@ -75,7 +75,10 @@ async fn realistic_uploads_project_into_every_view(kind: Kind) {
     );
     assert_eq!(s.dataset_id, Some(a.dataset.to_string()));
     let q = s.quality.expect("an inferred upload has its quality");
-    assert_eq!((q.rows_read, q.rejected, q.problem_count), (q.rows_registered + 2, 2, 2));
+    assert_eq!(
+        (q.rows_read, q.rejected, q.problem_count),
+        (q.rows_registered + 2, 2, 2)
+    );
     assert_eq!(q.encoding, "windows-1252");
     assert_eq!(q.problems[0].line, 3);
     assert!(q.rejects.is_some());
@@ -248,7 +251,9 @@ async fn realistic_uploads_project_into_every_view(kind: Kind) {
     assert!(feed[0].message.contains("sales_q3 v2"));
     // The test log's SchemaInferred rejected 2 rows: the ready notice says so and where.
     assert!(
-        feed[0].message.contains("registered with 2 rejected rows (rejects: datasets/"),
+        feed[0]
+            .message
+            .contains("registered with 2 rejected rows (rejects: datasets/"),
         "{}",
         feed[0].message
     );

@@ -746,11 +746,19 @@ async fn ragged_rows_follow_the_policy_and_land_in_a_rejects_file() {
     let key = q.rejects.clone().expect("a rejects file");
     assert_eq!(key, ObjectKey::rejects(r.dataset, r.version));
     let text = std::fs::read_to_string(sys.store.local_root().unwrap().join(key.as_str())).unwrap();
-    let lines: Vec<serde_json::Value> =
-        text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(lines.len(), 2);
-    assert_eq!((lines[0]["line"].as_u64(), lines[0]["raw"].as_str()), (Some(3), Some("3")));
-    assert_eq!((lines[1]["line"].as_u64(), lines[1]["raw"].as_str()), (Some(4), Some("4,5,6")));
+    assert_eq!(
+        (lines[0]["line"].as_u64(), lines[0]["raw"].as_str()),
+        (Some(3), Some("3"))
+    );
+    assert_eq!(
+        (lines[1]["line"].as_u64(), lines[1]["raw"].as_str()),
+        (Some(4), Some("4,5,6"))
+    );
     assert_eq!(
         cells(&sys.parquet(&r.parquet)),
         vec![vec!["1".to_owned(), "2".to_owned()]]
@@ -763,7 +771,12 @@ async fn ragged_rows_follow_the_policy_and_land_in_a_rejects_file() {
         panic!("{end:?}")
     };
     assert_eq!(f.step, weir_events::Step::Infer);
-    assert!(f.reason.starts_with("named.csv: line 3: expected 2 fields, found 1"), "{}", f.reason);
+    assert!(
+        f.reason
+            .starts_with("named.csv: line 3: expected 2 fields, found 1"),
+        "{}",
+        f.reason
+    );
 
     // pad: every row registered, the extra field kept aside, not dropped.
     let padded = sys.file("padded.csv", b"id,v\n1,2\n3\n4,5,6\n");
@@ -781,7 +794,11 @@ async fn ragged_rows_follow_the_policy_and_land_in_a_rejects_file() {
     let kept: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
     assert_eq!(kept["action"], "extra_fields_kept");
     assert_eq!(kept["extra"], serde_json::json!(["6"]));
-    assert!(sys.kinds(upload).await.contains(&EventKind::DatasetRegistered));
+    assert!(
+        sys.kinds(upload)
+            .await
+            .contains(&EventKind::DatasetRegistered)
+    );
 
     // Too many bad rows: Failed with the count and the limit, nothing registered.
     let limited = sys.file("limited.csv", b"id,v\n1,2\n3\n4,5,6\n");
@@ -793,6 +810,10 @@ async fn ragged_rows_follow_the_policy_and_land_in_a_rejects_file() {
     let Terminal::Failed(f) = end else {
         panic!("{end:?}")
     };
-    assert!(f.reason.contains("2 bad rows, over the limit of 1 rows"), "{}", f.reason);
+    assert!(
+        f.reason.contains("2 bad rows, over the limit of 1 rows"),
+        "{}",
+        f.reason
+    );
     sys.stop().await;
 }

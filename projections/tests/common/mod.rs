@@ -25,9 +25,9 @@ use weir_events::{
     Aggregate, BadRows, ColumnStats, Compensated, CompensationAction, Compression, DatasetDeleted,
     DatasetId, DatasetLabelChanged, DatasetRegistered, DatasetRenamed, DatasetRestored, Envelope,
     Event, EventId, Failed, Field, Format, NotificationRead, ObjectKey, Owner, PartManifest,
-    PartsCombined, Quality, RowProblem, Schema, SchemaInferred, Sha256, StatValue, Statistics, Step, StreamSpec,
-    TableName, TableNameClaimed, Timestamp, TokenCreated, TokenRevoked, UploadAborted, UploadId,
-    UploadReceived, UploadStarted,
+    PartsCombined, Quality, RowProblem, Schema, SchemaInferred, Sha256, StatValue, Statistics,
+    Step, StreamSpec, TableName, TableNameClaimed, Timestamp, TokenCreated, TokenRevoked,
+    UploadAborted, UploadId, UploadReceived, UploadStarted,
 };
 use weir_journal::{AppendOutcome, Expect, Journal};
 use weir_projections::Db;
