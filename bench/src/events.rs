@@ -252,6 +252,7 @@ async fn lifecycle(journal: &Journal, owner: &Owner, n: usize) -> Result<u64> {
                 sha256: sha,
             }],
             dataset: None,
+            parent_version: None,
             options: Default::default(),
         }),
         Event::PartsCombined(PartsCombined {

@@ -215,6 +215,8 @@ fn request(owner: &Owner, path: &Path) -> UploadRequest {
         content_type: None,
         part_size: DEFAULT_PART_SIZE,
         options: Default::default(),
+        dataset: None,
+        parent_version: None,
     }
 }
 

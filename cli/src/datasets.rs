@@ -1,7 +1,11 @@
-//! `weir datasets list|show`: the catalog projection, as tables or JSON.
+//! `weir datasets list|show|versions|bad-rows`: the catalog projection, as tables or
+//! JSON, and the dataset settings that are events.
 
 use anyhow::{Result, bail};
-use weir_events::{DatasetId, Owner};
+use weir_events::{
+    Aggregate, BadRows, DatasetBadRowsChanged, DatasetId, Envelope, Event, EventId, Owner, UploadId,
+};
+use weir_journal::{AppendOutcome, Expect, Journal};
 use weir_projections::{Dataset, DatasetFilter, DatasetStatus, Db, query::MAX_LIMIT};
 use weir_services::Store;
 
@@ -25,12 +29,116 @@ pub enum DatasetsCommand {
         #[arg(long, default_value_t = 0)]
         offset: u32,
     },
-    /// One dataset: schema, statistics, versions and where its Parquet lives
+    /// One dataset: schema, statistics, versions and where its Parquet lives;
+    /// `ID@v3` (or `ID@3`) shows that version
     Show {
+        #[arg(value_name = "ID[@vN]")]
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The version tree of a dataset: each version under the one it derives from
+    Versions {
         id: DatasetId,
         #[arg(long)]
         json: bool,
     },
+    /// The dataset's default bad-row policy for new versions (`weir upload --dataset`
+    /// without --bad-rows): fail, reject, pad, or default (weir's own)
+    BadRows {
+        id: DatasetId,
+        #[arg(value_name = "fail|reject|pad|default")]
+        policy: String,
+    },
+}
+
+/// `ID` or `ID@vN` / `ID@N`.
+fn parse_ref(text: &str) -> Result<(DatasetId, Option<u32>)> {
+    let (id, version) = match text.split_once('@') {
+        Some((id, v)) => {
+            let n = v.strip_prefix('v').unwrap_or(v);
+            let n: u32 = n
+                .parse()
+                .map_err(|_| anyhow::anyhow!("{text:?}: after @ comes a version, e.g. {id}@v2"))?;
+            (id, Some(n))
+        }
+        None => (text, None),
+    };
+    let id: DatasetId = id.parse().map_err(|e| anyhow::anyhow!("{text:?}: {e}"))?;
+    Ok((id, version))
+}
+
+/// The versions as a tree, each under its parent, oldest first: `v1`, `├─ v2`, …
+fn tree_lines(d: &Dataset) -> Vec<String> {
+    fn walk(d: &Dataset, parent: Option<u32>, prefix: &str, out: &mut Vec<String>) {
+        let children: Vec<_> = d
+            .versions
+            .iter()
+            .filter(|v| v.parent_version == parent)
+            .collect();
+        for (i, v) in children.iter().enumerate() {
+            let last = i + 1 == children.len();
+            let (branch, next) = match parent {
+                None => ("", String::new()),
+                Some(_) if last => ("└─ ", format!("{prefix}   ")),
+                Some(_) => ("├─ ", format!("{prefix}│  ")),
+            };
+            let head = if v.version == d.current_version {
+                "  (head)"
+            } else {
+                ""
+            };
+            out.push(format!(
+                "{prefix}{branch}v{}  {} rows  {}  upload {}{head}",
+                v.version, v.row_count, v.registered_at, v.upload_id
+            ));
+            walk(d, Some(v.version), &next, out);
+        }
+    }
+    let mut out = Vec::new();
+    walk(d, None, "", &mut out);
+    // A version whose parent is not registered (cannot happen through weir) still shows.
+    for v in &d.versions {
+        if v.parent_version
+            .is_some_and(|p| !d.versions.iter().any(|w| w.version == p))
+        {
+            out.push(format!(
+                "v{} (parent v{} missing)",
+                v.version,
+                v.parent_version.unwrap_or(0)
+            ));
+        }
+    }
+    out
+}
+
+/// Appends `DatasetBadRowsChanged` after the dataset's last event.
+async fn set_bad_rows(journal: &Journal, d: &Dataset, id: DatasetId, policy: &str) -> Result<()> {
+    let bad_rows: Option<BadRows> = match policy {
+        "default" => None,
+        other => Some(other.parse().map_err(|e: String| anyhow::anyhow!(e))?),
+    };
+    let owner: Owner = d.owner.parse()?;
+    let first: UploadId = d
+        .versions
+        .first()
+        .and_then(|v| v.upload_id.parse().ok())
+        .unwrap_or(UploadId::from_u128(id.as_u128()));
+    for _ in 0..5 {
+        let last = journal.last_on(&Aggregate::Dataset(id)).await?;
+        let expect = last.map_or(Expect::Empty, |r| Expect::LastSequence(r.seq));
+        let env = Envelope::new(
+            Aggregate::Dataset(id),
+            owner.clone(),
+            first,
+            Some(EventId::new()),
+            Event::DatasetBadRowsChanged(DatasetBadRowsChanged { bad_rows }),
+        );
+        if let AppendOutcome::Appended { .. } = journal.append(&env, expect).await? {
+            return Ok(());
+        }
+    }
+    bail!("dataset {id} kept changing meanwhile; try again")
 }
 
 fn parse_status(s: &str) -> Result<DatasetStatus, String> {
@@ -69,8 +177,45 @@ pub fn to_json(d: &Dataset, store: &Store) -> serde_json::Value {
     })
 }
 
-pub async fn run(db: &Db, store: &Store, command: DatasetsCommand) -> Result<i32> {
+pub async fn run(
+    db: &Db,
+    journal: &Journal,
+    store: &Store,
+    command: DatasetsCommand,
+) -> Result<i32> {
     match command {
+        DatasetsCommand::Versions { id, json } => {
+            let Some(d) = weir_projections::dataset(db, id).await? else {
+                bail!("no dataset {id}");
+            };
+            if json {
+                let versions: Vec<_> = d
+                    .versions
+                    .iter()
+                    .map(|v| {
+                        serde_json::json!({
+                            "version": v.version, "parent_version": v.parent_version,
+                            "head": v.version == d.current_version, "row_count": v.row_count,
+                            "upload_id": v.upload_id, "registered_at": v.registered_at.to_string(),
+                            "location": store.location(&v.parquet_key),
+                        })
+                    })
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&versions)?);
+            } else {
+                println!("{}  table {}", d.id, d.table_name);
+                for line in tree_lines(&d) {
+                    println!("{line}");
+                }
+            }
+        }
+        DatasetsCommand::BadRows { id, policy } => {
+            let Some(d) = weir_projections::dataset(db, id).await? else {
+                bail!("no dataset {id}");
+            };
+            set_bad_rows(journal, &d, id, &policy).await?;
+            println!("{id}: new versions use bad-rows {policy} unless the upload names one");
+        }
         DatasetsCommand::List {
             json,
             owner,
@@ -134,9 +279,53 @@ pub async fn run(db: &Db, store: &Store, command: DatasetsCommand) -> Result<i32
             }
         }
         DatasetsCommand::Show { id, json } => {
+            let (id, version) = parse_ref(&id)?;
             let Some(d) = weir_projections::dataset(db, id).await? else {
                 bail!("no dataset {id}");
             };
+            if let Some(n) = version {
+                let Some(v) = d.versions.iter().find(|v| v.version == n) else {
+                    let known: Vec<String> = d
+                        .versions
+                        .iter()
+                        .map(|v| format!("v{}", v.version))
+                        .collect();
+                    bail!(
+                        "dataset {id} has no version {n} (it has {})",
+                        known.join(", ")
+                    );
+                };
+                if json {
+                    let mut value = serde_json::to_value(v)?;
+                    value["id"] = d.id.clone().into();
+                    value["table_name"] = d.table_name.clone().into();
+                    value["head"] = (v.version == d.current_version).into();
+                    value["location"] = store.location(&v.parquet_key).into();
+                    println!("{}", serde_json::to_string_pretty(&value)?);
+                } else {
+                    println!(
+                        "{}@v{}  table {}  {} rows{}",
+                        d.id,
+                        v.version,
+                        d.table_name,
+                        v.row_count,
+                        v.parent_version
+                            .map(|p| format!("  parent v{p}"))
+                            .unwrap_or_default()
+                    );
+                    println!("location {}", store.location(&v.parquet_key));
+                    if let Some(q) = &v.quality {
+                        let rejects = q.rejects.as_deref().map(|k| store.location(k));
+                        for line in crate::views::quality_lines(q, rejects) {
+                            println!("{line}");
+                        }
+                    }
+                    for f in &v.schema.fields {
+                        println!("  {:<30} {}", f.name, f.data_type);
+                    }
+                }
+                return Ok(0);
+            }
             if json {
                 println!("{}", serde_json::to_string_pretty(&to_json(&d, store))?);
             } else {

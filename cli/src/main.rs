@@ -147,7 +147,7 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             let journal = system::connect(cli.nats_url.as_deref(), &cli.data_dir).await?;
             let store = up::open_store(None, &cli.data_dir)?;
             let db = views::open_fresh(&db_url, &journal, &cli.data_dir).await?;
-            datasets::run(&db, &store, command).await
+            datasets::run(&db, &journal, &store, command).await
         }
         Command::Status { id, json } => {
             let journal = system::connect(cli.nats_url.as_deref(), &cli.data_dir).await?;

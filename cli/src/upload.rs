@@ -36,6 +36,12 @@ pub struct UploadArgs {
     /// More bad rows than this fails the upload: a count (100) or a share (0.5%)
     #[arg(long, value_name = "N|SHARE", value_parser = parse_max_bad_rows)]
     pub max_bad_rows: Option<MaxBadRows>,
+    /// Add a version to this dataset (yours) instead of creating a dataset
+    #[arg(long, value_name = "ID")]
+    pub dataset: Option<weir_events::DatasetId>,
+    /// With --dataset: the version the new one derives from (default: the head)
+    #[arg(long, value_name = "N", requires = "dataset")]
+    pub parent: Option<u32>,
     /// Follow each upload to registered or failed
     #[arg(long)]
     pub wait: bool,
@@ -164,6 +170,8 @@ pub async fn run(journal: &Journal, store: &Store, args: UploadArgs) -> Result<i
                 bad_rows: args.bad_rows,
                 max_bad_rows: args.max_bad_rows,
             },
+            dataset: args.dataset,
+            parent_version: args.parent,
         };
         let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
         let bar = progress_bar(path, size, show_progress);

@@ -234,6 +234,9 @@ pub struct UploadReceived {
     pub parts: Vec<PartManifest>,
     /// Set when the upload is a new version of an existing dataset.
     pub dataset: Option<DatasetId>,
+    /// The version the new one derives from (`dataset` set); `None`: the head.
+    #[serde(default)]
+    pub parent_version: Option<u32>,
     /// Encoding and bad-row policy. (`default` lets the JSON rendering of an event
     /// written before options existed read as this struct; postcard always has it.)
     #[serde(default)]
@@ -267,6 +270,7 @@ impl From<UploadReceivedV1> for UploadReceived {
             size: v.size,
             parts: v.parts,
             dataset: v.dataset,
+            parent_version: None,
             // The producer chose nothing; an upload received by an older weir and read
             // by this one gets today's defaults.
             options: ReadOptions::default(),
@@ -531,6 +535,25 @@ pub struct DatasetDeleted {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DatasetRestored {}
 
+/// A version number of a dataset was taken by an upload that adds a version
+/// (aggregate `dataset`), appended by the inferrer conditionally on the dataset's last
+/// event, so two uploads never get one number. Version 1 is the dataset's first
+/// upload and is never reserved. A reserved version whose upload fails stays a gap.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DatasetVersionReserved {
+    pub version: u32,
+    pub upload: UploadId,
+    /// The version it derives from: the one named, else the head when reserved.
+    pub parent_version: Option<u32>,
+}
+
+/// A dataset's default bad-row policy changed (aggregate `dataset`): what new versions
+/// use when their upload names none. `None` restores weir's default.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DatasetBadRowsChanged {
+    pub bad_rows: Option<BadRows>,
+}
+
 /// An API token was issued (aggregate `owner`). Only its hash is ever stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TokenCreated {
@@ -570,6 +593,8 @@ pub enum Event {
     TokenRevoked(TokenRevoked),
     UploadReceived(UploadReceived),
     SchemaInferred(SchemaInferred),
+    DatasetVersionReserved(DatasetVersionReserved),
+    DatasetBadRowsChanged(DatasetBadRowsChanged),
 }
 
 /// The kind of an event, as it appears in subjects and in the `Weir-Kind` header.
@@ -592,10 +617,12 @@ pub enum EventKind {
     DatasetRestored,
     TokenCreated,
     TokenRevoked,
+    DatasetVersionReserved,
+    DatasetBadRowsChanged,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 17] = [
+    pub const ALL: [EventKind; 19] = [
         Self::UploadReceived,
         Self::PartsCombined,
         Self::SchemaInferred,
@@ -613,6 +640,8 @@ impl EventKind {
         Self::DatasetRestored,
         Self::TokenCreated,
         Self::TokenRevoked,
+        Self::DatasetVersionReserved,
+        Self::DatasetBadRowsChanged,
     ];
 
     /// The snake_case token used in subjects and headers.
@@ -635,6 +664,8 @@ impl EventKind {
             Self::DatasetRestored => "dataset_restored",
             Self::TokenCreated => "token_created",
             Self::TokenRevoked => "token_revoked",
+            Self::DatasetVersionReserved => "dataset_version_reserved",
+            Self::DatasetBadRowsChanged => "dataset_bad_rows_changed",
         }
     }
 
@@ -688,6 +719,8 @@ impl Event {
             Self::DatasetRestored(_) => EventKind::DatasetRestored,
             Self::TokenCreated(_) => EventKind::TokenCreated,
             Self::TokenRevoked(_) => EventKind::TokenRevoked,
+            Self::DatasetVersionReserved(_) => EventKind::DatasetVersionReserved,
+            Self::DatasetBadRowsChanged(_) => EventKind::DatasetBadRowsChanged,
         }
     }
 }
@@ -722,7 +755,7 @@ impl Event {
                     .as_ref()
                     .map(|t| format!(" table={t}"))
                     .unwrap_or_default(),
-                options_summary(&e.options),
+                options_summary(e),
             ),
             Self::PartsCombined(e) => format!(
                 "blob={} size={}{}",
@@ -789,12 +822,30 @@ impl Event {
             Self::DatasetRestored(_) => String::new(),
             Self::TokenCreated(e) => format!("owner={} token={}", e.owner, e.token_id),
             Self::TokenRevoked(e) => format!("owner={} token={}", e.owner, e.token_id),
+            Self::DatasetVersionReserved(e) => format!(
+                "v{} upload={}{}",
+                e.version,
+                e.upload,
+                e.parent_version
+                    .map(|p| format!(" parent=v{p}"))
+                    .unwrap_or_default()
+            ),
+            Self::DatasetBadRowsChanged(e) => {
+                format!("bad_rows={}", e.bad_rows.map_or("default", BadRows::as_str))
+            }
         }
     }
 }
 
-fn options_summary(o: &ReadOptions) -> String {
+fn options_summary(e: &UploadReceived) -> String {
+    let o = &e.options;
     let mut out = String::new();
+    if let Some(d) = e.dataset {
+        out.push_str(&format!(" dataset={d}"));
+    }
+    if let Some(p) = e.parent_version {
+        out.push_str(&format!(" parent=v{p}"));
+    }
     if let Some(e) = &o.encoding {
         out.push_str(&format!(" encoding={e}"));
     }

@@ -316,6 +316,7 @@ pub async fn single_shot(
             sha256: spooled.sha256,
         }],
         dataset: None,
+        parent_version: None,
         options,
     };
     let envelope = Envelope::new(
@@ -719,6 +720,7 @@ pub async fn complete(
         size: started.size,
         parts: manifest,
         dataset: None,
+        parent_version: None,
         options,
     };
     // Caused by the session's start: a retried complete has the same message id.

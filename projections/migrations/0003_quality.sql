@@ -5,3 +5,5 @@
 ALTER TABLE uploads{s} ADD COLUMN quality_json TEXT;
 ALTER TABLE dataset_versions{s} ADD COLUMN quality_json TEXT;
 ALTER TABLE datasets{s} ADD COLUMN quality_json TEXT;
+-- The dataset's default bad-row policy for new versions (DatasetBadRowsChanged).
+ALTER TABLE datasets{s} ADD COLUMN bad_rows_default TEXT;

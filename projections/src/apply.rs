@@ -66,7 +66,9 @@ fn dataset_of(env: &Envelope) -> Option<DatasetId> {
         | Event::DatasetDeleted(_)
         | Event::DatasetRestored(_)
         | Event::TokenCreated(_)
-        | Event::TokenRevoked(_) => match &env.aggregate {
+        | Event::TokenRevoked(_)
+        | Event::DatasetVersionReserved(_)
+        | Event::DatasetBadRowsChanged(_) => match &env.aggregate {
             Aggregate::Dataset(id) => Some(*id),
             _ => None,
         },
@@ -254,10 +256,14 @@ pub(crate) fn needs(needs: &mut Needs, rec: &Recorded) {
         Event::NotificationRead(e) => {
             needs.notifications.insert(e.notification.to_string());
         }
+        // A reservation changes no row: it is in the audit trail, and the version's row
+        // comes with its registration.
+        Event::DatasetVersionReserved(_) => {}
         Event::DatasetLabelChanged(_)
         | Event::DatasetRenamed(_)
         | Event::DatasetDeleted(_)
-        | Event::DatasetRestored(_) => {
+        | Event::DatasetRestored(_)
+        | Event::DatasetBadRowsChanged(_) => {
             if let Aggregate::Dataset(id) = &env.aggregate {
                 needs.datasets.insert(id.to_string());
             }
@@ -532,9 +538,9 @@ impl Batch {
                     row.last_seq = seq;
                 }
                 self.end_step(&upload, Step::Register, "ok", at, seq);
-                let (created_at, deleted_at) = match self.datasets.get(&dataset) {
-                    Some(old) => (old.created_at, old.deleted_at),
-                    None => (at, None),
+                let (created_at, deleted_at, bad_rows_default) = match self.datasets.get(&dataset) {
+                    Some(old) => (old.created_at, old.deleted_at, old.bad_rows_default.clone()),
+                    None => (at, None, None),
                 };
                 self.datasets.put(
                     dataset.clone(),
@@ -553,6 +559,7 @@ impl Batch {
                         deleted_at,
                         last_seq: seq,
                         quality_json: quality_json.clone(),
+                        bad_rows_default,
                     },
                 );
                 self.versions.put(
@@ -698,6 +705,14 @@ impl Batch {
                 {
                     n.read_at = Some(at);
                     n.read_seq = Some(seq);
+                }
+            }
+            Event::DatasetVersionReserved(_) => {}
+            Event::DatasetBadRowsChanged(e) => {
+                if let Some(row) = self.dataset_row(env) {
+                    row.bad_rows_default = e.bad_rows.map(|p| p.as_str().to_owned());
+                    row.updated_at = at;
+                    row.last_seq = seq;
                 }
             }
             Event::DatasetLabelChanged(e) => {

@@ -166,6 +166,7 @@ mod tests {
                 size: n,
                 parts: Vec::new(),
                 dataset: None,
+                parent_version: None,
                 options: Default::default(),
             }),
         )

@@ -142,6 +142,7 @@ row_image!(DatasetRow, "datasets", key = ["id"], {
     deleted_at: Option<i64>,
     last_seq: i64,
     quality_json: Option<String>,
+    bad_rows_default: Option<String>,
 });
 
 row_image!(VersionRow, "dataset_versions", key = ["dataset_id", "version"], {

@@ -10,16 +10,82 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use weir_events::{
-    BadRows, CompensationAction, DatasetId, Event, EventKind, ObjectKey, Quality, SchemaInferred,
-    Step, Subject,
+    Aggregate, BadRows, CompensationAction, DatasetId, DatasetVersionReserved, Envelope, Event,
+    EventKind, ObjectKey, Quality, SchemaInferred, Step, Subject, UploadId, UploadReceived,
 };
-use weir_journal::Recorded;
+use weir_journal::{AppendOutcome, Expect, Recorded};
+
+use crate::dataset::DatasetFacts;
 use weir_schemas::{ConvertOptions, convert};
 
 use crate::runtime::{Ctx, Service, StepError};
 use crate::state::UploadState;
 
 pub struct Inferrer;
+
+/// Takes the next version number of dataset `d` for `upload` (or finds the one it
+/// took before a redelivery), appended conditionally on the dataset's last event.
+async fn reserve_version(
+    ctx: &Ctx,
+    input: &Recorded,
+    upload: UploadId,
+    received: &UploadReceived,
+    d: DatasetId,
+) -> Result<(u32, DatasetFacts), StepError> {
+    for _ in 0..8 {
+        let facts = DatasetFacts::read(&ctx.journal, d).await?;
+        if facts.owner != received.owner {
+            return Err(StepError::Permanent(format!(
+                "dataset {d} belongs to owner {}; owner {} cannot add versions to it",
+                facts.owner, received.owner
+            )));
+        }
+        if let Some((version, _)) = facts.reserved_by(upload) {
+            return Ok((version, facts));
+        }
+        if facts.deleted {
+            return Err(StepError::Permanent(format!(
+                "dataset {d} is deleted; restore it before adding a version"
+            )));
+        }
+        let parent = match received.parent_version {
+            Some(p) if facts.registered(&ctx.journal, p).await? => p,
+            Some(p) => {
+                let known: Vec<String> = facts.versions.keys().map(|v| format!("v{v}")).collect();
+                return Err(StepError::Permanent(format!(
+                    "dataset {d} has no registered version {p} to derive from (versions taken: {})",
+                    known.join(", ")
+                )));
+            }
+            None => facts.head(&ctx.journal, upload).await?,
+        };
+        let version = facts.next_version();
+        let env = Envelope::new(
+            Aggregate::Dataset(d),
+            received.owner.clone(),
+            upload,
+            Some(input.envelope.event_id),
+            Event::DatasetVersionReserved(DatasetVersionReserved {
+                version,
+                upload,
+                parent_version: Some(parent),
+            }),
+        );
+        let expect = if facts.last_seq == 0 {
+            Expect::Empty
+        } else {
+            Expect::LastSequence(facts.last_seq)
+        };
+        match ctx.journal.append(&env, expect).await? {
+            AppendOutcome::Appended { .. } => return Ok((version, facts)),
+            // Another event on the dataset came first: read again.
+            AppendOutcome::WrongLastSequence => {}
+        }
+    }
+    Err(StepError::Transient(format!(
+        "dataset {d}: reserving a version kept racing with other changes; retrying"
+    )))
+}
 
 /// Inputs at least this large are converted at most [`HEAVY`] at a time; smaller ones
 /// take a moment each and run as they come (the runtime's concurrency bounds them).
@@ -57,13 +123,13 @@ impl Service for Inferrer {
                 "upload has no UploadReceived/PartsCombined before inference".into(),
             ));
         };
-        if received.dataset.is_some() {
-            return Err(StepError::Permanent(
-                "new versions of an existing dataset are not supported yet; upload without --dataset".into(),
-            ));
-        }
-        let dataset = DatasetId::for_upload(upload);
-        let version = 1;
+        let (dataset, version, dataset_policy) = match received.dataset {
+            None => (DatasetId::for_upload(upload), 1, None),
+            Some(d) => {
+                let (version, facts) = reserve_version(&ctx, &input, upload, received, d).await?;
+                (d, version, facts.bad_rows)
+            }
+        };
 
         let key = ObjectKey::parquet(dataset, version);
         // The Parquet is written beside where it will live (a local store) or into the
@@ -89,11 +155,12 @@ impl Service for Inferrer {
                 path
             }
         };
-        // The producer's choice, else the default for a named table (`fail`) or not
-        // (`reject`).
+        // The producer's choice, else the dataset's default (a new version), else the
+        // default for a named table (`fail`) or not (`reject`).
         let policy = received
             .options
             .bad_rows
+            .or(dataset_policy)
             .unwrap_or_else(|| BadRows::default_for(received.table_name.is_some()));
         let options = ConvertOptions {
             filename: received.filename.clone(),

@@ -6,6 +6,7 @@
 //! consumer; [`run_all`] runs every one in this process (`weir up`).
 
 pub mod combiner;
+pub mod dataset;
 pub mod inferrer;
 pub mod producer;
 pub mod registrar;

@@ -32,6 +32,10 @@ pub struct UploadRequest {
     pub part_size: usize,
     /// Encoding and bad-row policy, as the producer chose them.
     pub options: weir_events::ReadOptions,
+    /// Add a version to this dataset instead of creating one.
+    pub dataset: Option<weir_events::DatasetId>,
+    /// The version the new one derives from (with `dataset`); `None`: the head.
+    pub parent_version: Option<u32>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -136,7 +140,8 @@ pub async fn upload_file(
             table_name: request.table_name.clone(),
             size: written,
             parts,
-            dataset: None,
+            dataset: request.dataset,
+            parent_version: request.parent_version,
             options: request.options.clone(),
         }),
     );

@@ -111,6 +111,24 @@ impl Service for Registrar {
                 "upload has no UploadReceived/SchemaInferred before registration".into(),
             ));
         };
+        if let Some(d) = received.dataset {
+            // A new version: the dataset keeps its table name, owner and label.
+            let facts = crate::dataset::DatasetFacts::read(&ctx.journal, d).await?;
+            let upload = input.envelope.correlation_id;
+            let parent = facts.reserved_by(upload).and_then(|(_, p)| p);
+            return Ok(vec![Event::DatasetRegistered(DatasetRegistered {
+                dataset: d,
+                version: inferred.version,
+                parent_version: parent,
+                owner: facts.owner.clone(),
+                table_name: facts.table.clone(),
+                label: received.label.clone().or(facts.label.clone()),
+                schema: inferred.schema.clone(),
+                parquet: inferred.parquet.clone(),
+                parquet_size: inferred.parquet_size,
+                statistics: inferred.statistics.clone(),
+            })]);
+        }
         let file = &received.filename;
         let owner = &received.owner;
         let (base, explicit) = match &received.table_name {

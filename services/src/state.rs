@@ -190,6 +190,7 @@ mod tests {
                     size: 0,
                     parts: Vec::new(),
                     dataset: None,
+                    parent_version: None,
                     options: Default::default(),
                 }),
             ),

@@ -91,7 +91,36 @@ impl System {
             content_type: None,
             part_size,
             options,
+            dataset: None,
+            parent_version: None,
         };
+        self.upload_request(path, request).await
+    }
+
+    /// A new version of `dataset` (from `parent`, else the head), as `owner`.
+    async fn upload_version(
+        &self,
+        path: &Path,
+        dataset: DatasetId,
+        parent: Option<u32>,
+        owner: &str,
+    ) -> (UploadId, Terminal) {
+        let request = UploadRequest {
+            owner: owner.parse().unwrap(),
+            filename: path.file_name().unwrap().to_string_lossy().into_owned(),
+            label: None,
+            table_name: None,
+            format: None,
+            content_type: None,
+            part_size: 8 << 20,
+            options: Default::default(),
+            dataset: Some(dataset),
+            parent_version: parent,
+        };
+        self.upload_request(path, request).await
+    }
+
+    async fn upload_request(&self, path: &Path, request: UploadRequest) -> (UploadId, Terminal) {
         let upload = producer::upload_file(&self.journal, &self.store, path, &request, |_| {})
             .await
             .unwrap();
@@ -504,6 +533,7 @@ async fn a_one_part_upload_becomes_its_blob_without_a_copy() {
                 sha256: got.sha256,
             }],
             dataset: None,
+            parent_version: None,
             options: Default::default(),
         }),
     );
@@ -584,6 +614,7 @@ async fn a_part_that_does_not_match_its_manifest_fails_the_combine_step() {
                 sha256: Sha256([7; 32]),
             }],
             dataset: None,
+            parent_version: None,
             options: Default::default(),
         }),
     );
@@ -815,5 +846,102 @@ async fn ragged_rows_follow_the_policy_and_land_in_a_rejects_file() {
         "{}",
         f.reason
     );
+    sys.stop().await;
+}
+
+/// New versions of a dataset: the next number, the head as parent unless one is named,
+/// the dataset's table name kept, the dataset's default bad-row policy applied, two
+/// uploads at once never sharing a number, and clear failures for a dataset that does
+/// not exist, a parent that was never registered and another owner's dataset.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_versions_take_the_next_number_and_derive_from_the_head() {
+    let sys = System::start().await;
+    let first = sys.file("orders.csv", b"id,v\n1,2\n");
+    let Terminal::Registered(r1) = sys.upload(&first, Some("orders")).await.1 else {
+        panic!("v1 did not register")
+    };
+    let d = r1.dataset;
+
+    let second = sys.file("orders-2.csv", b"id,v\n1,2\n3,4\n");
+    let (_, end) = sys.upload_version(&second, d, None, "acme").await;
+    let Terminal::Registered(r2) = end else {
+        panic!("{end:?}")
+    };
+    assert_eq!((r2.dataset, r2.version, r2.parent_version), (d, 2, Some(1)));
+    assert_eq!(r2.table_name.as_str(), "orders");
+    assert_eq!(r2.parquet, ObjectKey::parquet(d, 2));
+    assert_eq!(r2.statistics.rows, 2);
+    assert_eq!(cells(&sys.parquet(&r2.parquet)).len(), 2);
+    // v1's Parquet is still there, readable.
+    assert_eq!(cells(&sys.parquet(&r1.parquet)).len(), 1);
+
+    // The dataset's default policy (an event), then a ragged version from v1.
+    let last = sys.journal.last_on(&Aggregate::Dataset(d)).await.unwrap();
+    let env = Envelope::new(
+        Aggregate::Dataset(d),
+        "acme".parse().unwrap(),
+        UploadId::from_u128(d.as_u128()),
+        Some(EventId::new()),
+        Event::DatasetBadRowsChanged(DatasetBadRowsChanged {
+            bad_rows: Some(BadRows::Pad),
+        }),
+    );
+    let expect = last.map_or(Expect::Empty, |r| Expect::LastSequence(r.seq));
+    assert!(matches!(
+        sys.journal.append(&env, expect).await.unwrap(),
+        weir_journal::AppendOutcome::Appended { .. }
+    ));
+    let ragged = sys.file("orders-3.csv", b"id,v\n1,2\n3\n4,5,6\n");
+    let (u3, end) = sys.upload_version(&ragged, d, Some(1), "acme").await;
+    let Terminal::Registered(r3) = end else {
+        panic!("{end:?}")
+    };
+    assert_eq!((r3.version, r3.parent_version), (3, Some(1)));
+    assert_eq!(
+        r3.statistics.rows, 3,
+        "pad, the dataset's default, kept every row"
+    );
+    let inferred = sys
+        .journal
+        .history(&Aggregate::Upload(u3))
+        .await
+        .unwrap()
+        .into_iter()
+        .find_map(|r| match r.envelope.event {
+            Event::SchemaInferred(s) => Some(s),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(inferred.quality.bad_rows, Some(BadRows::Pad));
+
+    // Two at once: two numbers.
+    let a = sys.file("orders-a.csv", b"id,v\n7,8\n");
+    let b = sys.file("orders-b.csv", b"id,v\n9,10\n");
+    let (ea, eb) = tokio::join!(
+        sys.upload_version(&a, d, None, "acme"),
+        sys.upload_version(&b, d, None, "acme")
+    );
+    let (Terminal::Registered(ra), Terminal::Registered(rb)) = (ea.1, eb.1) else {
+        panic!("concurrent versions did not both register")
+    };
+    let mut got = [ra.version, rb.version];
+    got.sort();
+    assert_eq!(got, [4, 5]);
+
+    // Failures name the problem; nothing is registered.
+    let other = sys.file("other.csv", b"id,v\n1,2\n");
+    let missing = DatasetId::for_upload(UploadId::new());
+    for (dataset, parent, owner, want) in [
+        (missing, None, "acme", "does not exist"),
+        (d, Some(9), "acme", "has no registered version 9"),
+        (d, None, "globex", "belongs to owner acme"),
+    ] {
+        let (_, end) = sys.upload_version(&other, dataset, parent, owner).await;
+        let Terminal::Failed(f) = end else {
+            panic!("{want}: {end:?}")
+        };
+        assert_eq!(f.step, Step::Infer);
+        assert!(f.reason.contains(want), "{want}: {}", f.reason);
+    }
     sys.stop().await;
 }

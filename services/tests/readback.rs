@@ -41,6 +41,8 @@ async fn register(
         content_type: None,
         part_size: 1 << 20,
         options: Default::default(),
+        dataset: None,
+        parent_version: None,
     };
     let id = producer::upload_file(journal, store, &path, &request, |_| {})
         .await

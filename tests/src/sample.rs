@@ -29,6 +29,7 @@ pub fn upload_received(upload: UploadId, filename: &str) -> Envelope {
                 sha256: Sha256([0; 32]),
             }],
             dataset: None,
+            parent_version: None,
             options: Default::default(),
         }),
     )

@@ -322,6 +322,7 @@ impl Chain {
                 },
             ],
             dataset,
+            parent_version: None,
             options: Default::default(),
         });
         self.up(event)

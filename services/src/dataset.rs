@@ -1,0 +1,133 @@
+//! A dataset as its events tell it, for the steps that add a version: who owns it,
+//! its current table name and label, whether it is deleted, its versions with their
+//! parents, and its default bad-row policy.
+//!
+//! Read from two places, both small: the history of the upload that created the
+//! dataset (its id is that upload's, so no index is needed) and the dataset's own
+//! aggregate (labels, renames, deletes, version reservations, policy). Which reserved
+//! versions registered is read from each reserving upload's last event, newest first,
+//! only as far as needed.
+
+use std::collections::BTreeMap;
+
+use weir_events::{Aggregate, BadRows, DatasetId, Event, Owner, TableName, UploadId};
+use weir_journal::Journal;
+
+use crate::runtime::StepError;
+
+/// One version: the upload that made it and the version it derives from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VersionFact {
+    pub upload: UploadId,
+    pub parent: Option<u32>,
+}
+
+#[derive(Debug, Clone)]
+pub struct DatasetFacts {
+    pub id: DatasetId,
+    pub owner: Owner,
+    pub table: TableName,
+    pub label: Option<String>,
+    pub deleted: bool,
+    /// Every version taken, registered or not (version 1 always is).
+    pub versions: BTreeMap<u32, VersionFact>,
+    pub bad_rows: Option<BadRows>,
+    /// Sequence of the last event on the dataset's aggregate (0: none).
+    pub last_seq: u64,
+}
+
+impl DatasetFacts {
+    /// The facts of `id`; a permanent error naming it when no such dataset was ever
+    /// registered.
+    pub async fn read(journal: &Journal, id: DatasetId) -> Result<Self, StepError> {
+        let origin = UploadId::from_u128(id.as_u128());
+        let first = journal
+            .history(&Aggregate::Upload(origin))
+            .await?
+            .into_iter()
+            .find_map(|r| match r.envelope.event {
+                Event::DatasetRegistered(e) => Some(e),
+                _ => None,
+            })
+            .ok_or_else(|| {
+                StepError::Permanent(format!(
+                    "dataset {id} does not exist (no upload registered it); upload without --dataset to create one"
+                ))
+            })?;
+        let mut facts = DatasetFacts {
+            id,
+            owner: first.owner,
+            table: first.table_name,
+            label: first.label,
+            deleted: false,
+            versions: BTreeMap::from([(
+                first.version,
+                VersionFact {
+                    upload: origin,
+                    parent: None,
+                },
+            )]),
+            bad_rows: None,
+            last_seq: 0,
+        };
+        for r in journal.history(&Aggregate::Dataset(id)).await? {
+            facts.last_seq = r.seq;
+            match r.envelope.event {
+                Event::DatasetRenamed(e) => facts.table = e.to,
+                Event::DatasetLabelChanged(e) => facts.label = e.label,
+                Event::DatasetDeleted(_) => facts.deleted = true,
+                Event::DatasetRestored(_) => facts.deleted = false,
+                Event::DatasetBadRowsChanged(e) => facts.bad_rows = e.bad_rows,
+                Event::DatasetVersionReserved(e) => {
+                    facts.versions.insert(
+                        e.version,
+                        VersionFact {
+                            upload: e.upload,
+                            parent: e.parent_version,
+                        },
+                    );
+                }
+                _ => {}
+            }
+        }
+        Ok(facts)
+    }
+
+    /// The version `upload` reserved, if it did (a redelivered step finds its own).
+    pub fn reserved_by(&self, upload: UploadId) -> Option<(u32, Option<u32>)> {
+        self.versions
+            .iter()
+            .find(|(_, v)| v.upload == upload)
+            .map(|(n, v)| (*n, v.parent))
+    }
+
+    /// The next free version number.
+    pub fn next_version(&self) -> u32 {
+        self.versions.keys().next_back().map_or(1, |v| v + 1)
+    }
+
+    /// True when version `n` was registered: version 1, or a reservation whose upload
+    /// ended in `DatasetRegistered`.
+    pub async fn registered(&self, journal: &Journal, n: u32) -> Result<bool, StepError> {
+        let Some(v) = self.versions.get(&n) else {
+            return Ok(false);
+        };
+        if n == 1 {
+            return Ok(true);
+        }
+        let last = journal.last_on(&Aggregate::Upload(v.upload)).await?;
+        // Compensations follow a failure; a registered upload ends with its
+        // registration.
+        Ok(last.is_some_and(|r| matches!(r.envelope.event, Event::DatasetRegistered(_))))
+    }
+
+    /// The head: the newest registered version, skipping `except` (the upload asking).
+    pub async fn head(&self, journal: &Journal, except: UploadId) -> Result<u32, StepError> {
+        for (&n, v) in self.versions.iter().rev() {
+            if v.upload != except && self.registered(journal, n).await? {
+                return Ok(n);
+            }
+        }
+        Ok(1)
+    }
+}
