@@ -16,11 +16,11 @@
 use std::collections::{BTreeSet, HashMap};
 
 use serde::Serialize;
-use sqlx::AnyConnection;
 use weir_events::{Aggregate, DatasetId, Envelope, Event, EventId, Schema, Step, UploadId};
 use weir_journal::Recorded;
 
 use crate::Error;
+use crate::db::Conn;
 use crate::rows::{
     AuditRow, DatasetRow, Keyed, NotificationRow, Sql, StepRow, TableNameRow, TokenRow, UploadRow,
     VersionRow,
@@ -210,7 +210,7 @@ impl Batch {
     /// database before and after its commit.
     pub(crate) async fn load(
         sql: &Sql,
-        conn: &mut AnyConnection,
+        conn: &mut Conn<'_>,
         needs: Needs,
         after: Option<&Batch>,
     ) -> Result<Self, Error> {
@@ -290,9 +290,9 @@ impl Batch {
 
     /// Writes every row the batch changed, one statement per table (two where rows
     /// were deleted).
-    pub(crate) async fn write(&self, sql: &Sql, conn: &mut AnyConnection) -> Result<(), Error> {
+    pub(crate) async fn write(&self, sql: &Sql, conn: &mut Conn<'_>) -> Result<(), Error> {
         let audit: Vec<&AuditRow> = self.audit.iter().collect();
-        sql.write(conn, &audit).await?;
+        sql.append(conn, &audit).await?;
 
         let (put, _) = self.uploads.changed();
         sql.write(conn, &put).await?;

@@ -21,7 +21,7 @@ use weir_journal::{Follow, Journal, ReadError, Recorded, Start};
 
 use crate::Error;
 use crate::apply::{Batch as Rows, Needs, int, needs};
-use crate::db::Db;
+use crate::db::{Conn, Db};
 use crate::rows::Sql;
 use crate::schema::Tables;
 
@@ -386,8 +386,8 @@ impl Projector {
         for rec in batch {
             needs(&mut wanted, rec);
         }
-        let mut conn = self.db.pool().acquire().await?;
-        let mut rows = Rows::load(&self.sql(), &mut conn, wanted, after).await?;
+        let mut conn = self.db.acquire_batch().await?;
+        let mut rows = Rows::load(&self.sql(), &mut conn.conn(), wanted, after).await?;
         drop(conn);
         let loaded = started.elapsed();
         for rec in batch {
@@ -424,8 +424,8 @@ impl Projector {
             events = batch.len()
         );
         async {
-            let mut tx = self.db.begin_write().await?;
-            if !move_checkpoint(&mut tx, self.tables, expected, last).await? {
+            let mut tx = self.db.begin_batch().await?;
+            if !move_checkpoint(&mut tx.conn(), self.tables, expected, last).await? {
                 tx.rollback().await?;
                 return Ok(Batch::Moved);
             }
@@ -435,14 +435,14 @@ impl Projector {
                 needs(&mut wanted, rec);
             }
             let started = std::time::Instant::now();
-            let mut rows = Rows::load(&sql, &mut tx, wanted, None).await?;
+            let mut rows = Rows::load(&sql, &mut tx.conn(), wanted, None).await?;
             let loaded = started.elapsed();
             for rec in &batch {
                 rows.apply(rec)?;
             }
             let folded = started.elapsed();
             self.progress.send_modify(|p| p.applying = Some(last.seq));
-            rows.write(&sql, &mut tx).await?;
+            rows.write(&sql, &mut tx.conn()).await?;
             let written = started.elapsed();
             tx.commit().await?;
             tracing::debug!(
@@ -466,22 +466,34 @@ impl Projector {
 /// Moves the checkpoint from `expected` to `last` inside `tx`; false when another
 /// writer moved it first (the caller rolls back and follows again).
 async fn move_checkpoint(
-    tx: &mut sqlx::AnyConnection,
+    tx: &mut Conn<'_>,
     tables: Tables,
     expected: u64,
     last: &Recorded,
 ) -> Result<bool, Error> {
-    let moved = sqlx::query(tables.sql(
+    let sql = tables.sql(
         "UPDATE projection_checkpoint{s} SET seq = $1, stored_at = $2 \
          WHERE name = $3 AND seq = $4",
-    ))
-    .bind(int(last.seq))
-    .bind(last.stored_at.0)
-    .bind(CHECKPOINT)
-    .bind(int(expected))
-    .execute(&mut *tx)
-    .await?
-    .rows_affected();
+    );
+    let (seq, stored_at, expected_seq) = (int(last.seq), last.stored_at.0, int(expected));
+    let moved = match tx {
+        Conn::Sqlite(c) => sqlx::query(sql)
+            .bind(seq)
+            .bind(stored_at)
+            .bind(CHECKPOINT)
+            .bind(expected_seq)
+            .execute(&mut **c)
+            .await?
+            .rows_affected(),
+        Conn::Postgres(c) => sqlx::query(sql)
+            .bind(seq)
+            .bind(stored_at)
+            .bind(CHECKPOINT)
+            .bind(expected_seq)
+            .execute(&mut **c)
+            .await?
+            .rows_affected(),
+    };
     if moved != 1 {
         tracing::info!(
             expected,
@@ -527,12 +539,12 @@ async fn write_prepared(
     rows: Arc<Rows>,
 ) -> Result<Batch, Error> {
     let started = std::time::Instant::now();
-    let mut tx = db.begin_write().await?;
-    if !move_checkpoint(&mut tx, sql.tables, expected, &last).await? {
+    let mut tx = db.begin_batch().await?;
+    if !move_checkpoint(&mut tx.conn(), sql.tables, expected, &last).await? {
         tx.rollback().await?;
         return Ok(Batch::Moved);
     }
-    rows.write(&sql, &mut tx).await?;
+    rows.write(&sql, &mut tx.conn()).await?;
     let written = started.elapsed();
     tx.commit().await?;
     tracing::debug!(
