@@ -4,8 +4,8 @@
 //!
 //! Beside the `Any` pool (queries, migrations, the replay's swap) sits a second pool of
 //! the concrete driver, which only the projector's batches use: the set-based write
-//! path needs what `Any` cannot give, SQLite's own prepared statements and Postgres'
-//! `COPY` (see `rows.rs`), and `Any` copies every bound value twice on the way.
+//! path needs what `Any` cannot give, SQLite's own prepared statements and Postgres
+//! arrays (see `rows.rs`), and `Any` copies every bound value twice on the way.
 
 use std::path::Path;
 use std::str::FromStr;
@@ -247,14 +247,10 @@ impl Db {
             Batches::Sqlite(pool) => BatchTx::Sqlite(pool.begin_with("BEGIN IMMEDIATE").await?),
             Batches::Postgres(pool) => {
                 let mut tx = pool.begin().await?;
-                // Durability as in `begin_write`. The staging tables of `rows.rs` are
-                // created with `IF NOT EXISTS` on every batch: no notice about it.
-                sqlx::raw_sql(
-                    "SET LOCAL synchronous_commit = off; \
-                     SET LOCAL client_min_messages = warning",
-                )
-                .execute(&mut *tx)
-                .await?;
+                // Durability as in `begin_write`.
+                sqlx::raw_sql("SET LOCAL synchronous_commit = off")
+                    .execute(&mut *tx)
+                    .await?;
                 BatchTx::Postgres(tx)
             }
         })

@@ -6,9 +6,9 @@
 //! JSON array: `json_each` on SQLite, `json_array_elements` on Postgres) and writes the
 //! results, table by table, through the concrete drivers: on SQLite a prepared
 //! single-row upsert stepped once per row with the row's values bound in place, on
-//! Postgres `COPY` text into a staging table and one `INSERT … SELECT … ON CONFLICT`.
-//! No value is copied between the row image and the database's own buffers, and no
-//! JSON is built or parsed on the write path. This is the one place where the SQL
+//! Postgres one `INSERT … SELECT * FROM unnest(…) ON CONFLICT` with an array per
+//! column. No JSON is built or parsed on the write path, and no value is copied more
+//! than once on its way to the database. This is the one place where the SQL
 //! differs between the two databases.
 
 use std::collections::HashMap;
@@ -29,6 +29,8 @@ pub(crate) trait RowImage: Serialize + DeserializeOwned + Clone {
     const COLUMNS: &'static [&'static str];
     /// The primary key's columns.
     const KEY: &'static [&'static str];
+    /// Each column's kind, in `COLUMNS` order.
+    const KINDS: &'static [Kind];
 
     /// Hands every column's value to `out`, in `COLUMNS` order, borrowed from the row.
     fn put_all<'a, S: ColumnSink<'a>>(&'a self, out: &mut S);
@@ -42,18 +44,28 @@ pub(crate) trait ColumnSink<'a> {
     fn null(&mut self);
 }
 
+/// What a column holds, as far as binding it is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Text,
+    Int,
+}
+
 /// A column value as the sinks take it.
 trait Column {
+    const KIND: Kind;
     fn put<'a, S: ColumnSink<'a>>(&'a self, out: &mut S);
 }
 
 impl Column for String {
+    const KIND: Kind = Kind::Text;
     fn put<'a, S: ColumnSink<'a>>(&'a self, out: &mut S) {
         out.text(self);
     }
 }
 
 impl Column for Option<String> {
+    const KIND: Kind = Kind::Text;
     fn put<'a, S: ColumnSink<'a>>(&'a self, out: &mut S) {
         match self {
             Some(v) => out.text(v),
@@ -63,12 +75,14 @@ impl Column for Option<String> {
 }
 
 impl Column for i64 {
+    const KIND: Kind = Kind::Int;
     fn put<'a, S: ColumnSink<'a>>(&'a self, out: &mut S) {
         out.int(*self);
     }
 }
 
 impl Column for Option<i64> {
+    const KIND: Kind = Kind::Int;
     fn put<'a, S: ColumnSink<'a>>(&'a self, out: &mut S) {
         match self {
             Some(v) => out.int(*v),
@@ -87,6 +101,7 @@ macro_rules! row_image {
             const TABLE: &'static str = $table;
             const COLUMNS: &'static [&'static str] = &[$(stringify!($field)),+];
             const KEY: &'static [&'static str] = &[$($key),+];
+            const KINDS: &'static [Kind] = &[$(<$ty as Column>::KIND),+];
 
             fn put_all<'a, S: ColumnSink<'a>>(&'a self, out: &mut S) {
                 $(Column::put(&self.$field, out);)+
@@ -211,11 +226,19 @@ row_image!(TokenRow, "tokens", key = ["owner", "token_id"], {
 });
 
 /// Rows of one table keyed in memory: `None` is a row known to be absent (never there,
-/// or deleted by this batch). Only keys in `dirty` are written back.
+/// or deleted by this batch). Only rows marked dirty are written back, in the order
+/// they were first marked.
 #[derive(Debug)]
 pub(crate) struct Keyed<K, R> {
-    pub rows: HashMap<K, Option<R>>,
-    pub dirty: Vec<K>,
+    rows: HashMap<K, Slot<R>>,
+    /// Each dirty key once (a key is cloned when first marked, not on every change).
+    dirty: Vec<K>,
+}
+
+#[derive(Debug)]
+struct Slot<R> {
+    row: Option<R>,
+    dirty: bool,
 }
 
 impl<K, R> Default for Keyed<K, R> {
@@ -228,47 +251,74 @@ impl<K, R> Default for Keyed<K, R> {
 }
 
 impl<K: Eq + Hash + Clone, R> Keyed<K, R> {
+    /// What is known of `key`: `Some(None)` for a row known to be absent, `None` when
+    /// the key was never loaded.
+    pub fn image(&self, key: &K) -> Option<&Option<R>> {
+        self.rows.get(key).map(|slot| &slot.row)
+    }
+
     /// The row's current image; a key that was not loaded reads as absent.
     pub fn get(&self, key: &K) -> Option<&R> {
-        self.rows.get(key).and_then(Option::as_ref)
+        self.rows.get(key).and_then(|slot| slot.row.as_ref())
     }
 
     /// The row to change in place, marking it for writing; `None` when absent.
     pub fn get_mut(&mut self, key: &K) -> Option<&mut R> {
-        let row = self.rows.get_mut(key)?.as_mut()?;
-        // Marking twice is harmless: `changed` deduplicates.
-        self.dirty.push(key.clone());
+        let slot = self.rows.get_mut(key)?;
+        let row = slot.row.as_mut()?;
+        if !slot.dirty {
+            slot.dirty = true;
+            self.dirty.push(key.clone());
+        }
         Some(row)
     }
 
     pub fn put(&mut self, key: K, row: R) {
-        self.dirty.push(key.clone());
-        self.rows.insert(key, Some(row));
+        match self.rows.get_mut(&key) {
+            Some(slot) => {
+                slot.row = Some(row);
+                if !slot.dirty {
+                    slot.dirty = true;
+                    self.dirty.push(key);
+                }
+            }
+            None => {
+                self.dirty.push(key.clone());
+                self.rows.insert(
+                    key,
+                    Slot {
+                        row: Some(row),
+                        dirty: true,
+                    },
+                );
+            }
+        }
     }
 
     pub fn remove(&mut self, key: &K) {
-        if self.rows.get(key).is_some_and(Option::is_some) {
-            self.dirty.push(key.clone());
-            self.rows.insert(key.clone(), None);
+        if let Some(slot) = self.rows.get_mut(key)
+            && slot.row.is_some()
+        {
+            slot.row = None;
+            if !slot.dirty {
+                slot.dirty = true;
+                self.dirty.push(key.clone());
+            }
         }
     }
 
     /// Records what the database holds for `key` before the batch.
     pub fn loaded(&mut self, key: K, row: Option<R>) {
-        self.rows.insert(key, row);
+        self.rows.insert(key, Slot { row, dirty: false });
     }
 
     /// The dirty keys once each, split into rows to upsert and keys to delete.
     pub fn changed(&self) -> (Vec<&R>, Vec<&K>) {
-        let mut seen = std::collections::HashSet::with_capacity(self.dirty.len());
-        let (mut put, mut gone) = (Vec::new(), Vec::new());
+        let (mut put, mut gone) = (Vec::with_capacity(self.dirty.len()), Vec::new());
         for key in &self.dirty {
-            if !seen.insert(key) {
-                continue;
-            }
-            match self.rows.get(key) {
-                Some(Some(row)) => put.push(row),
-                _ => gone.push(key),
+            match self.rows.get(key).and_then(|slot| slot.row.as_ref()) {
+                Some(row) => put.push(row),
+                None => gone.push(key),
             }
         }
         (put, gone)
@@ -412,8 +462,10 @@ impl Sql {
     /// Writes `rows`, inserted or replacing the rows with their keys.
     ///
     /// SQLite: one prepared single-row upsert, stepped once per row with the values
-    /// bound in place (no copy, no SQL text per row). Postgres: the rows as `COPY` text
-    /// into a temporary staging table, then one `INSERT … SELECT … ON CONFLICT`.
+    /// bound in place (no copy, no SQL text per row). Postgres: one statement, `INSERT
+    /// … SELECT * FROM unnest($1::text[], $2::int8[], …) ON CONFLICT …`, an array per
+    /// column. (Not `COPY`: a batch dropped mid-`COPY` leaves sqlx's connection out of
+    /// step with the server, and a projector must survive being dropped anywhere.)
     pub async fn write<R: RowImage>(&self, conn: &mut Conn<'_>, rows: &[&R]) -> Result<(), Error> {
         self.put(conn, rows, false).await
     }
@@ -451,51 +503,56 @@ impl Sql {
                 } else {
                     self.upsert::<R>(&Self::values::<R>())
                 };
-                let mut handle = c.lock_handle().await?;
-                // SAFETY: the handle is an open connection, locked for this scope, in
-                // which the statement is prepared, run and finalised.
-                let mut statement = unsafe { sqlite::Statement::prepare(handle.as_raw_handle(), &sql)? };
-                statement.run(rows)?;
+                {
+                    let mut handle = c.lock_handle().await?;
+                    // SAFETY: the handle is an open connection, locked for this scope,
+                    // in which the statement is prepared, run and finalised.
+                    let mut statement =
+                        unsafe { sqlite::Statement::prepare(handle.as_raw_handle(), &sql)? };
+                    statement.run(rows)?;
+                }
+                // The rows went in synchronously, on this task's thread: let the
+                // runtime's other tasks (the log reader) run before the next table.
+                // It is also where a dropped batch stops, its transaction rolled back.
+                tokio::task::yield_now().await;
             }
             Conn::Postgres(c) => {
-                let mut text = Vec::with_capacity(rows.len() * 64 * R::COLUMNS.len());
+                // One array per column, bound as parameters and unnested into rows by
+                // the server: no JSON, and values are copied once, into the message.
+                let mut arrays = Arrays::new(R::KINDS, rows.len());
                 for row in rows {
-                    let mut line = CopyText {
-                        out: &mut text,
-                        first: true,
-                    };
-                    row.put_all(&mut line);
-                    text.push(b'\n');
+                    arrays.next = 0;
+                    row.put_all(&mut arrays);
                 }
-                let table = self.tables.table(R::TABLE);
-                let cols = R::COLUMNS.join(", ");
-                if append {
-                    let mut copy = c
-                        .copy_in_raw(&format!("COPY {table} ({cols}) FROM STDIN"))
-                        .await?;
-                    copy.send(text).await?;
-                    copy.finish().await?;
+                let unnest = format!(
+                    "SELECT * FROM unnest({})",
+                    R::KINDS
+                        .iter()
+                        .enumerate()
+                        .map(|(i, kind)| match kind {
+                            Kind::Text => format!("${}::text[]", i + 1),
+                            Kind::Int => format!("${}::int8[]", i + 1),
+                        })
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+                let sql = if append {
+                    format!(
+                        "INSERT INTO {} ({}) {unnest}",
+                        self.tables.table(R::TABLE),
+                        R::COLUMNS.join(", ")
+                    )
                 } else {
-                    // Temporary tables are the connection's own and not WAL-logged; the
-                    // staging rows vanish at commit.
-                    let stage = format!("weir_stage_{}", R::TABLE);
-                    sqlx::raw_sql(AssertSqlSafe(format!(
-                        "CREATE TEMP TABLE IF NOT EXISTS {stage} (LIKE {table}) \
-                         ON COMMIT DELETE ROWS"
-                    )))
-                    .execute(&mut **c)
-                    .await?;
-                    let mut copy = c
-                        .copy_in_raw(&format!("COPY {stage} ({cols}) FROM STDIN"))
-                        .await?;
-                    copy.send(text).await?;
-                    copy.finish().await?;
-                    sqlx::raw_sql(AssertSqlSafe(
-                        self.upsert::<R>(&format!("SELECT {cols} FROM {stage}")),
-                    ))
-                    .execute(&mut **c)
-                    .await?;
+                    self.upsert::<R>(&unnest)
+                };
+                let mut q = sqlx::query(AssertSqlSafe(sql));
+                for column in arrays.columns {
+                    q = match column {
+                        Array::Text(v) => q.bind(v),
+                        Array::Int(v) => q.bind(v),
+                    };
                 }
+                q.execute(&mut **c).await?;
             }
         }
         tracing::trace!(
@@ -530,50 +587,57 @@ impl Sql {
     }
 }
 
-/// One row as a line of Postgres `COPY` text: tab-separated, `\N` for NULL, with
-/// backslash, tab and line breaks escaped.
-struct CopyText<'b> {
-    out: &'b mut Vec<u8>,
-    first: bool,
+/// Rows turned column-major: one array per column, for Postgres' `unnest`.
+struct Arrays<'a> {
+    columns: Vec<Array<'a>>,
+    /// The column the next value goes to.
+    next: usize,
 }
 
-impl CopyText<'_> {
-    fn next(&mut self) {
-        if !std::mem::replace(&mut self.first, false) {
-            self.out.push(b'\t');
+enum Array<'a> {
+    Text(Vec<Option<&'a str>>),
+    Int(Vec<Option<i64>>),
+}
+
+impl<'a> Arrays<'a> {
+    fn new(kinds: &[Kind], rows: usize) -> Self {
+        Self {
+            columns: kinds
+                .iter()
+                .map(|kind| match kind {
+                    Kind::Text => Array::Text(Vec::with_capacity(rows)),
+                    Kind::Int => Array::Int(Vec::with_capacity(rows)),
+                })
+                .collect(),
+            next: 0,
         }
+    }
+
+    fn column(&mut self) -> &mut Array<'a> {
+        let i = self.next;
+        self.next += 1;
+        &mut self.columns[i]
     }
 }
 
-impl ColumnSink<'_> for CopyText<'_> {
-    fn text(&mut self, value: &str) {
-        self.next();
-        let bytes = value.as_bytes();
-        if !bytes.iter().any(|b| matches!(b, b'\\' | b'\t' | b'\n' | b'\r')) {
-            self.out.extend_from_slice(bytes);
-            return;
-        }
-        for &b in bytes {
-            match b {
-                b'\\' => self.out.extend_from_slice(b"\\\\"),
-                b'\t' => self.out.extend_from_slice(b"\\t"),
-                b'\n' => self.out.extend_from_slice(b"\\n"),
-                b'\r' => self.out.extend_from_slice(b"\\r"),
-                _ => self.out.push(b),
-            }
+impl<'a> ColumnSink<'a> for Arrays<'a> {
+    fn text(&mut self, value: &'a str) {
+        if let Array::Text(v) = self.column() {
+            v.push(Some(value));
         }
     }
 
     fn int(&mut self, value: i64) {
-        use std::io::Write as _;
-        self.next();
-        // Writing to a Vec cannot fail.
-        let _ = write!(self.out, "{value}");
+        if let Array::Int(v) = self.column() {
+            v.push(Some(value));
+        }
     }
 
     fn null(&mut self) {
-        self.next();
-        self.out.extend_from_slice(b"\\N");
+        match self.column() {
+            Array::Text(v) => v.push(None),
+            Array::Int(v) => v.push(None),
+        }
     }
 }
 
