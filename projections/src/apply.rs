@@ -255,7 +255,9 @@ impl Batch {
             match after.and_then(|a| Some((a.uploads.image(id)?, a.steps.get(id)?))) {
                 Some((row, steps)) => {
                     batch.uploads.loaded(id.clone(), row.clone());
-                    batch.steps.insert(id.clone(), Steps::loaded(steps.rows.clone()));
+                    batch
+                        .steps
+                        .insert(id.clone(), Steps::loaded(steps.rows.clone()));
                 }
                 None => {
                     batch.uploads.loaded(id.clone(), None);

@@ -473,11 +473,7 @@ impl Sql {
     /// Inserts `rows` into an append-only table (audit): every row is new, written once
     /// by the batch whose checkpoint move covers its sequence, so there is no conflict
     /// to resolve; a row already there is an error, as it would be a bug.
-    pub async fn append<R: RowImage>(
-        &self,
-        conn: &mut Conn<'_>,
-        rows: &[&R],
-    ) -> Result<(), Error> {
+    pub async fn append<R: RowImage>(&self, conn: &mut Conn<'_>, rows: &[&R]) -> Result<(), Error> {
         self.put(conn, rows, true).await
     }
 
@@ -703,7 +699,10 @@ mod sqlite {
                 let rc = unsafe { ffi::sqlite3_step(self.raw.as_ptr()) };
                 let reset = unsafe { ffi::sqlite3_reset(self.raw.as_ptr()) };
                 if rc != ffi::SQLITE_DONE {
-                    return Err(last_error(self.db, if reset == ffi::SQLITE_OK { rc } else { reset }));
+                    return Err(last_error(
+                        self.db,
+                        if reset == ffi::SQLITE_OK { rc } else { reset },
+                    ));
                 }
             }
             Ok(())
