@@ -138,8 +138,10 @@ impl Db {
             Backend::Sqlite => {
                 // An in-memory database is one per connection unless it is named and
                 // shared: name it, so that both pools see the same one, and keep one
-                // connection per pool (a shared cache locks whole tables).
-                let memory = url.contains(":memory:") || url.contains("mode=memory");
+                // connection per pool (no WAL in memory).
+                let memory = url.contains(":memory:")
+                    || url.contains("mode=memory")
+                    || url.contains("vfs=memdb");
                 let url = if memory { memory_url(&url) } else { url };
                 let max = if memory { 1 } else { 4 };
                 let pool = AnyPoolOptions::new()
@@ -304,19 +306,18 @@ impl Db {
     }
 }
 
-/// `url` (an in-memory SQLite URL) as a named in-memory database with a shared cache,
-/// unique to this process and call, so that every pool opened from it sees one database.
+/// `url` (an in-memory SQLite URL) as an in-memory database that every connection of
+/// this process opening the same URL shares: SQLite's `memdb` VFS with a name that
+/// starts with `/`, unique to this process and call. (`:memory:` is a database of its
+/// own per connection, and this build of SQLite shares no cache between connections.)
 fn memory_url(url: &str) -> String {
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    if url.contains("mode=memory") && !url.contains(":memory:") {
+    if url.contains("vfs=memdb") {
         // Already named by the caller.
         return url.to_owned();
     }
     let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    format!(
-        "sqlite:weir-memory-{}-{n}?mode=memory&cache=shared",
-        std::process::id()
-    )
+    format!("sqlite:/weir-memory-{}-{n}?vfs=memdb", std::process::id())
 }
 
 /// The URL sqlx understands and the backend it names.
@@ -369,6 +370,36 @@ mod tests {
             normalise("mysql://x"),
             Err(Error::UnsupportedUrl(_))
         ));
+    }
+}
+
+#[cfg(test)]
+mod memory_tests {
+    use super::*;
+
+    /// An in-memory database is one database for both pools: the batch pool sees the
+    /// tables the `Any` pool migrated, and two databases opened so stay apart.
+    #[tokio::test]
+    async fn in_memory_pools_share_one_database() {
+        let db = Db::connect("sqlite::memory:").await.unwrap();
+        let other = Db::connect("sqlite::memory:").await.unwrap();
+        let mut tx = db.begin_batch().await.unwrap();
+        let Conn::Sqlite(conn) = tx.conn() else {
+            panic!("a SQLite batch connection");
+        };
+        sqlx::query("UPDATE projection_checkpoint SET seq = 7 WHERE name = 'main'")
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        let seq = |db: Db| async move {
+            sqlx::query_scalar::<_, i64>("SELECT seq FROM projection_checkpoint")
+                .fetch_one(db.pool())
+                .await
+                .unwrap()
+        };
+        assert_eq!(seq(db.clone()).await, 7);
+        assert_eq!(seq(other.clone()).await, 0);
     }
 }
 
