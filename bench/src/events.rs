@@ -43,6 +43,11 @@ pub struct ProjectorFigures {
     /// `replay`: shadow tables from sequence 1, then the swap.
     pub replay_seconds: f64,
     pub replay_events_per_s: f64,
+    /// CPU seconds (user + system) of this process during each phase: the projector's
+    /// own work, which a loaded machine changes far less than the wall time. The
+    /// database server's CPU (Postgres) is not in it.
+    pub apply_cpu_seconds: f64,
+    pub replay_cpu_seconds: f64,
 }
 
 pub async fn run(args: &RunArgs, sizes: &Sizes) -> Result<EventFigures> {
@@ -118,16 +123,20 @@ async fn project(
         .with_context(|| format!("opening {name} projections at {url}"))?;
     eprintln!("bench: projector on {name}: applying {events} events …");
     let t = Instant::now();
+    let cpu = cpu_seconds();
     let reached = weir_projections::catch_up(journal, &db).await?;
     let apply_seconds = t.elapsed().as_secs_f64();
+    let apply_cpu_seconds = cpu_seconds() - cpu;
     if reached != events {
         bail!("{name}: catch_up reached {reached}, expected {events}");
     }
     let applied = weir_projections::snapshot(&db, weir_projections::Tables::Live).await?;
     eprintln!("bench: projector on {name}: replaying …");
     let t = Instant::now();
+    let cpu = cpu_seconds();
     let report = weir_projections::replay(journal, &db).await?;
     let replay_seconds = t.elapsed().as_secs_f64();
+    let replay_cpu_seconds = cpu_seconds() - cpu;
     if report.seq != events {
         bail!("{name}: replay reached {}, expected {events}", report.seq);
     }
@@ -152,12 +161,33 @@ async fn project(
         apply_events_per_s: events as f64 / apply_seconds,
         replay_seconds,
         replay_events_per_s: events as f64 / replay_seconds,
+        apply_cpu_seconds,
+        replay_cpu_seconds,
     };
     eprintln!(
-        "bench: {name}: apply {:.0} events/s, replay {:.0} events/s",
-        f.apply_events_per_s, f.replay_events_per_s
+        "bench: {name}: apply {:.0} events/s ({:.2} CPU s in-process), replay {:.0} events/s ({:.2} CPU s)",
+        f.apply_events_per_s, f.apply_cpu_seconds, f.replay_events_per_s, f.replay_cpu_seconds
     );
     Ok(f)
+}
+
+/// User + system CPU seconds of this process so far (Linux `/proc/self/stat`, in clock
+/// ticks of 1/100 s); NaN where that cannot be read.
+fn cpu_seconds() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return f64::NAN;
+    };
+    // Fields after the command name, which is in parentheses and may hold spaces:
+    // utime and stime are the 14th and 15th fields of the whole line.
+    let Some((_, rest)) = stat.rsplit_once(')') else {
+        return f64::NAN;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok());
+    match (ticks(11), ticks(12)) {
+        (Some(user), Some(system)) => (user + system) / 100.0,
+        _ => f64::NAN,
+    }
 }
 
 /// Creates a database of its own for this run on the Postgres server at `server`.

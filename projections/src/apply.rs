@@ -16,11 +16,11 @@
 use std::collections::{BTreeSet, HashMap};
 
 use serde::Serialize;
-use sqlx::AnyConnection;
 use weir_events::{Aggregate, DatasetId, Envelope, Event, EventId, Schema, Step, UploadId};
 use weir_journal::Recorded;
 
 use crate::Error;
+use crate::db::Conn;
 use crate::rows::{
     AuditRow, DatasetRow, Keyed, NotificationRow, Sql, StepRow, TableNameRow, TokenRow, UploadRow,
     VersionRow,
@@ -182,6 +182,40 @@ impl From<&weir_events::SchemaInferred> for QualityView {
     }
 }
 
+/// [`SchemaView`]'s JSON written straight from the event's schema, without copying
+/// its strings first: the same fields, names and order.
+#[derive(Serialize)]
+struct SchemaJson<'a> {
+    fields: Vec<FieldJson<'a>>,
+}
+
+#[derive(Serialize)]
+struct FieldJson<'a> {
+    name: &'a str,
+    #[serde(rename = "type")]
+    data_type: &'a str,
+    nullable: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    original_name: Option<&'a str>,
+}
+
+impl<'a> From<&'a Schema> for SchemaJson<'a> {
+    fn from(schema: &'a Schema) -> Self {
+        Self {
+            fields: schema
+                .fields
+                .iter()
+                .map(|f| FieldJson {
+                    name: &f.name,
+                    data_type: &f.data_type,
+                    nullable: f.nullable,
+                    original_name: f.original_name.as_deref(),
+                })
+                .collect(),
+        }
+    }
+}
+
 impl QualityView {
     /// The clause the ready notification adds, e.g. "registered with 2 rejected rows
     /// (rejects: datasets/…/rejects.ndjson)"; empty when every row went in as it was.
@@ -286,7 +320,8 @@ pub(crate) fn needs(needs: &mut Needs, rec: &Recorded) {
 pub(crate) struct Batch {
     uploads: Keyed<String, UploadRow>,
     /// Every step row of each loaded upload (a handful each), in the order created.
-    steps: HashMap<String, Vec<StepRow>>,
+    steps: HashMap<String, Steps>,
+    /// Uploads whose steps changed, each once, in the order first changed.
     steps_dirty: Vec<String>,
     datasets: Keyed<String, DatasetRow>,
     versions: Keyed<(String, i64), VersionRow>,
@@ -304,21 +339,23 @@ impl Batch {
     /// database before and after its commit.
     pub(crate) async fn load(
         sql: &Sql,
-        conn: &mut AnyConnection,
+        conn: &mut Conn<'_>,
         needs: Needs,
         after: Option<&Batch>,
     ) -> Result<Self, Error> {
         let mut batch = Batch::default();
         let mut uploads: Vec<&String> = Vec::new();
         for id in &needs.uploads {
-            match after.and_then(|a| Some((a.uploads.rows.get(id)?, a.steps.get(id)?))) {
+            match after.and_then(|a| Some((a.uploads.image(id)?, a.steps.get(id)?))) {
                 Some((row, steps)) => {
                     batch.uploads.loaded(id.clone(), row.clone());
-                    batch.steps.insert(id.clone(), steps.clone());
+                    batch
+                        .steps
+                        .insert(id.clone(), Steps::loaded(steps.rows.clone()));
                 }
                 None => {
                     batch.uploads.loaded(id.clone(), None);
-                    batch.steps.insert(id.clone(), Vec::new());
+                    batch.steps.insert(id.clone(), Steps::loaded(Vec::new()));
                     uploads.push(id);
                 }
             }
@@ -335,7 +372,8 @@ impl Batch {
             batch
                 .steps
                 .entry(row.upload_id.clone())
-                .or_default()
+                .or_insert_with(|| Steps::loaded(Vec::new()))
+                .rows
                 .push(row);
         }
         let datasets = from_cache(
@@ -384,19 +422,17 @@ impl Batch {
 
     /// Writes every row the batch changed, one statement per table (two where rows
     /// were deleted).
-    pub(crate) async fn write(&self, sql: &Sql, conn: &mut AnyConnection) -> Result<(), Error> {
+    pub(crate) async fn write(&self, sql: &Sql, conn: &mut Conn<'_>) -> Result<(), Error> {
         let audit: Vec<&AuditRow> = self.audit.iter().collect();
-        sql.write(conn, &audit).await?;
+        sql.append(conn, &audit).await?;
 
         let (put, _) = self.uploads.changed();
         sql.write(conn, &put).await?;
 
-        let mut seen = std::collections::HashSet::new();
         let steps: Vec<&StepRow> = self
             .steps_dirty
             .iter()
-            .filter(|id| seen.insert(*id))
-            .flat_map(|id| self.steps.get(id).into_iter().flatten())
+            .flat_map(|id| self.steps.get(id).into_iter().flat_map(|s| &s.rows))
             .collect();
         sql.write(conn, &steps).await?;
 
@@ -522,7 +558,7 @@ impl Batch {
             }
             Event::DatasetRegistered(e) => {
                 let dataset = e.dataset.to_string();
-                let schema = to_json(&SchemaView::from(&e.schema))?;
+                let schema = to_json(&SchemaJson::from(&e.schema))?;
                 let statistics = to_json(&e.statistics)?;
                 let quality_json = self
                     .uploads
@@ -781,10 +817,17 @@ impl Batch {
 
     /// The upload's step rows, marked for writing.
     fn steps_of(&mut self, upload: &str) -> &mut Vec<StepRow> {
-        if self.steps_dirty.last().is_none_or(|last| last != upload) {
+        // Looked up by `&str` first: the key is cloned only for a new upload.
+        if !self.steps.contains_key(upload) {
+            self.steps
+                .insert(upload.to_owned(), Steps::loaded(Vec::new()));
+        }
+        let steps = self.steps.get_mut(upload).expect("inserted above");
+        if !steps.dirty {
+            steps.dirty = true;
             self.steps_dirty.push(upload.to_owned());
         }
-        self.steps.entry(upload.to_owned()).or_default()
+        &mut steps.rows
     }
 
     fn start_step(&mut self, upload: &str, step: Step, at: i64, seq: i64) {
@@ -842,6 +885,19 @@ impl Batch {
     }
 }
 
+/// One upload's step rows and whether the batch changed them.
+#[derive(Debug)]
+struct Steps {
+    rows: Vec<StepRow>,
+    dirty: bool,
+}
+
+impl Steps {
+    fn loaded(rows: Vec<StepRow>) -> Self {
+        Self { rows, dirty: false }
+    }
+}
+
 /// Fills `into` with the images `after` holds for `keys` (marked as absent first), and
 /// returns the keys left to read from the database.
 fn from_cache<'k, K: Eq + std::hash::Hash + Clone, R: Clone>(
@@ -851,7 +907,7 @@ fn from_cache<'k, K: Eq + std::hash::Hash + Clone, R: Clone>(
 ) -> Vec<&'k K> {
     let mut missing = Vec::new();
     for key in keys {
-        match after.and_then(|a| a.rows.get(key)) {
+        match after.and_then(|a| a.image(key)) {
             Some(row) => into.loaded(key.clone(), row.clone()),
             None => {
                 into.loaded(key.clone(), None);

@@ -1,11 +1,23 @@
 //! The projections' database: one `sqlx::Any` pool over SQLite (embedded default, a
 //! file) or Postgres, opened and migrated in one call, and the one place that knows how
 //! the two differ when a write transaction begins.
+//!
+//! Beside the `Any` pool (queries, migrations, the replay's swap) sits a second pool of
+//! the concrete driver, which only the projector's batches use: the set-based write
+//! path needs what `Any` cannot give, SQLite's own prepared statements and Postgres
+//! arrays (see `rows.rs`), and `Any` copies every bound value twice on the way.
 
 use std::path::Path;
+use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
+use sqlx::pool::PoolConnection;
+use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions, Postgres};
+use sqlx::sqlite::{
+    Sqlite, SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool,
+    SqlitePoolOptions, SqliteSynchronous,
+};
 use sqlx::{Any, AnyPool, Executor, Transaction};
 
 use crate::Error;
@@ -23,6 +35,66 @@ pub enum Backend {
 pub struct Db {
     pool: AnyPool,
     backend: Backend,
+    /// The same database through the concrete driver, for batch transactions.
+    batches: Batches,
+}
+
+#[derive(Debug, Clone)]
+enum Batches {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// A projector batch's transaction, on the concrete driver.
+pub(crate) enum BatchTx {
+    Sqlite(Transaction<'static, Sqlite>),
+    Postgres(Transaction<'static, Postgres>),
+}
+
+/// A connection of the batch pool outside any transaction (reading rows ahead).
+pub(crate) enum BatchConn {
+    Sqlite(PoolConnection<Sqlite>),
+    Postgres(PoolConnection<Postgres>),
+}
+
+/// A borrowed connection of either kind: what `rows.rs` reads and writes through.
+pub(crate) enum Conn<'c> {
+    Sqlite(&'c mut SqliteConnection),
+    Postgres(&'c mut PgConnection),
+}
+
+impl BatchTx {
+    pub(crate) fn conn(&mut self) -> Conn<'_> {
+        match self {
+            Self::Sqlite(tx) => Conn::Sqlite(&mut *tx),
+            Self::Postgres(tx) => Conn::Postgres(&mut *tx),
+        }
+    }
+
+    pub(crate) async fn commit(self) -> Result<(), Error> {
+        match self {
+            Self::Sqlite(tx) => tx.commit().await?,
+            Self::Postgres(tx) => tx.commit().await?,
+        }
+        Ok(())
+    }
+
+    pub(crate) async fn rollback(self) -> Result<(), Error> {
+        match self {
+            Self::Sqlite(tx) => tx.rollback().await?,
+            Self::Postgres(tx) => tx.rollback().await?,
+        }
+        Ok(())
+    }
+}
+
+impl BatchConn {
+    pub(crate) fn conn(&mut self) -> Conn<'_> {
+        match self {
+            Self::Sqlite(c) => Conn::Sqlite(&mut *c),
+            Self::Postgres(c) => Conn::Postgres(&mut *c),
+        }
+    }
 }
 
 /// How long a SQLite writer waits for another writer (the live projector and a replay
@@ -49,21 +121,29 @@ impl Db {
     pub async fn open(url: &str) -> Result<Self, Error> {
         install_default_drivers();
         let (url, backend) = normalise(url)?;
-        let pool = match backend {
+        let (pool, batches) = match backend {
             Backend::Postgres => {
-                AnyPoolOptions::new()
+                let pool = AnyPoolOptions::new()
                     .max_connections(8)
                     .acquire_timeout(Duration::from_secs(30))
                     .connect(&url)
-                    .await?
+                    .await?;
+                // Two batches at most are open at once (one written, one read ahead).
+                let batches = PgPoolOptions::new()
+                    .max_connections(4)
+                    .acquire_timeout(Duration::from_secs(30))
+                    .connect_lazy(&url)?;
+                (pool, Batches::Postgres(batches))
             }
             Backend::Sqlite => {
-                // Each connection to `:memory:` is a database of its own: keep one.
-                let max = if url.contains(":memory:") || url.contains("mode=memory") {
-                    1
-                } else {
-                    4
-                };
+                // An in-memory database is one per connection unless it is named and
+                // shared: name it, so that both pools see the same one, and keep one
+                // connection per pool (no WAL in memory).
+                let memory = url.contains(":memory:")
+                    || url.contains("mode=memory")
+                    || url.contains("vfs=memdb");
+                let url = if memory { memory_url(&url) } else { url };
+                let max = if memory { 1 } else { 4 };
                 let pool = AnyPoolOptions::new()
                     .max_connections(max)
                     .acquire_timeout(Duration::from_secs(60))
@@ -105,10 +185,31 @@ impl Db {
                         .fetch_optional(&pool)
                         .await?;
                 }
-                pool
+                // The same settings as above, for the batch pool.
+                let mut options = SqliteConnectOptions::from_str(&url)?
+                    .busy_timeout(Duration::from_millis(SQLITE_BUSY_TIMEOUT_MS))
+                    .synchronous(SqliteSynchronous::Normal)
+                    .pragma("cache_size", format!("-{SQLITE_CACHE_KIB}"))
+                    .pragma("temp_store", "MEMORY")
+                    .pragma(
+                        "wal_autocheckpoint",
+                        SQLITE_WAL_CHECKPOINT_PAGES.to_string(),
+                    );
+                if max > 1 {
+                    options = options.journal_mode(SqliteJournalMode::Wal);
+                }
+                let batches = SqlitePoolOptions::new()
+                    .max_connections(max)
+                    .acquire_timeout(Duration::from_secs(60))
+                    .connect_lazy_with(options);
+                (pool, Batches::Sqlite(batches))
             }
         };
-        Ok(Self { pool, backend })
+        Ok(Self {
+            pool,
+            backend,
+            batches,
+        })
     }
 
     pub fn pool(&self) -> &AnyPool {
@@ -138,6 +239,30 @@ impl Db {
                     .await?;
                 tx
             }
+        })
+    }
+
+    /// Begins a projector batch's transaction on the concrete driver, with the same
+    /// settings and durability as [`Db::begin_write`].
+    pub(crate) async fn begin_batch(&self) -> Result<BatchTx, Error> {
+        Ok(match &self.batches {
+            Batches::Sqlite(pool) => BatchTx::Sqlite(pool.begin_with("BEGIN IMMEDIATE").await?),
+            Batches::Postgres(pool) => {
+                let mut tx = pool.begin().await?;
+                // Durability as in `begin_write`.
+                sqlx::raw_sql("SET LOCAL synchronous_commit = off")
+                    .execute(&mut *tx)
+                    .await?;
+                BatchTx::Postgres(tx)
+            }
+        })
+    }
+
+    /// A connection of the batch pool, outside any transaction.
+    pub(crate) async fn acquire_batch(&self) -> Result<BatchConn, Error> {
+        Ok(match &self.batches {
+            Batches::Sqlite(pool) => BatchConn::Sqlite(pool.acquire().await?),
+            Batches::Postgres(pool) => BatchConn::Postgres(pool.acquire().await?),
         })
     }
 
@@ -173,8 +298,26 @@ impl Db {
     }
 
     pub async fn close(&self) {
+        match &self.batches {
+            Batches::Sqlite(pool) => pool.close().await,
+            Batches::Postgres(pool) => pool.close().await,
+        }
         self.pool.close().await;
     }
+}
+
+/// `url` (an in-memory SQLite URL) as an in-memory database that every connection of
+/// this process opening the same URL shares: SQLite's `memdb` VFS with a name that
+/// starts with `/`, unique to this process and call. (`:memory:` is a database of its
+/// own per connection, and this build of SQLite shares no cache between connections.)
+fn memory_url(url: &str) -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    if url.contains("vfs=memdb") {
+        // Already named by the caller.
+        return url.to_owned();
+    }
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("sqlite:/weir-memory-{}-{n}?vfs=memdb", std::process::id())
 }
 
 /// The URL sqlx understands and the backend it names.
@@ -227,6 +370,36 @@ mod tests {
             normalise("mysql://x"),
             Err(Error::UnsupportedUrl(_))
         ));
+    }
+}
+
+#[cfg(test)]
+mod memory_tests {
+    use super::*;
+
+    /// An in-memory database is one database for both pools: the batch pool sees the
+    /// tables the `Any` pool migrated, and two databases opened so stay apart.
+    #[tokio::test]
+    async fn in_memory_pools_share_one_database() {
+        let db = Db::connect("sqlite::memory:").await.unwrap();
+        let other = Db::connect("sqlite::memory:").await.unwrap();
+        let mut tx = db.begin_batch().await.unwrap();
+        let Conn::Sqlite(conn) = tx.conn() else {
+            panic!("a SQLite batch connection");
+        };
+        sqlx::query("UPDATE projection_checkpoint SET seq = 7 WHERE name = 'main'")
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        let seq = |db: Db| async move {
+            sqlx::query_scalar::<_, i64>("SELECT seq FROM projection_checkpoint")
+                .fetch_one(db.pool())
+                .await
+                .unwrap()
+        };
+        assert_eq!(seq(db.clone()).await, 7);
+        assert_eq!(seq(other.clone()).await, 0);
     }
 }
 

@@ -1,25 +1,25 @@
 //! Row images and set-based I/O: each projection table as a Rust struct, loaded by key
-//! and written back many rows per statement.
+//! and written back in bulk.
 //!
 //! A batch of events is folded in memory (see `apply.rs`) into the final image of every
-//! row it touches; this module reads the images those events start from and writes the
-//! results, one statement per table. Rows travel as one JSON array bound as a single
-//! parameter: SQLite unpacks it with `json_each`, Postgres with
-//! `json_populate_recordset`, both in C inside the database. That is what keeps a
-//! batch of thousands of events to a dozen statements, and it is the one place where
-//! the SQL differs between the two databases.
+//! row it touches; this module reads the images those events start from (keys as one
+//! JSON array: `json_each` on SQLite, `json_array_elements` on Postgres) and writes the
+//! results, table by table, through the concrete drivers: on SQLite a prepared
+//! single-row upsert stepped once per row with the row's values bound in place, on
+//! Postgres one `INSERT … SELECT * FROM unnest(…) ON CONFLICT` with an array per
+//! column. No JSON is built or parsed on the write path, and no value is copied more
+//! than once on its way to the database. This is the one place where the SQL
+//! differs between the two databases.
 
 use std::collections::HashMap;
 use std::hash::Hash;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use sqlx::any::AnyArguments;
-use sqlx::query::Query;
-use sqlx::{Any, AnyConnection, AssertSqlSafe, Row};
+use sqlx::{AssertSqlSafe, Row};
 
 use crate::Error;
-use crate::db::Backend;
+use crate::db::{Backend, Conn};
 use crate::schema::Tables;
 
 /// One projection table as a Rust struct: its field names are the column names, in the
@@ -29,37 +29,65 @@ pub(crate) trait RowImage: Serialize + DeserializeOwned + Clone {
     const COLUMNS: &'static [&'static str];
     /// The primary key's columns.
     const KEY: &'static [&'static str];
+    /// Each column's kind, in `COLUMNS` order.
+    const KINDS: &'static [Kind];
 
-    /// Binds every column's value, in `COLUMNS` order.
-    fn bind_all<'q>(&self, q: Query<'q, Any, AnyArguments>) -> Query<'q, Any, AnyArguments>;
+    /// Hands every column's value to `out`, in `COLUMNS` order, borrowed from the row.
+    fn put_all<'a, S: ColumnSink<'a>>(&'a self, out: &mut S);
 }
 
-/// A column value bound without an intermediate copy of its text.
-trait BindValue {
-    fn bind_to<'q>(&self, q: Query<'q, Any, AnyArguments>) -> Query<'q, Any, AnyArguments>;
+/// Where a row's values go, one column after the other: a SQLite statement's bindings
+/// or a line of Postgres `COPY` text. Values are borrowed, never copied on the way.
+pub(crate) trait ColumnSink<'a> {
+    fn text(&mut self, value: &'a str);
+    fn int(&mut self, value: i64);
+    fn null(&mut self);
 }
 
-impl BindValue for String {
-    fn bind_to<'q>(&self, q: Query<'q, Any, AnyArguments>) -> Query<'q, Any, AnyArguments> {
-        q.bind(self.as_str())
+/// What a column holds, as far as binding it is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Text,
+    Int,
+}
+
+/// A column value as the sinks take it.
+trait Column {
+    const KIND: Kind;
+    fn put<'a, S: ColumnSink<'a>>(&'a self, out: &mut S);
+}
+
+impl Column for String {
+    const KIND: Kind = Kind::Text;
+    fn put<'a, S: ColumnSink<'a>>(&'a self, out: &mut S) {
+        out.text(self);
     }
 }
 
-impl BindValue for Option<String> {
-    fn bind_to<'q>(&self, q: Query<'q, Any, AnyArguments>) -> Query<'q, Any, AnyArguments> {
-        q.bind(self.as_deref())
+impl Column for Option<String> {
+    const KIND: Kind = Kind::Text;
+    fn put<'a, S: ColumnSink<'a>>(&'a self, out: &mut S) {
+        match self {
+            Some(v) => out.text(v),
+            None => out.null(),
+        }
     }
 }
 
-impl BindValue for i64 {
-    fn bind_to<'q>(&self, q: Query<'q, Any, AnyArguments>) -> Query<'q, Any, AnyArguments> {
-        q.bind(*self)
+impl Column for i64 {
+    const KIND: Kind = Kind::Int;
+    fn put<'a, S: ColumnSink<'a>>(&'a self, out: &mut S) {
+        out.int(*self);
     }
 }
 
-impl BindValue for Option<i64> {
-    fn bind_to<'q>(&self, q: Query<'q, Any, AnyArguments>) -> Query<'q, Any, AnyArguments> {
-        q.bind(*self)
+impl Column for Option<i64> {
+    const KIND: Kind = Kind::Int;
+    fn put<'a, S: ColumnSink<'a>>(&'a self, out: &mut S) {
+        match self {
+            Some(v) => out.int(*v),
+            None => out.null(),
+        }
     }
 }
 
@@ -73,14 +101,10 @@ macro_rules! row_image {
             const TABLE: &'static str = $table;
             const COLUMNS: &'static [&'static str] = &[$(stringify!($field)),+];
             const KEY: &'static [&'static str] = &[$($key),+];
+            const KINDS: &'static [Kind] = &[$(<$ty as Column>::KIND),+];
 
-            fn bind_all<'q>(
-                &self,
-                q: Query<'q, Any, AnyArguments>,
-            ) -> Query<'q, Any, AnyArguments> {
-                let q = q;
-                $(let q = BindValue::bind_to(&self.$field, q);)+
-                q
+            fn put_all<'a, S: ColumnSink<'a>>(&'a self, out: &mut S) {
+                $(Column::put(&self.$field, out);)+
             }
         }
     };
@@ -206,11 +230,19 @@ row_image!(TokenRow, "tokens", key = ["owner", "token_id"], {
 });
 
 /// Rows of one table keyed in memory: `None` is a row known to be absent (never there,
-/// or deleted by this batch). Only keys in `dirty` are written back.
+/// or deleted by this batch). Only rows marked dirty are written back, in the order
+/// they were first marked.
 #[derive(Debug)]
 pub(crate) struct Keyed<K, R> {
-    pub rows: HashMap<K, Option<R>>,
-    pub dirty: Vec<K>,
+    rows: HashMap<K, Slot<R>>,
+    /// Each dirty key once (a key is cloned when first marked, not on every change).
+    dirty: Vec<K>,
+}
+
+#[derive(Debug)]
+struct Slot<R> {
+    row: Option<R>,
+    dirty: bool,
 }
 
 impl<K, R> Default for Keyed<K, R> {
@@ -223,58 +255,79 @@ impl<K, R> Default for Keyed<K, R> {
 }
 
 impl<K: Eq + Hash + Clone, R> Keyed<K, R> {
+    /// What is known of `key`: `Some(None)` for a row known to be absent, `None` when
+    /// the key was never loaded.
+    pub fn image(&self, key: &K) -> Option<&Option<R>> {
+        self.rows.get(key).map(|slot| &slot.row)
+    }
+
     /// The row's current image; a key that was not loaded reads as absent.
     pub fn get(&self, key: &K) -> Option<&R> {
-        self.rows.get(key).and_then(Option::as_ref)
+        self.rows.get(key).and_then(|slot| slot.row.as_ref())
     }
 
     /// The row to change in place, marking it for writing; `None` when absent.
     pub fn get_mut(&mut self, key: &K) -> Option<&mut R> {
-        let row = self.rows.get_mut(key)?.as_mut()?;
-        // Marking twice is harmless: `changed` deduplicates.
-        self.dirty.push(key.clone());
+        let slot = self.rows.get_mut(key)?;
+        let row = slot.row.as_mut()?;
+        if !slot.dirty {
+            slot.dirty = true;
+            self.dirty.push(key.clone());
+        }
         Some(row)
     }
 
     pub fn put(&mut self, key: K, row: R) {
-        self.dirty.push(key.clone());
-        self.rows.insert(key, Some(row));
+        match self.rows.get_mut(&key) {
+            Some(slot) => {
+                slot.row = Some(row);
+                if !slot.dirty {
+                    slot.dirty = true;
+                    self.dirty.push(key);
+                }
+            }
+            None => {
+                self.dirty.push(key.clone());
+                self.rows.insert(
+                    key,
+                    Slot {
+                        row: Some(row),
+                        dirty: true,
+                    },
+                );
+            }
+        }
     }
 
     pub fn remove(&mut self, key: &K) {
-        if self.rows.get(key).is_some_and(Option::is_some) {
-            self.dirty.push(key.clone());
-            self.rows.insert(key.clone(), None);
+        if let Some(slot) = self.rows.get_mut(key)
+            && slot.row.is_some()
+        {
+            slot.row = None;
+            if !slot.dirty {
+                slot.dirty = true;
+                self.dirty.push(key.clone());
+            }
         }
     }
 
     /// Records what the database holds for `key` before the batch.
     pub fn loaded(&mut self, key: K, row: Option<R>) {
-        self.rows.insert(key, row);
+        self.rows.insert(key, Slot { row, dirty: false });
     }
 
     /// The dirty keys once each, split into rows to upsert and keys to delete.
     pub fn changed(&self) -> (Vec<&R>, Vec<&K>) {
-        let mut seen = std::collections::HashSet::with_capacity(self.dirty.len());
-        let (mut put, mut gone) = (Vec::new(), Vec::new());
+        let (mut put, mut gone) = (Vec::with_capacity(self.dirty.len()), Vec::new());
         for key in &self.dirty {
-            if !seen.insert(key) {
-                continue;
-            }
-            match self.rows.get(key) {
-                Some(Some(row)) => put.push(row),
-                _ => gone.push(key),
+            match self.rows.get(key).and_then(|slot| slot.row.as_ref()) {
+                Some(row) => put.push(row),
+                None => gone.push(key),
             }
         }
         (put, gone)
     }
 }
-
-/// SQLite's limit on parameters in one statement (`SQLITE_MAX_VARIABLE_NUMBER`).
-const SQLITE_MAX_PARAMS: usize = 32_766;
-
-/// Rows per statement on SQLite: past a few hundred, longer statements gain nothing.
-const SQLITE_MAX_ROWS: usize = 512;
 
 /// The SQL for one table set on one backend.
 #[derive(Debug, Clone, Copy)]
@@ -336,23 +389,9 @@ impl Sql {
         }
     }
 
-    /// Inserts rows, replacing any row with the same key: on Postgres the rows of the
-    /// JSON array bound as `$1`, on SQLite `rows` rows of bound values.
-    fn upsert<R: RowImage>(&self, rows: usize) -> String {
-        let table = self.tables.table(R::TABLE);
-        let cols = R::COLUMNS.join(", ");
-        let source = match self.backend {
-            Backend::Sqlite => {
-                let n = R::COLUMNS.len();
-                // Anonymous `?`: SQLite looks a named parameter (`$n`) up by a linear
-                // scan, which makes binding thousands of them quadratic.
-                let row = format!("({})", vec!["?"; n].join(", "));
-                format!("VALUES {}", vec![row; rows].join(", "))
-            }
-            Backend::Postgres => {
-                format!("SELECT {cols} FROM json_populate_recordset(NULL::{table}, $1::json)")
-            }
-        };
+    /// `INSERT INTO <table> (<columns>) <source> ON CONFLICT (<key>) DO UPDATE …`:
+    /// inserts rows, replacing any row with the same key.
+    fn upsert<R: RowImage>(&self, source: &str) -> String {
         let set: Vec<String> = R::COLUMNS
             .iter()
             .filter(|c| !R::KEY.contains(c))
@@ -364,9 +403,16 @@ impl Sql {
             format!("DO UPDATE SET {}", set.join(", "))
         };
         format!(
-            "INSERT INTO {table} ({cols}) {source} ON CONFLICT ({}) {action}",
+            "INSERT INTO {} ({}) {source} ON CONFLICT ({}) {action}",
+            self.tables.table(R::TABLE),
+            R::COLUMNS.join(", "),
             R::KEY.join(", ")
         )
+    }
+
+    /// One row of anonymous parameters: SQLite's statement for one row.
+    fn values<R: RowImage>() -> String {
+        format!("VALUES ({})", vec!["?"; R::COLUMNS.len()].join(", "))
     }
 
     fn delete<R: RowImage>(&self) -> String {
@@ -380,7 +426,7 @@ impl Sql {
     /// The rows whose `match_cols` are among `keys`, e.g. every step of some uploads.
     pub async fn load<R: RowImage, K: Serialize>(
         &self,
-        conn: &mut AnyConnection,
+        conn: &mut Conn<'_>,
         match_cols: &[&str],
         keys: &[K],
     ) -> Result<Vec<R>, Error> {
@@ -388,14 +434,27 @@ impl Sql {
             return Ok(Vec::new());
         }
         let keys = serde_json::to_string(keys).map_err(Error::Json)?;
-        let rows = sqlx::query(AssertSqlSafe(self.select::<R>(match_cols)))
-            .bind(keys)
-            .fetch_all(&mut *conn)
-            .await?;
-        rows.iter()
-            .map(|row| {
-                let text: String = row.try_get("image")?;
-                serde_json::from_str(&text).map_err(|source| Error::CorruptJson {
+        let sql = AssertSqlSafe(self.select::<R>(match_cols));
+        let images: Vec<String> = match conn {
+            Conn::Sqlite(c) => sqlx::query(sql)
+                .bind(keys)
+                .fetch_all(&mut **c)
+                .await?
+                .iter()
+                .map(|row| row.try_get("image"))
+                .collect::<Result<_, _>>()?,
+            Conn::Postgres(c) => sqlx::query(sql)
+                .bind(keys)
+                .fetch_all(&mut **c)
+                .await?
+                .iter()
+                .map(|row| row.try_get("image"))
+                .collect::<Result<_, _>>()?,
+        };
+        images
+            .iter()
+            .map(|text| {
+                serde_json::from_str(text).map_err(|source| Error::CorruptJson {
                     column: "(whole row)".to_owned(),
                     row: format!("{} {text}", R::TABLE),
                     source,
@@ -404,46 +463,96 @@ impl Sql {
             .collect()
     }
 
-    /// Writes `rows` (inserted or replacing the rows with their keys) in one statement.
-    pub async fn write<R: RowImage>(
+    /// Writes `rows`, inserted or replacing the rows with their keys.
+    ///
+    /// SQLite: one prepared single-row upsert, stepped once per row with the values
+    /// bound in place (no copy, no SQL text per row). Postgres: one statement, `INSERT
+    /// … SELECT * FROM unnest($1::text[], $2::int8[], …) ON CONFLICT …`, an array per
+    /// column. (Not `COPY`: a batch dropped mid-`COPY` leaves sqlx's connection out of
+    /// step with the server, and a projector must survive being dropped anywhere.)
+    pub async fn write<R: RowImage>(&self, conn: &mut Conn<'_>, rows: &[&R]) -> Result<(), Error> {
+        self.put(conn, rows, false).await
+    }
+
+    /// Inserts `rows` into an append-only table (audit): every row is new, written once
+    /// by the batch whose checkpoint move covers its sequence, so there is no conflict
+    /// to resolve; a row already there is an error, as it would be a bug.
+    pub async fn append<R: RowImage>(&self, conn: &mut Conn<'_>, rows: &[&R]) -> Result<(), Error> {
+        self.put(conn, rows, true).await
+    }
+
+    async fn put<R: RowImage>(
         &self,
-        conn: &mut AnyConnection,
+        conn: &mut Conn<'_>,
         rows: &[&R],
+        append: bool,
     ) -> Result<(), Error> {
         if rows.is_empty() {
             return Ok(());
         }
         let started = std::time::Instant::now();
-        match self.backend {
-            Backend::Postgres => {
-                let json = serde_json::to_string(rows).map_err(Error::Json)?;
-                sqlx::query(AssertSqlSafe(self.upsert::<R>(0)))
-                    .bind(json)
-                    .execute(&mut *conn)
-                    .await?;
-            }
-            Backend::Sqlite => {
-                // SQLite reads bound values far faster than it takes JSON apart. Chunks
-                // of a few sizes only (the largest that fits the parameter limit, then
-                // powers of two), so the prepared statements are reused from batch to
-                // batch.
-                let most = (SQLITE_MAX_PARAMS / R::COLUMNS.len()).clamp(1, SQLITE_MAX_ROWS);
-                let mut rest = rows;
-                while !rest.is_empty() {
-                    let take = if rest.len() >= most {
-                        most
-                    } else {
-                        1 << rest.len().ilog2()
-                    };
-                    let (chunk, tail) = rest.split_at(take);
-                    let sql = self.upsert::<R>(chunk.len());
-                    let mut q = sqlx::query(AssertSqlSafe(sql));
-                    for row in chunk {
-                        q = row.bind_all(q);
-                    }
-                    q.execute(&mut *conn).await?;
-                    rest = tail;
+        match conn {
+            Conn::Sqlite(c) => {
+                let sql = if append {
+                    format!(
+                        "INSERT INTO {} ({}) {}",
+                        self.tables.table(R::TABLE),
+                        R::COLUMNS.join(", "),
+                        Self::values::<R>()
+                    )
+                } else {
+                    self.upsert::<R>(&Self::values::<R>())
+                };
+                {
+                    let mut handle = c.lock_handle().await?;
+                    // SAFETY: the handle is an open connection, locked for this scope,
+                    // in which the statement is prepared, run and finalised.
+                    let mut statement =
+                        unsafe { sqlite::Statement::prepare(handle.as_raw_handle(), &sql)? };
+                    statement.run(rows)?;
                 }
+                // The rows went in synchronously, on this task's thread: let the
+                // runtime's other tasks (the log reader) run before the next table.
+                // It is also where a dropped batch stops, its transaction rolled back.
+                tokio::task::yield_now().await;
+            }
+            Conn::Postgres(c) => {
+                // One array per column, bound as parameters and unnested into rows by
+                // the server: no JSON, and values are copied once, into the message.
+                let mut arrays = Arrays::new(R::KINDS, rows.len());
+                for row in rows {
+                    arrays.next = 0;
+                    row.put_all(&mut arrays);
+                }
+                let unnest = format!(
+                    "SELECT * FROM unnest({})",
+                    R::KINDS
+                        .iter()
+                        .enumerate()
+                        .map(|(i, kind)| match kind {
+                            Kind::Text => format!("${}::text[]", i + 1),
+                            Kind::Int => format!("${}::int8[]", i + 1),
+                        })
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+                let sql = if append {
+                    format!(
+                        "INSERT INTO {} ({}) {unnest}",
+                        self.tables.table(R::TABLE),
+                        R::COLUMNS.join(", ")
+                    )
+                } else {
+                    self.upsert::<R>(&unnest)
+                };
+                let mut q = sqlx::query(AssertSqlSafe(sql));
+                for column in arrays.columns {
+                    q = match column {
+                        Array::Text(v) => q.bind(v),
+                        Array::Int(v) => q.bind(v),
+                    };
+                }
+                q.execute(&mut **c).await?;
             }
         }
         tracing::trace!(
@@ -458,18 +567,214 @@ impl Sql {
     /// Deletes the rows with these keys (each a JSON value or array in `R::KEY` order).
     pub async fn delete_keys<R: RowImage, K: Serialize>(
         &self,
-        conn: &mut AnyConnection,
+        conn: &mut Conn<'_>,
         keys: &[K],
     ) -> Result<(), Error> {
         if keys.is_empty() {
             return Ok(());
         }
         let json = serde_json::to_string(keys).map_err(Error::Json)?;
-        sqlx::query(AssertSqlSafe(self.delete::<R>()))
-            .bind(json)
-            .execute(&mut *conn)
-            .await?;
+        let sql = AssertSqlSafe(self.delete::<R>());
+        match conn {
+            Conn::Sqlite(c) => {
+                sqlx::query(sql).bind(json).execute(&mut **c).await?;
+            }
+            Conn::Postgres(c) => {
+                sqlx::query(sql).bind(json).execute(&mut **c).await?;
+            }
+        }
         Ok(())
+    }
+}
+
+/// Rows turned column-major: one array per column, for Postgres' `unnest`.
+struct Arrays<'a> {
+    columns: Vec<Array<'a>>,
+    /// The column the next value goes to.
+    next: usize,
+}
+
+enum Array<'a> {
+    Text(Vec<Option<&'a str>>),
+    Int(Vec<Option<i64>>),
+}
+
+impl<'a> Arrays<'a> {
+    fn new(kinds: &[Kind], rows: usize) -> Self {
+        Self {
+            columns: kinds
+                .iter()
+                .map(|kind| match kind {
+                    Kind::Text => Array::Text(Vec::with_capacity(rows)),
+                    Kind::Int => Array::Int(Vec::with_capacity(rows)),
+                })
+                .collect(),
+            next: 0,
+        }
+    }
+
+    fn column(&mut self) -> &mut Array<'a> {
+        let i = self.next;
+        self.next += 1;
+        &mut self.columns[i]
+    }
+}
+
+impl<'a> ColumnSink<'a> for Arrays<'a> {
+    fn text(&mut self, value: &'a str) {
+        if let Array::Text(v) = self.column() {
+            v.push(Some(value));
+        }
+    }
+
+    fn int(&mut self, value: i64) {
+        if let Array::Int(v) = self.column() {
+            v.push(Some(value));
+        }
+    }
+
+    fn null(&mut self) {
+        match self.column() {
+            Array::Text(v) => v.push(None),
+            Array::Int(v) => v.push(None),
+        }
+    }
+}
+
+/// SQLite's C API for the one thing sqlx does not offer: stepping a prepared statement
+/// with values bound in place (`SQLITE_STATIC`), on sqlx's own connection and inside
+/// its transaction. Everything unsafe in this crate is in here.
+mod sqlite {
+    use std::ffi::{CStr, c_int};
+    use std::marker::PhantomData;
+    use std::ptr::NonNull;
+
+    use libsqlite3_sys as ffi;
+
+    use super::{ColumnSink, RowImage};
+    use crate::Error;
+
+    /// A prepared statement, finalised when dropped.
+    pub(super) struct Statement {
+        db: NonNull<ffi::sqlite3>,
+        raw: NonNull<ffi::sqlite3_stmt>,
+    }
+
+    impl Statement {
+        /// # Safety
+        ///
+        /// `db` is an open connection that nothing else uses while the statement lives.
+        pub(super) unsafe fn prepare(db: NonNull<ffi::sqlite3>, sql: &str) -> Result<Self, Error> {
+            let mut raw = std::ptr::null_mut();
+            let len = c_int::try_from(sql.len()).map_err(|_| failure("statement too long"))?;
+            // SAFETY: `sql` is valid for `len` bytes; `raw` receives the statement.
+            let rc = unsafe {
+                ffi::sqlite3_prepare_v2(
+                    db.as_ptr(),
+                    sql.as_ptr().cast(),
+                    len,
+                    &mut raw,
+                    std::ptr::null_mut(),
+                )
+            };
+            match NonNull::new(raw) {
+                Some(raw) if rc == ffi::SQLITE_OK => Ok(Self { db, raw }),
+                _ => Err(last_error(db, rc)),
+            }
+        }
+
+        /// Binds and steps the statement once per row.
+        pub(super) fn run<R: RowImage>(&mut self, rows: &[&R]) -> Result<(), Error> {
+            for row in rows {
+                let mut bind = Bind {
+                    stmt: self.raw,
+                    next: 1,
+                    rc: ffi::SQLITE_OK,
+                    _values: PhantomData,
+                };
+                row.put_all(&mut bind);
+                if bind.rc != ffi::SQLITE_OK {
+                    // SAFETY: the statement is valid; resetting it is always allowed.
+                    unsafe { ffi::sqlite3_reset(self.raw.as_ptr()) };
+                    return Err(last_error(self.db, bind.rc));
+                }
+                // SAFETY: every parameter is bound to a value that `row` owns, and
+                // `row` outlives this step; the reset ends the statement's use of them.
+                let rc = unsafe { ffi::sqlite3_step(self.raw.as_ptr()) };
+                let reset = unsafe { ffi::sqlite3_reset(self.raw.as_ptr()) };
+                if rc != ffi::SQLITE_DONE {
+                    return Err(last_error(
+                        self.db,
+                        if reset == ffi::SQLITE_OK { rc } else { reset },
+                    ));
+                }
+            }
+            Ok(())
+        }
+    }
+
+    impl Drop for Statement {
+        fn drop(&mut self) {
+            // SAFETY: the statement was prepared on `db` and is finalised once.
+            unsafe { ffi::sqlite3_finalize(self.raw.as_ptr()) };
+        }
+    }
+
+    /// Binds a row's values to the statement's parameters, in order, without copying
+    /// them: they must stay put until the step that uses them is over.
+    struct Bind<'a> {
+        stmt: NonNull<ffi::sqlite3_stmt>,
+        next: c_int,
+        rc: c_int,
+        _values: PhantomData<&'a str>,
+    }
+
+    impl Bind<'_> {
+        fn record(&mut self, rc: c_int) {
+            if self.rc == ffi::SQLITE_OK {
+                self.rc = rc;
+            }
+            self.next += 1;
+        }
+    }
+
+    impl<'a> ColumnSink<'a> for Bind<'a> {
+        fn text(&mut self, value: &'a str) {
+            // SAFETY: `value` lives for 'a, past the step (see `run`).
+            let rc = unsafe {
+                ffi::sqlite3_bind_text64(
+                    self.stmt.as_ptr(),
+                    self.next,
+                    value.as_ptr().cast(),
+                    value.len() as u64,
+                    ffi::SQLITE_STATIC(),
+                    ffi::SQLITE_UTF8 as u8,
+                )
+            };
+            self.record(rc);
+        }
+
+        fn int(&mut self, value: i64) {
+            // SAFETY: plain value binding on a valid statement.
+            let rc = unsafe { ffi::sqlite3_bind_int64(self.stmt.as_ptr(), self.next, value) };
+            self.record(rc);
+        }
+
+        fn null(&mut self) {
+            // SAFETY: plain value binding on a valid statement.
+            let rc = unsafe { ffi::sqlite3_bind_null(self.stmt.as_ptr(), self.next) };
+            self.record(rc);
+        }
+    }
+
+    fn failure(message: &str) -> Error {
+        Error::Database(sqlx::Error::Protocol(format!("sqlite: {message}")))
+    }
+
+    fn last_error(db: NonNull<ffi::sqlite3>, rc: c_int) -> Error {
+        // SAFETY: `db` is open; the message is copied before the next call on it.
+        let message = unsafe { CStr::from_ptr(ffi::sqlite3_errmsg(db.as_ptr())) };
+        failure(&format!("{} (code {rc})", message.to_string_lossy()))
     }
 }
 
