@@ -14,7 +14,7 @@
 //!   table. The fold is the meaning of every event for the tables, deterministic:
 //!   times come from the envelope and the server's `stored_at`, never from a clock, so
 //!   the rows do not depend on where batches begin and end (tests check this with
-//!   batches of 5 to 4096 events).
+//!   batches of 5 to 16,384 events).
 //! - [`query`] is what the CLI and the gateway read.
 //! - [`replay()`] rebuilds everything from sequence 1 into the shadow (`_new`) tables,
 //!   without their secondary indexes, while the live ones keep serving; then one
@@ -38,9 +38,12 @@
 //! know which database is behind the pool are `db.rs` (SQLite write transactions start
 //! with `BEGIN IMMEDIATE`, the file runs in WAL mode with `synchronous = NORMAL`;
 //! Postgres batches commit with `synchronous_commit = off`: each says there what a
-//! crash can cost and why the log makes that safe), `rows.rs` (rows travel as one
-//! JSON array per statement: `json_each` on SQLite, `json_populate_recordset` on
-//! Postgres) and the swap in `replay.rs`.
+//! crash can cost and why the log makes that safe; batches go through a second pool of
+//! the concrete driver), `rows.rs` (rows are read as one JSON key array per table,
+//! `json_each` on SQLite and `json_array_elements` on Postgres, and written through
+//! the concrete drivers: on SQLite one prepared upsert per table stepped once per row
+//! with the values bound in place, on Postgres one `INSERT … SELECT FROM unnest(…)`
+//! per table with an array per column) and the swap in `replay.rs`.
 //!
 //! Each table and index name in the migrations carries a table-set marker, so the same
 //! files also create the replay's shadow tables (`datasets_new`, …): see [`Tables`].
