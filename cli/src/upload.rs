@@ -98,39 +98,17 @@ fn problems_json(inferred: Option<&SchemaInferred>) -> serde_json::Value {
     })
 }
 
-/// The line `weir upload --wait` prints under a registered upload with bad rows.
+/// The lines `weir upload --wait` prints under a registered upload with bad rows: the
+/// same as `weir status` shows.
 fn problems_lines(inferred: Option<&SchemaInferred>) -> String {
     let Some(s) = inferred.filter(|s| s.problem_count > 0) else {
         return String::new();
     };
-    let mut out = format!(
-        "\n  {} bad rows ({}): {} rejected of {} read",
-        s.problem_count,
-        s.quality.bad_rows.map(BadRows::as_str).unwrap_or("pad"),
-        s.quality.rejected,
-        s.quality.rows_read
-    );
-    if let Some(key) = &s.quality.rejects {
-        out.push_str(&format!("; rejects file: {key}"));
-    }
-    for p in &s.problems {
-        out.push_str(&format!(
-            "\n  line {}{}: {}",
-            p.line,
-            p.column
-                .as_ref()
-                .map(|c| format!(", column {c:?}"))
-                .unwrap_or_default(),
-            p.message
-        ));
-    }
-    if s.problem_count > s.problems.len() as u64 {
-        out.push_str(&format!(
-            "\n  … and {} more (all of them in the rejects file)",
-            s.problem_count - s.problems.len() as u64
-        ));
-    }
-    out
+    let q = weir_projections::QualityView::from(s);
+    crate::views::quality_lines(&q, q.rejects.clone())
+        .iter()
+        .map(|l| format!("\n  {l}"))
+        .collect()
 }
 
 fn progress_bar(path: &Path, size: u64, enabled: bool) -> indicatif::ProgressBar {

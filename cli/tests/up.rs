@@ -201,6 +201,58 @@ async fn up_upload_show_and_a_clean_shutdown() {
     assert_eq!(code, 0);
     assert!(out.contains("registered with 2 rejected rows"), "{out}");
 
+    // The dataset's default policy, then a second version: it pads (the default) and
+    // derives from v1; the tree and `show ID@v2` tell it.
+    let (code, _, err) = run(&["datasets", "--data-dir", data, "bad-rows", &id, "pad"]).await;
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) = run(&[
+        "upload",
+        "--data-dir",
+        data,
+        ragged.to_str().unwrap(),
+        "--dataset",
+        &id,
+        "--wait",
+        "--json",
+    ])
+    .await;
+    assert_eq!(code, 0, "{err}");
+    let result: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(result["dataset_id"], id.as_str(), "{result}");
+    assert_eq!(result["row_count"], 4, "pad kept every row: {result}");
+    assert_eq!(result["problems"]["bad_rows"], "pad");
+    let (code, out, err) = run(&["datasets", "--data-dir", data, "versions", &id, "--json"]).await;
+    assert_eq!(code, 0, "{err}");
+    let versions: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(versions[1]["version"], 2);
+    assert_eq!(versions[1]["parent_version"], 1);
+    assert_eq!(versions[1]["head"], true);
+    let (code, out, _) = run(&["datasets", "--data-dir", data, "versions", &id]).await;
+    assert_eq!(code, 0);
+    assert!(out.contains("└─ v2") && out.contains("(head)"), "{out}");
+    let (code, out, err) = run(&[
+        "datasets",
+        "--data-dir",
+        data,
+        "show",
+        &format!("{id}@v1"),
+        "--json",
+    ])
+    .await;
+    assert_eq!(code, 0, "{err}");
+    let v1: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (
+            v1["version"].as_u64(),
+            v1["row_count"].as_u64(),
+            v1["head"].as_bool()
+        ),
+        (Some(1), Some(2), Some(false))
+    );
+    let (code, _, err) = run(&["datasets", "--data-dir", data, "show", &format!("{id}@v9")]).await;
+    assert_eq!(code, 1);
+    assert!(err.contains("has no version 9"), "{err}");
+
     signal(&up, "-TERM");
     let status = tokio::time::timeout(Duration::from_secs(30), up.wait())
         .await
