@@ -1,7 +1,7 @@
 """Drives the dashboard in Debian's headless Chromium: uploads a CSV through the page,
 waits for its timeline to reach `registered` and for the notification to appear, checks
 the datasets table, and saves a screenshot. Called by tests/browser.rs with:
-    python browser.py BASE_URL TOKEN CSV_PATH TABLE SCREENSHOT_PATH
+    python browser.py BASE_URL TOKEN CSV_PATH TABLE SCREENSHOT_PATH RAGGED_CSV_PATH
 Exits non-zero (with the reason and the page's state) on any failure."""
 
 import sys
@@ -13,7 +13,7 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
-base, token, csv_path, table, screenshot = sys.argv[1:6]
+base, token, csv_path, table, screenshot, ragged_path = sys.argv[1:7]
 
 profile = tempfile.mkdtemp(prefix="weir-chromium-")
 options = Options()
@@ -51,8 +51,24 @@ try:
     driver.find_element(By.ID, "search").clear()
     driver.find_element(By.ID, "search").send_keys(table[:5])
     wait.until(lambda d: table in d.find_element(By.ID, "datasets").text)
+    # A ragged CSV without a table name: registered with its bad rows rejected, and the
+    # page says so: a warning badge on the dataset, the bad rows under the upload.
+    driver.find_element(By.ID, "search").clear()
+    driver.find_element(By.ID, "table").clear()
+    driver.find_element(By.ID, "file").send_keys(ragged_path)
+    driver.find_element(By.ID, "upload-btn").click()
+    wait.until(lambda d: "ragged" in d.find_element(By.ID, "timeline-upload").text and status(d) in ("registered", "failed", "aborted"))
+    assert status(driver) == "registered", f"ragged upload ended {status(driver)}: {driver.find_element(By.ID, 'failure').text}"
+    wait.until(lambda d: d.find_element(By.ID, "quality").is_displayed())
+    badge = driver.find_element(By.ID, "quality-badge").text
+    assert badge == "2 bad rows", f"quality badge {badge!r}"
+    problems = [tr.text for tr in driver.find_elements(By.CSS_SELECTOR, "#problems tr")]
+    assert len(problems) == 2 and problems[0].startswith("3"), f"bad-row table {problems}"
+    summary = driver.find_element(By.ID, "quality-summary").text
+    assert "rejects.ndjson" in summary and "2 rejected" in summary, f"summary {summary!r}"
+    wait.until(lambda d: "2 rejected" in d.find_element(By.ID, "datasets").text)
     driver.save_screenshot(screenshot)
-    print(f"ok: {table} registered; timeline {steps}; screenshot {screenshot}")
+    print(f"ok: {table} registered; timeline {steps}; ragged: {badge}, {problems}; screenshot {screenshot}")
 except Exception as e:
     print(f"browser test failed: {e!r}\npage text:\n{driver.find_element(By.TAG_NAME, 'body').text}", file=sys.stderr)
     sys.exit(1)

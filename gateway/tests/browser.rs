@@ -38,6 +38,8 @@ async fn dashboard_uploads_a_csv_and_shows_it_registered() {
 
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser.py");
     let (base, token) = (s.base.clone(), s.alice.clone());
+    let ragged = s.dir.path().join("ragged.csv");
+    std::fs::write(&ragged, "id,v\n1,2\n3\n4,5,6\n5,6\n").unwrap();
     let (csv_arg, shot_arg) = (csv.clone(), screenshot.clone());
     let output = tokio::task::spawn_blocking(move || {
         std::process::Command::new(python)
@@ -46,6 +48,7 @@ async fn dashboard_uploads_a_csv_and_shows_it_registered() {
             .arg(csv_arg)
             .arg("browser_orders")
             .arg(shot_arg)
+            .arg(ragged)
             .output()
     })
     .await
@@ -68,10 +71,21 @@ async fn dashboard_uploads_a_csv_and_shows_it_registered() {
     )
     .await
     .unwrap();
-    assert_eq!(page.datasets.len(), 1);
-    assert_eq!(page.datasets[0].table_name, "browser_orders");
-    assert_eq!(page.datasets[0].row_count, 200);
-    let id: weir_events::DatasetId = page.datasets[0].id.parse().unwrap();
+    assert_eq!(page.datasets.len(), 2);
+    let ragged = page
+        .datasets
+        .iter()
+        .find(|d| d.table_name == "ragged")
+        .expect("the ragged upload is registered");
+    let q = ragged.quality.as_ref().expect("with its quality");
+    assert_eq!((q.rows_registered, q.rejected), (2, 2));
+    let orders = page
+        .datasets
+        .iter()
+        .find(|d| d.table_name == "browser_orders")
+        .expect("the CSV is registered");
+    assert_eq!(orders.row_count, 200);
+    let id: weir_events::DatasetId = orders.id.parse().unwrap();
     let upload = weir_events::UploadId::from_u128(id.as_u128());
     let kinds: Vec<_> = s
         .journal
