@@ -231,6 +231,26 @@ fn read_options(
     })
 }
 
+/// The dataset a new version goes to, and its parent; 400 naming the field.
+fn version_target(
+    dataset: Option<&str>,
+    parent: Option<u32>,
+) -> Result<(Option<weir_events::DatasetId>, Option<u32>), ApiError> {
+    let dataset = dataset
+        .filter(|d| !d.is_empty())
+        .map(|d| {
+            d.parse::<weir_events::DatasetId>()
+                .map_err(|e| ApiError::bad_request(format!("dataset: {e}")))
+        })
+        .transpose()?;
+    if parent.is_some() && dataset.is_none() {
+        return Err(ApiError::bad_request(
+            "parent_version: only with dataset (a new version of an existing dataset)",
+        ));
+    }
+    Ok((dataset, parent))
+}
+
 fn weir_schemas_label_unknown(label: &str) -> bool {
     encoding_rs::Encoding::for_label(label.trim().as_bytes()).is_none()
 }
@@ -288,6 +308,7 @@ pub async fn single_shot(
         q.bad_rows.as_deref(),
         q.max_bad_rows.as_deref(),
     )?;
+    let (dataset, parent_version) = version_target(q.dataset.as_deref(), q.parent_version)?;
     let spooled = spool(body, &state.config().work_dir, limit, || {
         ApiError::too_large(limit)
     })
@@ -315,8 +336,8 @@ pub async fn single_shot(
             size: spooled.size,
             sha256: spooled.sha256,
         }],
-        dataset: None,
-        parent_version: None,
+        dataset,
+        parent_version,
         options,
     };
     let envelope = Envelope::new(
@@ -654,6 +675,8 @@ pub async fn complete(
         request.bad_rows.as_deref(),
         request.max_bad_rows.as_deref(),
     )?;
+    let (dataset, parent_version) =
+        version_target(request.dataset.as_deref(), request.parent_version)?;
     let listed = request.parts.unwrap_or_default();
     if listed.is_empty() {
         return Err(ApiError::bad_request("the parts list is missing"));
@@ -719,8 +742,8 @@ pub async fn complete(
         table_name: request.table_name.filter(|t| !t.is_empty()),
         size: started.size,
         parts: manifest,
-        dataset: None,
-        parent_version: None,
+        dataset,
+        parent_version,
         options,
     };
     // Caused by the session's start: a retried complete has the same message id.

@@ -177,6 +177,10 @@ pub struct SingleShotQuery {
     pub bad_rows: Option<String>,
     /// More bad rows fails the upload: a count (100) or a share (0.5%).
     pub max_bad_rows: Option<String>,
+    /// Add a version to this dataset (yours) instead of creating one.
+    pub dataset: Option<String>,
+    /// With `dataset`: the version the new one derives from; default: the head.
+    pub parent_version: Option<u32>,
 }
 
 #[derive(Debug, Deserialize, Serialize, ToSchema)]
@@ -249,6 +253,10 @@ pub struct CompleteMultipart {
     pub bad_rows: Option<String>,
     /// More bad rows fails the upload: a count (100) or a share (0.5%).
     pub max_bad_rows: Option<String>,
+    /// Add a version to this dataset (yours) instead of creating one.
+    pub dataset: Option<String>,
+    /// With `dataset`: the version the new one derives from; default: the head.
+    pub parent_version: Option<u32>,
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

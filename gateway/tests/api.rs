@@ -473,6 +473,70 @@ async fn single_shot_uploads_and_the_size_limit() {
     assert_eq!(reg.table_name.as_str(), "kv");
     assert_eq!(reg.statistics.rows, 2);
 
+    // A second version of it, ragged, rows rejected by policy; then the read options
+    // and the version target are checked, each refusal naming its field.
+    let v2 = b"k,v\n3,three\n4\n".to_vec();
+    let r = s
+        .http
+        .post(s.url(&format!(
+            "/v1/uploads?filename=kv2.csv&dataset={}&bad_rows=reject",
+            reg.dataset
+        )))
+        .bearer_auth(&s.alice)
+        .body(v2)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let view: serde_json::Value = r.json().await.unwrap();
+    let upload: UploadId = view["id"].as_str().unwrap().parse().unwrap();
+    let Terminal::Registered(reg2) = s.settle(upload).await else {
+        panic!("v2 not registered")
+    };
+    assert_eq!(
+        (reg2.dataset, reg2.version, reg2.parent_version),
+        (reg.dataset, 2, Some(1))
+    );
+    assert_eq!(reg2.table_name.as_str(), "kv");
+    assert_eq!(reg2.statistics.rows, 1);
+    let shown: serde_json::Value = s
+        .http
+        .get(s.url(&format!("/v1/datasets/{}", reg.dataset)))
+        .bearer_auth(&s.alice)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(shown["current_version"], 2, "{shown}");
+    assert_eq!(shown["quality"]["rejected"], 1, "{shown}");
+    assert!(
+        shown["quality"]["rejects_location"]
+            .as_str()
+            .is_some_and(|l| l.ends_with("/v2/rejects.ndjson")),
+        "{shown}"
+    );
+    for (query, field) in [
+        ("bad_rows=maybe", "bad_rows"),
+        ("max_bad_rows=lots", "max_bad_rows"),
+        ("encoding=klingon", "encoding"),
+        ("dataset=nope", "dataset"),
+        ("parent_version=1", "parent_version"),
+    ] {
+        let r = s
+            .http
+            .post(s.url(&format!("/v1/uploads?filename=x.csv&{query}")))
+            .bearer_auth(&s.alice)
+            .body(b"a\n1\n".to_vec())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{query}");
+        let e: serde_json::Value = r.json().await.unwrap();
+        assert!(e["error"].as_str().unwrap().starts_with(field), "{query}: {e}");
+    }
+
     let big = vec![b'a'; 101];
     let r = s
         .http
