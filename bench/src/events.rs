@@ -322,6 +322,7 @@ async fn lifecycle(journal: &Journal, owner: &Owner, n: usize) -> Result<u64> {
             parquet,
             parquet_size: 3000,
             statistics: statistics(40),
+            schema_diff: None,
         }),
     ];
     let mut expect = Expect::Empty;

@@ -43,6 +43,13 @@ pub enum DatasetsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Which schema changes new versions may make: evolve (any, the default),
+    /// additive (added columns, widened types) or freeze (none)
+    Policy {
+        id: DatasetId,
+        #[arg(value_name = "evolve|additive|freeze")]
+        policy: weir_events::SchemaPolicy,
+    },
     /// The dataset's default bad-row policy for new versions (`weir upload --dataset`
     /// without --bad-rows): fail, reject, pad, or default (weir's own)
     BadRows {
@@ -88,8 +95,12 @@ fn tree_lines(d: &Dataset) -> Vec<String> {
             } else {
                 ""
             };
+            let schema = match &v.schema_diff {
+                Some(diff) if !diff.is_empty() => format!("  schema: {}", diff.describe()),
+                _ => String::new(),
+            };
             out.push(format!(
-                "{prefix}{branch}v{}  {} rows  {}  upload {}{head}",
+                "{prefix}{branch}v{}  {} rows  {}  upload {}{head}{schema}",
                 v.version, v.row_count, v.registered_at, v.upload_id
             ));
             walk(d, Some(v.version), &next, out);
@@ -112,12 +123,8 @@ fn tree_lines(d: &Dataset) -> Vec<String> {
     out
 }
 
-/// Appends `DatasetBadRowsChanged` after the dataset's last event.
-async fn set_bad_rows(journal: &Journal, d: &Dataset, id: DatasetId, policy: &str) -> Result<()> {
-    let bad_rows: Option<BadRows> = match policy {
-        "default" => None,
-        other => Some(other.parse().map_err(|e: String| anyhow::anyhow!(e))?),
-    };
+/// Appends `event` (a dataset setting) after the dataset's last event, as its owner.
+async fn set_dataset(journal: &Journal, d: &Dataset, id: DatasetId, event: Event) -> Result<()> {
     let owner: Owner = d.owner.parse()?;
     let first: UploadId = d
         .versions
@@ -132,7 +139,7 @@ async fn set_bad_rows(journal: &Journal, d: &Dataset, id: DatasetId, policy: &st
             owner.clone(),
             first,
             Some(EventId::new()),
-            Event::DatasetBadRowsChanged(DatasetBadRowsChanged { bad_rows }),
+            event.clone(),
         );
         if let AppendOutcome::Appended { .. } = journal.append(&env, expect).await? {
             return Ok(());
@@ -209,11 +216,30 @@ pub async fn run(
                 }
             }
         }
+        DatasetsCommand::Policy { id, policy } => {
+            let Some(d) = weir_projections::dataset(db, id).await? else {
+                bail!("no dataset {id}");
+            };
+            let event =
+                Event::DatasetSchemaPolicyChanged(weir_events::DatasetSchemaPolicyChanged {
+                    policy,
+                });
+            set_dataset(journal, &d, id, event).await?;
+            println!(
+                "{id}: new versions may make {} schema changes",
+                policy.as_str()
+            );
+        }
         DatasetsCommand::BadRows { id, policy } => {
             let Some(d) = weir_projections::dataset(db, id).await? else {
                 bail!("no dataset {id}");
             };
-            set_bad_rows(journal, &d, id, &policy).await?;
+            let bad_rows: Option<BadRows> = match policy.as_str() {
+                "default" => None,
+                other => Some(other.parse().map_err(|e: String| anyhow::anyhow!(e))?),
+            };
+            let event = Event::DatasetBadRowsChanged(DatasetBadRowsChanged { bad_rows });
+            set_dataset(journal, &d, id, event).await?;
             println!("{id}: new versions use bad-rows {policy} unless the upload names one");
         }
         DatasetsCommand::List {
@@ -314,6 +340,9 @@ pub async fn run(
                             .unwrap_or_default()
                     );
                     println!("location {}", store.location(&v.parquet_key));
+                    if let (Some(diff), Some(p)) = (&v.schema_diff, v.parent_version) {
+                        println!("schema   against v{p}: {}", diff.describe());
+                    }
                     if let Some(q) = &v.quality {
                         let rejects = q.rejects.as_deref().map(|k| store.location(k));
                         for line in crate::views::quality_lines(q, rejects) {

@@ -249,6 +249,32 @@ async fn up_upload_show_and_a_clean_shutdown() {
         ),
         (Some(1), Some(2), Some(false))
     );
+    // Freeze the schema: a third version with another column fails at register.
+    let (code, _, err) = run(&["datasets", "--data-dir", data, "policy", &id, "freeze"]).await;
+    assert_eq!(code, 0, "{err}");
+    let wider = dir.path().join("wider.csv");
+    std::fs::write(&wider, "id,city,extra\n1,a,b\n").unwrap();
+    let (code, out, _) = run(&[
+        "upload",
+        "--data-dir",
+        data,
+        wider.to_str().unwrap(),
+        "--dataset",
+        &id,
+        "--wait",
+        "--json",
+    ])
+    .await;
+    assert_eq!(code, 1);
+    let result: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(result["failure"]["step"], "register", "{result}");
+    assert!(
+        result["failure"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("added extra (Utf8)"),
+        "{result}"
+    );
     let (code, _, err) = run(&["datasets", "--data-dir", data, "show", &format!("{id}@v9")]).await;
     assert_eq!(code, 1);
     assert!(err.contains("has no version 9"), "{err}");

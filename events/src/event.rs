@@ -288,7 +288,7 @@ pub struct PartsCombined {
 }
 
 /// One column of an inferred or read schema.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Field {
     /// The resolved, sanitised column name as written to Parquet.
     pub name: String,
@@ -434,6 +434,197 @@ pub struct DatasetRegistered {
     pub parquet: ObjectKey,
     pub parquet_size: u64,
     pub statistics: Statistics,
+    /// How the schema differs from the parent version's (`None` for a first version).
+    #[serde(default)]
+    pub schema_diff: Option<SchemaDiff>,
+}
+
+/// `DatasetRegistered` as written before schema diffs (wire variant 3).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DatasetRegisteredV1 {
+    pub dataset: DatasetId,
+    pub version: u32,
+    pub parent_version: Option<u32>,
+    pub owner: Owner,
+    pub table_name: TableName,
+    pub label: Option<String>,
+    pub schema: Schema,
+    pub parquet: ObjectKey,
+    pub parquet_size: u64,
+    pub statistics: Statistics,
+}
+
+impl From<DatasetRegisteredV1> for DatasetRegistered {
+    fn from(v: DatasetRegisteredV1) -> Self {
+        DatasetRegistered {
+            dataset: v.dataset,
+            version: v.version,
+            parent_version: v.parent_version,
+            owner: v.owner,
+            table_name: v.table_name,
+            label: v.label,
+            schema: v.schema,
+            parquet: v.parquet,
+            parquet_size: v.parquet_size,
+            statistics: v.statistics,
+            schema_diff: None,
+        }
+    }
+}
+
+/// How a version's columns differ from its parent's. Columns are matched by name;
+/// a renamed column is one removed and one added (renames are not guessed).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct SchemaDiff {
+    pub added: Vec<Field>,
+    pub removed: Vec<Field>,
+    pub type_changes: Vec<TypeChange>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TypeChange {
+    pub name: String,
+    pub from: String,
+    pub to: String,
+    pub change: TypeChangeKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TypeChangeKind {
+    /// Every old value still fits: Int64→Float64, Date32→Timestamp, anything→Utf8.
+    Widened,
+    /// The reverse of a widening: old values may not fit.
+    Narrowed,
+    /// Neither (e.g. Boolean→Int64).
+    Changed,
+}
+
+impl SchemaDiff {
+    /// The difference from `parent` to `new`.
+    pub fn between(parent: &Schema, new: &Schema) -> Self {
+        let mut diff = SchemaDiff::default();
+        for f in &new.fields {
+            match parent.fields.iter().find(|p| p.name == f.name) {
+                None => diff.added.push(f.clone()),
+                Some(p) if p.data_type != f.data_type => diff.type_changes.push(TypeChange {
+                    name: f.name.clone(),
+                    from: p.data_type.clone(),
+                    to: f.data_type.clone(),
+                    change: type_change(&p.data_type, &f.data_type),
+                }),
+                Some(_) => {}
+            }
+        }
+        for p in &parent.fields {
+            if !new.fields.iter().any(|f| f.name == p.name) {
+                diff.removed.push(p.clone());
+            }
+        }
+        diff
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.added.is_empty() && self.removed.is_empty() && self.type_changes.is_empty()
+    }
+
+    /// Added columns and widenings only.
+    pub fn is_additive(&self) -> bool {
+        self.removed.is_empty()
+            && self
+                .type_changes
+                .iter()
+                .all(|c| c.change == TypeChangeKind::Widened)
+    }
+
+    /// One line: `added email (Utf8); removed zip (Utf8); widened qty Int64 → Float64`.
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        for f in &self.added {
+            parts.push(format!("added {} ({})", f.name, f.data_type));
+        }
+        for f in &self.removed {
+            parts.push(format!("removed {} ({})", f.name, f.data_type));
+        }
+        for c in &self.type_changes {
+            let how = match c.change {
+                TypeChangeKind::Widened => "widened",
+                TypeChangeKind::Narrowed => "narrowed",
+                TypeChangeKind::Changed => "changed",
+            };
+            parts.push(format!("{how} {} {} → {}", c.name, c.from, c.to));
+        }
+        if parts.is_empty() {
+            "no change".to_owned()
+        } else {
+            parts.join("; ")
+        }
+    }
+}
+
+fn widens(from: &str, to: &str) -> bool {
+    to == "Utf8"
+        || (from == "Int64" && to == "Float64")
+        || (from == "Date32" && to.starts_with("Timestamp("))
+        || (from == "Null")
+}
+
+fn type_change(from: &str, to: &str) -> TypeChangeKind {
+    if widens(from, to) {
+        TypeChangeKind::Widened
+    } else if widens(to, from) {
+        TypeChangeKind::Narrowed
+    } else {
+        TypeChangeKind::Changed
+    }
+}
+
+/// Which schema changes a dataset accepts in a new version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SchemaPolicy {
+    /// Any change (the default).
+    #[default]
+    Evolve,
+    /// Added columns and widened types only.
+    Additive,
+    /// The same schema only.
+    Freeze,
+}
+
+impl SchemaPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Evolve => "evolve",
+            Self::Additive => "additive",
+            Self::Freeze => "freeze",
+        }
+    }
+
+    /// True when `diff` is allowed.
+    pub fn allows(self, diff: &SchemaDiff) -> bool {
+        match self {
+            Self::Evolve => true,
+            Self::Additive => diff.is_additive(),
+            Self::Freeze => diff.is_empty(),
+        }
+    }
+}
+
+impl std::str::FromStr for SchemaPolicy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        [Self::Evolve, Self::Additive, Self::Freeze]
+            .into_iter()
+            .find(|p| p.as_str().eq_ignore_ascii_case(s.trim()))
+            .ok_or_else(|| format!("unknown schema policy {s:?}: use evolve, additive or freeze"))
+    }
+}
+
+/// A dataset's schema-evolution policy changed (aggregate `dataset`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DatasetSchemaPolicyChanged {
+    pub policy: SchemaPolicy,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -577,7 +768,8 @@ pub enum Event {
     PartsCombined(PartsCombined),
     /// Legacy encoding; [`Envelope::decode`](crate::Envelope::decode) upgrades it.
     SchemaInferredV1(SchemaInferredV1),
-    DatasetRegistered(DatasetRegistered),
+    /// Legacy encoding; [`Envelope::decode`](crate::Envelope::decode) upgrades it.
+    DatasetRegisteredV1(DatasetRegisteredV1),
     Failed(Failed),
     UploadAborted(UploadAborted),
     Compensated(Compensated),
@@ -595,6 +787,8 @@ pub enum Event {
     SchemaInferred(SchemaInferred),
     DatasetVersionReserved(DatasetVersionReserved),
     DatasetBadRowsChanged(DatasetBadRowsChanged),
+    DatasetRegistered(DatasetRegistered),
+    DatasetSchemaPolicyChanged(DatasetSchemaPolicyChanged),
 }
 
 /// The kind of an event, as it appears in subjects and in the `Weir-Kind` header.
@@ -619,10 +813,11 @@ pub enum EventKind {
     TokenRevoked,
     DatasetVersionReserved,
     DatasetBadRowsChanged,
+    DatasetSchemaPolicyChanged,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 19] = [
+    pub const ALL: [EventKind; 20] = [
         Self::UploadReceived,
         Self::PartsCombined,
         Self::SchemaInferred,
@@ -642,6 +837,7 @@ impl EventKind {
         Self::TokenRevoked,
         Self::DatasetVersionReserved,
         Self::DatasetBadRowsChanged,
+        Self::DatasetSchemaPolicyChanged,
     ];
 
     /// The snake_case token used in subjects and headers.
@@ -666,6 +862,7 @@ impl EventKind {
             Self::TokenRevoked => "token_revoked",
             Self::DatasetVersionReserved => "dataset_version_reserved",
             Self::DatasetBadRowsChanged => "dataset_bad_rows_changed",
+            Self::DatasetSchemaPolicyChanged => "dataset_schema_policy_changed",
         }
     }
 
@@ -705,7 +902,9 @@ impl Event {
             Self::UploadReceived(_) | Self::UploadReceivedV1(_) => EventKind::UploadReceived,
             Self::PartsCombined(_) => EventKind::PartsCombined,
             Self::SchemaInferred(_) | Self::SchemaInferredV1(_) => EventKind::SchemaInferred,
-            Self::DatasetRegistered(_) => EventKind::DatasetRegistered,
+            Self::DatasetRegistered(_) | Self::DatasetRegisteredV1(_) => {
+                EventKind::DatasetRegistered
+            }
             Self::Failed(_) => EventKind::Failed,
             Self::UploadAborted(_) => EventKind::UploadAborted,
             Self::Compensated(_) => EventKind::Compensated,
@@ -721,6 +920,7 @@ impl Event {
             Self::TokenRevoked(_) => EventKind::TokenRevoked,
             Self::DatasetVersionReserved(_) => EventKind::DatasetVersionReserved,
             Self::DatasetBadRowsChanged(_) => EventKind::DatasetBadRowsChanged,
+            Self::DatasetSchemaPolicyChanged(_) => EventKind::DatasetSchemaPolicyChanged,
         }
     }
 }
@@ -732,6 +932,7 @@ impl Event {
         match self {
             Self::UploadReceivedV1(v) => Self::UploadReceived(v.into()),
             Self::SchemaInferredV1(v) => Self::SchemaInferred(v.into()),
+            Self::DatasetRegisteredV1(v) => Self::DatasetRegistered(v.into()),
             other => other,
         }
     }
@@ -739,9 +940,9 @@ impl Event {
     /// The key fields on one line, for `weir tail` and audit trails.
     pub fn summary(&self) -> String {
         match self {
-            Self::UploadReceivedV1(_) | Self::SchemaInferredV1(_) => {
-                self.clone().upgrade().summary()
-            }
+            Self::UploadReceivedV1(_)
+            | Self::SchemaInferredV1(_)
+            | Self::DatasetRegisteredV1(_) => self.clone().upgrade().summary(),
             Self::UploadReceived(e) => format!(
                 "owner={} file={:?} size={} parts={}{}{}{}",
                 e.owner,
@@ -783,8 +984,16 @@ impl Event {
                 },
             ),
             Self::DatasetRegistered(e) => format!(
-                "dataset={} v{} table={} rows={}",
-                e.dataset, e.version, e.table_name, e.statistics.rows
+                "dataset={} v{} table={} rows={}{}",
+                e.dataset,
+                e.version,
+                e.table_name,
+                e.statistics.rows,
+                match (&e.schema_diff, e.parent_version) {
+                    (Some(d), Some(p)) if !d.is_empty() =>
+                        format!(" schema vs v{p}: {}", d.describe()),
+                    _ => String::new(),
+                }
             ),
             Self::Failed(e) => format!(
                 "step={} attempts={}{} reason={:?}",
@@ -833,6 +1042,7 @@ impl Event {
             Self::DatasetBadRowsChanged(e) => {
                 format!("bad_rows={}", e.bad_rows.map_or("default", BadRows::as_str))
             }
+            Self::DatasetSchemaPolicyChanged(e) => format!("schema_policy={}", e.policy.as_str()),
         }
     }
 }

@@ -232,6 +232,12 @@ impl EventId {
     pub fn new() -> Self {
         Self(Uuid::now_v7())
     }
+
+    /// A second id derived from this one, the same every time: for a second record
+    /// one event raises (e.g. its second notification).
+    pub fn derived(self, n: u8) -> Self {
+        Self(Uuid::from_u128(self.0.as_u128() ^ u128::from(n)))
+    }
 }
 
 impl Default for EventId {

@@ -105,7 +105,7 @@ fn examples() -> Vec<Event> {
             }],
             problem_count: 1,
         }),
-        Event::DatasetRegistered(DatasetRegistered {
+        Event::DatasetRegisteredV1(DatasetRegisteredV1 {
             dataset: DATASET,
             version: 1,
             parent_version: None,
@@ -231,6 +231,31 @@ fn examples() -> Vec<Event> {
         Event::DatasetBadRowsChanged(DatasetBadRowsChanged {
             bad_rows: Some(BadRows::Pad),
         }),
+        Event::DatasetRegistered(DatasetRegistered {
+            dataset: DATASET,
+            version: 2,
+            parent_version: Some(1),
+            owner: owner(),
+            table_name: "orders".parse().unwrap(),
+            label: None,
+            schema: schema(),
+            parquet: ObjectKey::parquet(DATASET, 2),
+            parquet_size: 1234,
+            statistics: stats(),
+            schema_diff: Some(SchemaDiff {
+                added: vec![schema().fields[1].clone()],
+                removed: vec![],
+                type_changes: vec![TypeChange {
+                    name: "id".into(),
+                    from: "Int64".into(),
+                    to: "Float64".into(),
+                    change: TypeChangeKind::Widened,
+                }],
+            }),
+        }),
+        Event::DatasetSchemaPolicyChanged(DatasetSchemaPolicyChanged {
+            policy: SchemaPolicy::Additive,
+        }),
     ]
 }
 
@@ -238,7 +263,9 @@ fn examples() -> Vec<Event> {
 /// replaced an earlier one (the legacy variant keeps the plain name).
 fn golden_name(event: &Event) -> String {
     match event {
-        Event::UploadReceived(_) | Event::SchemaInferred(_) => format!("{}.v2", event.kind()),
+        Event::UploadReceived(_) | Event::SchemaInferred(_) | Event::DatasetRegistered(_) => {
+            format!("{}.v2", event.kind())
+        }
         other => other.kind().to_string(),
     }
 }
@@ -274,7 +301,14 @@ fn examples_cover_every_kind_in_order() {
         kinds[17..19],
         [EventKind::UploadReceived, EventKind::SchemaInferred]
     );
-    assert_eq!(kinds[19..], EventKind::ALL[17..]);
+    assert_eq!(kinds[19..21], EventKind::ALL[17..19]);
+    assert_eq!(
+        kinds[21..],
+        [
+            EventKind::DatasetRegistered,
+            EventKind::DatasetSchemaPolicyChanged
+        ]
+    );
 }
 
 #[test]
@@ -282,7 +316,7 @@ fn legacy_variants_decode_as_their_successors() {
     for event in examples() {
         let legacy = matches!(
             event,
-            Event::UploadReceivedV1(_) | Event::SchemaInferredV1(_)
+            Event::UploadReceivedV1(_) | Event::SchemaInferredV1(_) | Event::DatasetRegisteredV1(_)
         );
         let bytes = envelope(event.clone()).encode(DEFAULT_MAX_PAYLOAD).unwrap();
         let decoded = Envelope::decode(&bytes).unwrap().event;
@@ -290,7 +324,7 @@ fn legacy_variants_decode_as_their_successors() {
         if legacy {
             assert!(matches!(
                 decoded,
-                Event::UploadReceived(_) | Event::SchemaInferred(_)
+                Event::UploadReceived(_) | Event::SchemaInferred(_) | Event::DatasetRegistered(_)
             ));
             assert_eq!(decoded.summary(), event.summary());
         } else {

@@ -115,6 +115,10 @@ fn view(state: &AppState, d: weir_projections::Dataset) -> DatasetView {
                     .quality
                     .clone()
                     .map(|q| QualityView::new(q, |k| state.store().location(k))),
+                schema_diff: v
+                    .schema_diff
+                    .as_ref()
+                    .and_then(|d| serde_json::to_value(d).ok()),
             })
             .collect(),
         quality: d

@@ -343,6 +343,9 @@ pub struct VersionView {
     pub statistics: serde_json::Value,
     /// This version's encoding, bad rows and rejects file.
     pub quality: Option<QualityView>,
+    /// How its schema differs from its parent's (added, removed, type_changes).
+    #[schema(value_type = Option<Object>)]
+    pub schema_diff: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

@@ -534,7 +534,10 @@ async fn single_shot_uploads_and_the_size_limit() {
             .unwrap();
         assert_eq!(r.status(), 400, "{query}");
         let e: serde_json::Value = r.json().await.unwrap();
-        assert!(e["error"].as_str().unwrap().starts_with(field), "{query}: {e}");
+        assert!(
+            e["error"].as_str().unwrap().starts_with(field),
+            "{query}: {e}"
+        );
     }
 
     let big = vec![b'a'; 101];

@@ -7,3 +7,5 @@ ALTER TABLE dataset_versions{s} ADD COLUMN quality_json TEXT;
 ALTER TABLE datasets{s} ADD COLUMN quality_json TEXT;
 -- The dataset's default bad-row policy for new versions (DatasetBadRowsChanged).
 ALTER TABLE datasets{s} ADD COLUMN bad_rows_default TEXT;
+-- How a version's schema differs from its parent's (DatasetRegistered's schema_diff).
+ALTER TABLE dataset_versions{s} ADD COLUMN schema_diff_json TEXT;

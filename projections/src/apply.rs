@@ -51,6 +51,7 @@ fn dataset_of(env: &Envelope) -> Option<DatasetId> {
         Event::UploadReceived(e) => e.dataset,
         Event::UploadReceivedV1(e) => e.dataset,
         Event::SchemaInferredV1(e) => Some(e.dataset),
+        Event::DatasetRegisteredV1(e) => Some(e.dataset),
         Event::SchemaInferred(e) => Some(e.dataset),
         Event::DatasetRegistered(e) => Some(e.dataset),
         Event::TableNameClaimed(e) => Some(e.dataset),
@@ -68,7 +69,8 @@ fn dataset_of(env: &Envelope) -> Option<DatasetId> {
         | Event::TokenCreated(_)
         | Event::TokenRevoked(_)
         | Event::DatasetVersionReserved(_)
-        | Event::DatasetBadRowsChanged(_) => match &env.aggregate {
+        | Event::DatasetBadRowsChanged(_)
+        | Event::DatasetSchemaPolicyChanged(_) => match &env.aggregate {
             Aggregate::Dataset(id) => Some(*id),
             _ => None,
         },
@@ -266,6 +268,7 @@ pub(crate) fn needs(needs: &mut Needs, rec: &Recorded) {
         | Event::UploadReceived(_)
         | Event::UploadReceivedV1(_)
         | Event::SchemaInferredV1(_)
+        | Event::DatasetRegisteredV1(_)
         | Event::PartsCombined(_)
         | Event::SchemaInferred(_)
         | Event::Failed(_)
@@ -292,7 +295,7 @@ pub(crate) fn needs(needs: &mut Needs, rec: &Recorded) {
         }
         // A reservation changes no row: it is in the audit trail, and the version's row
         // comes with its registration.
-        Event::DatasetVersionReserved(_) => {}
+        Event::DatasetVersionReserved(_) | Event::DatasetSchemaPolicyChanged(_) => {}
         Event::DatasetLabelChanged(_)
         | Event::DatasetRenamed(_)
         | Event::DatasetDeleted(_)
@@ -457,7 +460,7 @@ impl Batch {
     pub(crate) fn apply(&mut self, rec: &Recorded) -> Result<(), Error> {
         if matches!(
             rec.envelope.event,
-            Event::UploadReceivedV1(_) | Event::SchemaInferredV1(_)
+            Event::UploadReceivedV1(_) | Event::SchemaInferredV1(_) | Event::DatasetRegisteredV1(_)
         ) {
             // Decoding upgrades legacy variants; one built by hand is folded the same.
             let mut upgraded = rec.clone();
@@ -484,7 +487,9 @@ impl Batch {
         });
 
         match &env.event {
-            Event::UploadReceivedV1(_) | Event::SchemaInferredV1(_) => {}
+            Event::UploadReceivedV1(_)
+            | Event::SchemaInferredV1(_)
+            | Event::DatasetRegisteredV1(_) => {}
             Event::UploadStarted(e) => {
                 if self.uploads.get(&upload).is_none() {
                     let mut row = UploadRow::empty(&upload, at, seq);
@@ -613,6 +618,7 @@ impl Batch {
                         registered_at: at,
                         seq,
                         quality_json: quality_json.clone(),
+                        schema_diff_json: e.schema_diff.as_ref().map(to_json).transpose()?,
                     },
                 );
                 let notice = quality_json
@@ -637,11 +643,31 @@ impl Batch {
                     owner: e.owner.to_string(),
                     kind: "dataset_ready",
                     upload: &upload,
-                    dataset: Some(dataset),
+                    dataset: Some(dataset.clone()),
                     message,
                     at,
                     seq,
                 });
+                if let (Some(diff), Some(parent)) = (&e.schema_diff, e.parent_version)
+                    && !diff.is_empty()
+                {
+                    // A second notice of the same event: its id derived from the event's.
+                    self.notify(Notice {
+                        id: env.event_id.derived(1),
+                        owner: e.owner.to_string(),
+                        kind: "schema_changed",
+                        upload: &upload,
+                        dataset: Some(dataset),
+                        message: format!(
+                            "dataset {} v{}: the schema changed from v{parent}: {}",
+                            e.table_name,
+                            e.version,
+                            diff.describe()
+                        ),
+                        at,
+                        seq,
+                    });
+                }
             }
             Event::Failed(e) => {
                 if let Some(row) = self.uploads.get_mut(&upload) {
@@ -744,6 +770,7 @@ impl Batch {
                 }
             }
             Event::DatasetVersionReserved(_) => {}
+            Event::DatasetSchemaPolicyChanged(_) => {}
             Event::DatasetBadRowsChanged(e) => {
                 if let Some(row) = self.dataset_row(env) {
                     row.bad_rows_default = e.bad_rows.map(|p| p.as_str().to_owned());

@@ -207,6 +207,9 @@ pub struct DatasetVersion {
     pub registered_at: Timestamp,
     /// This version's encoding, bad rows and rejects file.
     pub quality: Option<QualityView>,
+    /// How its schema differs from its parent's: `{"added": [fields], "removed":
+    /// [fields], "type_changes": [{"name", "from", "to", "change"}]}`.
+    pub schema_diff: Option<weir_events::SchemaDiff>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -502,7 +505,7 @@ pub async fn dataset(db: &Db, id: DatasetId) -> Result<Option<Dataset>, Error> {
     };
     let versions = sqlx::query(
         "SELECT version, parent_version, schema_json, statistics_json, upload_id, parquet_key, \
-         size_bytes, row_count, registered_at, quality_json FROM dataset_versions WHERE dataset_id = $1 \
+         size_bytes, row_count, registered_at, quality_json, schema_diff_json FROM dataset_versions WHERE dataset_id = $1 \
          ORDER BY version",
     )
     .bind(&id)
@@ -522,6 +525,7 @@ pub async fn dataset(db: &Db, id: DatasetId) -> Result<Option<Dataset>, Error> {
             row_count: get_u64(v, "row_count")?,
             registered_at: get_ts(v, "registered_at")?,
             quality: get_opt_json(v, "quality_json", &label)?,
+            schema_diff: get_opt_json(v, "schema_diff_json", &label)?,
         })
     })
     .collect::<Result<Vec<_>, Error>>()?;

@@ -182,6 +182,7 @@ row_image!(VersionRow, "dataset_versions", key = ["dataset_id", "version"], {
     registered_at: i64,
     seq: i64,
     quality_json: Option<String>,
+    schema_diff_json: Option<String>,
 });
 
 row_image!(NotificationRow, "notifications", key = ["id"], {

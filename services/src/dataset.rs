@@ -10,7 +10,10 @@
 
 use std::collections::BTreeMap;
 
-use weir_events::{Aggregate, BadRows, DatasetId, Event, Owner, TableName, UploadId};
+use weir_events::{
+    Aggregate, BadRows, DatasetId, DatasetRegistered, Event, Owner, SchemaPolicy, TableName,
+    UploadId,
+};
 use weir_journal::Journal;
 
 use crate::runtime::StepError;
@@ -32,6 +35,7 @@ pub struct DatasetFacts {
     /// Every version taken, registered or not (version 1 always is).
     pub versions: BTreeMap<u32, VersionFact>,
     pub bad_rows: Option<BadRows>,
+    pub schema_policy: SchemaPolicy,
     /// Sequence of the last event on the dataset's aggregate (0: none).
     pub last_seq: u64,
 }
@@ -68,6 +72,7 @@ impl DatasetFacts {
                 },
             )]),
             bad_rows: None,
+            schema_policy: SchemaPolicy::default(),
             last_seq: 0,
         };
         for r in journal.history(&Aggregate::Dataset(id)).await? {
@@ -78,6 +83,7 @@ impl DatasetFacts {
                 Event::DatasetDeleted(_) => facts.deleted = true,
                 Event::DatasetRestored(_) => facts.deleted = false,
                 Event::DatasetBadRowsChanged(e) => facts.bad_rows = e.bad_rows,
+                Event::DatasetSchemaPolicyChanged(e) => facts.schema_policy = e.policy,
                 Event::DatasetVersionReserved(e) => {
                     facts.versions.insert(
                         e.version,
@@ -119,6 +125,25 @@ impl DatasetFacts {
         // Compensations follow a failure; a registered upload ends with its
         // registration.
         Ok(last.is_some_and(|r| matches!(r.envelope.event, Event::DatasetRegistered(_))))
+    }
+
+    /// Version `n`'s registration (its schema, for a child's diff), if it registered.
+    pub async fn registration(
+        &self,
+        journal: &Journal,
+        n: u32,
+    ) -> Result<Option<DatasetRegistered>, StepError> {
+        let Some(v) = self.versions.get(&n) else {
+            return Ok(None);
+        };
+        Ok(journal
+            .history(&Aggregate::Upload(v.upload))
+            .await?
+            .into_iter()
+            .find_map(|r| match r.envelope.event {
+                Event::DatasetRegistered(e) if e.dataset == self.id => Some(e),
+                _ => None,
+            }))
     }
 
     /// The head: the newest registered version, skipping `except` (the upload asking).

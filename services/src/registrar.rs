@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use weir_events::{
     Aggregate, CompensationAction, DatasetId, DatasetRegistered, Envelope, Event, EventKind, Owner,
-    Step, TableName, TableNameClaimed, UploadId,
+    SchemaDiff, SchemaPolicy, Step, TableName, TableNameClaimed, UploadId,
 };
 use weir_journal::{AppendOutcome, Expect, Recorded};
 
@@ -116,6 +116,28 @@ impl Service for Registrar {
             let facts = crate::dataset::DatasetFacts::read(&ctx.journal, d).await?;
             let upload = input.envelope.correlation_id;
             let parent = facts.reserved_by(upload).and_then(|(_, p)| p);
+            // The schema against the parent's, under the dataset's policy.
+            let parent_schema = match parent {
+                Some(p) => facts.registration(&ctx.journal, p).await?.map(|r| r.schema),
+                None => None,
+            };
+            let schema_diff = parent_schema
+                .as_ref()
+                .map(|ps| SchemaDiff::between(ps, &inferred.schema));
+            if let (Some(diff), Some(p)) = (&schema_diff, parent)
+                && !facts.schema_policy.allows(diff)
+            {
+                return Err(StepError::Permanent(format!(
+                    "{}: dataset {d} accepts {} schema changes only (weir datasets policy {d} evolve|additive|freeze); against v{p}: {}",
+                    received.filename,
+                    match facts.schema_policy {
+                        SchemaPolicy::Freeze => "no",
+                        SchemaPolicy::Additive => "additive (added columns, widened types)",
+                        SchemaPolicy::Evolve => "all",
+                    },
+                    diff.describe()
+                )));
+            }
             return Ok(vec![Event::DatasetRegistered(DatasetRegistered {
                 dataset: d,
                 version: inferred.version,
@@ -127,6 +149,7 @@ impl Service for Registrar {
                 parquet: inferred.parquet.clone(),
                 parquet_size: inferred.parquet_size,
                 statistics: inferred.statistics.clone(),
+                schema_diff,
             })]);
         }
         let file = &received.filename;
@@ -180,6 +203,7 @@ impl Service for Registrar {
             parquet: inferred.parquet.clone(),
             parquet_size: inferred.parquet_size,
             statistics: inferred.statistics.clone(),
+            schema_diff: None,
         })])
     }
 

@@ -945,3 +945,79 @@ async fn new_versions_take_the_next_number_and_derive_from_the_head() {
     }
     sys.stop().await;
 }
+
+/// Schema evolution: each new version's schema against its parent's, in the event;
+/// under `additive` a removed column fails the upload at register with the diff and
+/// no version; under `freeze` only the same schema passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schema_changes_follow_the_dataset_policy() {
+    let sys = System::start().await;
+    let set_policy = |d: DatasetId, policy: SchemaPolicy| {
+        let journal = sys.journal.clone();
+        async move {
+            let last = journal.last_on(&Aggregate::Dataset(d)).await.unwrap();
+            let env = Envelope::new(
+                Aggregate::Dataset(d),
+                "acme".parse().unwrap(),
+                UploadId::from_u128(d.as_u128()),
+                Some(EventId::new()),
+                Event::DatasetSchemaPolicyChanged(DatasetSchemaPolicyChanged { policy }),
+            );
+            let expect = last.map_or(Expect::Empty, |r| Expect::LastSequence(r.seq));
+            assert!(matches!(
+                journal.append(&env, expect).await.unwrap(),
+                weir_journal::AppendOutcome::Appended { .. }
+            ));
+        }
+    };
+    let v1 = sys.file("people.csv", b"id,name,qty\n1,a,2\n");
+    let Terminal::Registered(r1) = sys.upload(&v1, Some("people")).await.1 else {
+        panic!("v1 did not register")
+    };
+    let d = r1.dataset;
+    assert_eq!(r1.schema_diff, None);
+    set_policy(d, SchemaPolicy::Additive).await;
+
+    // Added column and Int64 -> Float64: additive, accepted, the diff in the event.
+    let v2 = sys.file("people-2.csv", b"id,name,qty,email\n1,a,2.5,x@y\n");
+    let (_, end) = sys.upload_version(&v2, d, None, "acme").await;
+    let Terminal::Registered(r2) = end else {
+        panic!("{end:?}")
+    };
+    let diff = r2.schema_diff.clone().expect("a diff against v1");
+    assert_eq!(diff.added.len(), 1);
+    assert_eq!(diff.added[0].name, "email");
+    assert_eq!(diff.type_changes.len(), 1);
+    assert_eq!(diff.type_changes[0].change, TypeChangeKind::Widened);
+    assert_eq!(
+        diff.describe(),
+        "added email (Utf8); widened qty Int64 → Float64"
+    );
+
+    // A removed column: refused, the diff in the reason, no version 3 registered.
+    let v3 = sys.file("people-3.csv", b"id,qty,email\n1,2.5,x@y\n");
+    let (_, end) = sys.upload_version(&v3, d, None, "acme").await;
+    let Terminal::Failed(f) = end else {
+        panic!("{end:?}")
+    };
+    assert_eq!(f.step, Step::Register);
+    assert!(f.reason.contains("removed name (Utf8)"), "{}", f.reason);
+    assert!(f.reason.contains("additive"), "{}", f.reason);
+
+    // Freeze: the same schema passes (its parent is v2, the head), any change fails.
+    set_policy(d, SchemaPolicy::Freeze).await;
+    let same = sys.file("people-4.csv", b"id,name,qty,email\n2,b,1.5,z@y\n");
+    let (_, end) = sys.upload_version(&same, d, None, "acme").await;
+    let Terminal::Registered(r4) = end else {
+        panic!("{end:?}")
+    };
+    assert_eq!((r4.version, r4.parent_version), (4, Some(2)));
+    assert!(r4.schema_diff.is_some_and(|d| d.is_empty()));
+    let wider = sys.file("people-5.csv", b"id,name,qty,email,age\n2,b,1.5,z@y,3\n");
+    let (_, end) = sys.upload_version(&wider, d, None, "acme").await;
+    assert!(
+        matches!(end, Terminal::Failed(ref f) if f.reason.contains("accepts no schema changes")),
+        "{end:?}"
+    );
+    sys.stop().await;
+}

@@ -77,6 +77,7 @@ pub fn dataset_registered(upload: UploadId, cause: EventId, table: &str) -> Enve
             parquet: ObjectKey::parquet(dataset, 1),
             parquet_size: 1,
             statistics: Statistics::default(),
+            schema_diff: None,
         }),
     )
 }

@@ -397,6 +397,7 @@ impl Chain {
             parquet: ObjectKey::parquet(self.dataset, self.version),
             parquet_size: rows * 10,
             statistics: stats(rows, schema),
+            schema_diff: None,
         });
         let env = self.up(event);
         self.registered_event = Some(env.event_id);
