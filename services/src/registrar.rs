@@ -114,6 +114,12 @@ impl Service for Registrar {
         if let Some(d) = received.dataset {
             // A new version: the dataset keeps its table name, owner and label.
             let facts = crate::dataset::DatasetFacts::read(&ctx.journal, d).await?;
+            if facts.deleted {
+                return Err(StepError::Permanent(format!(
+                    "{}: dataset {d} was deleted while the version was converted; restore it and upload again",
+                    received.filename
+                )));
+            }
             let upload = input.envelope.correlation_id;
             let parent = facts.reserved_by(upload).and_then(|(_, p)| p);
             // The schema against the parent's, under the dataset's policy.
