@@ -114,6 +114,13 @@ impl Db {
     pub async fn connect(url: &str) -> Result<Self, Error> {
         let db = Self::open(url).await?;
         migrator().run(&db.pool).await?;
+        // The versioned read views over the live tables (`docs/read-schema.md`).
+        let mut tx = db.begin_write().await?;
+        if let Some(lock) = crate::read_views::lock_statement(db.backend()) {
+            sqlx::raw_sql(lock).execute(&mut *tx).await?;
+        }
+        crate::read_views::create_all(&mut tx).await?;
+        tx.commit().await?;
         Ok(db)
     }
 

@@ -63,6 +63,7 @@ pub mod apply;
 pub mod db;
 pub mod projector;
 pub mod query;
+pub mod read_views;
 pub mod replay;
 mod rows;
 pub mod schema;

@@ -98,6 +98,8 @@ async fn swap(db: &Db) -> Result<Swap, Error> {
         tx.rollback().await?;
         return Ok(Swap::Behind);
     }
+    // The read views depend on the live tables: off while they are swapped.
+    crate::read_views::drop_all(&mut tx).await?;
     for table in TABLES {
         let live = Tables::Live.table(table);
         let shadow = Tables::Shadow.table(table);
@@ -124,6 +126,7 @@ async fn swap(db: &Db) -> Result<Swap, Error> {
             .execute(&mut *tx)
             .await?;
     }
+    crate::read_views::create_all(&mut tx).await?;
     tx.commit().await?;
     Ok(Swap::Done(u64::try_from(shadow).unwrap_or(0)))
 }
