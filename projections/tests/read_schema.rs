@@ -101,7 +101,37 @@ async fn documented_queries_run_on_both_databases(kind: Kind) {
     .await;
     catch_up(&log.journal, &t.db).await.unwrap();
     check_views(&t.db, &queries).await;
+    if kind == Kind::Postgres {
+        check_grafana(&t.db).await;
+    }
     // A replay drops and renames the tables under the views: they are there after it.
     replay(&log.journal, &t.db).await.unwrap();
     check_views(&t.db, &queries).await;
+}
+
+/// `docs/grafana/weir.json`: valid JSON, a panel per figure, and every panel's query
+/// runs on Postgres over the views and returns rows.
+async fn check_grafana(db: &Db) {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../docs/grafana/weir.json"
+    ))
+    .expect("docs/grafana/weir.json");
+    let dashboard: serde_json::Value = serde_json::from_str(&text).expect("the dashboard is JSON");
+    let panels = dashboard["panels"].as_array().expect("panels");
+    let titles: Vec<&str> = panels.iter().filter_map(|p| p["title"].as_str()).collect();
+    for want in [
+        "Uploads per hour",
+        "Failures by step",
+        "Step latency p50 / p99 (ms)",
+        "Bytes ingested per hour",
+    ] {
+        assert!(titles.contains(&want), "no panel {want:?} in {titles:?}");
+    }
+    for panel in panels {
+        for target in panel["targets"].as_array().expect("targets") {
+            let sql = target["rawSql"].as_str().expect("rawSql");
+            assert!(rows_of(db, sql).await > 0, "{}: no rows", panel["title"]);
+        }
+    }
 }
