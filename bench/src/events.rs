@@ -283,6 +283,7 @@ async fn lifecycle(journal: &Journal, owner: &Owner, n: usize) -> Result<u64> {
             }],
             dataset: None,
             parent_version: None,
+            branch: None,
             options: Default::default(),
         }),
         Event::PartsCombined(PartsCombined {
@@ -323,6 +324,7 @@ async fn lifecycle(journal: &Journal, owner: &Owner, n: usize) -> Result<u64> {
             parquet_size: 3000,
             statistics: statistics(40),
             schema_diff: None,
+            branch: None,
         }),
     ];
     let mut expect = Expect::Empty;

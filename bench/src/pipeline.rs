@@ -217,6 +217,7 @@ fn request(owner: &Owner, path: &Path) -> UploadRequest {
         options: Default::default(),
         dataset: None,
         parent_version: None,
+        branch: None,
     }
 }
 

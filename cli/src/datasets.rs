@@ -43,6 +43,30 @@ pub enum DatasetsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Create a branch at a registered version (default: the main head); upload to it
+    /// with `weir upload --dataset ID --branch NAME`
+    Branch {
+        id: DatasetId,
+        name: String,
+        #[arg(long, value_name = "N")]
+        from: Option<u32>,
+    },
+    /// Name a registered version; a tag never moves (tagging again fails)
+    Tag {
+        id: DatasetId,
+        name: String,
+        #[arg(value_name = "VERSION")]
+        version: String,
+    },
+    /// Move a branch's head (default: main) back to a registered version; the newer
+    /// versions stay readable (`datasets show ID@vN`)
+    Rollback {
+        id: DatasetId,
+        #[arg(long, value_name = "NAME")]
+        branch: Option<String>,
+        #[arg(long, value_name = "VERSION")]
+        to: String,
+    },
     /// Which schema changes new versions may make: evolve (any, the default),
     /// additive (added columns, widened types) or freeze (none)
     Policy {
@@ -59,20 +83,34 @@ pub enum DatasetsCommand {
     },
 }
 
-/// `ID` or `ID@vN` / `ID@N`.
-fn parse_ref(text: &str) -> Result<(DatasetId, Option<u32>)> {
-    let (id, version) = match text.split_once('@') {
-        Some((id, v)) => {
-            let n = v.strip_prefix('v').unwrap_or(v);
-            let n: u32 = n
-                .parse()
-                .map_err(|_| anyhow::anyhow!("{text:?}: after @ comes a version, e.g. {id}@v2"))?;
-            (id, Some(n))
-        }
+/// `ID`, or `ID@REF` where REF is `vN`/`N`, `main`, a branch or a tag.
+fn parse_ref(text: &str) -> Result<(DatasetId, Option<String>)> {
+    let (id, reference) = match text.split_once('@') {
+        Some((id, r)) => (id, Some(r.to_owned())),
         None => (text, None),
     };
     let id: DatasetId = id.parse().map_err(|e| anyhow::anyhow!("{text:?}: {e}"))?;
-    Ok((id, version))
+    Ok((id, reference))
+}
+
+/// A version named as `vN`, `N`, `main`, a branch or a tag: its number, registered.
+async fn registered_version(
+    journal: &Journal,
+    facts: &weir_services::dataset::DatasetFacts,
+    d: &Dataset,
+    name: &str,
+) -> Result<u32> {
+    let n = d.resolve(name).map(|v| v.version).ok_or_else(|| {
+        anyhow::anyhow!("dataset {} has no version, branch or tag {name:?}", d.id)
+    })?;
+    if !facts
+        .registered(journal, n)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+    {
+        bail!("dataset {}: version {n} did not register", d.id);
+    }
+    Ok(n)
 }
 
 /// The versions as a tree, each under its parent, oldest first: `v1`, `├─ v2`, …
@@ -90,10 +128,26 @@ fn tree_lines(d: &Dataset) -> Vec<String> {
                 Some(_) if last => ("└─ ", format!("{prefix}   ")),
                 Some(_) => ("├─ ", format!("{prefix}│  ")),
             };
+            let mut names: Vec<String> = Vec::new();
+            if v.version == d.current_version {
+                names.push("main".into());
+            }
+            for (b, n) in &d.refs.branches {
+                if *n == v.version {
+                    names.push(b.clone());
+                }
+            }
+            for (t, n) in &d.refs.tags {
+                if *n == v.version {
+                    names.push(format!("tag {t}"));
+                }
+            }
             let head = if v.version == d.current_version {
-                "  (head)"
+                format!("  (head; {})", names.join(", "))
+            } else if names.is_empty() {
+                String::new()
             } else {
-                ""
+                format!("  ({})", names.join(", "))
             };
             let schema = match &v.schema_diff {
                 Some(diff) if !diff.is_empty() => format!("  schema: {}", diff.describe()),
@@ -121,6 +175,37 @@ fn tree_lines(d: &Dataset) -> Vec<String> {
         }
     }
     out
+}
+
+/// Appends `event` after exactly the dataset event at `last_seq` (0: none), as the
+/// dataset's owner: a decision made on what the log said is refused if it changed.
+async fn append_after(
+    journal: &Journal,
+    d: &Dataset,
+    id: DatasetId,
+    last_seq: u64,
+    event: Event,
+) -> Result<()> {
+    let owner: Owner = d.owner.parse()?;
+    let first: UploadId = UploadId::from_u128(id.as_u128());
+    let env = Envelope::new(
+        Aggregate::Dataset(id),
+        owner,
+        first,
+        Some(EventId::new()),
+        event,
+    );
+    let expect = if last_seq == 0 {
+        Expect::Empty
+    } else {
+        Expect::LastSequence(last_seq)
+    };
+    match journal.append(&env, expect).await? {
+        AppendOutcome::Appended { .. } => Ok(()),
+        AppendOutcome::WrongLastSequence => {
+            bail!("dataset {id} changed meanwhile; look again and retry")
+        }
+    }
 }
 
 /// Appends `event` (a dataset setting) after the dataset's last event, as its owner.
@@ -216,6 +301,75 @@ pub async fn run(
                 }
             }
         }
+        DatasetsCommand::Branch { id, name, from } => {
+            weir_events::valid_ref_name(&name).map_err(|e| anyhow::anyhow!(e))?;
+            let Some(d) = weir_projections::dataset(db, id).await? else {
+                bail!("no dataset {id}");
+            };
+            let facts = weir_services::dataset::DatasetFacts::read(journal, id)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            if name == "main"
+                || facts.branches.contains_key(&name)
+                || facts.tags.contains_key(&name)
+            {
+                bail!("dataset {id} already has a branch or tag named {name:?}");
+            }
+            let from = match from {
+                Some(n) => registered_version(journal, &facts, &d, &n.to_string()).await?,
+                None => d.current_version,
+            };
+            let event = Event::DatasetBranched(weir_events::DatasetBranched {
+                branch: name.clone(),
+                from_version: from,
+            });
+            append_after(journal, &d, id, facts.last_seq, event).await?;
+            println!("{id}: branch {name} at v{from}");
+        }
+        DatasetsCommand::Tag { id, name, version } => {
+            weir_events::valid_ref_name(&name).map_err(|e| anyhow::anyhow!(e))?;
+            let Some(d) = weir_projections::dataset(db, id).await? else {
+                bail!("no dataset {id}");
+            };
+            let facts = weir_services::dataset::DatasetFacts::read(journal, id)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            if let Some(existing) = facts.tags.get(&name) {
+                bail!("dataset {id}: tag {name} already points to v{existing}; tags never move");
+            }
+            if name == "main" || facts.branches.contains_key(&name) {
+                bail!("dataset {id} already has a branch named {name:?}");
+            }
+            let n = registered_version(journal, &facts, &d, &version).await?;
+            let event = Event::DatasetTagged(weir_events::DatasetTagged {
+                tag: name.clone(),
+                version: n,
+            });
+            append_after(journal, &d, id, facts.last_seq, event).await?;
+            println!("{id}: tag {name} -> v{n}");
+        }
+        DatasetsCommand::Rollback { id, branch, to } => {
+            let Some(d) = weir_projections::dataset(db, id).await? else {
+                bail!("no dataset {id}");
+            };
+            let facts = weir_services::dataset::DatasetFacts::read(journal, id)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let branch = branch.filter(|b| b != "main");
+            if !facts.has_branch(branch.as_deref()) {
+                bail!(
+                    "dataset {id} has no branch {:?}",
+                    branch.unwrap_or_default()
+                );
+            }
+            let n = registered_version(journal, &facts, &d, &to).await?;
+            let event = Event::DatasetHeadMoved(weir_events::DatasetHeadMoved {
+                branch: branch.clone(),
+                to_version: n,
+            });
+            append_after(journal, &d, id, facts.last_seq, event).await?;
+            println!("{id}: {} now at v{n}", branch.as_deref().unwrap_or("main"));
+        }
         DatasetsCommand::Policy { id, policy } => {
             let Some(d) = weir_projections::dataset(db, id).await? else {
                 bail!("no dataset {id}");
@@ -305,20 +459,29 @@ pub async fn run(
             }
         }
         DatasetsCommand::Show { id, json } => {
-            let (id, version) = parse_ref(&id)?;
+            let (id, reference) = parse_ref(&id)?;
             let Some(d) = weir_projections::dataset(db, id).await? else {
                 bail!("no dataset {id}");
             };
-            if let Some(n) = version {
-                let Some(v) = d.versions.iter().find(|v| v.version == n) else {
+            if let Some(name) = reference {
+                let Some(v) = d.resolve(&name) else {
                     let known: Vec<String> = d
                         .versions
                         .iter()
                         .map(|v| format!("v{}", v.version))
                         .collect();
+                    let refs: Vec<&str> = d
+                        .refs
+                        .branches
+                        .keys()
+                        .chain(d.refs.tags.keys())
+                        .map(String::as_str)
+                        .collect();
                     bail!(
-                        "dataset {id} has no version {n} (it has {})",
-                        known.join(", ")
+                        "dataset {id} has no version {name} (it has {}; branches and tags: main{}{})",
+                        known.join(", "),
+                        if refs.is_empty() { "" } else { ", " },
+                        refs.join(", ")
                     );
                 };
                 if json {

@@ -39,9 +39,13 @@ pub struct UploadArgs {
     /// Add a version to this dataset (yours) instead of creating a dataset
     #[arg(long, value_name = "ID")]
     pub dataset: Option<weir_events::DatasetId>,
-    /// With --dataset: the version the new one derives from (default: the head)
+    /// With --dataset: the version the new one derives from (default: the head of the
+    /// branch)
     #[arg(long, value_name = "N", requires = "dataset")]
     pub parent: Option<u32>,
+    /// With --dataset: the branch the new version goes on (default: main)
+    #[arg(long, value_name = "NAME", requires = "dataset")]
+    pub branch: Option<String>,
     /// Follow each upload to registered or failed
     #[arg(long)]
     pub wait: bool,
@@ -150,6 +154,7 @@ pub async fn run(journal: &Journal, store: &Store, args: UploadArgs) -> Result<i
             },
             dataset: args.dataset,
             parent_version: args.parent,
+            branch: args.branch.clone(),
         };
         let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
         let bar = progress_bar(path, size, show_progress);

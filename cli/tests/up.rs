@@ -229,7 +229,10 @@ async fn up_upload_show_and_a_clean_shutdown() {
     assert_eq!(versions[1]["head"], true);
     let (code, out, _) = run(&["datasets", "--data-dir", data, "versions", &id]).await;
     assert_eq!(code, 0);
-    assert!(out.contains("└─ v2") && out.contains("(head)"), "{out}");
+    assert!(
+        out.contains("└─ v2") && out.contains("(head; main)"),
+        "{out}"
+    );
     let (code, out, err) = run(&[
         "datasets",
         "--data-dir",
@@ -275,9 +278,48 @@ async fn up_upload_show_and_a_clean_shutdown() {
             .contains("added extra (Utf8)"),
         "{result}"
     );
+    // Tags never move; a branch; a rollback of main; each name resolves.
+    let (code, _, err) = run(&["datasets", "--data-dir", data, "tag", &id, "first", "v1"]).await;
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = run(&["datasets", "--data-dir", data, "tag", &id, "first", "v2"]).await;
+    assert_eq!(code, 1);
+    assert!(err.contains("tag first already points to v1"), "{err}");
+    let (code, _, err) = run(&["datasets", "--data-dir", data, "branch", &id, "dev"]).await;
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = run(&[
+        "datasets",
+        "--data-dir",
+        data,
+        "rollback",
+        &id,
+        "--to",
+        "first",
+    ])
+    .await;
+    assert_eq!(code, 0, "{err}");
+    for (name, version) in [("first", 1), ("main", 1), ("dev", 2), ("v2", 2)] {
+        let (code, out, err) = run(&[
+            "datasets",
+            "--data-dir",
+            data,
+            "show",
+            &format!("{id}@{name}"),
+            "--json",
+        ])
+        .await;
+        assert_eq!(code, 0, "{name}: {err}");
+        let shown: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(shown["version"], version, "{name}: {shown}");
+    }
+    let (code, out, _) = run(&["datasets", "--data-dir", data, "versions", &id]).await;
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("(head; main, tag first)") && out.contains("(dev)"),
+        "{out}"
+    );
     let (code, _, err) = run(&["datasets", "--data-dir", data, "show", &format!("{id}@v9")]).await;
     assert_eq!(code, 1);
-    assert!(err.contains("has no version 9"), "{err}");
+    assert!(err.contains("has no version v9"), "{err}");
 
     signal(&up, "-TERM");
     let status = tokio::time::timeout(Duration::from_secs(30), up.wait())

@@ -234,9 +234,13 @@ pub struct UploadReceived {
     pub parts: Vec<PartManifest>,
     /// Set when the upload is a new version of an existing dataset.
     pub dataset: Option<DatasetId>,
-    /// The version the new one derives from (`dataset` set); `None`: the head.
+    /// The version the new one derives from (`dataset` set); `None`: the head of
+    /// `branch`.
     #[serde(default)]
     pub parent_version: Option<u32>,
+    /// The branch the new version goes on (`dataset` set); `None`: `main`.
+    #[serde(default)]
+    pub branch: Option<String>,
     /// Encoding and bad-row policy. (`default` lets the JSON rendering of an event
     /// written before options existed read as this struct; postcard always has it.)
     #[serde(default)]
@@ -271,6 +275,7 @@ impl From<UploadReceivedV1> for UploadReceived {
             parts: v.parts,
             dataset: v.dataset,
             parent_version: None,
+            branch: None,
             // The producer chose nothing; an upload received by an older weir and read
             // by this one gets today's defaults.
             options: ReadOptions::default(),
@@ -437,6 +442,9 @@ pub struct DatasetRegistered {
     /// How the schema differs from the parent version's (`None` for a first version).
     #[serde(default)]
     pub schema_diff: Option<SchemaDiff>,
+    /// The branch the version is on; `None`: `main`.
+    #[serde(default)]
+    pub branch: Option<String>,
 }
 
 /// `DatasetRegistered` as written before schema diffs (wire variant 3).
@@ -468,6 +476,7 @@ impl From<DatasetRegisteredV1> for DatasetRegistered {
             parquet_size: v.parquet_size,
             statistics: v.statistics,
             schema_diff: None,
+            branch: None,
         }
     }
 }
@@ -736,6 +745,51 @@ pub struct DatasetVersionReserved {
     pub upload: UploadId,
     /// The version it derives from: the one named, else the head when reserved.
     pub parent_version: Option<u32>,
+    /// The branch it goes on; `None`: `main`.
+    pub branch: Option<String>,
+}
+
+/// A branch of a dataset was created at a registered version (aggregate `dataset`).
+/// `main` always exists; a branch's head moves with each version registered on it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DatasetBranched {
+    pub branch: String,
+    pub from_version: u32,
+}
+
+/// An immutable name for a registered version (aggregate `dataset`); a tag is never
+/// moved: tagging again with the same name is refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DatasetTagged {
+    pub tag: String,
+    pub version: u32,
+}
+
+/// A branch's head was moved back (or forth) to a registered version: a rollback
+/// (aggregate `dataset`). The versions after it stay readable. `branch` `None`: `main`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DatasetHeadMoved {
+    pub branch: Option<String>,
+    pub to_version: u32,
+}
+
+/// A branch or tag name: 1 to 64 of `a-z 0-9 _ - .`, not starting with `v` and a digit
+/// (that is a version), not `main` for a new branch.
+pub fn valid_ref_name(name: &str) -> Result<(), String> {
+    let ok_chars = name
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '-' | '.'));
+    let looks_like_version = name
+        .strip_prefix('v')
+        .unwrap_or(name)
+        .chars()
+        .all(|c| c.is_ascii_digit());
+    if name.is_empty() || name.len() > 64 || !ok_chars || looks_like_version {
+        return Err(format!(
+            "{name:?} is not a branch or tag name: use 1 to 64 of a-z, 0-9, _, - and ., not a version such as v3"
+        ));
+    }
+    Ok(())
 }
 
 /// A dataset's default bad-row policy changed (aggregate `dataset`): what new versions
@@ -789,6 +843,9 @@ pub enum Event {
     DatasetBadRowsChanged(DatasetBadRowsChanged),
     DatasetRegistered(DatasetRegistered),
     DatasetSchemaPolicyChanged(DatasetSchemaPolicyChanged),
+    DatasetBranched(DatasetBranched),
+    DatasetTagged(DatasetTagged),
+    DatasetHeadMoved(DatasetHeadMoved),
 }
 
 /// The kind of an event, as it appears in subjects and in the `Weir-Kind` header.
@@ -814,10 +871,13 @@ pub enum EventKind {
     DatasetVersionReserved,
     DatasetBadRowsChanged,
     DatasetSchemaPolicyChanged,
+    DatasetBranched,
+    DatasetTagged,
+    DatasetHeadMoved,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 20] = [
+    pub const ALL: [EventKind; 23] = [
         Self::UploadReceived,
         Self::PartsCombined,
         Self::SchemaInferred,
@@ -838,6 +898,9 @@ impl EventKind {
         Self::DatasetVersionReserved,
         Self::DatasetBadRowsChanged,
         Self::DatasetSchemaPolicyChanged,
+        Self::DatasetBranched,
+        Self::DatasetTagged,
+        Self::DatasetHeadMoved,
     ];
 
     /// The snake_case token used in subjects and headers.
@@ -863,6 +926,9 @@ impl EventKind {
             Self::DatasetVersionReserved => "dataset_version_reserved",
             Self::DatasetBadRowsChanged => "dataset_bad_rows_changed",
             Self::DatasetSchemaPolicyChanged => "dataset_schema_policy_changed",
+            Self::DatasetBranched => "dataset_branched",
+            Self::DatasetTagged => "dataset_tagged",
+            Self::DatasetHeadMoved => "dataset_head_moved",
         }
     }
 
@@ -921,6 +987,9 @@ impl Event {
             Self::DatasetVersionReserved(_) => EventKind::DatasetVersionReserved,
             Self::DatasetBadRowsChanged(_) => EventKind::DatasetBadRowsChanged,
             Self::DatasetSchemaPolicyChanged(_) => EventKind::DatasetSchemaPolicyChanged,
+            Self::DatasetBranched(_) => EventKind::DatasetBranched,
+            Self::DatasetTagged(_) => EventKind::DatasetTagged,
+            Self::DatasetHeadMoved(_) => EventKind::DatasetHeadMoved,
         }
     }
 }
@@ -984,9 +1053,13 @@ impl Event {
                 },
             ),
             Self::DatasetRegistered(e) => format!(
-                "dataset={} v{} table={} rows={}{}",
+                "dataset={} v{}{} table={} rows={}{}",
                 e.dataset,
                 e.version,
+                e.branch
+                    .as_ref()
+                    .map(|b| format!(" branch={b}"))
+                    .unwrap_or_default(),
                 e.table_name,
                 e.statistics.rows,
                 match (&e.schema_diff, e.parent_version) {
@@ -1043,6 +1116,13 @@ impl Event {
                 format!("bad_rows={}", e.bad_rows.map_or("default", BadRows::as_str))
             }
             Self::DatasetSchemaPolicyChanged(e) => format!("schema_policy={}", e.policy.as_str()),
+            Self::DatasetBranched(e) => format!("branch={} from=v{}", e.branch, e.from_version),
+            Self::DatasetTagged(e) => format!("tag={} version=v{}", e.tag, e.version),
+            Self::DatasetHeadMoved(e) => format!(
+                "branch={} to=v{}",
+                e.branch.as_deref().unwrap_or("main"),
+                e.to_version
+            ),
         }
     }
 }
@@ -1055,6 +1135,9 @@ fn options_summary(e: &UploadReceived) -> String {
     }
     if let Some(p) = e.parent_version {
         out.push_str(&format!(" parent=v{p}"));
+    }
+    if let Some(b) = &e.branch {
+        out.push_str(&format!(" branch={b}"));
     }
     if let Some(e) = &o.encoding {
         out.push_str(&format!(" encoding={e}"));

@@ -191,6 +191,7 @@ fn examples() -> Vec<Event> {
             }],
             dataset: Some(DATASET),
             parent_version: Some(1),
+            branch: Some("dev".into()),
             options: ReadOptions {
                 encoding: Some("latin1".into()),
                 bad_rows: Some(BadRows::Reject),
@@ -227,6 +228,7 @@ fn examples() -> Vec<Event> {
             version: 2,
             upload: UPLOAD,
             parent_version: Some(1),
+            branch: Some("dev".into()),
         }),
         Event::DatasetBadRowsChanged(DatasetBadRowsChanged {
             bad_rows: Some(BadRows::Pad),
@@ -252,9 +254,22 @@ fn examples() -> Vec<Event> {
                     change: TypeChangeKind::Widened,
                 }],
             }),
+            branch: Some("dev".into()),
         }),
         Event::DatasetSchemaPolicyChanged(DatasetSchemaPolicyChanged {
             policy: SchemaPolicy::Additive,
+        }),
+        Event::DatasetBranched(DatasetBranched {
+            branch: "dev".into(),
+            from_version: 1,
+        }),
+        Event::DatasetTagged(DatasetTagged {
+            tag: "q3-final".into(),
+            version: 2,
+        }),
+        Event::DatasetHeadMoved(DatasetHeadMoved {
+            branch: None,
+            to_version: 1,
         }),
     ]
 }
@@ -303,12 +318,13 @@ fn examples_cover_every_kind_in_order() {
     );
     assert_eq!(kinds[19..21], EventKind::ALL[17..19]);
     assert_eq!(
-        kinds[21..],
+        kinds[21..23],
         [
             EventKind::DatasetRegistered,
             EventKind::DatasetSchemaPolicyChanged
         ]
     );
+    assert_eq!(kinds[23..], EventKind::ALL[20..]);
 }
 
 #[test]

@@ -338,6 +338,7 @@ pub async fn single_shot(
         }],
         dataset,
         parent_version,
+        branch: None,
         options,
     };
     let envelope = Envelope::new(
@@ -744,6 +745,7 @@ pub async fn complete(
         parts: manifest,
         dataset,
         parent_version,
+        branch: None,
         options,
     };
     // Caused by the session's start: a retried complete has the same message id.

@@ -9,3 +9,5 @@ ALTER TABLE datasets{s} ADD COLUMN quality_json TEXT;
 ALTER TABLE datasets{s} ADD COLUMN bad_rows_default TEXT;
 -- How a version's schema differs from its parent's (DatasetRegistered's schema_diff).
 ALTER TABLE dataset_versions{s} ADD COLUMN schema_diff_json TEXT;
+-- The dataset's branches (other than main) and tags with their versions, as JSON.
+ALTER TABLE datasets{s} ADD COLUMN refs_json TEXT;

@@ -70,7 +70,10 @@ fn dataset_of(env: &Envelope) -> Option<DatasetId> {
         | Event::TokenRevoked(_)
         | Event::DatasetVersionReserved(_)
         | Event::DatasetBadRowsChanged(_)
-        | Event::DatasetSchemaPolicyChanged(_) => match &env.aggregate {
+        | Event::DatasetSchemaPolicyChanged(_)
+        | Event::DatasetBranched(_)
+        | Event::DatasetTagged(_)
+        | Event::DatasetHeadMoved(_) => match &env.aggregate {
             Aggregate::Dataset(id) => Some(*id),
             _ => None,
         },
@@ -245,6 +248,23 @@ impl QualityView {
     }
 }
 
+/// A dataset's branches (other than `main`) and tags, as stored in `refs_json`:
+/// `{"branches": {"dev": 3}, "tags": {"q3-final": 2}}`, names in order.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Refs {
+    pub branches: std::collections::BTreeMap<String, u32>,
+    pub tags: std::collections::BTreeMap<String, u32>,
+}
+
+impl Refs {
+    fn of(row: &DatasetRow) -> Self {
+        row.refs_json
+            .as_deref()
+            .and_then(|j| serde_json::from_str(j).ok())
+            .unwrap_or_default()
+    }
+}
+
 fn to_json<T: Serialize>(value: &T) -> Result<String, Error> {
     serde_json::to_string(value).map_err(Error::Json)
 }
@@ -300,7 +320,10 @@ pub(crate) fn needs(needs: &mut Needs, rec: &Recorded) {
         | Event::DatasetRenamed(_)
         | Event::DatasetDeleted(_)
         | Event::DatasetRestored(_)
-        | Event::DatasetBadRowsChanged(_) => {
+        | Event::DatasetBadRowsChanged(_)
+        | Event::DatasetBranched(_)
+        | Event::DatasetTagged(_)
+        | Event::DatasetHeadMoved(_) => {
             if let Aggregate::Dataset(id) = &env.aggregate {
                 needs.datasets.insert(id.to_string());
             }
@@ -579,30 +602,50 @@ impl Batch {
                     row.last_seq = seq;
                 }
                 self.end_step(&upload, Step::Register, "ok", at, seq);
-                let (created_at, deleted_at, bad_rows_default) = match self.datasets.get(&dataset) {
-                    Some(old) => (old.created_at, old.deleted_at, old.bad_rows_default.clone()),
-                    None => (at, None, None),
-                };
-                self.datasets.put(
-                    dataset.clone(),
-                    DatasetRow {
-                        id: dataset.clone(),
-                        owner: e.owner.to_string(),
-                        label: e.label.clone(),
-                        table_name: e.table_name.to_string(),
-                        current_version: i64::from(e.version),
-                        schema_json: schema.clone(),
-                        row_count: int(e.statistics.rows),
-                        size_bytes: int(e.parquet_size),
-                        parquet_key: e.parquet.to_string(),
-                        created_at,
-                        updated_at: at,
-                        deleted_at,
-                        last_seq: seq,
-                        quality_json: quality_json.clone(),
-                        bad_rows_default,
-                    },
-                );
+                let old = self.datasets.get(&dataset).cloned();
+                match (&e.branch, old) {
+                    // A version on a branch moves that branch's head, not the dataset's.
+                    (Some(branch), Some(mut row)) => {
+                        let mut refs = Refs::of(&row);
+                        refs.branches.insert(branch.clone(), e.version);
+                        row.refs_json = Some(to_json(&refs)?);
+                        row.updated_at = at;
+                        row.last_seq = seq;
+                        self.datasets.put(dataset.clone(), row);
+                    }
+                    (_, old) => {
+                        let (created_at, deleted_at, bad_rows_default, refs_json) = match old {
+                            Some(old) => (
+                                old.created_at,
+                                old.deleted_at,
+                                old.bad_rows_default,
+                                old.refs_json,
+                            ),
+                            None => (at, None, None, None),
+                        };
+                        self.datasets.put(
+                            dataset.clone(),
+                            DatasetRow {
+                                id: dataset.clone(),
+                                owner: e.owner.to_string(),
+                                label: e.label.clone(),
+                                table_name: e.table_name.to_string(),
+                                current_version: i64::from(e.version),
+                                schema_json: schema.clone(),
+                                row_count: int(e.statistics.rows),
+                                size_bytes: int(e.parquet_size),
+                                parquet_key: e.parquet.to_string(),
+                                created_at,
+                                updated_at: at,
+                                deleted_at,
+                                last_seq: seq,
+                                quality_json: quality_json.clone(),
+                                bad_rows_default,
+                                refs_json,
+                            },
+                        );
+                    }
+                }
                 self.versions.put(
                     (dataset.clone(), i64::from(e.version)),
                     VersionRow {
@@ -771,6 +814,40 @@ impl Batch {
             }
             Event::DatasetVersionReserved(_) => {}
             Event::DatasetSchemaPolicyChanged(_) => {}
+            Event::DatasetBranched(e) => {
+                if let Some(row) = self.dataset_row(env) {
+                    let mut refs = Refs::of(row);
+                    refs.branches.insert(e.branch.clone(), e.from_version);
+                    row.refs_json = Some(to_json(&refs)?);
+                    row.updated_at = at;
+                    row.last_seq = seq;
+                }
+            }
+            Event::DatasetTagged(e) => {
+                if let Some(row) = self.dataset_row(env) {
+                    let mut refs = Refs::of(row);
+                    refs.tags.insert(e.tag.clone(), e.version);
+                    row.refs_json = Some(to_json(&refs)?);
+                    row.updated_at = at;
+                    row.last_seq = seq;
+                }
+            }
+            Event::DatasetHeadMoved(e) => {
+                if let Some(row) = self.dataset_row(env) {
+                    match &e.branch {
+                        // The main head: the version's own figures are read from its
+                        // version row by the queries (`query::dataset`).
+                        None => row.current_version = i64::from(e.to_version),
+                        Some(b) => {
+                            let mut refs = Refs::of(row);
+                            refs.branches.insert(b.clone(), e.to_version);
+                            row.refs_json = Some(to_json(&refs)?);
+                        }
+                    }
+                    row.updated_at = at;
+                    row.last_seq = seq;
+                }
+            }
             Event::DatasetBadRowsChanged(e) => {
                 if let Some(row) = self.dataset_row(env) {
                     row.bad_rows_default = e.bad_rows.map(|p| p.as_str().to_owned());

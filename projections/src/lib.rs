@@ -69,7 +69,7 @@ mod rows;
 pub mod schema;
 pub mod snapshot;
 
-pub use apply::{FieldView, ProblemView, QualityView, SchemaView};
+pub use apply::{FieldView, ProblemView, QualityView, Refs, SchemaView};
 pub use db::{Backend, Db};
 pub use projector::{Progress, Projector, Until, catch_up, lag, run};
 pub use query::{

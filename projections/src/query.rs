@@ -189,8 +189,27 @@ pub struct Dataset {
     pub deleted_at: Option<Timestamp>,
     /// The current version's encoding, bad rows and rejects file.
     pub quality: Option<QualityView>,
+    /// Branches (other than `main`, whose head is `current_version`) and tags.
+    pub refs: crate::apply::Refs,
     /// Oldest first.
     pub versions: Vec<DatasetVersion>,
+}
+
+impl Dataset {
+    /// The version `name` names: `v3` or `3`, `main`, a branch or a tag.
+    pub fn resolve(&self, name: &str) -> Option<&DatasetVersion> {
+        let n = match name {
+            "main" => Some(self.current_version),
+            _ => name
+                .strip_prefix('v')
+                .unwrap_or(name)
+                .parse::<u32>()
+                .ok()
+                .or_else(|| self.refs.tags.get(name).copied())
+                .or_else(|| self.refs.branches.get(name).copied()),
+        }?;
+        self.versions.iter().find(|v| v.version == n)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -453,8 +472,13 @@ pub async fn list_datasets(db: &Db, filter: &DatasetFilter) -> Result<DatasetPag
 
     let n = binds.len();
     let mut page = sqlx::query(AssertSqlSafe(format!(
-        "SELECT id, owner, label, table_name, current_version, row_count, size_bytes, \
-         parquet_key, created_at, updated_at, deleted_at, quality_json FROM datasets{filter_sql} \
+        "SELECT id, owner, label, table_name, current_version, \
+         COALESCE(v.row_count, d.row_count) AS row_count, \
+         COALESCE(v.size_bytes, d.size_bytes) AS size_bytes, \
+         COALESCE(v.parquet_key, d.parquet_key) AS parquet_key, created_at, updated_at, \
+         deleted_at, COALESCE(v.quality_json, d.quality_json) AS quality_json \
+         FROM datasets d LEFT JOIN dataset_versions v \
+         ON v.dataset_id = d.id AND v.version = d.current_version{filter_sql} \
          ORDER BY updated_at DESC, id LIMIT ${} OFFSET ${}",
         n + 1,
         n + 2
@@ -494,7 +518,7 @@ pub async fn dataset(db: &Db, id: DatasetId) -> Result<Option<Dataset>, Error> {
     let id = id.to_string();
     let Some(r) = sqlx::query(
         "SELECT id, owner, label, table_name, current_version, schema_json, row_count, \
-         size_bytes, parquet_key, created_at, updated_at, deleted_at, quality_json \
+         size_bytes, parquet_key, created_at, updated_at, deleted_at, quality_json, refs_json \
          FROM datasets WHERE id = $1",
     )
     .bind(&id)
@@ -529,7 +553,8 @@ pub async fn dataset(db: &Db, id: DatasetId) -> Result<Option<Dataset>, Error> {
         })
     })
     .collect::<Result<Vec<_>, Error>>()?;
-    Ok(Some(Dataset {
+    let refs: crate::apply::Refs = get_opt_json(&r, "refs_json", "dataset")?.unwrap_or_default();
+    let mut d = Dataset {
         schema: get_json(&r, "schema_json", &id)?,
         id,
         owner: r.try_get("owner")?,
@@ -543,8 +568,18 @@ pub async fn dataset(db: &Db, id: DatasetId) -> Result<Option<Dataset>, Error> {
         updated_at: get_ts(&r, "updated_at")?,
         deleted_at: get_opt_ts(&r, "deleted_at")?,
         quality: get_opt_json(&r, "quality_json", "dataset")?,
+        refs,
         versions,
-    }))
+    };
+    // The head's own figures (a rollback moves the head without copying them).
+    if let Some(v) = d.versions.iter().find(|v| v.version == d.current_version) {
+        d.schema = v.schema.clone();
+        d.row_count = v.row_count;
+        d.size_bytes = v.size_bytes;
+        d.parquet_key = v.parquet_key.clone();
+        d.quality = v.quality.clone();
+    }
+    Ok(Some(d))
 }
 
 /// An owner's notifications, newest first.

@@ -18,11 +18,16 @@ use crate::db::Backend;
 pub const READ_VIEWS: &[(&str, &str)] = &[
     (
         "v1_datasets",
-        "SELECT id AS dataset_id, owner, label, table_name, current_version, row_count, \
-         size_bytes, parquet_key, created_at AS created_at_us, updated_at AS updated_at_us, \
-         deleted_at AS deleted_at_us, \
-         CASE WHEN deleted_at IS NULL THEN 'active' ELSE 'deleted' END AS status, \
-         bad_rows_default, quality_json FROM datasets",
+        "SELECT d.id AS dataset_id, d.owner, d.label, d.table_name, d.current_version, \
+         COALESCE(v.row_count, d.row_count) AS row_count, \
+         COALESCE(v.size_bytes, d.size_bytes) AS size_bytes, \
+         COALESCE(v.parquet_key, d.parquet_key) AS parquet_key, \
+         d.created_at AS created_at_us, d.updated_at AS updated_at_us, \
+         d.deleted_at AS deleted_at_us, \
+         CASE WHEN d.deleted_at IS NULL THEN 'active' ELSE 'deleted' END AS status, \
+         d.bad_rows_default, COALESCE(v.quality_json, d.quality_json) AS quality_json, \
+         d.refs_json FROM datasets d LEFT JOIN dataset_versions v \
+         ON v.dataset_id = d.id AND v.version = d.current_version",
     ),
     (
         "v1_dataset_versions",

@@ -170,6 +170,7 @@ mod tests {
                 parts: Vec::new(),
                 dataset: None,
                 parent_version: None,
+                branch: None,
                 options: Default::default(),
             }),
         )

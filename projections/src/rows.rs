@@ -167,6 +167,7 @@ row_image!(DatasetRow, "datasets", key = ["id"], {
     last_seq: i64,
     quality_json: Option<String>,
     bad_rows_default: Option<String>,
+    refs_json: Option<String>,
 });
 
 row_image!(VersionRow, "dataset_versions", key = ["dataset_id", "version"], {

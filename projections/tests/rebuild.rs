@@ -9,6 +9,7 @@ mod common;
 use std::time::Instant;
 
 use common::{Chain, Kind, Log, Rng, TestDb, schema, workload};
+use weir_events::{DatasetBranched, DatasetHeadMoved, DatasetTagged, Event};
 use weir_projections::{
     DatasetFilter, Error, Projector, Tables, Until, build_until, catch_up, dataset, list_datasets,
     replay, snapshot,
@@ -18,6 +19,7 @@ on_both!(replay_twice_gives_identical_rows_equal_to_live);
 on_both!(replay_swaps_in_under_a_running_projector);
 on_both!(projector_killed_mid_batch_20_times_ends_like_an_uninterrupted_one);
 on_both!(until_seq_and_until_time_show_the_catalog_as_it_was);
+on_both!(branches_tags_and_rollback_rebuild_at_every_sequence);
 
 async fn replay_twice_gives_identical_rows_equal_to_live(kind: Kind) {
     let mut rng = Rng::new("replay_twice");
@@ -257,6 +259,85 @@ async fn projector_killed_mid_batch_20_times_ends_like_an_uninterrupted_one(kind
     assert!(
         rolled_back >= 10,
         "most kills land inside an open batch ({rolled_back} of 20 did)"
+    );
+}
+
+/// Branches, tags and a rollback: after every event, the live catalog; built again
+/// from the log up to each sequence (`replay --until-seq`), the same catalog.
+async fn branches_tags_and_rollback_rebuild_at_every_sequence(kind: Kind) {
+    let mut rng = Rng::new("refs");
+    let log = Log::start().await;
+    let live = TestDb::new(kind, &mut rng).await;
+    let cols = schema(&[("id", "Int64")]);
+    let cols2 = schema(&[("id", "Int64"), ("note", "Utf8")]);
+    let mut a = Chain::new("acme", "a.csv", Some("Orders"));
+    let mut dev = Chain::new_version(&a, "dev.csv", 2).on_branch("dev");
+    let mut v3 = Chain::new_version(&a, "a3.csv", 3);
+    let mut envs = a.happy(&cols, 10);
+    envs.push(a.dataset_event(Event::DatasetBranched(DatasetBranched {
+        branch: "dev".into(),
+        from_version: 1,
+    })));
+    envs.extend([
+        dev.received(100),
+        dev.combined(100, false),
+        dev.inferred(&cols2, 20),
+        dev.registered(&cols2, 20),
+    ]);
+    envs.push(a.dataset_event(Event::DatasetTagged(DatasetTagged {
+        tag: "first".into(),
+        version: 1,
+    })));
+    envs.extend([
+        v3.received(100),
+        v3.combined(100, false),
+        v3.inferred(&cols, 30),
+        v3.registered(&cols, 30),
+    ]);
+    envs.push(a.dataset_event(Event::DatasetHeadMoved(DatasetHeadMoved {
+        branch: None,
+        to_version: 1,
+    })));
+    let mut moments = Vec::new();
+    for env in &envs {
+        let seq = log.append(env).await;
+        catch_up(&log.journal, &live.db).await.unwrap();
+        moments.push((
+            seq,
+            snapshot(&live.db, Tables::Live).await.unwrap().digest(),
+        ));
+    }
+    for (seq, want) in &moments {
+        let past = live.sibling(&mut rng).await;
+        build_until(&log.journal, &past.db, Until::Sequence(*seq))
+            .await
+            .unwrap();
+        let got = snapshot(&past.db, Tables::Live).await.unwrap().digest();
+        assert_eq!(
+            &got, want,
+            "the catalog built up to seq {seq} differs from live then"
+        );
+    }
+    // The end: main rolled back to v1, dev at v2, the tag on v1, v3 still readable.
+    let d = dataset(&live.db, a.dataset).await.unwrap().unwrap();
+    assert_eq!(d.current_version, 1);
+    assert_eq!(
+        (d.row_count, d.schema.fields.len()),
+        (10, 1),
+        "the head's own figures"
+    );
+    assert_eq!(d.refs.branches.get("dev"), Some(&2));
+    assert_eq!(d.refs.tags.get("first"), Some(&1));
+    assert_eq!(d.resolve("dev").map(|v| v.row_count), Some(20));
+    assert_eq!(d.resolve("first").map(|v| v.version), Some(1));
+    assert_eq!(d.resolve("v3").map(|v| v.row_count), Some(30));
+    assert_eq!(d.resolve("main").map(|v| v.version), Some(1));
+    let page = list_datasets(&live.db, &DatasetFilter::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        page.datasets[0].row_count, 10,
+        "the listing shows the head's rows"
     );
 }
 

@@ -18,12 +18,18 @@ use weir_journal::Journal;
 
 use crate::runtime::StepError;
 
-/// One version: the upload that made it and the version it derives from.
+/// One version: the upload that made it, the version it derives from, its branch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VersionFact {
     pub upload: UploadId,
     pub parent: Option<u32>,
+    /// `None`: `main`.
+    pub branch: Option<String>,
 }
+
+/// Where a branch's head was set on the dataset's aggregate: by its creation or a
+/// move (sequence, version).
+type HeadSet = (u64, u32);
 
 #[derive(Debug, Clone)]
 pub struct DatasetFacts {
@@ -36,6 +42,11 @@ pub struct DatasetFacts {
     pub versions: BTreeMap<u32, VersionFact>,
     pub bad_rows: Option<BadRows>,
     pub schema_policy: SchemaPolicy,
+    /// Branches other than `main`, with the last creation or move of their head.
+    pub branches: BTreeMap<String, HeadSet>,
+    /// The last move of `main`'s head, if any.
+    pub main_moved: Option<HeadSet>,
+    pub tags: BTreeMap<String, u32>,
     /// Sequence of the last event on the dataset's aggregate (0: none).
     pub last_seq: u64,
 }
@@ -69,10 +80,14 @@ impl DatasetFacts {
                 VersionFact {
                     upload: origin,
                     parent: None,
+                    branch: None,
                 },
             )]),
             bad_rows: None,
             schema_policy: SchemaPolicy::default(),
+            branches: BTreeMap::new(),
+            main_moved: None,
+            tags: BTreeMap::new(),
             last_seq: 0,
         };
         for r in journal.history(&Aggregate::Dataset(id)).await? {
@@ -90,9 +105,22 @@ impl DatasetFacts {
                         VersionFact {
                             upload: e.upload,
                             parent: e.parent_version,
+                            branch: e.branch,
                         },
                     );
                 }
+                Event::DatasetBranched(e) => {
+                    facts.branches.insert(e.branch, (r.seq, e.from_version));
+                }
+                Event::DatasetTagged(e) => {
+                    facts.tags.insert(e.tag, e.version);
+                }
+                Event::DatasetHeadMoved(e) => match e.branch {
+                    Some(b) => {
+                        facts.branches.insert(b, (r.seq, e.to_version));
+                    }
+                    None => facts.main_moved = Some((r.seq, e.to_version)),
+                },
                 _ => {}
             }
         }
@@ -115,16 +143,56 @@ impl DatasetFacts {
     /// True when version `n` was registered: version 1, or a reservation whose upload
     /// ended in `DatasetRegistered`.
     pub async fn registered(&self, journal: &Journal, n: u32) -> Result<bool, StepError> {
+        Ok(self.registered_at(journal, n).await?.is_some())
+    }
+
+    /// The stream sequence of version `n`'s registration (0 for version 1, which comes
+    /// before anything on the dataset's aggregate), `None` when it did not register.
+    async fn registered_at(&self, journal: &Journal, n: u32) -> Result<Option<u64>, StepError> {
         let Some(v) = self.versions.get(&n) else {
-            return Ok(false);
+            return Ok(None);
         };
         if n == 1 {
-            return Ok(true);
+            return Ok(Some(0));
         }
         let last = journal.last_on(&Aggregate::Upload(v.upload)).await?;
         // Compensations follow a failure; a registered upload ends with its
         // registration.
-        Ok(last.is_some_and(|r| matches!(r.envelope.event, Event::DatasetRegistered(_))))
+        Ok(last
+            .filter(|r| matches!(r.envelope.event, Event::DatasetRegistered(_)))
+            .map(|r| r.seq))
+    }
+
+    /// True when `branch` exists (`main` always does).
+    pub fn has_branch(&self, branch: Option<&str>) -> bool {
+        branch.is_none_or(|b| b == "main" || self.branches.contains_key(b))
+    }
+
+    /// The head of `branch` (`None` or `main`: the main line): whichever came last in
+    /// the log of its creation, a move of its head, and the registration of a version
+    /// on it. `except` (the upload asking) is left out.
+    pub async fn branch_head(
+        &self,
+        journal: &Journal,
+        branch: Option<&str>,
+        except: UploadId,
+    ) -> Result<u32, StepError> {
+        let branch = branch.filter(|b| *b != "main");
+        let mut best: HeadSet = match branch {
+            None => self.main_moved.unwrap_or((0, 1)),
+            Some(b) => self.branches.get(b).copied().unwrap_or((0, 1)),
+        };
+        for (&n, v) in &self.versions {
+            if v.upload == except || v.branch.as_deref() != branch || (n == 1 && branch.is_some()) {
+                continue;
+            }
+            if let Some(seq) = self.registered_at(journal, n).await?
+                && seq >= best.0
+            {
+                best = (seq, n);
+            }
+        }
+        Ok(best.1)
     }
 
     /// Version `n`'s registration (its schema, for a child's diff), if it registered.
@@ -146,13 +214,8 @@ impl DatasetFacts {
             }))
     }
 
-    /// The head: the newest registered version, skipping `except` (the upload asking).
+    /// The head of `main`, skipping `except` (the upload asking).
     pub async fn head(&self, journal: &Journal, except: UploadId) -> Result<u32, StepError> {
-        for (&n, v) in self.versions.iter().rev() {
-            if v.upload != except && self.registered(journal, n).await? {
-                return Ok(n);
-            }
-        }
-        Ok(1)
+        self.branch_head(journal, None, except).await
     }
 }

@@ -48,6 +48,16 @@ async fn reserve_version(
                 "dataset {d} is deleted; restore it before adding a version"
             )));
         }
+        let branch = received.branch.as_deref().filter(|b| *b != "main");
+        if !facts.has_branch(branch) {
+            let known: Vec<&str> = facts.branches.keys().map(String::as_str).collect();
+            return Err(StepError::Permanent(format!(
+                "dataset {d} has no branch {:?} (branches: main{}{}); create it with weir datasets branch {d} NAME",
+                branch.unwrap_or_default(),
+                if known.is_empty() { "" } else { ", " },
+                known.join(", ")
+            )));
+        }
         let parent = match received.parent_version {
             Some(p) if facts.registered(&ctx.journal, p).await? => p,
             Some(p) => {
@@ -57,7 +67,7 @@ async fn reserve_version(
                     known.join(", ")
                 )));
             }
-            None => facts.head(&ctx.journal, upload).await?,
+            None => facts.branch_head(&ctx.journal, branch, upload).await?,
         };
         let version = facts.next_version();
         let env = Envelope::new(
@@ -69,6 +79,7 @@ async fn reserve_version(
                 version,
                 upload,
                 parent_version: Some(parent),
+                branch: branch.map(str::to_owned),
             }),
         );
         let expect = if facts.last_seq == 0 {

@@ -36,6 +36,8 @@ pub struct UploadRequest {
     pub dataset: Option<weir_events::DatasetId>,
     /// The version the new one derives from (with `dataset`); `None`: the head.
     pub parent_version: Option<u32>,
+    /// The branch the new version goes on (with `dataset`); `None`: `main`.
+    pub branch: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -142,6 +144,7 @@ pub async fn upload_file(
             parts,
             dataset: request.dataset,
             parent_version: request.parent_version,
+            branch: request.branch.clone(),
             options: request.options.clone(),
         }),
     );

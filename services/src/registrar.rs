@@ -156,6 +156,7 @@ impl Service for Registrar {
                 parquet_size: inferred.parquet_size,
                 statistics: inferred.statistics.clone(),
                 schema_diff,
+                branch: received.branch.clone().filter(|b| b != "main"),
             })]);
         }
         let file = &received.filename;
@@ -210,6 +211,7 @@ impl Service for Registrar {
             parquet_size: inferred.parquet_size,
             statistics: inferred.statistics.clone(),
             schema_diff: None,
+            branch: None,
         })])
     }
 

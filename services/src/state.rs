@@ -191,6 +191,7 @@ mod tests {
                     parts: Vec::new(),
                     dataset: None,
                     parent_version: None,
+                    branch: None,
                     options: Default::default(),
                 }),
             ),

@@ -49,6 +49,7 @@ async fn upload(journal: &Journal, store: &Store, path: &Path) -> Terminal {
         options: Default::default(),
         dataset: None,
         parent_version: None,
+        branch: None,
     };
     let id = producer::upload_file(journal, store, path, &request, |_| {})
         .await

@@ -93,6 +93,7 @@ impl System {
             options,
             dataset: None,
             parent_version: None,
+            branch: None,
         };
         self.upload_request(path, request).await
     }
@@ -105,6 +106,18 @@ impl System {
         parent: Option<u32>,
         owner: &str,
     ) -> (UploadId, Terminal) {
+        self.upload_on(path, dataset, parent, owner, None).await
+    }
+
+    /// As `upload_version`, on `branch`.
+    async fn upload_on(
+        &self,
+        path: &Path,
+        dataset: DatasetId,
+        parent: Option<u32>,
+        owner: &str,
+        branch: Option<&str>,
+    ) -> (UploadId, Terminal) {
         let request = UploadRequest {
             owner: owner.parse().unwrap(),
             filename: path.file_name().unwrap().to_string_lossy().into_owned(),
@@ -116,6 +129,7 @@ impl System {
             options: Default::default(),
             dataset: Some(dataset),
             parent_version: parent,
+            branch: branch.map(str::to_owned),
         };
         self.upload_request(path, request).await
     }
@@ -534,6 +548,7 @@ async fn a_one_part_upload_becomes_its_blob_without_a_copy() {
             }],
             dataset: None,
             parent_version: None,
+            branch: None,
             options: Default::default(),
         }),
     );
@@ -615,6 +630,7 @@ async fn a_part_that_does_not_match_its_manifest_fails_the_combine_step() {
             }],
             dataset: None,
             parent_version: None,
+            branch: None,
             options: Default::default(),
         }),
     );
@@ -1018,6 +1034,91 @@ async fn schema_changes_follow_the_dataset_policy() {
     assert!(
         matches!(end, Terminal::Failed(ref f) if f.reason.contains("accepts no schema changes")),
         "{end:?}"
+    );
+    sys.stop().await;
+}
+
+/// Branches and rollback as the inferrer and registrar see them: a version on a branch
+/// derives from the branch's head and leaves main's alone; after a rollback of main,
+/// the next version derives from where main was moved; an unknown branch fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn branches_and_rollback_decide_the_parent() {
+    let sys = System::start().await;
+    let append = |d: DatasetId, event: Event| {
+        let journal = sys.journal.clone();
+        async move {
+            let last = journal.last_on(&Aggregate::Dataset(d)).await.unwrap();
+            let env = Envelope::new(
+                Aggregate::Dataset(d),
+                "acme".parse().unwrap(),
+                UploadId::from_u128(d.as_u128()),
+                Some(EventId::new()),
+                event,
+            );
+            let expect = last.map_or(Expect::Empty, |r| Expect::LastSequence(r.seq));
+            assert!(matches!(
+                journal.append(&env, expect).await.unwrap(),
+                weir_journal::AppendOutcome::Appended { .. }
+            ));
+        }
+    };
+    let file = sys.file("t.csv", b"id\n1\n");
+    let Terminal::Registered(r1) = sys.upload(&file, Some("t")).await.1 else {
+        panic!("v1")
+    };
+    let d = r1.dataset;
+    append(
+        d,
+        Event::DatasetBranched(DatasetBranched {
+            branch: "dev".into(),
+            from_version: 1,
+        }),
+    )
+    .await;
+    let registered = |end: Terminal| match end {
+        Terminal::Registered(r) => r,
+        other => panic!("{other:?}"),
+    };
+    let r2 = registered(sys.upload_on(&file, d, None, "acme", Some("dev")).await.1);
+    assert_eq!(
+        (r2.version, r2.parent_version, r2.branch.as_deref()),
+        (2, Some(1), Some("dev"))
+    );
+    let r3 = registered(sys.upload_on(&file, d, None, "acme", None).await.1);
+    assert_eq!(
+        (r3.version, r3.parent_version, r3.branch),
+        (3, Some(1), None),
+        "main's head is still v1"
+    );
+    let r4 = registered(sys.upload_on(&file, d, None, "acme", Some("dev")).await.1);
+    assert_eq!(
+        (r4.version, r4.parent_version),
+        (4, Some(2)),
+        "dev's head is v2"
+    );
+    append(
+        d,
+        Event::DatasetHeadMoved(DatasetHeadMoved {
+            branch: None,
+            to_version: 1,
+        }),
+    )
+    .await;
+    let r5 = registered(sys.upload_on(&file, d, None, "acme", None).await.1);
+    assert_eq!(
+        (r5.version, r5.parent_version),
+        (5, Some(1)),
+        "after the rollback, from v1"
+    );
+    let (_, end) = sys.upload_on(&file, d, None, "acme", Some("nope")).await;
+    let Terminal::Failed(f) = end else {
+        panic!("{end:?}")
+    };
+    assert!(
+        f.reason
+            .contains("has no branch \"nope\" (branches: main, dev)"),
+        "{}",
+        f.reason
     );
     sys.stop().await;
 }

@@ -43,6 +43,7 @@ async fn register(
         options: Default::default(),
         dataset: None,
         parent_version: None,
+        branch: None,
     };
     let id = producer::upload_file(journal, store, &path, &request, |_| {})
         .await

@@ -30,6 +30,7 @@ pub fn upload_received(upload: UploadId, filename: &str) -> Envelope {
             }],
             dataset: None,
             parent_version: None,
+            branch: None,
             options: Default::default(),
         }),
     )
@@ -78,6 +79,7 @@ pub fn dataset_registered(upload: UploadId, cause: EventId, table: &str) -> Enve
             parquet_size: 1,
             statistics: Statistics::default(),
             schema_diff: None,
+            branch: None,
         }),
     )
 }

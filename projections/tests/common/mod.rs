@@ -222,6 +222,8 @@ pub struct Chain {
     /// The DatasetRegistered event of this chain: the id of its "dataset ready"
     /// notification.
     pub registered_event: Option<EventId>,
+    /// The branch its version goes on (`None`: main).
+    pub branch: Option<String>,
 }
 
 pub fn schema(columns: &[(&str, &str)]) -> Schema {
@@ -271,7 +273,25 @@ impl Chain {
             filename: filename.to_owned(),
             last: None,
             registered_event: None,
+            branch: None,
         }
+    }
+
+    /// The same upload, its version going on `branch`.
+    pub fn on_branch(mut self, branch: &str) -> Self {
+        self.branch = Some(branch.to_owned());
+        self
+    }
+
+    /// An event on the dataset's own aggregate, as its owner.
+    pub fn dataset_event(&self, event: Event) -> Envelope {
+        Envelope::new(
+            Aggregate::Dataset(self.dataset),
+            self.owner.clone(),
+            UploadId::from_u128(self.dataset.as_u128()),
+            Some(EventId::new()),
+            event,
+        )
     }
 
     /// A new upload that becomes version `version` of `of`'s dataset.
@@ -286,6 +306,7 @@ impl Chain {
             filename: filename.to_owned(),
             last: None,
             registered_event: None,
+            branch: None,
         }
     }
 
@@ -323,6 +344,7 @@ impl Chain {
             ],
             dataset,
             parent_version: None,
+            branch: None,
             options: Default::default(),
         });
         self.up(event)
@@ -398,6 +420,7 @@ impl Chain {
             parquet_size: rows * 10,
             statistics: stats(rows, schema),
             schema_diff: None,
+            branch: self.branch.clone(),
         });
         let env = self.up(event);
         self.registered_event = Some(env.event_id);
