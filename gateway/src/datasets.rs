@@ -125,6 +125,7 @@ fn view(state: &AppState, d: weir_projections::Dataset) -> DatasetView {
             .quality
             .clone()
             .map(|q| QualityView::new(q, |k| state.store().location(k))),
+        refs: serde_json::to_value(&d.refs).unwrap_or_default(),
         id: d.id,
         label: d.label,
         table_name: d.table_name,

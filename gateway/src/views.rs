@@ -367,6 +367,10 @@ pub struct DatasetView {
     pub deleted_at: Option<String>,
     /// The current version's encoding, bad rows and rejects file.
     pub quality: Option<QualityView>,
+    /// Branches other than main (`current_version` is main's head) and tags:
+    /// `{"branches": {"dev": 3}, "tags": {"q3-final": 2}}`.
+    #[schema(value_type = Object)]
+    pub refs: serde_json::Value,
     pub versions: Vec<VersionView>,
 }
 

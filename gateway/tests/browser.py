@@ -1,7 +1,7 @@
 """Drives the dashboard in Debian's headless Chromium: uploads a CSV through the page,
 waits for its timeline to reach `registered` and for the notification to appear, checks
 the datasets table, and saves a screenshot. Called by tests/browser.rs with:
-    python browser.py BASE_URL TOKEN CSV_PATH TABLE SCREENSHOT_PATH RAGGED_CSV_PATH
+    python browser.py BASE_URL TOKEN CSV_PATH TABLE SCREENSHOT_PATH RAGGED_CSV_PATH WIDER_CSV_PATH
 Exits non-zero (with the reason and the page's state) on any failure."""
 
 import sys
@@ -13,7 +13,7 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
-base, token, csv_path, table, screenshot, ragged_path = sys.argv[1:7]
+base, token, csv_path, table, screenshot, ragged_path, wider_path = sys.argv[1:8]
 
 profile = tempfile.mkdtemp(prefix="weir-chromium-")
 options = Options()
@@ -67,8 +67,25 @@ try:
     summary = driver.find_element(By.ID, "quality-summary").text
     assert "rejects.ndjson" in summary and "2 rejected" in summary, f"summary {summary!r}"
     wait.until(lambda d: "2 rejected" in d.find_element(By.ID, "datasets").text)
+    # Its versions: click the dataset, then upload a second version with a new column
+    # through the form, and see the tree with the schema change.
+    def ragged_row(d):
+        return [tr for tr in d.find_elements(By.CSS_SELECTOR, "#datasets tr") if tr.text.startswith("ragged")][0]
+    ragged_row(driver).click()
+    wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#versions li")) == 1)
+    dataset_id = driver.find_element(By.ID, "detail-name").text.split("(")[1].rstrip(")")
+    driver.find_element(By.ID, "dataset").send_keys(dataset_id)
+    driver.find_element(By.ID, "file").send_keys(wider_path)
+    driver.find_element(By.ID, "upload-btn").click()
+    wait.until(lambda d: "wider" in d.find_element(By.ID, "timeline-upload").text and status(d) in ("registered", "failed", "aborted"))
+    assert status(driver) == "registered", f"second version ended {status(driver)}: {driver.find_element(By.ID, 'failure').text}"
+    wait.until(lambda d: "v2" in d.find_element(By.ID, "datasets").text)
+    ragged_row(driver).click()
+    wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#versions li")) == 2)
+    versions = [li.text for li in driver.find_elements(By.CSS_SELECTOR, "#versions li")]
+    assert "[main]" in versions[1] and "schema: +extra" in versions[1], f"versions {versions}"
     driver.save_screenshot(screenshot)
-    print(f"ok: {table} registered; timeline {steps}; ragged: {badge}, {problems}; screenshot {screenshot}")
+    print(f"ok: {table} registered; timeline {steps}; ragged: {badge}, {problems}; versions {versions}; screenshot {screenshot}")
 except Exception as e:
     print(f"browser test failed: {e!r}\npage text:\n{driver.find_element(By.TAG_NAME, 'body').text}", file=sys.stderr)
     sys.exit(1)
