@@ -2,6 +2,7 @@
 //! lives in the library crates; each subcommand here is a thin shell around them.
 
 mod datasets;
+mod doctor;
 mod gateway;
 mod record;
 mod system;
@@ -74,6 +75,12 @@ enum Command {
     /// API tokens for the HTTP gateway
     #[command(subcommand)]
     Tokens(tokens::TokensCommand),
+    /// The health of every part (nats-server, stream, consumers, database, projector,
+    /// object store), one line each; exit code 1 when a check fails
+    Doctor {
+        #[arg(long)]
+        json: bool,
+    },
     /// Print a shell completion script: `weir completions bash > /etc/bash_completion.d/weir`,
     /// `weir completions zsh > ~/.zfunc/_weir`, `weir completions fish > ~/.config/fish/completions/weir.fish`
     Completions { shell: clap_complete::Shell },
@@ -108,6 +115,10 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<i32> {
     let db_url = views::database_url(cli.database_url.as_deref(), &cli.data_dir);
     match cli.command {
+        Command::Doctor { json } => {
+            let store = up::open_store(None, &cli.data_dir).ok();
+            doctor::run(cli.nats_url.as_deref(), &cli.data_dir, &db_url, store, json).await
+        }
         Command::Completions { shell } => {
             use std::io::Write as _;
             let mut script = Vec::new();

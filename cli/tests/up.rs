@@ -321,6 +321,25 @@ async fn up_upload_show_and_a_clean_shutdown() {
     assert_eq!(code, 1);
     assert!(err.contains("has no version v9"), "{err}");
 
+    // The doctor: every part healthy while the system runs.
+    let (code, out, err) = run(&["doctor", "--data-dir", data]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    for part in [
+        "nats-server",
+        "stream",
+        "consumer weir-inferrer",
+        "database migrations",
+        "projector",
+        "object store",
+    ] {
+        assert!(out.contains(part), "no {part} line: {out}");
+    }
+    assert!(out.trim_end().ends_with("healthy"), "{out}");
+    let (code, out, _) = run(&["doctor", "--data-dir", data, "--json"]).await;
+    assert_eq!(code, 0);
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["healthy"], true, "{report}");
+
     signal(&up, "-TERM");
     let status = tokio::time::timeout(Duration::from_secs(30), up.wait())
         .await
@@ -328,6 +347,21 @@ async fn up_upload_show_and_a_clean_shutdown() {
         .unwrap();
     assert_eq!(status.code(), Some(0));
     assert!(!dir.path().join("weir.runtime.json").exists());
+
+    // With the system stopped: the server check fails, the exit code says so.
+    let (code, out, _) = run(&[
+        "doctor",
+        "--data-dir",
+        data,
+        "--nats-url",
+        "nats://127.0.0.1:9",
+    ])
+    .await;
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("FAIL  nats-server") && out.contains("unhealthy"),
+        "{out}"
+    );
 }
 
 #[tokio::test]

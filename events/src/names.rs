@@ -98,6 +98,11 @@ impl ObjectKey {
         Self(format!("datasets/{dataset}/v{version}/rejects.ndjson"))
     }
 
+    /// `health/probe-<id>`: the object `weir doctor` writes, reads and deletes.
+    pub fn probe(id: UploadId) -> Self {
+        Self(format!("health/probe-{id}"))
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }

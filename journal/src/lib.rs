@@ -151,6 +151,43 @@ impl Journal {
         self.client.server_info().version
     }
 
+    /// The stream's state for health checks: messages, bytes, last sequence, replicas.
+    pub async fn stream_health(&self) -> Result<StreamHealth, ReadError> {
+        let mut stream = self
+            .js
+            .get_stream(&self.stream)
+            .await
+            .map_err(|e| ReadError::Nats(e.to_string()))?;
+        let info = stream
+            .info()
+            .await
+            .map_err(|e| ReadError::Nats(e.to_string()))?;
+        Ok(StreamHealth {
+            messages: info.state.messages,
+            bytes: info.state.bytes,
+            last_sequence: info.state.last_sequence,
+            replicas: info.config.num_replicas,
+        })
+    }
+
+    /// A durable consumer's backlog: (pending, unacknowledged, redelivered).
+    pub async fn consumer_backlog(&self, durable: &str) -> Result<(u64, usize, usize), ReadError> {
+        let stream = self
+            .js
+            .get_stream(&self.stream)
+            .await
+            .map_err(|e| ReadError::Nats(e.to_string()))?;
+        let mut consumer = stream
+            .get_consumer::<async_nats::jetstream::consumer::pull::Config>(durable)
+            .await
+            .map_err(|e| ReadError::Nats(e.to_string()))?;
+        let info = consumer
+            .info()
+            .await
+            .map_err(|e| ReadError::Nats(e.to_string()))?;
+        Ok((info.num_pending, info.num_ack_pending, info.num_redelivered))
+    }
+
     /// The stream's last sequence (0 when empty).
     pub async fn last_sequence(&self) -> Result<u64, ReadError> {
         let mut stream = self
@@ -164,6 +201,15 @@ impl Journal {
             .map_err(|e| ReadError::Nats(e.to_string()))?;
         Ok(info.state.last_sequence)
     }
+}
+
+/// What `Journal::stream_health` reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamHealth {
+    pub messages: u64,
+    pub bytes: u64,
+    pub last_sequence: u64,
+    pub replicas: usize,
 }
 
 fn stream_config(spec: &StreamSpec) -> stream::Config {

@@ -124,6 +124,15 @@ impl Db {
         Ok(db)
     }
 
+    /// Migrations recorded as applied (compare with `migrator().iter().count()`).
+    pub async fn migrations_applied(&self) -> Result<i64, Error> {
+        Ok(sqlx::query_scalar::<_, i64>(
+            "SELECT COUNT(*) FROM _sqlx_migrations WHERE success = TRUE",
+        )
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
     /// Opens `url` without running migrations.
     pub async fn open(url: &str) -> Result<Self, Error> {
         install_default_drivers();

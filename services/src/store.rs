@@ -153,6 +153,25 @@ impl Store {
         Ok(())
     }
 
+    /// Writes, reads back and deletes a small object: the store works end to end.
+    pub async fn probe(&self) -> Result<(), StoreError> {
+        let key = ObjectKey::probe(weir_events::UploadId::new());
+        let bytes = Bytes::from_static(b"weir doctor probe");
+        self.put_bytes(&key, bytes.clone()).await?;
+        let size = self.exists(&key).await?;
+        self.delete(&key).await?;
+        if size != Some(bytes.len() as u64) {
+            return Err(StoreError::Open {
+                url: self.url.clone(),
+                message: format!(
+                    "the probe object {key} read back as {size:?} bytes, not {}",
+                    bytes.len()
+                ),
+            });
+        }
+        Ok(())
+    }
+
     pub async fn exists(&self, key: &ObjectKey) -> Result<Option<u64>, StoreError> {
         match self.inner.head(&Self::path(key)).await {
             Ok(meta) => Ok(Some(meta.size)),
