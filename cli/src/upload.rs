@@ -188,7 +188,26 @@ pub async fn run(journal: &Journal, store: &Store, args: UploadArgs) -> Result<i
             );
             continue;
         }
-        let (terminal, inferred) = producer::wait_detailed(journal, upload).await?;
+        // On a terminal, the step under way after the upload, as its events arrive.
+        let steps = if show_progress {
+            let spinner = indicatif::ProgressBar::new_spinner();
+            spinner.enable_steady_tick(std::time::Duration::from_millis(120));
+            spinner.set_message(format!("{filename}: combining the parts…"));
+            spinner
+        } else {
+            indicatif::ProgressBar::hidden()
+        };
+        let (terminal, inferred) = producer::wait_watching(journal, upload, |kind| {
+            use weir_events::EventKind as K;
+            let next = match kind {
+                K::PartsCombined => "inferring the schema and converting to Parquet…",
+                K::SchemaInferred => "registering…",
+                _ => return,
+            };
+            steps.set_message(format!("{filename}: {next}"));
+        })
+        .await?;
+        steps.finish_and_clear();
         let problems = problems_json(inferred.as_ref());
         let (json, line) = match terminal {
             Terminal::Registered(r) => (

@@ -173,6 +173,16 @@ pub async fn wait_detailed(
     journal: &Journal,
     upload: UploadId,
 ) -> Result<(Terminal, Option<weir_events::SchemaInferred>), ProduceError> {
+    wait_watching(journal, upload, |_| {}).await
+}
+
+/// As [`wait_detailed`], telling `seen` the kind of every event of the upload as it
+/// arrives (progress: combined, inferred, …).
+pub async fn wait_watching(
+    journal: &Journal,
+    upload: UploadId,
+    mut seen: impl FnMut(weir_events::EventKind),
+) -> Result<(Terminal, Option<weir_events::SchemaInferred>), ProduceError> {
     let mut inferred = None;
     let mut events = Box::pin(
         journal
@@ -183,7 +193,9 @@ pub async fn wait_detailed(
             .await?,
     );
     while let Some(item) = events.next().await {
-        match item?.envelope.event {
+        let item = item?;
+        seen(item.envelope.kind());
+        match item.envelope.event {
             Event::SchemaInferred(s) => inferred = Some(s),
             Event::DatasetRegistered(r) => return Ok((Terminal::Registered(r), inferred)),
             Event::Failed(f) => return Ok((Terminal::Failed(f), inferred)),
