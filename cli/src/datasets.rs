@@ -50,6 +50,8 @@ pub enum DatasetsCommand {
         name: String,
         #[arg(long, value_name = "N")]
         from: Option<u32>,
+        #[arg(long)]
+        json: bool,
     },
     /// Name a registered version; a tag never moves (tagging again fails)
     Tag {
@@ -57,6 +59,8 @@ pub enum DatasetsCommand {
         name: String,
         #[arg(value_name = "VERSION")]
         version: String,
+        #[arg(long)]
+        json: bool,
     },
     /// Move a branch's head (default: main) back to a registered version; the newer
     /// versions stay readable (`datasets show ID@vN`)
@@ -66,6 +70,8 @@ pub enum DatasetsCommand {
         branch: Option<String>,
         #[arg(long, value_name = "VERSION")]
         to: String,
+        #[arg(long)]
+        json: bool,
     },
     /// Which schema changes new versions may make: evolve (any, the default),
     /// additive (added columns, widened types) or freeze (none)
@@ -73,6 +79,8 @@ pub enum DatasetsCommand {
         id: DatasetId,
         #[arg(value_name = "evolve|additive|freeze")]
         policy: weir_events::SchemaPolicy,
+        #[arg(long)]
+        json: bool,
     },
     /// The dataset's default bad-row policy for new versions (`weir upload --dataset`
     /// without --bad-rows): fail, reject, pad, or default (weir's own)
@@ -80,6 +88,8 @@ pub enum DatasetsCommand {
         id: DatasetId,
         #[arg(value_name = "fail|reject|pad|default")]
         policy: String,
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -301,7 +311,12 @@ pub async fn run(
                 }
             }
         }
-        DatasetsCommand::Branch { id, name, from } => {
+        DatasetsCommand::Branch {
+            id,
+            name,
+            from,
+            json,
+        } => {
             weir_events::valid_ref_name(&name).map_err(|e| anyhow::anyhow!(e))?;
             let Some(d) = weir_projections::dataset(db, id).await? else {
                 bail!("no dataset {id}");
@@ -324,9 +339,18 @@ pub async fn run(
                 from_version: from,
             });
             append_after(journal, &d, id, facts.last_seq, event).await?;
-            println!("{id}: branch {name} at v{from}");
+            crate::say(
+                json,
+                serde_json::json!({"dataset_id": id.to_string(), "branch": name, "version": from}),
+                format!("{id}: branch {name} at v{from}"),
+            );
         }
-        DatasetsCommand::Tag { id, name, version } => {
+        DatasetsCommand::Tag {
+            id,
+            name,
+            version,
+            json,
+        } => {
             weir_events::valid_ref_name(&name).map_err(|e| anyhow::anyhow!(e))?;
             let Some(d) = weir_projections::dataset(db, id).await? else {
                 bail!("no dataset {id}");
@@ -346,9 +370,18 @@ pub async fn run(
                 version: n,
             });
             append_after(journal, &d, id, facts.last_seq, event).await?;
-            println!("{id}: tag {name} -> v{n}");
+            crate::say(
+                json,
+                serde_json::json!({"dataset_id": id.to_string(), "tag": name, "version": n}),
+                format!("{id}: tag {name} -> v{n}"),
+            );
         }
-        DatasetsCommand::Rollback { id, branch, to } => {
+        DatasetsCommand::Rollback {
+            id,
+            branch,
+            to,
+            json,
+        } => {
             let Some(d) = weir_projections::dataset(db, id).await? else {
                 bail!("no dataset {id}");
             };
@@ -368,9 +401,14 @@ pub async fn run(
                 to_version: n,
             });
             append_after(journal, &d, id, facts.last_seq, event).await?;
-            println!("{id}: {} now at v{n}", branch.as_deref().unwrap_or("main"));
+            let name = branch.as_deref().unwrap_or("main");
+            crate::say(
+                json,
+                serde_json::json!({"dataset_id": id.to_string(), "branch": name, "version": n}),
+                format!("{id}: {name} now at v{n}"),
+            );
         }
-        DatasetsCommand::Policy { id, policy } => {
+        DatasetsCommand::Policy { id, policy, json } => {
             let Some(d) = weir_projections::dataset(db, id).await? else {
                 bail!("no dataset {id}");
             };
@@ -379,12 +417,16 @@ pub async fn run(
                     policy,
                 });
             set_dataset(journal, &d, id, event).await?;
-            println!(
-                "{id}: new versions may make {} schema changes",
-                policy.as_str()
+            crate::say(
+                json,
+                serde_json::json!({"dataset_id": id.to_string(), "schema_policy": policy.as_str()}),
+                format!(
+                    "{id}: new versions may make {} schema changes",
+                    policy.as_str()
+                ),
             );
         }
-        DatasetsCommand::BadRows { id, policy } => {
+        DatasetsCommand::BadRows { id, policy, json } => {
             let Some(d) = weir_projections::dataset(db, id).await? else {
                 bail!("no dataset {id}");
             };
@@ -394,7 +436,11 @@ pub async fn run(
             };
             let event = Event::DatasetBadRowsChanged(DatasetBadRowsChanged { bad_rows });
             set_dataset(journal, &d, id, event).await?;
-            println!("{id}: new versions use bad-rows {policy} unless the upload names one");
+            crate::say(
+                json,
+                serde_json::json!({"dataset_id": id.to_string(), "bad_rows": policy}),
+                format!("{id}: new versions use bad-rows {policy} unless the upload names one"),
+            );
         }
         DatasetsCommand::List {
             json,

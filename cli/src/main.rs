@@ -86,6 +86,15 @@ enum Command {
     Completions { shell: clap_complete::Shell },
 }
 
+/// Prints `value` as one JSON line with `--json`, else `line`.
+pub fn say(json: bool, value: serde_json::Value, line: impl std::fmt::Display) {
+    if json {
+        println!("{value}");
+    } else {
+        println!("{line}");
+    }
+}
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(

@@ -18,6 +18,9 @@ pub struct RecordArgs {
     /// Only this upload's events
     #[arg(long, value_name = "ID")]
     pub upload: Option<UploadId>,
+    /// One JSON object: {"events", "out"}
+    #[arg(long)]
+    pub json: bool,
 }
 
 pub async fn run(journal: &Journal, args: RecordArgs) -> Result<i32> {
@@ -51,6 +54,10 @@ pub async fn run(journal: &Journal, args: RecordArgs) -> Result<i32> {
         writeln!(out, "{line}")?;
     }
     out.flush()?;
-    println!("recorded {} events to {}", events.len(), args.out.display());
+    crate::say(
+        args.json,
+        serde_json::json!({"events": events.len(), "out": args.out.display().to_string()}),
+        format!("recorded {} events to {}", events.len(), args.out.display()),
+    );
     Ok(0)
 }

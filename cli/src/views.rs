@@ -267,6 +267,9 @@ pub struct ReplayArgs {
     /// must be new or empty
     #[arg(long, value_name = "URL")]
     pub into: Option<String>,
+    /// One JSON object: {"seq", "into"} or {"seq", "seconds", "attempts"}
+    #[arg(long)]
+    pub json: bool,
 }
 
 pub async fn replay(journal: &Journal, db_url: &str, args: ReplayArgs) -> Result<i32> {
@@ -281,8 +284,12 @@ pub async fn replay(journal: &Journal, db_url: &str, args: ReplayArgs) -> Result
                 .await
                 .with_context(|| format!("opening {into}"))?;
             let seq = weir_projections::build_until(journal, &target, until).await?;
-            println!(
-                "built the projections as of sequence {seq} into {into}; the live ones are untouched"
+            crate::say(
+                args.json,
+                serde_json::json!({"seq": seq, "into": into}),
+                format!(
+                    "built the projections as of sequence {seq} into {into}; the live ones are untouched"
+                ),
             );
         }
         (None, Some(_)) => bail!(
@@ -294,11 +301,14 @@ pub async fn replay(journal: &Journal, db_url: &str, args: ReplayArgs) -> Result
                 .with_context(|| format!("opening {db_url}"))?;
             let started = Instant::now();
             let report = weir_projections::replay(journal, &db).await?;
-            println!(
-                "rebuilt every projection from sequence 1 to {} and swapped it in ({:.1} s, {} attempt(s))",
-                report.seq,
-                started.elapsed().as_secs_f64(),
-                report.attempts
+            let seconds = started.elapsed().as_secs_f64();
+            crate::say(
+                args.json,
+                serde_json::json!({"seq": report.seq, "seconds": seconds, "attempts": report.attempts}),
+                format!(
+                    "rebuilt every projection from sequence 1 to {} and swapped it in ({seconds:.1} s, {} attempt(s))",
+                    report.seq, report.attempts
+                ),
             );
         }
         (Some(_), None) => unreachable!("clap requires --into"),

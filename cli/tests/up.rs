@@ -279,8 +279,23 @@ async fn up_upload_show_and_a_clean_shutdown() {
         "{result}"
     );
     // Tags never move; a branch; a rollback of main; each name resolves.
-    let (code, _, err) = run(&["datasets", "--data-dir", data, "tag", &id, "first", "v1"]).await;
+    let (code, out, err) = run(&[
+        "datasets",
+        "--data-dir",
+        data,
+        "tag",
+        &id,
+        "first",
+        "v1",
+        "--json",
+    ])
+    .await;
     assert_eq!(code, 0, "{err}");
+    let tagged: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(
+        (tagged["tag"].as_str(), tagged["version"].as_u64()),
+        (Some("first"), Some(1))
+    );
     let (code, _, err) = run(&["datasets", "--data-dir", data, "tag", &id, "first", "v2"]).await;
     assert_eq!(code, 1);
     assert!(err.contains("tag first already points to v1"), "{err}");
