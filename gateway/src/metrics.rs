@@ -1,7 +1,8 @@
 //! `/metrics` in Prometheus text format, computed from the log: events by kind, events
 //! handled per service, step durations (from the server's store times of a step's input
-//! and output events), failures by step; plus projector lag and the log's last sequence
-//! read at scrape time. The log watcher here also keeps the token table current.
+//! and output events), failures by step, bytes written to the object store, rows
+//! registered and rejected; plus, read at scrape time, the log's last sequence, the
+//! projector's lag and each service consumer's backlog. The log watcher here also keeps the token table current.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
@@ -51,6 +52,12 @@ struct Counters {
     durations: BTreeMap<&'static str, Histogram>,
     /// The step each unfinished upload is in and when its input was stored.
     running: HashMap<UploadId, (&'static str, Timestamp)>,
+    /// Bytes weir wrote to the object store, by what they are: `blob` (distinct
+    /// content combined), `parquet` (conversions).
+    stored_bytes: BTreeMap<&'static str, u64>,
+    /// Rows registered, and rows rejected by the bad-row policy.
+    rows_registered: u64,
+    rows_rejected: u64,
 }
 
 #[derive(Debug, Default)]
@@ -87,15 +94,23 @@ impl Metrics {
             Event::UploadReceived(_) => {
                 c.running.insert(upload, ("combine", at));
             }
-            Event::PartsCombined(_) => {
+            Event::PartsCombined(p) => {
+                if !p.deduplicated {
+                    *c.stored_bytes.entry("blob").or_default() += p.size;
+                }
                 *c.handled.entry("combiner").or_default() += 1;
                 finish(&mut c, "combine", Some("infer"));
             }
-            Event::SchemaInferred(_) => {
+            Event::SchemaInferred(e) => {
+                if e.rewritten {
+                    *c.stored_bytes.entry("parquet").or_default() += e.parquet_size;
+                }
+                c.rows_rejected += e.quality.rejected;
                 *c.handled.entry("inferrer").or_default() += 1;
                 finish(&mut c, "infer", Some("register"));
             }
-            Event::DatasetRegistered(_) => {
+            Event::DatasetRegistered(e) => {
+                c.rows_registered += e.statistics.rows;
                 *c.handled.entry("registrar").or_default() += 1;
                 finish(&mut c, "register", None);
             }
@@ -177,6 +192,30 @@ impl Metrics {
             out,
             "# HELP weir_uploads_in_progress Uploads received and not yet registered, failed or aborted."
         );
+        let _ = writeln!(
+            out,
+            "# HELP weir_object_store_bytes_total Bytes weir wrote to the object store: distinct blobs and Parquet conversions."
+        );
+        let _ = writeln!(out, "# TYPE weir_object_store_bytes_total counter");
+        for kind in ["blob", "parquet"] {
+            let n = c.stored_bytes.get(kind).copied().unwrap_or(0);
+            let _ = writeln!(out, "weir_object_store_bytes_total{{kind=\"{kind}\"}} {n}");
+        }
+        let _ = writeln!(
+            out,
+            "# HELP weir_rows_total Rows registered, and rows rejected into rejects files."
+        );
+        let _ = writeln!(out, "# TYPE weir_rows_total counter");
+        let _ = writeln!(
+            out,
+            "weir_rows_total{{outcome=\"registered\"}} {}",
+            c.rows_registered
+        );
+        let _ = writeln!(
+            out,
+            "weir_rows_total{{outcome=\"rejected\"}} {}",
+            c.rows_rejected
+        );
         let _ = writeln!(out, "# TYPE weir_uploads_in_progress gauge");
         let _ = writeln!(out, "weir_uploads_in_progress {}", c.running.len());
         let _ = writeln!(
@@ -241,6 +280,32 @@ pub async fn handler(State(state): State<AppState>) -> impl IntoResponse {
         );
         let _ = writeln!(out, "# TYPE weir_log_last_sequence gauge");
         let _ = writeln!(out, "weir_log_last_sequence {last}");
+    }
+    let _ = writeln!(
+        out,
+        "# HELP weir_consumer_pending_events Events each service's durable consumer has not yet been delivered."
+    );
+    let _ = writeln!(out, "# TYPE weir_consumer_pending_events gauge");
+    let _ = writeln!(
+        out,
+        "# HELP weir_consumer_unacknowledged_events Events delivered to a service and not yet acknowledged."
+    );
+    let _ = writeln!(out, "# TYPE weir_consumer_unacknowledged_events gauge");
+    for service in ["combiner", "inferrer", "registrar"] {
+        if let Ok((pending, unacked, _)) = state
+            .journal()
+            .consumer_backlog(&format!("weir-{service}"))
+            .await
+        {
+            let _ = writeln!(
+                out,
+                "weir_consumer_pending_events{{consumer=\"weir-{service}\"}} {pending}"
+            );
+            let _ = writeln!(
+                out,
+                "weir_consumer_unacknowledged_events{{consumer=\"weir-{service}\"}} {unacked}"
+            );
+        }
     }
     if let Ok(lag) = weir_projections::lag(state.journal(), state.db()).await {
         let _ = writeln!(

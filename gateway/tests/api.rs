@@ -783,6 +783,9 @@ async fn datasets_rename_delete_restore_and_live_events() {
         "weir_service_events_handled_total{service=\"registrar\"} 3",
         "weir_step_duration_seconds_count{step=\"infer\"} 3",
         "weir_projector_lag_events",
+        "weir_consumer_pending_events{consumer=\"weir-inferrer\"} 0",
+        "weir_object_store_bytes_total{kind=\"parquet\"}",
+        "weir_rows_total{outcome=\"registered\"}",
     ] {
         assert!(metrics.contains(line), "{line} missing in\n{metrics}");
     }
