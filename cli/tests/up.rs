@@ -336,6 +336,73 @@ async fn up_upload_show_and_a_clean_shutdown() {
     assert_eq!(code, 1);
     assert!(err.contains("has no version v9"), "{err}");
 
+    // A producer in Python (nats-py): a file it put under incoming/, a request on
+    // weir-requests.upload, the upload followed on the JSON mirror to registered.
+    let runtime: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("weir.runtime.json")).unwrap())
+            .unwrap();
+    let nats_url = runtime["nats_url"].as_str().unwrap().to_owned();
+    let (code, out, err) = run(&["tokens", "--data-dir", data, "create", "local", "--json"]).await;
+    assert_eq!(code, 0, "{err}");
+    let token: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let token = token["token"].as_str().unwrap().to_owned();
+    let incoming = dir.path().join("objects/incoming/py");
+    std::fs::create_dir_all(&incoming).unwrap();
+    std::fs::copy(sample(), incoming.join("orders-py.csv")).unwrap();
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let python = repo.join(".tools/venv/bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing: run scripts/setup",
+        python.display()
+    );
+    let out = tokio::time::timeout(
+        Duration::from_secs(120),
+        tokio::process::Command::new(&python)
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py/producer.py"))
+            .args([nats_url.as_str(), token.as_str(), "py/orders-py.csv"])
+            .output(),
+    )
+    .await
+    .expect("the Python producer took over 120 s")
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(report["terminal"]["kind"], "dataset_registered", "{report}");
+    let kinds: Vec<&str> = report["kinds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|k| k.as_str())
+        .collect();
+    for kind in [
+        "upload_received",
+        "parts_combined",
+        "schema_inferred",
+        "dataset_registered",
+    ] {
+        assert!(kinds.contains(&kind), "{kind} not seen: {kinds:?}");
+    }
+    let registered = &report["terminal"]["envelope"]["event"]["DatasetRegistered"];
+    assert_eq!(registered["statistics"]["rows"], 200, "{report}");
+    assert_eq!(registered["label"], "From Python");
+    assert!(
+        report["bad_request"]["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("key:"),
+        "{report}"
+    );
+    assert!(
+        !incoming.join("orders-py.csv").exists(),
+        "the incoming object was taken"
+    );
+
     // The doctor: every part healthy while the system runs.
     let (code, out, err) = run(&["doctor", "--data-dir", data]).await;
     assert_eq!(code, 0, "{out}{err}");

@@ -98,6 +98,29 @@ impl ObjectKey {
         Self(format!("datasets/{dataset}/v{version}/rejects.ndjson"))
     }
 
+    /// `incoming/<name>`: where a producer that is not weir puts a file before asking
+    /// for its upload (`weir-requests.upload`). `name` is one or more path segments of
+    /// `A-Za-z0-9._-`, none of them `.` or `..`.
+    pub fn incoming(name: &str) -> Result<Self, String> {
+        let name = name.strip_prefix("incoming/").unwrap_or(name);
+        let ok = !name.is_empty()
+            && name.len() <= 512
+            && name.split('/').all(|seg| {
+                !seg.is_empty()
+                    && seg != "."
+                    && seg != ".."
+                    && seg
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+            });
+        if !ok {
+            return Err(format!(
+                "{name:?} is not a key under incoming/: use segments of A-Za-z0-9._- (no . or ..)"
+            ));
+        }
+        Ok(Self(format!("incoming/{name}")))
+    }
+
     /// `health/probe-<id>`: the object `weir doctor` writes, reads and deletes.
     pub fn probe(id: UploadId) -> Self {
         Self(format!("health/probe-{id}"))

@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod notifications;
 pub mod openapi;
 pub mod presign;
+pub mod requests;
 pub mod tokens;
 pub mod uploads;
 pub mod views;
@@ -214,6 +215,8 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let watcher = tokio::spawn(metrics::watch_log(state.clone()));
+    let requests = tokio::spawn(requests::serve_requests(state.clone()));
+    let mirror = tokio::spawn(requests::mirror_json(state.clone()));
     let stopping = state.inner.stopping.clone();
     let result = axum::serve(listener, app(state))
         .with_graceful_shutdown(async move {
@@ -222,5 +225,7 @@ pub async fn serve(
         })
         .await;
     watcher.abort();
+    requests.abort();
+    mirror.abort();
     result
 }

@@ -197,7 +197,7 @@ fn content_length(headers: &HeaderMap) -> Option<u64> {
 }
 
 /// The read options of an upload request, each refused with a 400 naming it.
-fn read_options(
+pub(crate) fn read_options(
     encoding: Option<String>,
     bad_rows: Option<&str>,
     max_bad_rows: Option<&str>,
@@ -232,7 +232,7 @@ fn read_options(
 }
 
 /// The dataset a new version goes to, and its parent; 400 naming the field.
-fn version_target(
+pub(crate) fn version_target(
     dataset: Option<&str>,
     parent: Option<u32>,
 ) -> Result<(Option<weir_events::DatasetId>, Option<u32>), ApiError> {
@@ -255,7 +255,7 @@ fn weir_schemas_label_unknown(label: &str) -> bool {
     encoding_rs::Encoding::for_label(label.trim().as_bytes()).is_none()
 }
 
-fn parse_format(format: Option<&str>) -> Result<Option<Format>, ApiError> {
+pub(crate) fn parse_format(format: Option<&str>) -> Result<Option<Format>, ApiError> {
     format
         .filter(|f| !f.is_empty())
         .map(|f| f.parse::<Format>().map_err(ApiError::bad_request))
@@ -263,7 +263,7 @@ fn parse_format(format: Option<&str>) -> Result<Option<Format>, ApiError> {
 }
 
 /// The last path component, never empty.
-fn clean_filename(name: Option<&str>) -> String {
+pub(crate) fn clean_filename(name: Option<&str>) -> String {
     let base = name
         .unwrap_or("")
         .rsplit(['/', '\\'])
