@@ -12,9 +12,13 @@ use weir_services::producer::{self, DEFAULT_PART_SIZE, Terminal, UploadRequest};
 
 #[derive(Debug, clap::Args)]
 pub struct UploadArgs {
-    /// Files to upload (CSV, TSV, NDJSON, JSON, Parquet; optionally .gz/.zst)
+    /// Files to upload (CSV, TSV, NDJSON, JSON, Parquet; optionally .gz/.zst); `-` reads
+    /// standard input
     #[arg(required = true)]
     pub files: Vec<PathBuf>,
+    /// The file name weir records for standard input (`-`); default `stdin`
+    #[arg(long, value_name = "NAME")]
+    pub stdin_name: Option<String>,
     /// A human label for the dataset (also the source of a generated table name)
     #[arg(long)]
     pub label: Option<String>,
@@ -131,14 +135,48 @@ fn progress_bar(path: &Path, size: u64, enabled: bool) -> indicatif::ProgressBar
     bar
 }
 
+/// Standard input written to a temporary file, removed when dropped.
+struct Spooled(PathBuf);
+
+impl Spooled {
+    fn stdin() -> Result<Self> {
+        let path =
+            std::env::temp_dir().join(format!("weir-stdin-{}", weir_events::UploadId::new()));
+        let mut file = std::fs::File::create(&path)?;
+        let spooled = Spooled(path);
+        std::io::copy(&mut std::io::stdin().lock(), &mut file)?;
+        file.sync_all()?;
+        Ok(spooled)
+    }
+}
+
+impl Drop for Spooled {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 pub async fn run(journal: &Journal, store: &Store, args: UploadArgs) -> Result<i32> {
     let mut any_failed = false;
     let show_progress = std::io::stderr().is_terminal() && !args.json;
-    for path in &args.files {
-        let filename = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| path.display().to_string());
+    for given in &args.files {
+        // Standard input is spooled to a file first: parts are written from a file.
+        let spooled = if given.as_os_str() == "-" {
+            Some(Spooled::stdin()?)
+        } else {
+            None
+        };
+        let path = spooled.as_ref().map_or(given.as_path(), |s| s.0.as_path());
+        let filename = match &spooled {
+            Some(_) => args
+                .stdin_name
+                .clone()
+                .unwrap_or_else(|| "stdin".to_owned()),
+            None => path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| path.display().to_string()),
+        };
         let request = UploadRequest {
             owner: args.owner.clone(),
             filename: filename.clone(),
@@ -157,7 +195,7 @@ pub async fn run(journal: &Journal, store: &Store, args: UploadArgs) -> Result<i
             branch: args.branch.clone(),
         };
         let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
-        let bar = progress_bar(path, size, show_progress);
+        let bar = progress_bar(given, size, show_progress);
         let uploaded =
             producer::upload_file(journal, store, path, &request, |n| bar.set_position(n)).await;
         bar.finish_and_clear();
@@ -168,11 +206,11 @@ pub async fn run(journal: &Journal, store: &Store, args: UploadArgs) -> Result<i
                 report(
                     &args,
                     serde_json::json!({
-                        "upload_id": null, "file": path.display().to_string(), "status": "failed",
+                        "upload_id": null, "file": given.display().to_string(), "status": "failed",
                         "dataset_id": null, "table_name": null, "row_count": null,
                         "failure": { "step": "upload", "reason": e.to_string() },
                     }),
-                    format!("{}: upload failed: {e}", path.display()),
+                    format!("{}: upload failed: {e}", given.display()),
                 );
                 continue;
             }
@@ -181,7 +219,7 @@ pub async fn run(journal: &Journal, store: &Store, args: UploadArgs) -> Result<i
             report(
                 &args,
                 serde_json::json!({
-                    "upload_id": upload.to_string(), "file": path.display().to_string(), "status": "received",
+                    "upload_id": upload.to_string(), "file": given.display().to_string(), "status": "received",
                     "dataset_id": null, "table_name": null, "row_count": null, "failure": null,
                 }),
                 format!("{upload}  {filename}: received"),
@@ -212,7 +250,7 @@ pub async fn run(journal: &Journal, store: &Store, args: UploadArgs) -> Result<i
         let (json, line) = match terminal {
             Terminal::Registered(r) => (
                 serde_json::json!({
-                    "upload_id": upload.to_string(), "file": path.display().to_string(), "status": "registered",
+                    "upload_id": upload.to_string(), "file": given.display().to_string(), "status": "registered",
                     "dataset_id": r.dataset.to_string(), "table_name": r.table_name.to_string(),
                     "row_count": r.statistics.rows, "failure": null, "problems": problems,
                 }),
@@ -228,7 +266,7 @@ pub async fn run(journal: &Journal, store: &Store, args: UploadArgs) -> Result<i
                 any_failed = true;
                 (
                     serde_json::json!({
-                        "upload_id": upload.to_string(), "file": path.display().to_string(), "status": "failed",
+                        "upload_id": upload.to_string(), "file": given.display().to_string(), "status": "failed",
                         "dataset_id": null, "table_name": null, "row_count": null,
                         "failure": { "step": f.step.as_str(), "reason": f.reason },
                     }),
@@ -243,7 +281,7 @@ pub async fn run(journal: &Journal, store: &Store, args: UploadArgs) -> Result<i
                 any_failed = true;
                 (
                     serde_json::json!({
-                        "upload_id": upload.to_string(), "file": path.display().to_string(), "status": "aborted",
+                        "upload_id": upload.to_string(), "file": given.display().to_string(), "status": "aborted",
                         "dataset_id": null, "table_name": null, "row_count": null,
                         "failure": { "step": "upload", "reason": reason },
                     }),

@@ -403,6 +403,47 @@ async fn up_upload_show_and_a_clean_shutdown() {
         "the incoming object was taken"
     );
 
+    // Standard input: `weir upload -`.
+    let mut child = weir()
+        .args([
+            "upload",
+            "--data-dir",
+            data,
+            "-",
+            "--stdin-name",
+            "piped.csv",
+            "--wait",
+            "--json",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use tokio::io::AsyncWriteExt;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin
+            .write_all(b"k,v\n1,one\n2,two\n3,three\n")
+            .await
+            .unwrap();
+    }
+    let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(out.status.success());
+    let piped: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (
+            piped["status"].as_str(),
+            piped["row_count"].as_u64(),
+            piped["table_name"].as_str()
+        ),
+        (Some("registered"), Some(3), Some("piped")),
+        "{piped}"
+    );
+    assert_eq!(piped["file"], "-");
+
     // The doctor: every part healthy while the system runs.
     let (code, out, err) = run(&["doctor", "--data-dir", data]).await;
     assert_eq!(code, 0, "{out}{err}");

@@ -162,7 +162,10 @@ pub fn app(state: AppState) -> Router {
         )
         .route("/v1/uploads/{id}/parts/{number}", put(uploads::put_part))
         .route("/v1/uploads/{id}/complete", post(uploads::complete))
-        .route("/v1/datasets", get(datasets::list))
+        .route(
+            "/v1/datasets",
+            get(datasets::list).post(uploads::inline_dataset),
+        )
         .route(
             "/v1/datasets/{id}",
             get(datasets::get_dataset)

@@ -26,6 +26,7 @@ impl Modify for BearerAuth {
         crate::healthz,
         crate::metrics::handler,
         crate::uploads::single_shot,
+        crate::uploads::inline_dataset,
         crate::uploads::init_multipart,
         crate::uploads::put_part,
         crate::uploads::complete,

@@ -297,8 +297,43 @@ pub async fn single_shot(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let Query(q) = query?;
     let limit = state.config().max_upload_bytes;
+    receive_whole(state, owner, query, headers, body, limit).await
+}
+
+/// The most an inline dataset's body may be.
+pub const MAX_INLINE_BYTES: u64 = 1 << 20;
+
+/// An inline dataset: the body (at most 1 MiB) is the data, uploaded as a single shot
+/// and followed like any upload (`GET /v1/uploads/{id}`).
+#[utoipa::path(post, path = "/v1/datasets", tag = "datasets",
+    params(SingleShotQuery),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "the data, at most 1 MiB"),
+    responses(
+        (status = 202, description = "received; the pipeline takes it from here", body = UploadView),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 413, description = "over 1 MiB: use /v1/uploads", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn inline_dataset(
+    State(state): State<AppState>,
+    Caller(owner): Caller,
+    query: Result<Query<SingleShotQuery>, QueryRejection>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let limit = MAX_INLINE_BYTES.min(state.config().max_upload_bytes);
+    receive_whole(state, owner, query, headers, body, limit).await
+}
+
+async fn receive_whole(
+    state: AppState,
+    owner: weir_events::Owner,
+    query: Result<Query<SingleShotQuery>, QueryRejection>,
+    headers: HeaderMap,
+    body: Body,
+    limit: u64,
+) -> Result<Response, ApiError> {
+    let Query(q) = query?;
     if content_length(&headers).is_some_and(|n| n > limit) {
         return Err(ApiError::too_large(limit));
     }

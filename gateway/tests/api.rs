@@ -863,3 +863,34 @@ async fn tokens_are_stored_hashed_and_revocation_takes_effect() {
     assert_eq!(s.get(&s.alice, "/v1/datasets").await.status(), 200);
     s.stop().await;
 }
+
+/// Inline datasets: `POST /v1/datasets` with the data as the body (at most 1 MiB).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inline_datasets_register_and_the_limit_is_one_mib() {
+    let s = Stack::start().await;
+    let r = s
+        .http
+        .post(s.url("/v1/datasets?filename=tiny.csv&table_name=tiny"))
+        .bearer_auth(&s.alice)
+        .body(b"a,b\n1,x\n2,y\n".to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let view: serde_json::Value = r.json().await.unwrap();
+    let upload: UploadId = view["id"].as_str().unwrap().parse().unwrap();
+    let Terminal::Registered(reg) = s.settle(upload).await else {
+        panic!("not registered")
+    };
+    assert_eq!((reg.table_name.as_str(), reg.statistics.rows), ("tiny", 2));
+    let r = s
+        .http
+        .post(s.url("/v1/datasets?filename=big.csv"))
+        .bearer_auth(&s.alice)
+        .body(vec![b'a'; (1 << 20) + 1])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    s.stop().await;
+}
