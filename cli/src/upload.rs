@@ -37,6 +37,11 @@ pub struct UploadArgs {
     /// fields go to the rejects file). Default: fail with --table, reject without
     #[arg(long, value_name = "POLICY", value_parser = parse_bad_rows)]
     pub bad_rows: Option<BadRows>,
+    /// A column's type, overriding the inferred one (CSV/TSV; repeatable):
+    /// `--column amount=decimal(12,2) --column zip=utf8`; a value that does not fit
+    /// is a bad row
+    #[arg(long = "column", value_name = "NAME=TYPE", value_parser = parse_column)]
+    pub columns: Vec<weir_events::ColumnOverride>,
     /// More bad rows than this fails the upload: a count (100) or a share (0.5%)
     #[arg(long, value_name = "N|SHARE", value_parser = parse_max_bad_rows)]
     pub max_bad_rows: Option<MaxBadRows>,
@@ -79,6 +84,10 @@ fn parse_format(s: &str) -> Result<Format, String> {
 }
 
 fn parse_bad_rows(s: &str) -> Result<BadRows, String> {
+    s.parse()
+}
+
+fn parse_column(s: &str) -> Result<weir_events::ColumnOverride, String> {
     s.parse()
 }
 
@@ -189,6 +198,7 @@ pub async fn run(journal: &Journal, store: &Store, args: UploadArgs) -> Result<i
                 encoding: args.encoding.clone(),
                 bad_rows: args.bad_rows,
                 max_bad_rows: args.max_bad_rows,
+                columns: args.columns.clone(),
             },
             dataset: args.dataset,
             parent_version: args.parent,

@@ -403,6 +403,58 @@ async fn up_upload_show_and_a_clean_shutdown() {
         "the incoming object was taken"
     );
 
+    // Column type overrides: the producer's types; a value that does not fit fails
+    // with its line, column and value under `fail`.
+    let typed = dir.path().join("typed.csv");
+    std::fs::write(&typed, "id,zip,amount\n1,02115,12.50\n2,10001,7\n").unwrap();
+    let (code, out, err) = run(&[
+        "upload",
+        "--data-dir",
+        data,
+        typed.to_str().unwrap(),
+        "--column",
+        "zip=utf8",
+        "--column",
+        "amount=decimal(12,2)",
+        "--wait",
+        "--json",
+    ])
+    .await;
+    assert_eq!(code, 0, "{err}");
+    let result: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let typed_id = result["dataset_id"].as_str().unwrap().to_owned();
+    let (_, out, _) = run(&["datasets", "--data-dir", data, "show", &typed_id, "--json"]).await;
+    let shown: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let types: Vec<&str> = shown["schema"]["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|f| f["type"].as_str())
+        .collect();
+    assert_eq!(types, ["Int64", "Utf8", "Decimal128(12, 2)"]);
+    let bad = dir.path().join("bad-typed.csv");
+    std::fs::write(&bad, "id,amount\n1,12.50\n2,n/a\n").unwrap();
+    let (code, out, _) = run(&[
+        "upload",
+        "--data-dir",
+        data,
+        bad.to_str().unwrap(),
+        "--column",
+        "amount=decimal(12,2)",
+        "--bad-rows",
+        "fail",
+        "--wait",
+        "--json",
+    ])
+    .await;
+    assert_eq!(code, 1);
+    let result: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let reason = result["failure"]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("line 3, column \"amount\": \"n/a\" does not fit"),
+        "{reason}"
+    );
+
     // Standard input: `weir upload -`.
     let mut child = weir()
         .args([

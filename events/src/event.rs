@@ -107,6 +107,36 @@ pub struct ReadOptions {
     pub bad_rows: Option<BadRows>,
     /// More bad rows than this fails the upload, whatever the policy.
     pub max_bad_rows: Option<MaxBadRows>,
+    /// Column type overrides (CSV/TSV): the producer's types win over the inferred
+    /// ones, and a value that does not fit is a bad row.
+    #[serde(default)]
+    pub columns: Vec<ColumnOverride>,
+}
+
+/// One column type override: `amount=decimal(12,2)`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ColumnOverride {
+    pub name: String,
+    /// `utf8`, `int64`, `float64`, `boolean`, `date`, `timestamp`, `timestamptz` or
+    /// `decimal(P,S)`; checked when the file is read.
+    pub data_type: String,
+}
+
+impl std::str::FromStr for ColumnOverride {
+    type Err = String;
+    /// `NAME=TYPE`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (name, data_type) = s
+            .split_once('=')
+            .filter(|(n, t)| !n.trim().is_empty() && !t.trim().is_empty())
+            .ok_or_else(|| {
+                format!("{s:?} is not a column override: use NAME=TYPE, e.g. amount=decimal(12,2)")
+            })?;
+        Ok(Self {
+            name: name.trim().to_owned(),
+            data_type: data_type.trim().to_owned(),
+        })
+    }
 }
 
 /// The bad-row policy: what happens to a row that does not fit the file's shape (a
@@ -1147,6 +1177,9 @@ fn options_summary(e: &UploadReceived) -> String {
     }
     if let Some(m) = o.max_bad_rows {
         out.push_str(&format!(" max_bad_rows={m}"));
+    }
+    for c in &o.columns {
+        out.push_str(&format!(" column={}={}", c.name, c.data_type));
     }
     out
 }

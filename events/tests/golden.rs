@@ -196,6 +196,10 @@ fn examples() -> Vec<Event> {
                 encoding: Some("latin1".into()),
                 bad_rows: Some(BadRows::Reject),
                 max_bad_rows: Some(MaxBadRows::Ppm(10_000)),
+                columns: vec![ColumnOverride {
+                    name: "amount".into(),
+                    data_type: "decimal(12,2)".into(),
+                }],
             },
         }),
         Event::SchemaInferred(SchemaInferred {

@@ -54,6 +54,8 @@ struct UploadRequest {
     max_bad_rows: Option<String>,
     dataset: Option<String>,
     parent_version: Option<u32>,
+    /// Column type overrides, `amount=decimal(12,2);zip=utf8`.
+    columns: Option<String>,
 }
 
 /// Answers upload requests until the connection closes.
@@ -103,6 +105,7 @@ async fn handle(state: &AppState, payload: &[u8]) -> Result<UploadId, String> {
         req.encoding.clone(),
         req.bad_rows.as_deref(),
         req.max_bad_rows.as_deref(),
+        req.columns.as_deref(),
     )
     .map_err(|e| e.message)?;
     let (dataset, parent_version) =

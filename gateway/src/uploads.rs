@@ -201,7 +201,17 @@ pub(crate) fn read_options(
     encoding: Option<String>,
     bad_rows: Option<&str>,
     max_bad_rows: Option<&str>,
+    columns: Option<&str>,
 ) -> Result<weir_events::ReadOptions, ApiError> {
+    let columns = columns
+        .unwrap_or("")
+        .split(';')
+        .filter(|c| !c.trim().is_empty())
+        .map(|c| {
+            c.parse::<weir_events::ColumnOverride>()
+                .map_err(|e| ApiError::bad_request(format!("columns: {e}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     let encoding = encoding.filter(|e| !e.is_empty());
     if let Some(label) = &encoding
         && weir_schemas_label_unknown(label)
@@ -228,6 +238,7 @@ pub(crate) fn read_options(
         encoding,
         bad_rows,
         max_bad_rows,
+        columns,
     })
 }
 
@@ -342,6 +353,7 @@ async fn receive_whole(
         q.encoding.clone(),
         q.bad_rows.as_deref(),
         q.max_bad_rows.as_deref(),
+        q.columns.as_deref(),
     )?;
     let (dataset, parent_version) = version_target(q.dataset.as_deref(), q.parent_version)?;
     let spooled = spool(body, &state.config().work_dir, limit, || {
@@ -710,6 +722,7 @@ pub async fn complete(
         request.encoding.clone(),
         request.bad_rows.as_deref(),
         request.max_bad_rows.as_deref(),
+        request.columns.as_deref(),
     )?;
     let (dataset, parent_version) =
         version_target(request.dataset.as_deref(), request.parent_version)?;

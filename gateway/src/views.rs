@@ -181,6 +181,8 @@ pub struct SingleShotQuery {
     pub dataset: Option<String>,
     /// With `dataset`: the version the new one derives from; default: the head.
     pub parent_version: Option<u32>,
+    /// Column type overrides (CSV/TSV), `amount=decimal(12,2);zip=utf8`.
+    pub columns: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Serialize, ToSchema)]
@@ -257,6 +259,8 @@ pub struct CompleteMultipart {
     pub dataset: Option<String>,
     /// With `dataset`: the version the new one derives from; default: the head.
     pub parent_version: Option<u32>,
+    /// Column type overrides (CSV/TSV), `amount=decimal(12,2);zip=utf8`.
+    pub columns: Option<String>,
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

@@ -19,8 +19,8 @@ use std::io::BufRead;
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayRef, BooleanBuilder, Date32Builder, Float64Builder, Int64Builder, StringBuilder,
-    TimestampMicrosecondBuilder,
+    Array, ArrayRef, BooleanBuilder, Date32Builder, Decimal128Builder, Float64Builder,
+    Int64Builder, StringBuilder, TimestampMicrosecondBuilder,
 };
 use arrow::datatypes::{Field as ArrowField, Schema as ArrowSchema, SchemaRef};
 use arrow::record_batch::RecordBatch;
@@ -72,6 +72,30 @@ pub(crate) fn convert(
         }
     }
     let resolved = names::resolve(&header);
+    // Column overrides: the producer's types win over the sample's, and a value that
+    // does not fit one is a bad row under every policy (an override is not widened).
+    let mut overridden = vec![false; header.len()];
+    for (name, type_name) in &job.opts.columns {
+        let kind = Kind::from_override(type_name).map_err(|e| {
+            ConvertError::unsupported(job.file, format!("column override {name}={type_name}: {e}"))
+        })?;
+        let i = header
+            .iter()
+            .position(|h| h == name)
+            .or_else(|| resolved.iter().position(|(r, _)| r == name))
+            .ok_or_else(|| {
+                let known: Vec<&str> = resolved.iter().map(|(r, _)| r.as_str()).collect();
+                ConvertError::unsupported(
+                    job.file,
+                    format!(
+                        "column override {name}={type_name}: no column {name:?} (columns: {})",
+                        known.join(", ")
+                    ),
+                )
+            })?;
+        kinds[i] = kind;
+        overridden[i] = true;
+    }
     let plain: Vec<String> = resolved
         .iter()
         .zip(&distinct)
@@ -81,7 +105,16 @@ pub(crate) fn convert(
     // What widening did in earlier passes (policy `pad`), reported with the final one.
     let mut widened: Vec<RowProblem> = Vec::new();
     for _ in 0..MAX_PASSES {
-        match write_pass(job, delimiter, &header, &resolved, &kinds, &plain, progress)? {
+        match write_pass(
+            job,
+            delimiter,
+            &header,
+            &resolved,
+            &kinds,
+            &overridden,
+            &plain,
+            progress,
+        )? {
             Pass::Done(mut written) => {
                 written.problems.count += widened.len() as u64;
                 widened.append(&mut written.problems.first);
@@ -115,6 +148,7 @@ fn write_pass(
     header: &[String],
     resolved: &[(String, Option<String>)],
     kinds: &[Kind],
+    overridden: &[bool],
     plain: &[String],
     progress: &mut dyn FnMut(u64),
 ) -> Result<Pass, ConvertError> {
@@ -180,6 +214,16 @@ fn write_pass(
                 }
             };
             if !b.append(value) {
+                if overridden[i] {
+                    let reason = format!(
+                        "{value:?} does not fit the column's override {}",
+                        kinds[i].data_type()
+                    );
+                    bad.reject(rows.line, Some(&resolved[i].0), &reason, rows.records.raw())?;
+                    drop_row(&mut builders, i, &mut dropped, in_batch);
+                    in_batch += 1;
+                    continue 'rows;
+                }
                 if bad.policy == BadRows::Pad {
                     let note = RowProblem {
                         line: rows.line,
@@ -190,7 +234,8 @@ fn write_pass(
                             job.opts.sample_rows
                         ),
                     };
-                    return widen(rows, header, kinds, i).map(|k| Pass::Widened(k, note));
+                    return widen(rows, header, kinds, overridden, i)
+                        .map(|k| Pass::Widened(k, note));
                 }
                 let reason = format!(
                     "{value:?} is not a valid {} (the type inferred from the first {} rows)",
@@ -267,6 +312,7 @@ fn widen(
     mut rows: Rows<'_>,
     header: &[String],
     kinds: &[Kind],
+    overridden: &[bool],
     misfit: usize,
 ) -> Result<Vec<Kind>, ConvertError> {
     let mut wider = kinds.to_vec();
@@ -278,6 +324,9 @@ fn widen(
         for (i, kind) in wider.iter_mut().enumerate() {
             if !text {
                 break;
+            }
+            if overridden[i] {
+                continue;
             }
             *kind = kind.join(values::classify(
                 rows.records.get_str(i).unwrap_or_default(),
@@ -392,6 +441,12 @@ impl<'a> Rows<'a> {
     }
 }
 
+fn decimal_builder(capacity: usize, precision: u8, scale: i8) -> Decimal128Builder {
+    Decimal128Builder::with_capacity(capacity)
+        .with_precision_and_scale(precision, scale)
+        .expect("precision and scale were checked when the override was read")
+}
+
 /// One column's Arrow builder; `append` refuses a value the column's type cannot hold.
 enum Builder {
     Bool(BooleanBuilder),
@@ -400,6 +455,7 @@ enum Builder {
     Date(Date32Builder),
     Timestamp(TimestampMicrosecondBuilder, bool),
     Utf8(StringBuilder),
+    Decimal(Decimal128Builder, u8, i8),
 }
 
 impl Builder {
@@ -415,6 +471,7 @@ impl Builder {
                 true,
             ),
             Kind::Null | Kind::Utf8 => Builder::Utf8(StringBuilder::new()),
+            Kind::Decimal(p, s) => Builder::Decimal(decimal_builder(0, p, s), p, s),
         }
     }
 
@@ -426,6 +483,7 @@ impl Builder {
             Builder::Date(b) => b.append_null(),
             Builder::Timestamp(b, _) => b.append_null(),
             Builder::Utf8(b) => b.append_null(),
+            Builder::Decimal(b, _, _) => b.append_null(),
         }
     }
 
@@ -462,6 +520,9 @@ impl Builder {
                     None => None,
                 };
                 micros.map(|t| b.append_value(t))
+            }
+            Builder::Decimal(b, p, s) => {
+                values::parse_decimal(value, *p, *s).map(|v| b.append_value(v))
             }
             Builder::Utf8(_) => Some(()),
         }
@@ -505,6 +566,11 @@ impl Builder {
             Builder::Utf8(b) => {
                 let a = b.finish();
                 *b = StringBuilder::with_capacity(a.len(), a.value_data().len());
+                Arc::new(a)
+            }
+            Builder::Decimal(b, p, s) => {
+                let a = b.finish();
+                *b = decimal_builder(a.len(), *p, *s);
                 Arc::new(a)
             }
         }

@@ -60,6 +60,9 @@ pub struct ConvertOptions {
     /// extra fields) is written; it is created only when there is an entry. Without a
     /// path, a row that would go there fails the conversion instead.
     pub rejects: Option<PathBuf>,
+    /// Column type overrides, (column, type): `("amount", "decimal(12,2)")`, `("zip",
+    /// "utf8")`; CSV and TSV only. A value that does not fit is a bad row.
+    pub columns: Vec<(String, String)>,
     /// Limit: the longest record (CSV row or JSON record) in bytes; a longer one fails
     /// the file naming the limit, so one endless line cannot take unbounded memory.
     pub max_record_bytes: usize,
@@ -80,6 +83,7 @@ impl Default for ConvertOptions {
             bad_rows: BadRows::Reject,
             max_bad_rows: None,
             rejects: None,
+            columns: Vec::new(),
             max_record_bytes: records::MAX_RECORD_BYTES,
             max_inflation: 250,
         }
@@ -185,6 +189,15 @@ fn convert_inner(
         compression: sniffed.compression,
         encoding: sniffed.encoding,
     };
+    if !opts.columns.is_empty() && !matches!(sniffed.format, Format::Csv | Format::Tsv) {
+        return Err(ConvertError::unsupported(
+            file,
+            format!(
+                "column type overrides apply to CSV and TSV files, and this is {}",
+                sniffed.format.as_str()
+            ),
+        ));
+    }
     let (written, rewritten) = match (sniffed.format, sniffed.delimiter) {
         (Format::Parquet, _) => parquet_in::convert(&job, progress)?,
         (Format::Json, _) => (json::convert(&job, true, progress)?, true),

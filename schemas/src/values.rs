@@ -24,6 +24,8 @@ pub enum Kind {
     Timestamp,
     TimestampTz,
     Utf8,
+    /// Only from a column override: `decimal(precision, scale)`.
+    Decimal(u8, i8),
 }
 
 impl Kind {
@@ -49,8 +51,85 @@ impl Kind {
             Kind::Date => DataType::Date32,
             Kind::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, None),
             Kind::TimestampTz => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+            Kind::Decimal(p, s) => DataType::Decimal128(p, s),
         }
     }
+
+    /// A column override's type by name: `utf8`, `int64`, `float64`, `boolean`, `date`,
+    /// `timestamp`, `timestamptz`, `decimal(P,S)` (and the usual aliases).
+    pub fn from_override(name: &str) -> Result<Kind, String> {
+        let n = name.trim().to_ascii_lowercase().replace(' ', "");
+        let kind = match n.as_str() {
+            "utf8" | "text" | "string" | "varchar" => Kind::Utf8,
+            "int64" | "int" | "integer" | "bigint" => Kind::Int,
+            "float64" | "float" | "double" | "real" => Kind::Float,
+            "bool" | "boolean" => Kind::Bool,
+            "date" | "date32" => Kind::Date,
+            "timestamp" => Kind::Timestamp,
+            "timestamptz" | "timestamp(utc)" => Kind::TimestampTz,
+            other => {
+                let inner = other
+                    .strip_prefix("decimal(")
+                    .and_then(|r| r.strip_suffix(')'))
+                    .ok_or_else(|| {
+                        format!(
+                            "unknown type {name:?}: use utf8, int64, float64, boolean, date, timestamp, timestamptz or decimal(P,S)"
+                        )
+                    })?;
+                let (p, s) = inner.split_once(',').ok_or_else(|| {
+                    format!("{name:?}: decimal needs a precision and a scale, e.g. decimal(12,2)")
+                })?;
+                let p: u8 = p
+                    .parse()
+                    .map_err(|_| format!("{name:?}: precision is 1 to 38"))?;
+                let s: i8 = s
+                    .parse()
+                    .map_err(|_| format!("{name:?}: scale is 0 to the precision"))?;
+                if !(1..=38).contains(&p) || s < 0 || s as u8 > p {
+                    return Err(format!(
+                        "{name:?}: precision is 1 to 38, scale 0 to the precision"
+                    ));
+                }
+                Kind::Decimal(p, s)
+            }
+        };
+        Ok(kind)
+    }
+}
+
+/// `text` as a decimal of `precision` digits, `scale` of them after the point, as the
+/// scaled integer; `None` when it has more digits than fit (no rounding: a value that
+/// would change is not a decimal of that type).
+pub fn parse_decimal(text: &str, precision: u8, scale: i8) -> Option<i128> {
+    let t = text.trim();
+    let (neg, digits) = match t.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, t.strip_prefix('+').unwrap_or(t)),
+    };
+    let (int, frac) = digits.split_once('.').unwrap_or((digits, ""));
+    if (int.is_empty() && frac.is_empty())
+        || !int.bytes().all(|b| b.is_ascii_digit())
+        || !frac.bytes().all(|b| b.is_ascii_digit())
+    {
+        return None;
+    }
+    let frac = frac.trim_end_matches('0');
+    let scale = scale as usize;
+    if frac.len() > scale {
+        return None;
+    }
+    let int = int.trim_start_matches('0');
+    if int.len() + scale > precision as usize {
+        return None;
+    }
+    let mut v: i128 = 0;
+    for b in int.bytes().chain(frac.bytes()) {
+        v = v * 10 + i128::from(b - b'0');
+    }
+    for _ in frac.len()..scale {
+        v *= 10;
+    }
+    Some(if neg { -v } else { v })
 }
 
 /// The narrowest kind `raw` fits. Only the empty (or blank) value is `Null`.

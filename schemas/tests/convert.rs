@@ -1048,3 +1048,89 @@ fn ndjson_misfits_after_the_sample_follow_the_policy() {
         .unwrap_or_default();
     assert!(msg.starts_with("late.ndjson: line 101: key \"v\""), "{msg}");
 }
+
+/// Column type overrides: the producer's types win over the sample's (leading zeros
+/// kept as text, a decimal with its scale); a value that does not fit is a bad row
+/// naming line, column and value, under every policy; an unknown column or type fails
+/// with what is known.
+#[test]
+fn column_overrides_win_and_a_misfit_is_a_bad_row() {
+    let csv = b"id,zip,amount\n1,02115,12.50\n2,10001,7\n3,99999,abc\n";
+    let with = |policy: weir_events::BadRows| ConvertOptions {
+        columns: vec![
+            ("zip".into(), "utf8".into()),
+            ("amount".into(), "decimal(12,2)".into()),
+        ],
+        ..with_policy("o.csv", policy)
+    };
+    check_with(
+        "o.csv",
+        csv,
+        &with(weir_events::BadRows::Reject),
+        r#"
+            csv None rewritten=true
+            column id: Int64
+            column zip: Utf8
+            column amount: Decimal128(12, 2)
+            rows: 2
+            stats id: nulls=0 min=1 max=2
+            problems: 1
+            line 4 Some("amount"): "abc" does not fit the column's override Decimal128(12, 2)
+            rejected: 1 of 3
+            rejected line 4: "3,99999,abc"
+            | 1 | "02115" | 12.50
+            | 2 | "10001" | 7.00
+        "#,
+    );
+    let msg = run("o.csv", csv, &with(weir_events::BadRows::Fail))
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(
+        msg.starts_with("o.csv: line 4, column \"amount\": \"abc\" does not fit"),
+        "{msg}"
+    );
+    // pad does not widen an override: the row is rejected too.
+    let r = run("o.csv", csv, &with(weir_events::BadRows::Pad)).expect("converts");
+    assert_eq!((r.converted.statistics.rows, r.converted.rejected), (2, 1));
+    // 12.345 has more decimals than the scale: not a decimal(12,2), no rounding.
+    let r = run(
+        "d.csv",
+        b"amount\n12.345\n1.5\n",
+        &ConvertOptions {
+            columns: vec![("amount".into(), "decimal(12,2)".into())],
+            ..options("d.csv")
+        },
+    )
+    .expect("converts");
+    assert_eq!((r.converted.statistics.rows, r.converted.rejected), (1, 1));
+    for (columns, want) in [
+        (
+            vec![("nope".to_owned(), "utf8".to_owned())],
+            "no column \"nope\" (columns: id, zip, amount)",
+        ),
+        (
+            vec![("zip".to_owned(), "money".to_owned())],
+            "unknown type \"money\"",
+        ),
+    ] {
+        let opts = ConvertOptions {
+            columns,
+            ..options("o.csv")
+        };
+        let msg = run("o.csv", csv, &opts)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(msg.contains(want), "{msg}");
+    }
+    let opts = ConvertOptions {
+        columns: vec![("a".into(), "utf8".into())],
+        ..options("o.ndjson")
+    };
+    let msg = run("o.ndjson", b"{\"a\": 1}\n", &opts)
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(msg.contains("apply to CSV and TSV"), "{msg}");
+}

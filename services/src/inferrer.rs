@@ -181,6 +181,12 @@ impl Service for Inferrer {
             bad_rows: policy,
             max_bad_rows: received.options.max_bad_rows,
             rejects: Some(rejects_path.clone()),
+            columns: received
+                .options
+                .columns
+                .iter()
+                .map(|c| (c.name.clone(), c.data_type.clone()))
+                .collect(),
             ..ConvertOptions::default()
         };
         // Big conversions use every core already; more than two at once only share them.
