@@ -50,7 +50,7 @@ async fn send(
     let session = checked(
         http.post(format!("{api}/v1/uploads/multipart"))
             .bearer_auth(token)
-            .json(&json!({"filename": filename, "size": size, "part_size": args.part_size}))
+            .json(&json!({"filename": filename, "size": size, "part_size": api_part_size(args.part_size)}))
             .send()
             .await
             .with_context(|| format!("reaching the gateway at {api}"))?,
@@ -99,6 +99,20 @@ async fn send(
                 "label": args.label,
                 "table_name": args.table,
                 "format": args.format.map(|f| f.as_str()),
+                "encoding": args.encoding,
+                "bad_rows": args.bad_rows.map(|b| b.as_str()),
+                "max_bad_rows": args.max_bad_rows.map(|m| match m {
+                    weir_events::MaxBadRows::Rows(n) => n.to_string(),
+                    weir_events::MaxBadRows::Ppm(p) => format!("{}%", f64::from(p) / 10_000.0),
+                }),
+                "dataset": args.dataset.map(|d| d.to_string()),
+                "parent_version": args.parent,
+                "columns": (!args.columns.is_empty()).then(|| args
+                    .columns
+                    .iter()
+                    .map(|c| format!("{}={}", c.name, c.data_type))
+                    .collect::<Vec<_>>()
+                    .join(";")),
             }))
             .send()
             .await
@@ -131,10 +145,26 @@ async fn wait(http: &reqwest::Client, api: &str, token: &str, upload: &str) -> R
     }
 }
 
+/// Parts through the gateway: the CLI's default (one part, which suits the store) is
+/// over what presigned parts allow, so the gateway's own default (8 MiB) is used unless
+/// `--part-size` asked for something else; at most 5 GiB, the gateway's limit.
+fn api_part_size(asked: usize) -> u64 {
+    const API_DEFAULT: u64 = 8 << 20;
+    const API_MAX: u64 = 5 << 30;
+    if asked == weir_services::producer::DEFAULT_PART_SIZE {
+        API_DEFAULT
+    } else {
+        (asked as u64).clamp(1, API_MAX)
+    }
+}
+
 pub async fn run(args: UploadArgs) -> Result<i32> {
     let api = args.api.clone().context("--api needs a URL")?;
     let api = api.trim_end_matches('/').to_owned();
     let token = args.token.clone().context("--api needs --token")?;
+    if args.branch.is_some() {
+        anyhow::bail!("--branch is not available through --api yet: upload to the store directly");
+    }
     let http = reqwest::Client::new();
     let show_progress = std::io::stderr().is_terminal() && !args.json;
     let mut any_failed = false;

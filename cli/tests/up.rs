@@ -23,6 +23,11 @@ fn weir() -> Command {
 
 /// Starts a long-running weir command and waits for its `ready` line.
 async fn start(args: &[&str]) -> Child {
+    start_ready(args).await.0
+}
+
+/// As `start`, with the `ready` line.
+async fn start_ready(args: &[&str]) -> (Child, String) {
     let mut child = weir().args(args).stdout(Stdio::piped()).spawn().unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
@@ -33,7 +38,7 @@ async fn start(args: &[&str]) -> Child {
     assert!(line.starts_with("ready"), "{line}");
     // Keep draining stdout so the child never blocks on a full pipe.
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    child
+    (child, line)
 }
 
 async fn run(args: &[&str]) -> (i32, String, String) {
@@ -67,7 +72,12 @@ fn signal(child: &Child, sig: &str) {
 async fn up_upload_show_and_a_clean_shutdown() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().to_str().unwrap();
-    let mut up = start(&["up", "--data-dir", data]).await;
+    let (mut up, ready) = start_ready(&["up", "--data-dir", data, "--http", "127.0.0.1:0"]).await;
+    let http = ready
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("http="))
+        .expect("the ready line names the HTTP address")
+        .to_owned();
     assert!(dir.path().join("weir.runtime.json").exists());
 
     // Other commands find the running system from --data-dir alone.
@@ -401,6 +411,33 @@ async fn up_upload_show_and_a_clean_shutdown() {
     assert!(
         !incoming.join("orders-py.csv").exists(),
         "the incoming object was taken"
+    );
+
+    // Through the HTTP gateway (`--api`): the read options travel with the upload.
+    let (code, out, err) = run(&["tokens", "--data-dir", data, "create", "local", "--json"]).await;
+    assert_eq!(code, 0, "{err}");
+    let api_token: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let (code, out, err) = run(&[
+        "upload",
+        "--api",
+        &http,
+        "--token",
+        api_token["token"].as_str().unwrap(),
+        ragged.to_str().unwrap(),
+        "--bad-rows",
+        "pad",
+        "--table",
+        "via_api",
+        "--wait",
+        "--json",
+    ])
+    .await;
+    assert_eq!(code, 0, "{out}{err}");
+    let result: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(
+        (result["status"].as_str(), result["row_count"].as_u64()),
+        (Some("registered"), Some(4)),
+        "pad kept every row: {result}"
     );
 
     // Column type overrides: the producer's types; a value that does not fit fails
