@@ -103,6 +103,22 @@ fn parse_ref(text: &str) -> Result<(DatasetId, Option<String>)> {
     Ok((id, reference))
 }
 
+/// The dataset as the catalog shows it and as its events tell it (for a decision that
+/// is appended conditionally on what the log said).
+async fn catalog_and_facts(
+    db: &Db,
+    journal: &Journal,
+    id: DatasetId,
+) -> Result<(Dataset, weir_services::dataset::DatasetFacts)> {
+    let Some(d) = weir_projections::dataset(db, id).await? else {
+        bail!("no dataset {id}");
+    };
+    let facts = weir_services::dataset::DatasetFacts::read(journal, id)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok((d, facts))
+}
+
 /// A version named as `vN`, `N`, `main`, a branch or a tag: its number, registered.
 async fn registered_version(
     journal: &Journal,
@@ -318,12 +334,7 @@ pub async fn run(
             json,
         } => {
             weir_events::valid_ref_name(&name).map_err(|e| anyhow::anyhow!(e))?;
-            let Some(d) = weir_projections::dataset(db, id).await? else {
-                bail!("no dataset {id}");
-            };
-            let facts = weir_services::dataset::DatasetFacts::read(journal, id)
-                .await
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let (d, facts) = catalog_and_facts(db, journal, id).await?;
             if name == "main"
                 || facts.branches.contains_key(&name)
                 || facts.tags.contains_key(&name)
@@ -352,12 +363,7 @@ pub async fn run(
             json,
         } => {
             weir_events::valid_ref_name(&name).map_err(|e| anyhow::anyhow!(e))?;
-            let Some(d) = weir_projections::dataset(db, id).await? else {
-                bail!("no dataset {id}");
-            };
-            let facts = weir_services::dataset::DatasetFacts::read(journal, id)
-                .await
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let (d, facts) = catalog_and_facts(db, journal, id).await?;
             if let Some(existing) = facts.tags.get(&name) {
                 bail!("dataset {id}: tag {name} already points to v{existing}; tags never move");
             }
@@ -382,12 +388,7 @@ pub async fn run(
             to,
             json,
         } => {
-            let Some(d) = weir_projections::dataset(db, id).await? else {
-                bail!("no dataset {id}");
-            };
-            let facts = weir_services::dataset::DatasetFacts::read(journal, id)
-                .await
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let (d, facts) = catalog_and_facts(db, journal, id).await?;
             let branch = branch.filter(|b| b != "main");
             if !facts.has_branch(branch.as_deref()) {
                 bail!(

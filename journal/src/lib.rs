@@ -190,16 +190,7 @@ impl Journal {
 
     /// The stream's last sequence (0 when empty).
     pub async fn last_sequence(&self) -> Result<u64, ReadError> {
-        let mut stream = self
-            .js
-            .get_stream(&self.stream)
-            .await
-            .map_err(|e| ReadError::Nats(e.to_string()))?;
-        let info = stream
-            .info()
-            .await
-            .map_err(|e| ReadError::Nats(e.to_string()))?;
-        Ok(info.state.last_sequence)
+        Ok(self.stream_health().await?.last_sequence)
     }
 }
 
