@@ -42,6 +42,11 @@ pub struct UploadArgs {
     /// is a bad row
     #[arg(long = "column", value_name = "NAME=TYPE", value_parser = parse_column)]
     pub columns: Vec<weir_events::ColumnOverride>,
+    /// A content validator every record must pass: conversation-jsonl (each line a
+    /// conversation with non-empty turns of role and content); statistics go to the
+    /// catalog
+    #[arg(long, value_name = "NAME")]
+    pub validator: Option<String>,
     /// More bad rows than this fails the upload: a count (100) or a share (0.5%)
     #[arg(long, value_name = "N|SHARE", value_parser = parse_max_bad_rows)]
     pub max_bad_rows: Option<MaxBadRows>,
@@ -199,6 +204,7 @@ pub async fn run(journal: &Journal, store: &Store, args: UploadArgs) -> Result<i
                 bad_rows: args.bad_rows,
                 max_bad_rows: args.max_bad_rows,
                 columns: args.columns.clone(),
+                validator: args.validator.clone(),
             },
             dataset: args.dataset,
             parent_version: args.parent,

@@ -105,6 +105,7 @@ async fn send(
                     weir_events::MaxBadRows::Rows(n) => n.to_string(),
                     weir_events::MaxBadRows::Ppm(p) => format!("{}%", f64::from(p) / 10_000.0),
                 }),
+                "validator": args.validator,
                 "dataset": args.dataset.map(|d| d.to_string()),
                 "parent_version": args.parent,
                 "columns": (!args.columns.is_empty()).then(|| args

@@ -105,6 +105,9 @@ pub fn quality_lines(
             q.rejects_entries
         ));
     }
+    if let Some(summary) = q.validation_summary() {
+        out.push(format!("checked  {summary}"));
+    }
     out
 }
 

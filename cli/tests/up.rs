@@ -492,6 +492,60 @@ async fn up_upload_show_and_a_clean_shutdown() {
         "{reason}"
     );
 
+    // A content validator: statistics in the catalog and the notice; an invalid file
+    // fails naming line, field and a hint.
+    let chat = dir.path().join("chat.jsonl");
+    std::fs::write(
+        &chat,
+        "{\"conversation_id\": \"c1\", \"turns\": [{\"role\": \"user\", \"content\": \"hello\"}, {\"role\": \"assistant\", \"content\": \"hi\"}]}\n",
+    )
+    .unwrap();
+    let (code, out, err) = run(&[
+        "upload",
+        "--data-dir",
+        data,
+        chat.to_str().unwrap(),
+        "--validator",
+        "conversation-jsonl",
+        "--wait",
+        "--json",
+    ])
+    .await;
+    assert_eq!(code, 0, "{err}");
+    let result: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let chat_id = result["dataset_id"].as_str().unwrap().to_owned();
+    let (_, out, _) = run(&["datasets", "--data-dir", data, "show", &chat_id]).await;
+    assert!(out.contains("checked  conversation-jsonl: "), "{out}");
+    assert!(
+        out.contains("conversations 1") && out.contains("training pairs 1"),
+        "{out}"
+    );
+    let (_, out, _) = run(&["notifications", "--data-dir", data]).await;
+    assert!(
+        out.contains("ready: 1 rows, 2 columns; conversation-jsonl: "),
+        "{out}"
+    );
+    let bad_chat = dir.path().join("bad-chat.jsonl");
+    std::fs::write(&bad_chat, "{\"conversation_id\": \"c1\", \"turns\": []}\n").unwrap();
+    let (code, out, _) = run(&[
+        "upload",
+        "--data-dir",
+        data,
+        bad_chat.to_str().unwrap(),
+        "--validator",
+        "conversation-jsonl",
+        "--wait",
+        "--json",
+    ])
+    .await;
+    assert_eq!(code, 1);
+    let result: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let reason = result["failure"]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("line 1, field \"turns\": empty (hint:"),
+        "{reason}"
+    );
+
     // Standard input: `weir upload -`.
     let mut child = weir()
         .args([

@@ -111,6 +111,9 @@ pub struct ReadOptions {
     /// ones, and a value that does not fit is a bad row.
     #[serde(default)]
     pub columns: Vec<ColumnOverride>,
+    /// A content validator by name (`conversation-jsonl`).
+    #[serde(default)]
+    pub validator: Option<String>,
 }
 
 /// One column type override: `amount=decimal(12,2)`.
@@ -418,6 +421,10 @@ pub struct Quality {
     pub rejects: Option<ObjectKey>,
     /// Entries in the rejects file.
     pub rejects_entries: u64,
+    /// The content validator's report (JSON: validator, records, statistics), when
+    /// the upload asked for one.
+    #[serde(default)]
+    pub validation: Option<String>,
 }
 
 /// `SchemaInferred` as written before `quality` existed (wire variant 2).
@@ -1180,6 +1187,9 @@ fn options_summary(e: &UploadReceived) -> String {
     }
     for c in &o.columns {
         out.push_str(&format!(" column={}={}", c.name, c.data_type));
+    }
+    if let Some(v) = &o.validator {
+        out.push_str(&format!(" validator={v}"));
     }
     out
 }

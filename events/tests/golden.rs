@@ -200,6 +200,7 @@ fn examples() -> Vec<Event> {
                     name: "amount".into(),
                     data_type: "decimal(12,2)".into(),
                 }],
+                validator: None,
             },
         }),
         Event::SchemaInferred(SchemaInferred {
@@ -226,6 +227,7 @@ fn examples() -> Vec<Event> {
                 rejected: 1,
                 rejects: Some(ObjectKey::rejects(DATASET, 1)),
                 rejects_entries: 1,
+                validation: None,
             },
         }),
         Event::DatasetVersionReserved(DatasetVersionReserved {

@@ -56,6 +56,8 @@ struct UploadRequest {
     parent_version: Option<u32>,
     /// Column type overrides, `amount=decimal(12,2);zip=utf8`.
     columns: Option<String>,
+    /// A content validator: `conversation-jsonl`.
+    validator: Option<String>,
 }
 
 /// Answers upload requests until the connection closes.
@@ -106,6 +108,7 @@ async fn handle(state: &AppState, payload: &[u8]) -> Result<UploadId, String> {
         req.bad_rows.as_deref(),
         req.max_bad_rows.as_deref(),
         req.columns.as_deref(),
+        req.validator.as_deref(),
     )
     .map_err(|e| e.message)?;
     let (dataset, parent_version) =

@@ -202,7 +202,13 @@ pub(crate) fn read_options(
     bad_rows: Option<&str>,
     max_bad_rows: Option<&str>,
     columns: Option<&str>,
+    validator: Option<&str>,
 ) -> Result<weir_events::ReadOptions, ApiError> {
+    let validator = validator.filter(|v| !v.is_empty()).map(str::to_owned);
+    if let Some(name) = &validator {
+        weir_schemas::validators::by_name(name)
+            .map_err(|e| ApiError::bad_request(format!("validator: {e}")))?;
+    }
     let columns = columns
         .unwrap_or("")
         .split(';')
@@ -239,6 +245,7 @@ pub(crate) fn read_options(
         bad_rows,
         max_bad_rows,
         columns,
+        validator,
     })
 }
 
@@ -354,6 +361,7 @@ async fn receive_whole(
         q.bad_rows.as_deref(),
         q.max_bad_rows.as_deref(),
         q.columns.as_deref(),
+        q.validator.as_deref(),
     )?;
     let (dataset, parent_version) = version_target(q.dataset.as_deref(), q.parent_version)?;
     let spooled = spool(body, &state.config().work_dir, limit, || {
@@ -723,6 +731,7 @@ pub async fn complete(
         request.bad_rows.as_deref(),
         request.max_bad_rows.as_deref(),
         request.columns.as_deref(),
+        request.validator.as_deref(),
     )?;
     let (dataset, parent_version) =
         version_target(request.dataset.as_deref(), request.parent_version)?;

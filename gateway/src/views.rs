@@ -55,6 +55,9 @@ pub struct QualityView {
     /// Where the rejects file is (NDJSON: line, raw text, reason per row).
     pub rejects_location: Option<String>,
     pub rejects_entries: u64,
+    /// The content validator's report: `{"validator", "records", "statistics"}`.
+    #[schema(value_type = Option<Object>)]
+    pub validation: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -85,6 +88,10 @@ impl QualityView {
                 })
                 .collect(),
             rejects_entries: q.rejects_entries,
+            validation: q
+                .validation
+                .as_deref()
+                .and_then(|v| serde_json::from_str(v).ok()),
         }
     }
 }
@@ -183,6 +190,8 @@ pub struct SingleShotQuery {
     pub parent_version: Option<u32>,
     /// Column type overrides (CSV/TSV), `amount=decimal(12,2);zip=utf8`.
     pub columns: Option<String>,
+    /// A content validator: `conversation-jsonl`.
+    pub validator: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Serialize, ToSchema)]
@@ -261,6 +270,8 @@ pub struct CompleteMultipart {
     pub parent_version: Option<u32>,
     /// Column type overrides (CSV/TSV), `amount=decimal(12,2);zip=utf8`.
     pub columns: Option<String>,
+    /// A content validator: `conversation-jsonl`.
+    pub validator: Option<String>,
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

@@ -151,6 +151,10 @@ pub struct QualityView {
     /// The rejects file's object key, when there is one.
     pub rejects: Option<String>,
     pub rejects_entries: u64,
+    /// The content validator's report, as JSON text (`{"validator", "records",
+    /// "statistics"}`), when the upload asked for one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validation: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
@@ -183,6 +187,7 @@ impl From<&weir_events::SchemaInferred> for QualityView {
                 .collect(),
             rejects: q.rejects.as_ref().map(ToString::to_string),
             rejects_entries: q.rejects_entries,
+            validation: q.validation.clone(),
         }
     }
 }
@@ -222,6 +227,23 @@ impl<'a> From<&'a Schema> for SchemaJson<'a> {
 }
 
 impl QualityView {
+    /// "conversation-jsonl: 120 conversations, 340 training pairs, ~12000 tokens" from
+    /// the validator's statistics, when there are any.
+    pub fn validation_summary(&self) -> Option<String> {
+        let v: serde_json::Value = serde_json::from_str(self.validation.as_deref()?).ok()?;
+        let stats = v["statistics"].as_object()?;
+        let figures: Vec<String> = stats
+            .iter()
+            .filter(|(_, value)| value.is_number())
+            .map(|(k, value)| format!("{} {value}", k.replace('_', " ")))
+            .collect();
+        Some(format!(
+            "{}: {}",
+            v["validator"].as_str().unwrap_or("validator"),
+            figures.join(", ")
+        ))
+    }
+
     /// The clause the ready notification adds, e.g. "registered with 2 rejected rows
     /// (rejects: datasets/…/rejects.ndjson)"; empty when every row went in as it was.
     pub fn notice(&self) -> String {
@@ -237,12 +259,15 @@ impl QualityView {
         if kept > 0 {
             parts.push(format!("{} padded or widened", plural(kept, "bad row")));
         }
-        if parts.is_empty() {
-            return String::new();
-        }
         let mut out = parts.join(", ");
-        if let Some(key) = &self.rejects {
+        if let Some(key) = self.rejects.as_ref().filter(|_| !parts.is_empty()) {
             out.push_str(&format!(" (rejects: {key})"));
+        }
+        if let Some(v) = self.validation_summary() {
+            if !out.is_empty() {
+                out.push_str("; ");
+            }
+            out.push_str(&v);
         }
         out
     }

@@ -22,6 +22,7 @@ mod rejects;
 mod sink;
 mod sniff;
 mod stats;
+pub mod validators;
 mod values;
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -60,6 +61,9 @@ pub struct ConvertOptions {
     /// extra fields) is written; it is created only when there is an entry. Without a
     /// path, a row that would go there fails the conversion instead.
     pub rejects: Option<PathBuf>,
+    /// A content validator by name (`conversation-jsonl`): every record is checked
+    /// first, and the conversion fails with the first errors when one is invalid.
+    pub validator: Option<String>,
     /// Column type overrides, (column, type): `("amount", "decimal(12,2)")`, `("zip",
     /// "utf8")`; CSV and TSV only. A value that does not fit is a bad row.
     pub columns: Vec<(String, String)>,
@@ -84,6 +88,7 @@ impl Default for ConvertOptions {
             max_bad_rows: None,
             rejects: None,
             columns: Vec::new(),
+            validator: None,
             max_record_bytes: records::MAX_RECORD_BYTES,
             max_inflation: 250,
         }
@@ -116,6 +121,9 @@ pub struct Converted {
     pub rejected: u64,
     /// Entries written to `ConvertOptions::rejects` (0: the file was not created).
     pub rejects_entries: u64,
+    /// The validator's report when one was asked for (JSON: validator, records,
+    /// statistics).
+    pub validation: Option<String>,
 }
 
 /// Reads `input` (a local file), writes Parquet (zstd) to `output` unless the input is
@@ -168,6 +176,10 @@ fn convert_inner(
 ) -> Result<Converted, ConvertError> {
     let forced = match &opts.encoding {
         Some(label) => Some(encoding::for_label(label, file)?),
+        None => None,
+    };
+    let validation = match &opts.validator {
+        Some(name) => Some(validate_first(input, file, name, opts)?),
         None => None,
     };
     let head = input::read_head(input, file, HEAD_BYTES)?;
@@ -226,7 +238,60 @@ fn convert_inner(
             sniffed.encoding.name().to_owned()
         },
         encoding_detected: !parquet && forced.is_none(),
+        validation,
     })
+}
+
+/// Runs validator `name` over the input; the report as JSON, or an error listing the
+/// first invalid records.
+fn validate_first(
+    input: &Path,
+    file: &str,
+    name: &str,
+    opts: &ConvertOptions,
+) -> Result<String, ConvertError> {
+    let report = validators::validate(
+        input,
+        file,
+        name,
+        opts.encoding.as_deref(),
+        opts.max_record_bytes,
+    )?;
+    if report.invalid > 0 {
+        let first: Vec<String> = report
+            .first
+            .iter()
+            .map(|(line, i)| {
+                format!(
+                    "line {line}{}: {} (hint: {})",
+                    if i.field.is_empty() {
+                        String::new()
+                    } else {
+                        format!(", field {:?}", i.field)
+                    },
+                    i.message,
+                    i.hint
+                )
+            })
+            .collect();
+        return Err(ConvertError::malformed(
+            file,
+            None,
+            None,
+            format!(
+                "validator {name}: {} of {} records are invalid; {}",
+                report.invalid,
+                report.records,
+                first.join("; ")
+            ),
+        ));
+    }
+    Ok(serde_json::json!({
+        "validator": report.validator,
+        "records": report.records,
+        "statistics": report.statistics,
+    })
+    .to_string())
 }
 
 /// One conversion's inputs, passed to the format readers.

@@ -1134,3 +1134,61 @@ fn column_overrides_win_and_a_misfit_is_a_bad_row() {
         .unwrap_or_default();
     assert!(msg.contains("apply to CSV and TSV"), "{msg}");
 }
+
+/// Content validators: `conversation-jsonl` checks every line and reports statistics;
+/// an invalid line fails the conversion naming line, field and a hint.
+#[test]
+fn the_conversation_validator_checks_and_counts() {
+    let good = concat!(
+        "{\"conversation_id\": \"c1\", \"turns\": [{\"role\": \"user\", \"content\": \"hello there\"}, {\"role\": \"assistant\", \"content\": \"hi!\"}]}\n",
+        "{\"conversation_id\": 2, \"turns\": [{\"role\": \"user\", \"content\": \"a\"}, {\"role\": \"assistant\", \"content\": \"b\"}, {\"role\": \"user\", \"content\": \"c\"}, {\"role\": \"assistant\", \"content\": \"d\"}]}\n",
+    );
+    let opts = ConvertOptions {
+        validator: Some("conversation-jsonl".into()),
+        ..options("chat.jsonl")
+    };
+    let r = run("chat.jsonl", good.as_bytes(), &opts).expect("valid conversations convert");
+    let v: serde_json::Value =
+        serde_json::from_str(r.converted.validation.as_deref().expect("a report")).unwrap();
+    assert_eq!(v["validator"], "conversation-jsonl");
+    assert_eq!(v["statistics"]["conversations"], 2);
+    assert_eq!(v["statistics"]["training_pairs"], 3);
+    assert_eq!(v["statistics"]["average_turns"], 3.0);
+    assert_eq!(v["statistics"]["estimated_tokens"], 5);
+    assert_eq!(v["statistics"]["samples"][0]["first_turn"], "hello there");
+    let bad = concat!(
+        "{\"conversation_id\": \"c1\", \"turns\": []}\n",
+        "{\"turns\": [{\"role\": \"user\"}]}\n",
+        "not json\n",
+    );
+    let msg = run("chat.jsonl", bad.as_bytes(), &opts)
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(
+        msg.contains("validator conversation-jsonl: 3 of 3 records are invalid"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("line 1, field \"turns\": empty (hint:"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("line 2, field \"conversation_id\": missing"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("line 2, field \"turns[0].content\": missing"),
+        "{msg}"
+    );
+    assert!(msg.contains("line 3: not JSON"), "{msg}");
+    let unknown = ConvertOptions {
+        validator: Some("nope".into()),
+        ..options("chat.jsonl")
+    };
+    let msg = run("chat.jsonl", good.as_bytes(), &unknown)
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(msg.contains("unknown validator \"nope\""), "{msg}");
+}

@@ -187,6 +187,7 @@ impl Service for Inferrer {
                 .iter()
                 .map(|c| (c.name.clone(), c.data_type.clone()))
                 .collect(),
+            validator: received.options.validator.clone(),
             ..ConvertOptions::default()
         };
         // Big conversions use every core already; more than two at once only share them.
@@ -245,6 +246,7 @@ impl Service for Inferrer {
                 rejected: converted.rejected,
                 rejects,
                 rejects_entries: converted.rejects_entries,
+                validation: converted.validation,
             },
         })])
     }

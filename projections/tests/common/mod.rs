@@ -386,6 +386,7 @@ impl Chain {
                 rejected: 2,
                 rejects: Some(ObjectKey::rejects(self.dataset, self.version)),
                 rejects_entries: 2,
+                validation: None,
             },
         });
         self.up(event)
