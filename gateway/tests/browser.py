@@ -11,6 +11,7 @@ from selenium import webdriver
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.support.ui import WebDriverWait
 
 base, token, csv_path, table, screenshot, ragged_path, wider_path = sys.argv[1:8]
@@ -23,6 +24,17 @@ for arg in ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background
             "--disable-dev-shm-usage"]:
     options.add_argument(arg)
 driver = webdriver.Chrome(options=options, service=Service("/usr/bin/chromedriver"))
+
+
+def texts(selector):
+    """The texts of the elements matching `selector`, read again when the page
+    re-rendered them between finding and reading (live updates)."""
+    def read(d):
+        try:
+            return [e.text for e in d.find_elements(By.CSS_SELECTOR, selector)] or None
+        except StaleElementReferenceException:
+            return None
+    return WebDriverWait(driver, 30).until(read)
 try:
     driver.get(f"{base}/#token={token}")
     wait = WebDriverWait(driver, 60)
@@ -62,16 +74,25 @@ try:
     wait.until(lambda d: d.find_element(By.ID, "quality").is_displayed())
     badge = driver.find_element(By.ID, "quality-badge").text
     assert badge == "2 bad rows", f"quality badge {badge!r}"
-    problems = [tr.text for tr in driver.find_elements(By.CSS_SELECTOR, "#problems tr")]
+    problems = texts("#problems tr")
     assert len(problems) == 2 and problems[0].startswith("3"), f"bad-row table {problems}"
     summary = driver.find_element(By.ID, "quality-summary").text
     assert "rejects.ndjson" in summary and "2 rejected" in summary, f"summary {summary!r}"
     wait.until(lambda d: "2 rejected" in d.find_element(By.ID, "datasets").text)
     # Its versions: click the dataset, then upload a second version with a new column
     # through the form, and see the tree with the schema change.
-    def ragged_row(d):
-        return [tr for tr in d.find_elements(By.CSS_SELECTOR, "#datasets tr") if tr.text.startswith("ragged")][0]
-    ragged_row(driver).click()
+    def click_ragged(d):
+        # The table is re-rendered on every live event: retry a click that lands on a
+        # row that was just replaced.
+        try:
+            rows = [tr for tr in d.find_elements(By.CSS_SELECTOR, "#datasets tr") if tr.text.startswith("ragged")]
+            if not rows:
+                return False
+            rows[0].click()
+            return True
+        except StaleElementReferenceException:
+            return False
+    wait.until(click_ragged)
     wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#versions li")) == 1)
     dataset_id = driver.find_element(By.ID, "detail-name").text.split("(")[1].rstrip(")")
     driver.find_element(By.ID, "dataset").send_keys(dataset_id)
@@ -80,9 +101,9 @@ try:
     wait.until(lambda d: "wider" in d.find_element(By.ID, "timeline-upload").text and status(d) in ("registered", "failed", "aborted"))
     assert status(driver) == "registered", f"second version ended {status(driver)}: {driver.find_element(By.ID, 'failure').text}"
     wait.until(lambda d: "v2" in d.find_element(By.ID, "datasets").text)
-    ragged_row(driver).click()
+    wait.until(click_ragged)
     wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#versions li")) == 2)
-    versions = [li.text for li in driver.find_elements(By.CSS_SELECTOR, "#versions li")]
+    versions = texts("#versions li")
     assert "[main]" in versions[1] and "schema: +extra" in versions[1], f"versions {versions}"
     driver.save_screenshot(screenshot)
     print(f"ok: {table} registered; timeline {steps}; ragged: {badge}, {problems}; versions {versions}; screenshot {screenshot}")
