@@ -37,7 +37,7 @@ def texts(selector):
     return WebDriverWait(driver, 30).until(read)
 try:
     driver.get(f"{base}/#token={token}")
-    wait = WebDriverWait(driver, 60)
+    wait = WebDriverWait(driver, 60, ignored_exceptions=[StaleElementReferenceException])
     wait.until(lambda d: d.find_element(By.ID, "live").text == "live")
     driver.find_element(By.ID, "file").send_keys(csv_path)
     driver.find_element(By.ID, "table").send_keys(table)
