@@ -627,49 +627,49 @@ impl Batch {
                     row.last_seq = seq;
                 }
                 self.end_step(&upload, Step::Register, "ok", at, seq);
-                let old = self.datasets.get(&dataset).cloned();
-                match (&e.branch, old) {
-                    // A version on a branch moves that branch's head, not the dataset's.
-                    (Some(branch), Some(mut row)) => {
-                        let mut refs = Refs::of(&row);
-                        refs.branches.insert(branch.clone(), e.version);
-                        row.refs_json = Some(to_json(&refs)?);
-                        row.updated_at = at;
-                        row.last_seq = seq;
-                        self.datasets.put(dataset.clone(), row);
-                    }
-                    (_, old) => {
-                        let (created_at, deleted_at, bad_rows_default, refs_json) = match old {
+                // A version on a branch moves that branch's head, not the dataset's.
+                let branch_row = match &e.branch {
+                    Some(branch) => self.datasets.get_mut(&dataset).map(|row| (branch, row)),
+                    None => None,
+                };
+                if let Some((branch, row)) = branch_row {
+                    let mut refs = Refs::of(row);
+                    refs.branches.insert(branch.clone(), e.version);
+                    row.refs_json = Some(to_json(&refs)?);
+                    row.updated_at = at;
+                    row.last_seq = seq;
+                } else {
+                    let (created_at, deleted_at, bad_rows_default, refs_json) =
+                        match self.datasets.get(&dataset) {
                             Some(old) => (
                                 old.created_at,
                                 old.deleted_at,
-                                old.bad_rows_default,
-                                old.refs_json,
+                                old.bad_rows_default.clone(),
+                                old.refs_json.clone(),
                             ),
                             None => (at, None, None, None),
                         };
-                        self.datasets.put(
-                            dataset.clone(),
-                            DatasetRow {
-                                id: dataset.clone(),
-                                owner: e.owner.to_string(),
-                                label: e.label.clone(),
-                                table_name: e.table_name.to_string(),
-                                current_version: i64::from(e.version),
-                                schema_json: schema.clone(),
-                                row_count: int(e.statistics.rows),
-                                size_bytes: int(e.parquet_size),
-                                parquet_key: e.parquet.to_string(),
-                                created_at,
-                                updated_at: at,
-                                deleted_at,
-                                last_seq: seq,
-                                quality_json: quality_json.clone(),
-                                bad_rows_default,
-                                refs_json,
-                            },
-                        );
-                    }
+                    self.datasets.put(
+                        dataset.clone(),
+                        DatasetRow {
+                            id: dataset.clone(),
+                            owner: e.owner.to_string(),
+                            label: e.label.clone(),
+                            table_name: e.table_name.to_string(),
+                            current_version: i64::from(e.version),
+                            schema_json: schema.clone(),
+                            row_count: int(e.statistics.rows),
+                            size_bytes: int(e.parquet_size),
+                            parquet_key: e.parquet.to_string(),
+                            created_at,
+                            updated_at: at,
+                            deleted_at,
+                            last_seq: seq,
+                            quality_json: quality_json.clone(),
+                            bad_rows_default,
+                            refs_json,
+                        },
+                    );
                 }
                 self.versions.put(
                     (dataset.clone(), i64::from(e.version)),
@@ -689,8 +689,16 @@ impl Batch {
                         schema_diff_json: e.schema_diff.as_ref().map(to_json).transpose()?,
                     },
                 );
+                // Read back only when there is something to say: bad rows (the upload
+                // row counts them) or a validator's report (the only optional key).
+                let bad_rows = self
+                    .uploads
+                    .get(&upload)
+                    .and_then(|r| r.problem_count)
+                    .is_some_and(|n| n > 0);
                 let notice = quality_json
                     .as_deref()
+                    .filter(|q| bad_rows || q.contains("\"validation\":"))
                     .and_then(|q| serde_json::from_str::<QualityView>(q).ok())
                     .map(|q| q.notice())
                     .unwrap_or_default();
