@@ -19,12 +19,11 @@ use bytes::Bytes;
 use futures::StreamExt;
 use serde::Deserialize;
 use sha2::Digest as _;
-use weir_events::{
-    Aggregate, Envelope, Event, ObjectKey, PartManifest, Sha256, Subject, UploadId, UploadReceived,
-};
-use weir_journal::{AppendOutcome, Expect, Follow, Start};
+use weir_events::{ObjectKey, Sha256, Subject, UploadId};
+use weir_journal::{Follow, Start};
 
 use crate::AppState;
+use crate::views::SingleShotQuery;
 
 /// Where producers send upload requests.
 pub const UPLOAD_SUBJECT: &str = "weir-requests.upload";
@@ -36,7 +35,6 @@ pub const JSON_PREFIX: &str = "weir-json";
 const MAX_INLINE: usize = 1 << 20;
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 struct UploadRequest {
     /// An API token (`weir tokens create OWNER`): the upload is the token's owner's.
     token: String,
@@ -44,20 +42,11 @@ struct UploadRequest {
     key: Option<String>,
     /// Or the file's content itself, as text (at most 1 MiB).
     inline: Option<String>,
-    filename: Option<String>,
-    label: Option<String>,
-    table_name: Option<String>,
-    format: Option<String>,
     content_type: Option<String>,
-    encoding: Option<String>,
-    bad_rows: Option<String>,
-    max_bad_rows: Option<String>,
-    dataset: Option<String>,
-    parent_version: Option<u32>,
-    /// Column type overrides, `amount=decimal(12,2);zip=utf8`.
-    columns: Option<String>,
-    /// A content validator: `conversation-jsonl`.
-    validator: Option<String>,
+    /// What the single shot's query takes: filename, label, table_name, format,
+    /// encoding, bad_rows, max_bad_rows, columns, validator, dataset, parent_version.
+    #[serde(flatten)]
+    fields: SingleShotQuery,
 }
 
 /// Answers upload requests until the connection closes.
@@ -102,18 +91,7 @@ async fn handle(state: &AppState, payload: &[u8]) -> Result<UploadId, String> {
         .await
         .map_err(|e| format!("token: {e}"))?
         .ok_or("token: unknown or revoked")?;
-    let format = crate::uploads::parse_format(req.format.as_deref()).map_err(|e| e.message)?;
-    let options = crate::uploads::read_options(
-        req.encoding.clone(),
-        req.bad_rows.as_deref(),
-        req.max_bad_rows.as_deref(),
-        req.columns.as_deref(),
-        req.validator.as_deref(),
-    )
-    .map_err(|e| e.message)?;
-    let (dataset, parent_version) =
-        crate::uploads::version_target(req.dataset.as_deref(), req.parent_version)
-            .map_err(|e| e.message)?;
+    let asked = req.fields.check().map_err(|e| e.message)?;
     let upload = UploadId::new();
     let part = ObjectKey::part(upload, 1);
     let store = state.store();
@@ -134,6 +112,7 @@ async fn handle(state: &AppState, payload: &[u8]) -> Result<UploadId, String> {
                 .map_err(|e| format!("key: {e}"))?;
             let d = store.digest(&part).await.map_err(|e| e.to_string())?;
             let name = req
+                .fields
                 .filename
                 .clone()
                 .unwrap_or_else(|| key.rsplit('/').next().unwrap_or("upload").to_owned());
@@ -155,45 +134,26 @@ async fn handle(state: &AppState, payload: &[u8]) -> Result<UploadId, String> {
             (
                 bytes.len() as u64,
                 sha,
-                req.filename.clone().unwrap_or_else(|| "inline".to_owned()),
+                req.fields
+                    .filename
+                    .clone()
+                    .unwrap_or_else(|| "inline".to_owned()),
             )
         }
         _ => return Err("give exactly one of key and inline".to_owned()),
     };
-    let received = UploadReceived {
-        owner: owner.clone(),
-        filename: crate::uploads::clean_filename(Some(&filename)),
-        content_type: req.content_type.filter(|c| !c.is_empty()),
-        format,
-        label: req.label.filter(|l| !l.is_empty()),
-        table_name: req.table_name.filter(|t| !t.is_empty()),
+    let received = req.fields.one_part(
+        asked,
+        &owner,
+        Some(&filename),
+        req.content_type,
         size,
-        parts: vec![PartManifest {
-            number: 1,
-            size,
-            sha256,
-        }],
-        dataset,
-        parent_version,
-        branch: None,
-        options,
-    };
-    let envelope = Envelope::new(
-        Aggregate::Upload(upload),
-        owner,
-        upload,
-        None,
-        Event::UploadReceived(received),
+        sha256,
     );
-    match state
-        .journal()
-        .append(&envelope, Expect::Empty)
+    crate::uploads::append_received(state, upload, owner, received)
         .await
-        .map_err(|e| e.to_string())?
-    {
-        AppendOutcome::Appended { .. } => Ok(upload),
-        AppendOutcome::WrongLastSequence => Err(format!("upload {upload} already exists")),
-    }
+        .map_err(|e| e.message)?;
+    Ok(upload)
 }
 
 /// Republishes every event appended from now on as JSON under [`JSON_PREFIX`].

@@ -196,6 +196,87 @@ fn content_length(headers: &HeaderMap) -> Option<u64> {
         .ok()
 }
 
+/// A whole-file upload's fields, each checked once (a 400 names the field that is not
+/// right): what the single shot and the NATS request both ask for.
+pub(crate) struct Asked {
+    format: Option<Format>,
+    options: weir_events::ReadOptions,
+    dataset: Option<weir_events::DatasetId>,
+    parent_version: Option<u32>,
+}
+
+impl SingleShotQuery {
+    pub(crate) fn check(&self) -> Result<Asked, ApiError> {
+        let (dataset, parent_version) =
+            version_target(self.dataset.as_deref(), self.parent_version)?;
+        Ok(Asked {
+            format: parse_format(self.format.as_deref())?,
+            options: read_options(
+                self.encoding.clone(),
+                self.bad_rows.as_deref(),
+                self.max_bad_rows.as_deref(),
+                self.columns.as_deref(),
+                self.validator.as_deref(),
+            )?,
+            dataset,
+            parent_version,
+        })
+    }
+
+    /// The `UploadReceived` of a file stored as part 1 (`size` bytes, `sha256`).
+    pub(crate) fn one_part(
+        self,
+        asked: Asked,
+        owner: &weir_events::Owner,
+        filename: Option<&str>,
+        content_type: Option<String>,
+        size: u64,
+        sha256: weir_events::Sha256,
+    ) -> UploadReceived {
+        UploadReceived {
+            owner: owner.clone(),
+            filename: clean_filename(filename),
+            content_type: content_type.filter(|c| !c.is_empty()),
+            format: asked.format,
+            label: self.label.filter(|l| !l.is_empty()),
+            table_name: self.table_name.filter(|t| !t.is_empty()),
+            size,
+            parts: vec![PartManifest {
+                number: 1,
+                size,
+                sha256,
+            }],
+            dataset: asked.dataset,
+            parent_version: asked.parent_version,
+            branch: None,
+            options: asked.options,
+        }
+    }
+}
+
+/// Appends a new upload's `UploadReceived` (nothing may be on its subjects yet); the
+/// stream sequence it got.
+pub(crate) async fn append_received(
+    state: &AppState,
+    upload: UploadId,
+    owner: weir_events::Owner,
+    received: UploadReceived,
+) -> Result<u64, ApiError> {
+    let envelope = Envelope::new(
+        Aggregate::Upload(upload),
+        owner,
+        upload,
+        None,
+        Event::UploadReceived(received),
+    );
+    match state.journal().append(&envelope, Expect::Empty).await? {
+        AppendOutcome::Appended { seq, .. } => Ok(seq),
+        AppendOutcome::WrongLastSequence => Err(ApiError::conflict(format!(
+            "upload {upload} already exists"
+        ))),
+    }
+}
+
 /// The read options of an upload request, each refused with a 400 naming it.
 pub(crate) fn read_options(
     encoding: Option<String>,
@@ -355,15 +436,7 @@ async fn receive_whole(
     if content_length(&headers).is_some_and(|n| n > limit) {
         return Err(ApiError::too_large(limit));
     }
-    let format = parse_format(q.format.as_deref())?;
-    let options = read_options(
-        q.encoding.clone(),
-        q.bad_rows.as_deref(),
-        q.max_bad_rows.as_deref(),
-        q.columns.as_deref(),
-        q.validator.as_deref(),
-    )?;
-    let (dataset, parent_version) = version_target(q.dataset.as_deref(), q.parent_version)?;
+    let asked = q.check()?;
     let spooled = spool(body, &state.config().work_dir, limit, || {
         ApiError::too_large(limit)
     })
@@ -378,39 +451,16 @@ async fn receive_whole(
         .and_then(|v| v.to_str().ok())
         .filter(|v| *v != "application/octet-stream")
         .map(str::to_owned);
-    let received = UploadReceived {
-        owner: owner.clone(),
-        filename: clean_filename(q.filename.as_deref()),
+    let filename = q.filename.clone();
+    let received = q.one_part(
+        asked,
+        &owner,
+        filename.as_deref(),
         content_type,
-        format,
-        label: q.label.filter(|l| !l.is_empty()),
-        table_name: q.table_name.filter(|t| !t.is_empty()),
-        size: spooled.size,
-        parts: vec![PartManifest {
-            number: 1,
-            size: spooled.size,
-            sha256: spooled.sha256,
-        }],
-        dataset,
-        parent_version,
-        branch: None,
-        options,
-    };
-    let envelope = Envelope::new(
-        Aggregate::Upload(upload),
-        owner,
-        upload,
-        None,
-        Event::UploadReceived(received),
+        spooled.size,
+        spooled.sha256,
     );
-    let seq = match state.journal().append(&envelope, Expect::Empty).await? {
-        AppendOutcome::Appended { seq, .. } => seq,
-        AppendOutcome::WrongLastSequence => {
-            return Err(ApiError::conflict(format!(
-                "upload {upload} already exists"
-            )));
-        }
-    };
+    let seq = append_received(&state, upload, owner, received).await?;
     let view = current_view(&state, upload, seq).await?;
     Ok((StatusCode::ACCEPTED, Json(view)).into_response())
 }
