@@ -307,12 +307,20 @@ pub(crate) struct Job<'a> {
 }
 
 impl Job<'_> {
-    /// Threads that encode the Parquet columns side by side: one (the sink's own) for
-    /// inputs under `PARALLEL_FROM_BYTES`, where a thread costs more than it saves, else
-    /// one per core up to four.
+    /// Threads that encode the Parquet columns side by side: none for inputs under
+    /// `OWN_THREAD_FROM_BYTES` (the reading thread encodes each batch itself: a small
+    /// file is one batch, so a writer thread would only wait, and starting it costs
+    /// more than encoding a few KB); one (the sink's own, beside the reader) under
+    /// `PARALLEL_FROM_BYTES`, where more threads cost more than they save; else one
+    /// per core up to four.
     pub fn encoders(&self) -> usize {
+        const OWN_THREAD_FROM_BYTES: u64 = 1 << 20;
         const PARALLEL_FROM_BYTES: u64 = 8 << 20;
         let size = std::fs::metadata(self.input).map_or(0, |m| m.len());
+        // A compressed file's size says little about what it holds.
+        if size < OWN_THREAD_FROM_BYTES && self.compression == Compression::None {
+            return 0;
+        }
         if size < PARALLEL_FROM_BYTES {
             return 1;
         }

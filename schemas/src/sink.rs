@@ -45,7 +45,40 @@ type Finished = Result<(Statistics, u64), ConvertError>;
 pub struct Sink {
     tx: Option<SyncSender<RecordBatch>>,
     writer: Option<JoinHandle<Finished>>,
+    /// `encoders == 0`: no thread; the caller's thread encodes each batch as it comes.
+    inline: Option<Inline>,
     output: String,
+}
+
+/// The writer of a sink without a thread of its own. The Parquet writer is opened on
+/// the first batch, whose values some of its settings depend on.
+struct Inline {
+    file: Option<File>,
+    schema: SchemaRef,
+    dictionary: Dictionary,
+    open: Option<(ArrowWriter<File>, StatsBuilder)>,
+}
+
+impl Inline {
+    fn writer(
+        &mut self,
+        first: Option<&RecordBatch>,
+        output: &str,
+    ) -> Result<&mut (ArrowWriter<File>, StatsBuilder), ConvertError> {
+        if self.open.is_none() {
+            let file = self.file.take().ok_or_else(|| {
+                ConvertError::unsupported(output, "the Parquet writer was already closed")
+            })?;
+            self.open = Some(open_writer(
+                file,
+                &self.schema,
+                &self.dictionary,
+                first,
+                output,
+            )?);
+        }
+        Ok(self.open.as_mut().expect("opened above"))
+    }
 }
 
 /// Which columns Parquet writes without a dictionary. For a column of mostly distinct
@@ -68,8 +101,9 @@ impl Sink {
     /// As [`Sink::create`], with the dictionary choice made by the caller.
     ///
     /// `encoders` threads encode the columns of a row group side by side; with one, the
-    /// sink's own thread encodes them (small files, where threads cost more than they
-    /// save).
+    /// sink's own thread encodes them (files of a few MB, where more threads cost more
+    /// than they save); with none, [`Sink::write`] encodes on the caller's thread (small
+    /// files: no thread is started at all).
     pub fn create_with(
         path: &Path,
         schema: SchemaRef,
@@ -78,6 +112,19 @@ impl Sink {
     ) -> Result<Self, ConvertError> {
         let output = path.display().to_string();
         let file = File::create(path).map_err(|e| ConvertError::io(&output, e))?;
+        if encoders == 0 {
+            return Ok(Sink {
+                tx: None,
+                writer: None,
+                inline: Some(Inline {
+                    file: Some(file),
+                    schema,
+                    dictionary,
+                    open: None,
+                }),
+                output,
+            });
+        }
         let (tx, rx) = sync_channel(QUEUED);
         let name = output.clone();
         let writer = std::thread::Builder::new()
@@ -87,12 +134,21 @@ impl Sink {
         Ok(Sink {
             tx: Some(tx),
             writer: Some(writer),
+            inline: None,
             output,
         })
     }
 
     /// Hands `batch` to the writer thread; waits while `QUEUED` batches are pending.
     pub fn write(&mut self, batch: &RecordBatch) -> Result<(), ConvertError> {
+        if let Some(inline) = &mut self.inline {
+            let output = &self.output;
+            let (writer, stats) = inline.writer(Some(batch), output)?;
+            stats.add(batch);
+            return writer
+                .write(batch)
+                .map_err(|e| ConvertError::from_write(output, e));
+        }
         let sent = match &self.tx {
             Some(tx) => tx.send(batch.clone()).is_ok(),
             None => false,
@@ -116,6 +172,15 @@ impl Sink {
     }
 
     fn join(&mut self) -> Finished {
+        if let Some(mut inline) = self.inline.take() {
+            let output = &self.output;
+            inline.writer(None, output)?;
+            let (writer, stats) = inline.open.take().expect("opened above");
+            let file = writer
+                .into_inner()
+                .map_err(|e| ConvertError::from_write(output, e))?;
+            return close(file, stats, output);
+        }
         self.tx = None;
         match self.writer.take() {
             Some(handle) => match handle.join() {
@@ -154,6 +219,31 @@ fn write_all(
     let pq = |e: ParquetError| ConvertError::from_write(&output, e);
     // The writer's settings can wait for the first batch, which some of them depend on.
     let first = rx.recv().ok();
+    let (writer, stats) = open_writer(file, &schema, &dictionary, first.as_ref(), &output)?;
+    let batches = first.into_iter().chain(rx);
+    if encoders > 1 {
+        return write_parallel(writer, &schema, stats, &output, batches, encoders);
+    }
+    let (mut writer, mut stats) = (writer, stats);
+    for batch in batches {
+        stats.add(&batch);
+        writer.write(&batch).map_err(pq)?;
+    }
+    let file = writer.into_inner().map_err(pq)?;
+    close(file, stats, &output)
+}
+
+/// The Parquet writer with weir's settings for `schema`: zstd, bounded row groups, and
+/// no dictionary (with a delta encoding) for the columns `dictionary` names, some of
+/// which are told by the `first` batch's values.
+fn open_writer(
+    file: File,
+    schema: &SchemaRef,
+    dictionary: &Dictionary,
+    first: Option<&RecordBatch>,
+    output: &str,
+) -> Result<(ArrowWriter<File>, StatsBuilder), ConvertError> {
+    let pq = |e: ParquetError| ConvertError::from_write(output, e);
     let plain: Vec<(ColumnPath, DataType)> = match dictionary {
         Dictionary::PlainFor(names) => names
             .iter()
@@ -163,8 +253,7 @@ fn write_all(
             })
             .collect(),
         Dictionary::FromFirstBatch => first
-            .as_ref()
-            .map(|b| distinct_leaves(&schema, b))
+            .map(|b| distinct_leaves(schema, b))
             .unwrap_or_default(),
     };
     let level = ZstdLevel::try_new(3).map_err(pq)?;
@@ -188,19 +277,9 @@ fn write_all(
             _ => {}
         }
     }
-    let stats = StatsBuilder::new(&schema);
+    let stats = StatsBuilder::new(schema);
     let writer = ArrowWriter::try_new(file, schema.clone(), Some(props.build())).map_err(pq)?;
-    let batches = first.into_iter().chain(rx);
-    if encoders > 1 {
-        return write_parallel(writer, &schema, stats, &output, batches, encoders);
-    }
-    let (mut writer, mut stats) = (writer, stats);
-    for batch in batches {
-        stats.add(&batch);
-        writer.write(&batch).map_err(pq)?;
-    }
-    let file = writer.into_inner().map_err(pq)?;
-    close(file, stats, &output)
+    Ok((writer, stats))
 }
 
 /// Values looked at per column to tell whether a dictionary pays.
