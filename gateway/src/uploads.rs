@@ -437,6 +437,7 @@ async fn receive_whole(
         return Err(ApiError::too_large(limit));
     }
     let asked = q.check()?;
+    crate::datasets::may_upload(&state, &owner, asked.dataset).await?;
     let spooled = spool(body, &state.config().work_dir, limit, || {
         ApiError::too_large(limit)
     })
@@ -785,6 +786,7 @@ pub async fn complete(
     )?;
     let (dataset, parent_version) =
         version_target(request.dataset.as_deref(), request.parent_version)?;
+    crate::datasets::may_upload(&state, &owner, dataset).await?;
     let listed = request.parts.unwrap_or_default();
     if listed.is_empty() {
         return Err(ApiError::bad_request("the parts list is missing"));

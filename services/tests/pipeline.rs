@@ -950,7 +950,7 @@ async fn new_versions_take_the_next_number_and_derive_from_the_head() {
     for (dataset, parent, owner, want) in [
         (missing, None, "acme", "does not exist"),
         (d, Some(9), "acme", "has no registered version 9"),
-        (d, None, "globex", "belongs to owner acme"),
+        (d, None, "globex", "owner globex has no access to dataset"),
     ] {
         let (_, end) = sys.upload_version(&other, dataset, parent, owner).await;
         let Terminal::Failed(f) = end else {
@@ -959,6 +959,54 @@ async fn new_versions_take_the_next_number_and_derive_from_the_head() {
         assert_eq!(f.step, Step::Infer);
         assert!(f.reason.contains(want), "{want}: {}", f.reason);
     }
+
+    // Grants, as the inferrer reads them from the dataset's events: read is not
+    // enough to add a version, write is; after a revoke it is refused again.
+    let grant = |event: Event| {
+        let journal = sys.journal.clone();
+        async move {
+            let last = journal.last_on(&Aggregate::Dataset(d)).await.unwrap();
+            let env = Envelope::new(
+                Aggregate::Dataset(d),
+                "acme".parse().unwrap(),
+                UploadId::from_u128(d.as_u128()),
+                Some(EventId::new()),
+                event,
+            );
+            let expect = last.map_or(Expect::Empty, |r| Expect::LastSequence(r.seq));
+            assert!(matches!(
+                journal.append(&env, expect).await.unwrap(),
+                weir_journal::AppendOutcome::Appended { .. }
+            ));
+        }
+    };
+    let globex: Owner = "globex".parse().unwrap();
+    for (level, registers) in [(AccessLevel::Read, false), (AccessLevel::Write, true)] {
+        grant(Event::DatasetAccessGranted(DatasetAccessGranted {
+            grantee: globex.clone(),
+            level,
+        }))
+        .await;
+        let (_, end) = sys.upload_version(&other, d, None, "globex").await;
+        match end {
+            Terminal::Registered(r) if registers => {
+                assert_eq!((r.dataset, r.owner.as_str()), (d, "acme"));
+            }
+            Terminal::Failed(f) if !registers => {
+                assert!(f.reason.contains("globex has read access"), "{}", f.reason);
+            }
+            other => panic!("{level}: {other:?}"),
+        }
+    }
+    grant(Event::DatasetAccessRevoked(DatasetAccessRevoked {
+        grantee: globex.clone(),
+    }))
+    .await;
+    let (_, end) = sys.upload_version(&other, d, None, "globex").await;
+    let Terminal::Failed(f) = end else {
+        panic!("a revoked grantee added a version: {end:?}")
+    };
+    assert!(f.reason.contains("globex has no access"), "{}", f.reason);
     sys.stop().await;
 }
 
