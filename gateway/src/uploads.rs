@@ -201,7 +201,7 @@ fn content_length(headers: &HeaderMap) -> Option<u64> {
 pub(crate) struct Asked {
     format: Option<Format>,
     options: weir_events::ReadOptions,
-    dataset: Option<weir_events::DatasetId>,
+    pub(crate) dataset: Option<weir_events::DatasetId>,
     parent_version: Option<u32>,
 }
 

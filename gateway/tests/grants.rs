@@ -166,6 +166,27 @@ async fn grants_are_enforced_404_without_403_too_weak() {
             .contains("bob has read access"),
         "{body}"
     );
+    // The same through a NATS upload request.
+    let reply = s
+        .journal
+        .client()
+        .request(
+            weir_gateway::requests::UPLOAD_SUBJECT,
+            serde_json::json!({"token": s.bob, "inline": "k,v\n3,three\n", "filename": "v2.csv",
+                "dataset": d.to_string()})
+            .to_string()
+            .into(),
+        )
+        .await
+        .unwrap();
+    let reply: serde_json::Value = serde_json::from_slice(&reply.payload).unwrap();
+    assert!(
+        reply["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("bob has read access"),
+        "{reply}"
+    );
     // Granting the same level again appends nothing.
     let (status, same) = send(
         &s,
