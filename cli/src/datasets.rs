@@ -1,17 +1,35 @@
-//! `weir datasets list|show|versions|bad-rows`: the catalog projection, as tables or
-//! JSON, and the dataset settings that are events.
+//! `weir datasets list|show|versions|bad-rows|grant|…`: the catalog projection, as
+//! tables or JSON, and the dataset settings that are events. `--as OWNER` acts as that
+//! owner: every command checks the access it needs (`weir_events::DatasetAction`)
+//! against the catalog and, before an append, against the dataset's events.
 
 use anyhow::{Result, bail};
 use weir_events::{
-    Aggregate, BadRows, DatasetBadRowsChanged, DatasetId, Envelope, Event, EventId, Owner, UploadId,
+    AccessLevel, Aggregate, BadRows, DatasetAccessGranted, DatasetAccessRevoked, DatasetAction,
+    DatasetBadRowsChanged, DatasetId, Envelope, Event, EventId, Owner, UploadId,
 };
 use weir_journal::{AppendOutcome, Expect, Journal};
 use weir_projections::{Dataset, DatasetFilter, DatasetStatus, Db, query::MAX_LIMIT};
 use weir_services::Store;
+use weir_services::dataset::DatasetFacts;
+
+/// `weir datasets [--as OWNER] COMMAND`.
+#[derive(Debug, clap::Args)]
+pub struct DatasetsArgs {
+    /// Act as this owner: the dataset must be theirs or granted to them at the level
+    /// the command needs (read: list, show, versions, grants; write: branch, tag,
+    /// rollback; admin: policy, bad-rows, grant, revoke). Without it: as the dataset's
+    /// owner
+    #[arg(long = "as", value_name = "OWNER", global = true)]
+    pub as_owner: Option<Owner>,
+    #[command(subcommand)]
+    pub command: DatasetsCommand,
+}
 
 #[derive(Debug, clap::Subcommand)]
 pub enum DatasetsCommand {
-    /// Registered datasets, newest first
+    /// Registered datasets, newest first; with --as, that owner's and those shared
+    /// with them (marked shared)
     List {
         #[arg(long)]
         json: bool,
@@ -91,6 +109,30 @@ pub enum DatasetsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Give another owner read, write (new versions, branches, tags, rollback) or admin
+    /// (also grant, revoke, policies) access; granting again changes the level
+    Grant {
+        id: DatasetId,
+        owner: Owner,
+        #[arg(value_name = "read|write|admin")]
+        level: AccessLevel,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Take back an owner's access
+    Revoke {
+        id: DatasetId,
+        owner: Owner,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Who may use the dataset besides its owner (`weir history ID` shows every grant
+    /// and revoke, by whom and when)
+    Grants {
+        id: DatasetId,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// `ID`, or `ID@REF` where REF is `vN`/`N`, `main`, a branch or a tag.
@@ -103,26 +145,62 @@ fn parse_ref(text: &str) -> Result<(DatasetId, Option<String>)> {
     Ok((id, reference))
 }
 
+/// The dataset as the catalog shows it, once `caller` (`--as`; none: its owner) may do
+/// `action` by the catalog.
+async fn permitted(
+    db: &Db,
+    id: DatasetId,
+    caller: Option<&Owner>,
+    action: DatasetAction,
+) -> Result<Dataset> {
+    let Some(caller) = caller else {
+        return weir_projections::dataset(db, id)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("no dataset {id}"));
+    };
+    match weir_projections::dataset_for(db, caller, id, action).await? {
+        Ok((d, _)) => Ok(d),
+        Err(denied) => bail!("{}", denied.message(caller, id)),
+    }
+}
+
+/// The dataset's events folded, once `actor` may do `action` by them.
+async fn facts_for(
+    journal: &Journal,
+    id: DatasetId,
+    actor: &Owner,
+    action: DatasetAction,
+) -> Result<DatasetFacts> {
+    let facts = DatasetFacts::read(journal, id)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    facts.allow(actor, action).map_err(|e| anyhow::anyhow!(e))?;
+    Ok(facts)
+}
+
 /// The dataset as the catalog shows it and as its events tell it (for a decision that
-/// is appended conditionally on what the log said).
+/// is appended conditionally on what the log said), once the caller may do `action`
+/// by both; with who acts (the caller, else the owner).
 async fn catalog_and_facts(
     db: &Db,
     journal: &Journal,
     id: DatasetId,
-) -> Result<(Dataset, weir_services::dataset::DatasetFacts)> {
-    let Some(d) = weir_projections::dataset(db, id).await? else {
-        bail!("no dataset {id}");
+    caller: Option<&Owner>,
+    action: DatasetAction,
+) -> Result<(Dataset, DatasetFacts, Owner)> {
+    let d = permitted(db, id, caller, action).await?;
+    let actor: Owner = match caller {
+        Some(c) => c.clone(),
+        None => d.owner.parse()?,
     };
-    let facts = weir_services::dataset::DatasetFacts::read(journal, id)
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    Ok((d, facts))
+    let facts = facts_for(journal, id, &actor, action).await?;
+    Ok((d, facts, actor))
 }
 
 /// A version named as `vN`, `N`, `main`, a branch or a tag: its number, registered.
 async fn registered_version(
     journal: &Journal,
-    facts: &weir_services::dataset::DatasetFacts,
+    facts: &DatasetFacts,
     d: &Dataset,
     name: &str,
 ) -> Result<u32> {
@@ -203,20 +281,19 @@ fn tree_lines(d: &Dataset) -> Vec<String> {
     out
 }
 
-/// Appends `event` after exactly the dataset event at `last_seq` (0: none), as the
-/// dataset's owner: a decision made on what the log said is refused if it changed.
-async fn append_after(
+/// Appends `event` as `actor` after exactly the dataset event at `last_seq` (0: none):
+/// a decision made on what the log said is refused (`false`) if it changed.
+async fn try_append_after(
     journal: &Journal,
-    d: &Dataset,
     id: DatasetId,
+    actor: &Owner,
     last_seq: u64,
     event: Event,
-) -> Result<()> {
-    let owner: Owner = d.owner.parse()?;
+) -> Result<bool> {
     let first: UploadId = UploadId::from_u128(id.as_u128());
     let env = Envelope::new(
         Aggregate::Dataset(id),
-        owner,
+        actor.clone(),
         first,
         Some(EventId::new()),
         event,
@@ -226,33 +303,38 @@ async fn append_after(
     } else {
         Expect::LastSequence(last_seq)
     };
-    match journal.append(&env, expect).await? {
-        AppendOutcome::Appended { .. } => Ok(()),
-        AppendOutcome::WrongLastSequence => {
-            bail!("dataset {id} changed meanwhile; look again and retry")
-        }
-    }
+    Ok(matches!(
+        journal.append(&env, expect).await?,
+        AppendOutcome::Appended { .. }
+    ))
 }
 
-/// Appends `event` (a dataset setting) after the dataset's last event, as its owner.
-async fn set_dataset(journal: &Journal, d: &Dataset, id: DatasetId, event: Event) -> Result<()> {
-    let owner: Owner = d.owner.parse()?;
-    let first: UploadId = d
-        .versions
-        .first()
-        .and_then(|v| v.upload_id.parse().ok())
-        .unwrap_or(UploadId::from_u128(id.as_u128()));
+/// [`try_append_after`], an error when the dataset changed meanwhile.
+async fn append_after(
+    journal: &Journal,
+    id: DatasetId,
+    actor: &Owner,
+    last_seq: u64,
+    event: Event,
+) -> Result<()> {
+    if !try_append_after(journal, id, actor, last_seq, event).await? {
+        bail!("dataset {id} changed meanwhile; look again and retry");
+    }
+    Ok(())
+}
+
+/// Appends `event` (a dataset setting, whatever came before) after the dataset's last
+/// event as `actor`, checking again on every try that `actor` may do `action`.
+async fn set_dataset(
+    journal: &Journal,
+    id: DatasetId,
+    actor: &Owner,
+    action: DatasetAction,
+    event: Event,
+) -> Result<()> {
     for _ in 0..5 {
-        let last = journal.last_on(&Aggregate::Dataset(id)).await?;
-        let expect = last.map_or(Expect::Empty, |r| Expect::LastSequence(r.seq));
-        let env = Envelope::new(
-            Aggregate::Dataset(id),
-            owner.clone(),
-            first,
-            Some(EventId::new()),
-            event.clone(),
-        );
-        if let AppendOutcome::Appended { .. } = journal.append(&env, expect).await? {
+        let facts = facts_for(journal, id, actor, action).await?;
+        if try_append_after(journal, id, actor, facts.last_seq, event.clone()).await? {
             return Ok(());
         }
     }
@@ -295,17 +377,21 @@ pub fn to_json(d: &Dataset, store: &Store) -> serde_json::Value {
     })
 }
 
-pub async fn run(
-    db: &Db,
-    journal: &Journal,
-    store: &Store,
-    command: DatasetsCommand,
-) -> Result<i32> {
-    match command {
+pub async fn run(db: &Db, journal: &Journal, store: &Store, args: DatasetsArgs) -> Result<i32> {
+    let caller = args.as_owner.as_ref();
+    match args.command {
+        DatasetsCommand::Grant {
+            id,
+            owner,
+            level,
+            json,
+        } => grant(db, journal, caller, id, owner, level, json).await?,
+        DatasetsCommand::Revoke { id, owner, json } => {
+            revoke(db, journal, caller, id, owner, json).await?
+        }
+        DatasetsCommand::Grants { id, json } => list_grants(db, caller, id, json).await?,
         DatasetsCommand::Versions { id, json } => {
-            let Some(d) = weir_projections::dataset(db, id).await? else {
-                bail!("no dataset {id}");
-            };
+            let d = permitted(db, id, caller, DatasetAction::Read).await?;
             if json {
                 let versions: Vec<_> = d
                     .versions
@@ -334,7 +420,8 @@ pub async fn run(
             json,
         } => {
             weir_events::valid_ref_name(&name).map_err(|e| anyhow::anyhow!(e))?;
-            let (d, facts) = catalog_and_facts(db, journal, id).await?;
+            let (d, facts, actor) =
+                catalog_and_facts(db, journal, id, caller, DatasetAction::Branch).await?;
             if name == "main"
                 || facts.branches.contains_key(&name)
                 || facts.tags.contains_key(&name)
@@ -349,7 +436,7 @@ pub async fn run(
                 branch: name.clone(),
                 from_version: from,
             });
-            append_after(journal, &d, id, facts.last_seq, event).await?;
+            append_after(journal, id, &actor, facts.last_seq, event).await?;
             crate::say(
                 json,
                 serde_json::json!({"dataset_id": id.to_string(), "branch": name, "version": from}),
@@ -363,7 +450,8 @@ pub async fn run(
             json,
         } => {
             weir_events::valid_ref_name(&name).map_err(|e| anyhow::anyhow!(e))?;
-            let (d, facts) = catalog_and_facts(db, journal, id).await?;
+            let (d, facts, actor) =
+                catalog_and_facts(db, journal, id, caller, DatasetAction::Tag).await?;
             if let Some(existing) = facts.tags.get(&name) {
                 bail!("dataset {id}: tag {name} already points to v{existing}; tags never move");
             }
@@ -375,7 +463,7 @@ pub async fn run(
                 tag: name.clone(),
                 version: n,
             });
-            append_after(journal, &d, id, facts.last_seq, event).await?;
+            append_after(journal, id, &actor, facts.last_seq, event).await?;
             crate::say(
                 json,
                 serde_json::json!({"dataset_id": id.to_string(), "tag": name, "version": n}),
@@ -388,7 +476,8 @@ pub async fn run(
             to,
             json,
         } => {
-            let (d, facts) = catalog_and_facts(db, journal, id).await?;
+            let (d, facts, actor) =
+                catalog_and_facts(db, journal, id, caller, DatasetAction::Rollback).await?;
             let branch = branch.filter(|b| b != "main");
             if !facts.has_branch(branch.as_deref()) {
                 bail!(
@@ -401,7 +490,7 @@ pub async fn run(
                 branch: branch.clone(),
                 to_version: n,
             });
-            append_after(journal, &d, id, facts.last_seq, event).await?;
+            append_after(journal, id, &actor, facts.last_seq, event).await?;
             let name = branch.as_deref().unwrap_or("main");
             crate::say(
                 json,
@@ -410,14 +499,13 @@ pub async fn run(
             );
         }
         DatasetsCommand::Policy { id, policy, json } => {
-            let Some(d) = weir_projections::dataset(db, id).await? else {
-                bail!("no dataset {id}");
-            };
+            let (_, _, actor) =
+                catalog_and_facts(db, journal, id, caller, DatasetAction::Policy).await?;
             let event =
                 Event::DatasetSchemaPolicyChanged(weir_events::DatasetSchemaPolicyChanged {
                     policy,
                 });
-            set_dataset(journal, &d, id, event).await?;
+            set_dataset(journal, id, &actor, DatasetAction::Policy, event).await?;
             crate::say(
                 json,
                 serde_json::json!({"dataset_id": id.to_string(), "schema_policy": policy.as_str()}),
@@ -428,15 +516,14 @@ pub async fn run(
             );
         }
         DatasetsCommand::BadRows { id, policy, json } => {
-            let Some(d) = weir_projections::dataset(db, id).await? else {
-                bail!("no dataset {id}");
-            };
+            let (_, _, actor) =
+                catalog_and_facts(db, journal, id, caller, DatasetAction::Policy).await?;
             let bad_rows: Option<BadRows> = match policy.as_str() {
                 "default" => None,
                 other => Some(other.parse().map_err(|e: String| anyhow::anyhow!(e))?),
             };
             let event = Event::DatasetBadRowsChanged(DatasetBadRowsChanged { bad_rows });
-            set_dataset(journal, &d, id, event).await?;
+            set_dataset(journal, id, &actor, DatasetAction::Policy, event).await?;
             crate::say(
                 json,
                 serde_json::json!({"dataset_id": id.to_string(), "bad_rows": policy}),
@@ -451,8 +538,18 @@ pub async fn run(
             limit,
             offset,
         } => {
+            let owner = match (caller, owner) {
+                (Some(c), Some(o)) if *c != o => {
+                    bail!(
+                        "--as {c} lists {c}'s datasets and those shared with {c}; drop --owner {o}"
+                    )
+                }
+                (Some(c), _) => Some(c.clone()),
+                (None, o) => o,
+            };
             let filter = DatasetFilter {
                 owner,
+                with_shared: caller.is_some(),
                 status,
                 search,
                 limit: limit.min(MAX_LIMIT),
@@ -490,8 +587,13 @@ pub async fn run(
                         }
                         _ => String::new(),
                     };
+                    let shared = d
+                        .shared
+                        .as_deref()
+                        .map(|l| format!("  (shared: {l})"))
+                        .unwrap_or_default();
                     println!(
-                        "{:<31}  {:<28}  {:>10}  {:<12}  {}{deleted}{warning}",
+                        "{:<31}  {:<28}  {:>10}  {:<12}  {}{deleted}{warning}{shared}",
                         d.id,
                         d.table_name,
                         d.row_count,
@@ -507,9 +609,7 @@ pub async fn run(
         }
         DatasetsCommand::Show { id, json } => {
             let (id, reference) = parse_ref(&id)?;
-            let Some(d) = weir_projections::dataset(db, id).await? else {
-                bail!("no dataset {id}");
-            };
+            let d = permitted(db, id, caller, DatasetAction::Read).await?;
             if let Some(name) = reference {
                 let Some(v) = d.resolve(&name) else {
                     let known: Vec<String> = d
@@ -604,4 +704,86 @@ pub async fn run(
         }
     }
     Ok(0)
+}
+
+/// `weir datasets grant ID OWNER LEVEL`: appended only when it changes something.
+async fn grant(
+    db: &Db,
+    journal: &Journal,
+    caller: Option<&Owner>,
+    id: DatasetId,
+    grantee: Owner,
+    level: AccessLevel,
+    json: bool,
+) -> Result<()> {
+    let (_, facts, actor) =
+        catalog_and_facts(db, journal, id, caller, DatasetAction::Grant).await?;
+    if grantee == facts.owner {
+        bail!("{grantee} owns dataset {id}; an owner needs no grant");
+    }
+    if facts.grants.get(&grantee) != Some(level) {
+        let event = Event::DatasetAccessGranted(DatasetAccessGranted {
+            grantee: grantee.clone(),
+            level,
+        });
+        append_after(journal, id, &actor, facts.last_seq, event).await?;
+    }
+    crate::say(
+        json,
+        serde_json::json!({"dataset_id": id.to_string(), "grantee": grantee.to_string(),
+                    "level": level.as_str(), "granted_by": actor.to_string()}),
+        format!("{id}: {grantee} has {level} access (granted by {actor})"),
+    );
+    Ok(())
+}
+
+async fn revoke(
+    db: &Db,
+    journal: &Journal,
+    caller: Option<&Owner>,
+    id: DatasetId,
+    grantee: Owner,
+    json: bool,
+) -> Result<()> {
+    let (_, facts, actor) =
+        catalog_and_facts(db, journal, id, caller, DatasetAction::Grant).await?;
+    if facts.grants.get(&grantee).is_none() {
+        bail!("{grantee} has no grant on dataset {id}");
+    }
+    let event = Event::DatasetAccessRevoked(DatasetAccessRevoked {
+        grantee: grantee.clone(),
+    });
+    append_after(journal, id, &actor, facts.last_seq, event).await?;
+    crate::say(
+        json,
+        serde_json::json!({"dataset_id": id.to_string(), "grantee": grantee.to_string(),
+                    "revoked_by": actor.to_string()}),
+        format!("{id}: {grantee}'s access revoked (by {actor})"),
+    );
+    Ok(())
+}
+
+async fn list_grants(db: &Db, caller: Option<&Owner>, id: DatasetId, json: bool) -> Result<()> {
+    let d = permitted(db, id, caller, DatasetAction::Read).await?;
+    let list = weir_projections::grants(db, id).await?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "dataset_id": d.id, "owner": d.owner, "grants": list,
+            }))?
+        );
+    } else {
+        println!("{}  owner {}", d.id, d.owner);
+        if list.is_empty() {
+            println!("no grants: weir datasets grant {id} OWNER read|write|admin");
+        }
+        for g in &list {
+            println!(
+                "  {:<16} {:<6} granted by {} at {}",
+                g.grantee, g.level, g.granted_by, g.granted_at
+            );
+        }
+    }
+    Ok(())
 }

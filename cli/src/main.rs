@@ -51,8 +51,7 @@ enum Command {
     /// Follow the event log live, one line per event (or --json)
     Tail(tail::TailArgs),
     /// Registered datasets (the catalog)
-    #[command(subcommand)]
-    Datasets(datasets::DatasetsCommand),
+    Datasets(datasets::DatasetsArgs),
     /// An upload's status and step log
     Status {
         id: weir_events::UploadId,
@@ -163,11 +162,11 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             let store = up::open_store(args.store.as_deref(), &cli.data_dir)?;
             upload::run(&journal, &store, args).await
         }
-        Command::Datasets(command) => {
+        Command::Datasets(args) => {
             let journal = system::connect(cli.nats_url.as_deref(), &cli.data_dir).await?;
             let store = up::open_store(None, &cli.data_dir)?;
             let db = views::open_fresh(&db_url, &journal, &cli.data_dir).await?;
-            datasets::run(&db, &journal, &store, command).await
+            datasets::run(&db, &journal, &store, args).await
         }
         Command::Status { id, json } => {
             let journal = system::connect(cli.nats_url.as_deref(), &cli.data_dir).await?;

@@ -66,8 +66,14 @@ pub struct UploadArgs {
     /// One JSON object per file on stdout
     #[arg(long)]
     pub json: bool,
-    /// The owner to upload as
-    #[arg(long, env = "WEIR_OWNER", default_value = "local")]
+    /// The owner to upload as (`--as`: the same); with --dataset it needs write access
+    /// to that dataset (its owner, or a write or admin grant)
+    #[arg(
+        long,
+        visible_alias = "as",
+        env = "WEIR_OWNER",
+        default_value = "local"
+    )]
     pub owner: Owner,
     /// Part size in bytes
     #[arg(long, default_value_t = DEFAULT_PART_SIZE)]
@@ -171,6 +177,15 @@ impl Drop for Spooled {
 }
 
 pub async fn run(journal: &Journal, store: &Store, args: UploadArgs) -> Result<i32> {
+    if let Some(d) = args.dataset {
+        // Refused here before any byte moves; the inferrer checks again when it
+        // reserves the version (a grant may be revoked meanwhile).
+        weir_services::dataset::DatasetFacts::read(journal, d)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?
+            .allow(&args.owner, weir_events::DatasetAction::Upload)
+            .map_err(|e| anyhow::anyhow!(e))?;
+    }
     let mut any_failed = false;
     let show_progress = std::io::stderr().is_terminal() && !args.json;
     for given in &args.files {

@@ -791,3 +791,130 @@ async fn separate_service_processes_share_the_work() {
         assert_eq!(s.wait().await.unwrap().code(), Some(0));
     }
 }
+
+/// `weir datasets --as OWNER …` and `weir upload --as OWNER --dataset`: the access
+/// each command needs, grants, a second grant changing the level, revoke, and the
+/// audit trail in `weir history`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grants_decide_what_as_owner_may_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap();
+    let mut up = start(&["up", "--data-dir", data, "--http", "127.0.0.1:0"]).await;
+    let ok = |(code, out, err): (i32, String, String)| {
+        assert_eq!(code, 0, "{err}");
+        out
+    };
+    let refused = |(code, _, err): (i32, String, String), why: &str| {
+        assert_eq!(code, 1, "{err}");
+        assert!(err.contains(why), "wanted {why:?} in {err}");
+    };
+    let d = |args: &[&str]| {
+        let mut all = vec!["datasets", "--data-dir", data];
+        all.extend_from_slice(args);
+        all.into_iter().map(str::to_owned).collect::<Vec<_>>()
+    };
+    let go = |args: Vec<String>| async move {
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        run(&refs).await
+    };
+    let sample = sample();
+    let upload = |who: &'static str, dataset: Option<String>| {
+        let mut args = vec![
+            "upload".to_owned(),
+            "--data-dir".into(),
+            data.to_owned(),
+            sample.clone(),
+            "--as".into(),
+            who.into(),
+            "--wait".into(),
+            "--json".into(),
+        ];
+        if let Some(id) = dataset {
+            args.extend(["--dataset".to_owned(), id]);
+        }
+        go(args)
+    };
+
+    let out = ok(upload("alice", None).await);
+    let created: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let id = created["dataset_id"].as_str().unwrap().to_owned();
+
+    // No grant: nothing of it exists for bob.
+    refused(go(d(&["show", &id, "--as", "bob"])).await, "no dataset");
+    refused(
+        go(d(&["grant", &id, "bob", "admin", "--as", "bob"])).await,
+        "no dataset",
+    );
+    refused(
+        upload("bob", Some(id.clone())).await,
+        "owner bob has no access",
+    );
+    let listed = ok(go(d(&["list", "--as", "bob"])).await);
+    assert!(!listed.contains(&id), "{listed}");
+
+    // Read.
+    ok(go(d(&["grant", &id, "bob", "read", "--as", "alice"])).await);
+    let shown: serde_json::Value =
+        serde_json::from_str(&ok(go(d(&["show", &id, "--as", "bob", "--json"])).await)).unwrap();
+    assert_eq!(shown["owner"], "alice");
+    let listed = ok(go(d(&["list", "--as", "bob"])).await);
+    assert!(
+        listed.contains(&id) && listed.contains("(shared: read)"),
+        "{listed}"
+    );
+    refused(
+        go(d(&["tag", &id, "first", "v1", "--as", "bob"])).await,
+        "bob has read access",
+    );
+    refused(upload("bob", Some(id.clone())).await, "needs write");
+
+    // Write, by a second grant (as the owner, without --as).
+    ok(go(d(&["grant", &id, "bob", "write"])).await);
+    ok(go(d(&["tag", &id, "first", "v1", "--as", "bob"])).await);
+    let out = ok(upload("bob", Some(id.clone())).await);
+    let v2: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(
+        (v2["status"].as_str(), v2["dataset_id"].as_str()),
+        (Some("registered"), Some(id.as_str()))
+    );
+    refused(
+        go(d(&["policy", &id, "freeze", "--as", "bob"])).await,
+        "needs admin",
+    );
+    refused(
+        go(d(&["grant", &id, "carol", "read", "--as", "bob"])).await,
+        "needs admin",
+    );
+    refused(
+        go(d(&["grant", &id, "alice", "read"])).await,
+        "owns dataset",
+    );
+    let grants: serde_json::Value =
+        serde_json::from_str(&ok(go(d(&["grants", &id, "--json", "--as", "bob"])).await)).unwrap();
+    assert_eq!(grants["grants"][0]["grantee"], "bob");
+    assert_eq!(grants["grants"][0]["level"], "write");
+    assert_eq!(grants["grants"][0]["granted_by"], "alice");
+
+    // Revoke takes effect at once.
+    ok(go(d(&["revoke", &id, "bob", "--as", "alice"])).await);
+    refused(go(d(&["show", &id, "--as", "bob"])).await, "no dataset");
+    refused(go(d(&["revoke", &id, "bob"])).await, "has no grant");
+
+    // The audit trail: who granted what to whom, when.
+    let trail = ok(go(vec![
+        "history".into(),
+        "--data-dir".into(),
+        data.into(),
+        id.clone(),
+    ])
+    .await);
+    for line in [
+        "alice      granted read access to bob",
+        "alice      granted write access to bob",
+        "alice      revoked the access of bob",
+    ] {
+        assert!(trail.contains(line), "{line:?} not in\n{trail}");
+    }
+    signal(&up, "-TERM");
+    let _ = tokio::time::timeout(Duration::from_secs(30), up.wait()).await;
+}

@@ -851,6 +851,22 @@ pub struct TokenRevoked {
     pub token_id: String,
 }
 
+/// An owner of a dataset (or an `admin` grantee) gave `grantee` `level` access to it
+/// (aggregate `dataset`); granting again replaces the level. Who granted is the
+/// envelope's actor. Appended conditionally on the dataset's last event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DatasetAccessGranted {
+    pub grantee: Owner,
+    pub level: crate::access::AccessLevel,
+}
+
+/// `grantee`'s access to the dataset was taken back (aggregate `dataset`); who did it
+/// is the envelope's actor.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DatasetAccessRevoked {
+    pub grantee: Owner,
+}
+
 /// Every event in the stream. See the module docs before changing anything here.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Event {
@@ -883,6 +899,8 @@ pub enum Event {
     DatasetBranched(DatasetBranched),
     DatasetTagged(DatasetTagged),
     DatasetHeadMoved(DatasetHeadMoved),
+    DatasetAccessGranted(DatasetAccessGranted),
+    DatasetAccessRevoked(DatasetAccessRevoked),
 }
 
 /// The kind of an event, as it appears in subjects and in the `Weir-Kind` header.
@@ -911,10 +929,12 @@ pub enum EventKind {
     DatasetBranched,
     DatasetTagged,
     DatasetHeadMoved,
+    DatasetAccessGranted,
+    DatasetAccessRevoked,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 23] = [
+    pub const ALL: [EventKind; 25] = [
         Self::UploadReceived,
         Self::PartsCombined,
         Self::SchemaInferred,
@@ -938,6 +958,8 @@ impl EventKind {
         Self::DatasetBranched,
         Self::DatasetTagged,
         Self::DatasetHeadMoved,
+        Self::DatasetAccessGranted,
+        Self::DatasetAccessRevoked,
     ];
 
     /// The snake_case token used in subjects and headers.
@@ -966,6 +988,8 @@ impl EventKind {
             Self::DatasetBranched => "dataset_branched",
             Self::DatasetTagged => "dataset_tagged",
             Self::DatasetHeadMoved => "dataset_head_moved",
+            Self::DatasetAccessGranted => "dataset_access_granted",
+            Self::DatasetAccessRevoked => "dataset_access_revoked",
         }
     }
 
@@ -1027,6 +1051,8 @@ impl Event {
             Self::DatasetBranched(_) => EventKind::DatasetBranched,
             Self::DatasetTagged(_) => EventKind::DatasetTagged,
             Self::DatasetHeadMoved(_) => EventKind::DatasetHeadMoved,
+            Self::DatasetAccessGranted(_) => EventKind::DatasetAccessGranted,
+            Self::DatasetAccessRevoked(_) => EventKind::DatasetAccessRevoked,
         }
     }
 }
@@ -1160,6 +1186,8 @@ impl Event {
                 e.branch.as_deref().unwrap_or("main"),
                 e.to_version
             ),
+            Self::DatasetAccessGranted(e) => format!("granted {} access to {}", e.level, e.grantee),
+            Self::DatasetAccessRevoked(e) => format!("revoked the access of {}", e.grantee),
         }
     }
 }

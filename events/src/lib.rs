@@ -1,6 +1,7 @@
 //! weir's wire contract: typed ids, the event enum and its envelope, postcard encoding,
 //! subjects and the stream's shape. This crate does no I/O: no tokio, no NATS, no SQL.
 
+pub mod access;
 pub mod envelope;
 pub mod event;
 pub mod ids;
@@ -8,6 +9,7 @@ pub mod names;
 pub mod stream;
 pub mod subject;
 
+pub use access::{Access, AccessLevel, DatasetAction, Denied, Grants};
 pub use envelope::{
     Aggregate, DEFAULT_MAX_PAYLOAD, DecodeError, EncodeError, Envelope, SCHEMA_VERSION, Timestamp,
 };

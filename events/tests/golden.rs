@@ -277,6 +277,13 @@ fn examples() -> Vec<Event> {
             branch: None,
             to_version: 1,
         }),
+        Event::DatasetAccessGranted(DatasetAccessGranted {
+            grantee: "globex".parse().unwrap(),
+            level: AccessLevel::Write,
+        }),
+        Event::DatasetAccessRevoked(DatasetAccessRevoked {
+            grantee: "globex".parse().unwrap(),
+        }),
     ]
 }
 

@@ -1,14 +1,18 @@
-//! Datasets: list (pagination, status filter, search), one with schema, statistics,
-//! versions and location, label and table-name changes, soft delete and restore, and a
-//! preview of the first rows.
+//! Datasets: list (pagination, status filter, search; the caller's own and those
+//! shared with them), one with schema, statistics, versions and location, label and
+//! table-name changes, soft delete and restore, a preview of the first rows, and
+//! grants. Every handler checks the caller's access for its action
+//! (`weir_events::DatasetAction`): by the catalog first (404 without access, 403 when
+//! the grant is too weak), and before an append again by the dataset's events.
 
 use axum::Json;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path as UrlPath, Query, State};
 use weir_events::{
-    Aggregate, DatasetDeleted, DatasetId, DatasetLabelChanged, DatasetRenamed, DatasetRestored,
-    Envelope, Event, EventId, ObjectKey, Owner, TableName, TableNameClaimed, TableNameReleased,
-    UploadId,
+    Access, AccessLevel, Aggregate, DatasetAccessGranted, DatasetAccessRevoked, DatasetAction,
+    DatasetDeleted, DatasetId, DatasetLabelChanged, DatasetRenamed, DatasetRestored, Denied,
+    Envelope, Event, EventId, Grants, ObjectKey, Owner, TableName, TableNameClaimed,
+    TableNameReleased, UploadId,
 };
 use weir_journal::{AppendOutcome, Expect};
 use weir_projections::{DatasetFilter, DatasetStatus};
@@ -16,7 +20,8 @@ use weir_projections::{DatasetFilter, DatasetStatus};
 use crate::auth::Caller;
 use crate::views::{
     DatasetChange, DatasetListQuery, DatasetPageView, DatasetUpdate, DatasetView, ErrorBody,
-    Preview, PreviewQuery, QualityView, VersionView, fields,
+    GrantChange, GrantList, GrantRequest, GrantView, Preview, PreviewQuery, QualityView,
+    VersionView, fields,
 };
 use crate::{ApiError, AppState};
 
@@ -49,6 +54,7 @@ pub async fn list(
         state.db(),
         &DatasetFilter {
             owner: Some(owner),
+            with_shared: true,
             status,
             search: q.search,
             limit,
@@ -69,19 +75,42 @@ fn parse_dataset(id: &str) -> Result<DatasetId, ApiError> {
         .map_err(|_| ApiError::not_found(format!("no dataset {id:?}")))
 }
 
-/// The caller's dataset from the catalog, or 404.
-async fn own_dataset(
-    state: &AppState,
-    owner: &Owner,
-    id: DatasetId,
-) -> Result<weir_projections::Dataset, ApiError> {
-    match weir_projections::dataset(state.db(), id).await? {
-        Some(d) if d.owner == owner.as_str() => Ok(d),
-        _ => Err(ApiError::not_found(format!("no dataset {id}"))),
+/// A refused access as HTTP: 404 when the caller may not see the dataset, 403 when
+/// the grant is too weak for the action.
+fn refused(caller: &Owner, id: DatasetId, denied: Denied) -> ApiError {
+    match denied {
+        Denied::NotFound => ApiError::not_found(denied.message(caller, id)),
+        Denied::TooWeak { .. } => ApiError::forbidden(denied.message(caller, id)),
     }
 }
 
-fn view(state: &AppState, d: weir_projections::Dataset) -> DatasetView {
+/// The dataset from the catalog once `caller` may do `action` on it, with the
+/// caller's access.
+async fn permitted(
+    state: &AppState,
+    caller: &Owner,
+    id: DatasetId,
+    action: DatasetAction,
+) -> Result<(weir_projections::Dataset, Access), ApiError> {
+    weir_projections::dataset_for(state.db(), caller, id, action)
+        .await?
+        .map_err(|d| refused(caller, id, d))
+}
+
+/// An upload that names `dataset` needs write access to it (checked again by the
+/// inferrer when it reserves the version, by the log).
+pub(crate) async fn may_upload(
+    state: &AppState,
+    caller: &Owner,
+    dataset: Option<DatasetId>,
+) -> Result<(), ApiError> {
+    if let Some(id) = dataset {
+        permitted(state, caller, id, DatasetAction::Upload).await?;
+    }
+    Ok(())
+}
+
+fn view(state: &AppState, d: weir_projections::Dataset, access: Access) -> DatasetView {
     let statistics = d
         .versions
         .iter()
@@ -135,6 +164,8 @@ fn view(state: &AppState, d: weir_projections::Dataset) -> DatasetView {
         created_at: d.created_at.to_string(),
         updated_at: d.updated_at.to_string(),
         deleted_at: d.deleted_at.map(|t| t.to_string()),
+        owner: d.owner,
+        access: access.as_str().to_owned(),
     }
 }
 
@@ -147,13 +178,15 @@ pub async fn get_dataset(
     Caller(owner): Caller,
     UrlPath(id): UrlPath<String>,
 ) -> Result<Json<DatasetView>, ApiError> {
-    let d = own_dataset(&state, &owner, parse_dataset(&id)?).await?;
-    Ok(Json(view(&state, d)))
+    let (d, access) = permitted(&state, &owner, parse_dataset(&id)?, DatasetAction::Read).await?;
+    Ok(Json(view(&state, d, access)))
 }
 
 /// A dataset as its own events tell it, on top of the catalog row: the write side's
 /// view for deciding a change.
 struct DatasetState {
+    owner: Owner,
+    grants: Grants,
     table: TableName,
     label: Option<String>,
     deleted: bool,
@@ -175,7 +208,13 @@ async fn dataset_state(
         .first()
         .and_then(|v| v.upload_id.parse().ok())
         .unwrap_or(crate::tokens::NO_UPLOAD);
+    let owner: Owner = d
+        .owner
+        .parse()
+        .map_err(|e| ApiError::internal(format!("catalog owner: {e}")))?;
     let mut s = DatasetState {
+        owner,
+        grants: Grants::default(),
         table,
         label: d.label.clone(),
         deleted: false,
@@ -184,6 +223,7 @@ async fn dataset_state(
     };
     for r in state.journal().history(&Aggregate::Dataset(id)).await? {
         s.last_seq = r.seq;
+        s.grants.apply(&r.envelope.event);
         match r.envelope.event {
             Event::DatasetRenamed(e) => s.table = e.to,
             Event::DatasetLabelChanged(e) => s.label = e.label,
@@ -193,6 +233,16 @@ async fn dataset_state(
         }
     }
     Ok(s)
+}
+
+impl DatasetState {
+    /// The events' say on whether `caller` may do `action` (the catalog may lag).
+    fn allow(&self, caller: &Owner, id: DatasetId, action: DatasetAction) -> Result<(), ApiError> {
+        self.grants
+            .access(caller, &self.owner)
+            .check(action)
+            .map_err(|d| refused(caller, id, d))
+    }
 }
 
 fn expect_after(seq: u64) -> Expect {
@@ -249,9 +299,12 @@ pub async fn update(
     body: Result<Json<DatasetUpdate>, JsonRejection>,
 ) -> Result<Json<DatasetChange>, ApiError> {
     let id = parse_dataset(&id)?;
-    let d = own_dataset(&state, &owner, id).await?;
+    let (d, _) = permitted(&state, &owner, id, DatasetAction::Update).await?;
     let Json(update) = body?;
     let mut s = dataset_state(&state, &d, id).await?;
+    s.allow(&owner, id, DatasetAction::Update)?;
+    // Table names are claimed in the dataset owner's namespace, whoever renames.
+    let namespace = s.owner.clone();
     let new_table = update
         .table_name
         .as_deref()
@@ -283,7 +336,7 @@ pub async fn update(
         let upload: UploadId = s.upload;
         // Claim the new name: only when nobody holds it.
         let new_name = Aggregate::Name {
-            owner: owner.clone(),
+            owner: namespace.clone(),
             table: to.clone(),
         };
         let expect = match state.journal().last_on(&new_name).await? {
@@ -299,7 +352,7 @@ pub async fn update(
             upload,
             Some(EventId::new()),
             Event::TableNameClaimed(TableNameClaimed {
-                owner: owner.clone(),
+                owner: namespace.clone(),
                 table_name: to.clone(),
                 dataset: id,
                 upload,
@@ -311,7 +364,7 @@ pub async fn update(
         appended.push("table_name_claimed".to_owned());
         // Release the old one.
         let old_name = Aggregate::Name {
-            owner: owner.clone(),
+            owner: namespace.clone(),
             table: from.clone(),
         };
         let old_expect = match state.journal().last_on(&old_name).await? {
@@ -324,7 +377,7 @@ pub async fn update(
             upload,
             Some(claim.event_id),
             Event::TableNameReleased(TableNameReleased {
-                owner: owner.clone(),
+                owner: namespace.clone(),
                 table_name: from.clone(),
                 dataset: id,
             }),
@@ -372,8 +425,9 @@ pub async fn soft_delete(
     UrlPath(id): UrlPath<String>,
 ) -> Result<Json<DatasetChange>, ApiError> {
     let id = parse_dataset(&id)?;
-    let d = own_dataset(&state, &owner, id).await?;
+    let (d, _) = permitted(&state, &owner, id, DatasetAction::Delete).await?;
     let mut s = dataset_state(&state, &d, id).await?;
+    s.allow(&owner, id, DatasetAction::Delete)?;
     if s.deleted {
         return Err(ApiError::conflict(format!(
             "dataset {id} is already deleted"
@@ -385,7 +439,7 @@ pub async fn soft_delete(
         id,
         &mut s,
         Event::DatasetDeleted(DatasetDeleted {
-            reason: Some("deleted by the owner".into()),
+            reason: Some(format!("deleted by {owner}")),
         }),
     )
     .await?;
@@ -409,8 +463,9 @@ pub async fn restore(
     UrlPath(id): UrlPath<String>,
 ) -> Result<Json<DatasetChange>, ApiError> {
     let id = parse_dataset(&id)?;
-    let d = own_dataset(&state, &owner, id).await?;
+    let (d, _) = permitted(&state, &owner, id, DatasetAction::Restore).await?;
     let mut s = dataset_state(&state, &d, id).await?;
+    s.allow(&owner, id, DatasetAction::Restore)?;
     if !s.deleted {
         return Err(ApiError::conflict(format!("dataset {id} is not deleted")));
     }
@@ -448,7 +503,7 @@ pub async fn preview(
     if !(1..=1000).contains(&limit) {
         return Err(ApiError::bad_request("limit must be between 1 and 1000"));
     }
-    let d = own_dataset(&state, &owner, id).await?;
+    let (d, _) = permitted(&state, &owner, id, DatasetAction::Read).await?;
     let key = parquet_key(&d)?;
     let dir = &state.config().work_dir;
     tokio::fs::create_dir_all(dir)
@@ -465,6 +520,126 @@ pub async fn preview(
     .await;
     let _ = tokio::fs::remove_file(&path).await;
     result.map(Json)
+}
+
+/// Who may use the dataset besides its owner.
+#[utoipa::path(get, path = "/v1/datasets/{id}/grants", tag = "datasets",
+    params(("id" = String, Path, description = "dataset id")),
+    responses((status = 200, body = GrantList), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn list_grants(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    UrlPath(id): UrlPath<String>,
+) -> Result<Json<GrantList>, ApiError> {
+    let id = parse_dataset(&id)?;
+    let (d, _) = permitted(&state, &caller, id, DatasetAction::Read).await?;
+    let grants = weir_projections::grants(state.db(), id)
+        .await?
+        .into_iter()
+        .map(|g| GrantView {
+            grantee: g.grantee,
+            level: g.level,
+            granted_by: g.granted_by,
+            granted_at: g.granted_at.to_string(),
+        })
+        .collect();
+    Ok(Json(GrantList {
+        dataset_id: d.id,
+        owner: d.owner,
+        grants,
+    }))
+}
+
+/// The grantee named in the path: 400 when it is not an owner name.
+fn parse_grantee(owner: &str) -> Result<Owner, ApiError> {
+    owner
+        .parse()
+        .map_err(|e: weir_events::OwnerError| ApiError::bad_request(e.to_string()))
+}
+
+/// Give `owner` read, write or admin access (the dataset's owner or an admin grantee
+/// may); granting again changes the level.
+#[utoipa::path(put, path = "/v1/datasets/{id}/grants/{owner}", tag = "datasets",
+    params(("id" = String, Path, description = "dataset id"),
+           ("owner" = String, Path, description = "the owner given access")),
+    request_body = GrantRequest,
+    responses((status = 200, body = GrantChange), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+              (status = 403, description = "the caller's access is below admin", body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 409, description = "the dataset changed meanwhile", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn grant(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    UrlPath((id, grantee)): UrlPath<(String, String)>,
+    body: Result<Json<GrantRequest>, JsonRejection>,
+) -> Result<Json<GrantChange>, ApiError> {
+    let id = parse_dataset(&id)?;
+    let (d, _) = permitted(&state, &caller, id, DatasetAction::Grant).await?;
+    let grantee = parse_grantee(&grantee)?;
+    let Json(request) = body?;
+    let level: AccessLevel = request
+        .level
+        .parse()
+        .map_err(|e: String| ApiError::bad_request(format!("level: {e}")))?;
+    let mut s = dataset_state(&state, &d, id).await?;
+    s.allow(&caller, id, DatasetAction::Grant)?;
+    if grantee == s.owner {
+        return Err(ApiError::bad_request(format!(
+            "{grantee} owns dataset {id}; an owner needs no grant"
+        )));
+    }
+    let mut appended = Vec::new();
+    if s.grants.get(&grantee) != Some(level) {
+        let event = Event::DatasetAccessGranted(DatasetAccessGranted {
+            grantee: grantee.clone(),
+            level,
+        });
+        append_dataset(&state, &caller, id, &mut s, event).await?;
+        appended.push("dataset_access_granted".to_owned());
+    }
+    Ok(Json(GrantChange {
+        dataset_id: id.to_string(),
+        grantee: grantee.to_string(),
+        level: Some(level.as_str().to_owned()),
+        appended,
+    }))
+}
+
+/// Take back `owner`'s access.
+#[utoipa::path(delete, path = "/v1/datasets/{id}/grants/{owner}", tag = "datasets",
+    params(("id" = String, Path, description = "dataset id"),
+           ("owner" = String, Path, description = "the owner whose access ends")),
+    responses((status = 200, body = GrantChange), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+              (status = 403, description = "the caller's access is below admin", body = ErrorBody),
+              (status = 404, description = "no such dataset, or the owner has no grant", body = ErrorBody),
+              (status = 409, description = "the dataset changed meanwhile", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn revoke(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    UrlPath((id, grantee)): UrlPath<(String, String)>,
+) -> Result<Json<GrantChange>, ApiError> {
+    let id = parse_dataset(&id)?;
+    let (d, _) = permitted(&state, &caller, id, DatasetAction::Grant).await?;
+    let grantee = parse_grantee(&grantee)?;
+    let mut s = dataset_state(&state, &d, id).await?;
+    s.allow(&caller, id, DatasetAction::Grant)?;
+    if s.grants.get(&grantee).is_none() {
+        return Err(ApiError::not_found(format!(
+            "{grantee} has no grant on dataset {id}"
+        )));
+    }
+    let event = Event::DatasetAccessRevoked(DatasetAccessRevoked {
+        grantee: grantee.clone(),
+    });
+    append_dataset(&state, &caller, id, &mut s, event).await?;
+    Ok(Json(GrantChange {
+        dataset_id: id.to_string(),
+        grantee: grantee.to_string(),
+        level: None,
+        appended: vec!["dataset_access_revoked".to_owned()],
+    }))
 }
 
 fn parquet_key(d: &weir_projections::Dataset) -> Result<ObjectKey, ApiError> {

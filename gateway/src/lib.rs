@@ -174,6 +174,11 @@ pub fn app(state: AppState) -> Router {
         )
         .route("/v1/datasets/{id}/restore", post(datasets::restore))
         .route("/v1/datasets/{id}/preview", get(datasets::preview))
+        .route("/v1/datasets/{id}/grants", get(datasets::list_grants))
+        .route(
+            "/v1/datasets/{id}/grants/{owner}",
+            put(datasets::grant).delete(datasets::revoke),
+        )
         .route("/v1/notifications", get(notifications::list))
         .route(
             "/v1/notifications/{id}/read",

@@ -38,6 +38,9 @@ impl Modify for BearerAuth {
         crate::datasets::soft_delete,
         crate::datasets::restore,
         crate::datasets::preview,
+        crate::datasets::list_grants,
+        crate::datasets::grant,
+        crate::datasets::revoke,
         crate::notifications::list,
         crate::notifications::mark_read,
         crate::events::stream,
@@ -47,7 +50,7 @@ impl Modify for BearerAuth {
         PartUrl, PartStored, CompletedPart, CompleteMultipart, DatasetPageView,
         DatasetSummaryView, DatasetView, VersionView, FieldSchema, DatasetUpdate,
         DatasetChange, Preview, NotificationList, NotificationView, MarkedRead, EventView,
-        QualityView, ProblemView
+        QualityView, ProblemView, GrantRequest, GrantView, GrantList, GrantChange
     )),
     modifiers(&BearerAuth),
 )]

@@ -92,6 +92,9 @@ async fn handle(state: &AppState, payload: &[u8]) -> Result<UploadId, String> {
         .map_err(|e| format!("token: {e}"))?
         .ok_or("token: unknown or revoked")?;
     let asked = req.fields.check().map_err(|e| e.message)?;
+    crate::datasets::may_upload(state, &owner, asked.dataset)
+        .await
+        .map_err(|e| e.message)?;
     let upload = UploadId::new();
     let part = ObjectKey::part(upload, 1);
     let store = state.store();

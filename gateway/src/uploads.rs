@@ -201,7 +201,7 @@ fn content_length(headers: &HeaderMap) -> Option<u64> {
 pub(crate) struct Asked {
     format: Option<Format>,
     options: weir_events::ReadOptions,
-    dataset: Option<weir_events::DatasetId>,
+    pub(crate) dataset: Option<weir_events::DatasetId>,
     parent_version: Option<u32>,
 }
 
@@ -437,6 +437,7 @@ async fn receive_whole(
         return Err(ApiError::too_large(limit));
     }
     let asked = q.check()?;
+    crate::datasets::may_upload(&state, &owner, asked.dataset).await?;
     let spooled = spool(body, &state.config().work_dir, limit, || {
         ApiError::too_large(limit)
     })
@@ -785,6 +786,7 @@ pub async fn complete(
     )?;
     let (dataset, parent_version) =
         version_target(request.dataset.as_deref(), request.parent_version)?;
+    crate::datasets::may_upload(&state, &owner, dataset).await?;
     let listed = request.parts.unwrap_or_default();
     if listed.is_empty() {
         return Err(ApiError::bad_request("the parts list is missing"));

@@ -301,6 +301,12 @@ pub struct DatasetSummaryView {
     pub status: String,
     /// The current version's bad rows (the dashboard's warning badge).
     pub quality: Option<QualityView>,
+    #[serde(default)]
+    pub owner: String,
+    /// Another owner's dataset shared with the caller: the level granted (`read`,
+    /// `write`, `admin`); absent for the caller's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shared: Option<String>,
 }
 
 impl From<weir_projections::DatasetSummary> for DatasetSummaryView {
@@ -322,6 +328,8 @@ impl From<weir_projections::DatasetSummary> for DatasetSummaryView {
             created_at: d.created_at.to_string(),
             updated_at: d.updated_at.to_string(),
             deleted_at: d.deleted_at.map(|t| t.to_string()),
+            owner: d.owner,
+            shared: d.shared,
         }
     }
 }
@@ -387,6 +395,45 @@ pub struct DatasetView {
     #[schema(value_type = Object)]
     pub refs: serde_json::Value,
     pub versions: Vec<VersionView>,
+    #[serde(default)]
+    pub owner: String,
+    /// The caller's access: `owner`, `admin`, `write` or `read`.
+    #[serde(default)]
+    pub access: String,
+}
+
+/// `PUT /v1/datasets/{id}/grants/{owner}`: the level to give.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct GrantRequest {
+    /// `read`, `write` or `admin`.
+    pub level: String,
+}
+
+/// One owner's access to a dataset besides its owner.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct GrantView {
+    pub grantee: String,
+    /// `read`, `write` or `admin`.
+    pub level: String,
+    pub granted_by: String,
+    pub granted_at: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct GrantList {
+    pub dataset_id: String,
+    pub owner: String,
+    pub grants: Vec<GrantView>,
+}
+
+/// What a grant or revoke did: the event appended (none when nothing changed).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct GrantChange {
+    pub dataset_id: String,
+    pub grantee: String,
+    /// The level now held; absent after a revoke.
+    pub level: Option<String>,
+    pub appended: Vec<String>,
 }
 
 pub fn fields(schema: &weir_projections::SchemaView) -> Vec<FieldSchema> {

@@ -22,8 +22,8 @@ use weir_journal::Recorded;
 use crate::Error;
 use crate::db::Conn;
 use crate::rows::{
-    AuditRow, DatasetRow, Keyed, NotificationRow, Sql, StepRow, TableNameRow, TokenRow, UploadRow,
-    VersionRow,
+    AuditRow, DatasetRow, GrantRow, Keyed, NotificationRow, Sql, StepRow, TableNameRow, TokenRow,
+    UploadRow, VersionRow,
 };
 
 /// Counts and sizes are `u64` in events and BIGINT in SQL; nothing real comes near
@@ -73,7 +73,9 @@ fn dataset_of(env: &Envelope) -> Option<DatasetId> {
         | Event::DatasetSchemaPolicyChanged(_)
         | Event::DatasetBranched(_)
         | Event::DatasetTagged(_)
-        | Event::DatasetHeadMoved(_) => match &env.aggregate {
+        | Event::DatasetHeadMoved(_)
+        | Event::DatasetAccessGranted(_)
+        | Event::DatasetAccessRevoked(_) => match &env.aggregate {
             Aggregate::Dataset(id) => Some(*id),
             _ => None,
         },
@@ -303,6 +305,8 @@ pub(crate) struct Needs {
     notifications: BTreeSet<String>,
     table_names: BTreeSet<(String, String)>,
     tokens: BTreeSet<(String, String)>,
+    /// (dataset id, grantee).
+    grants: BTreeSet<(String, String)>,
 }
 
 /// Adds to `needs` the rows `rec` reads or changes.
@@ -363,6 +367,12 @@ pub(crate) fn needs(needs: &mut Needs, rec: &Recorded) {
                 .tokens
                 .insert((e.owner.to_string(), e.token_id.clone()));
         }
+        Event::DatasetAccessGranted(weir_events::DatasetAccessGranted { grantee, .. })
+        | Event::DatasetAccessRevoked(weir_events::DatasetAccessRevoked { grantee }) => {
+            if let Aggregate::Dataset(id) = &env.aggregate {
+                needs.grants.insert((id.to_string(), grantee.to_string()));
+            }
+        }
     }
 }
 
@@ -380,6 +390,7 @@ pub(crate) struct Batch {
     audit: Vec<AuditRow>,
     table_names: Keyed<(String, String), TableNameRow>,
     tokens: Keyed<(String, String), TokenRow>,
+    grants: Keyed<(String, String), GrantRow>,
 }
 
 impl Batch {
@@ -468,6 +479,15 @@ impl Batch {
                 .tokens
                 .loaded((row.owner.clone(), row.token_id.clone()), Some(row));
         }
+        let grants = from_cache(&mut batch.grants, &needs.grants, after.map(|a| &a.grants));
+        for row in sql
+            .load::<GrantRow, _>(conn, &["dataset_id", "grantee"], &grants)
+            .await?
+        {
+            batch
+                .grants
+                .loaded((row.dataset_id.clone(), row.grantee.clone()), Some(row));
+        }
         Ok(batch)
     }
 
@@ -499,6 +519,10 @@ impl Batch {
         sql.write(conn, &put).await?;
 
         let (put, _) = self.tokens.changed();
+        sql.write(conn, &put).await?;
+
+        let (put, gone) = self.grants.changed();
+        sql.delete_keys::<GrantRow, _>(conn, &gone).await?;
         sql.write(conn, &put).await?;
         Ok(())
     }
@@ -939,6 +963,27 @@ impl Batch {
                     && let Some(t) = self.tokens.get_mut(&key)
                 {
                     t.revoked_at = Some(at);
+                }
+            }
+            Event::DatasetAccessGranted(e) => {
+                if let Aggregate::Dataset(id) = &env.aggregate {
+                    let key = (id.to_string(), e.grantee.to_string());
+                    self.grants.put(
+                        key.clone(),
+                        GrantRow {
+                            dataset_id: key.0,
+                            grantee: key.1,
+                            level: e.level.as_str().to_owned(),
+                            granted_by: env.actor.to_string(),
+                            granted_at: at,
+                            seq,
+                        },
+                    );
+                }
+            }
+            Event::DatasetAccessRevoked(e) => {
+                if let Aggregate::Dataset(id) = &env.aggregate {
+                    self.grants.remove(&(id.to_string(), e.grantee.to_string()));
                 }
             }
         }

@@ -74,8 +74,8 @@ pub use db::{Backend, Db};
 pub use projector::{Progress, Projector, Until, catch_up, lag, run};
 pub use query::{
     AuditEntry, Dataset, DatasetFilter, DatasetPage, DatasetStatus, DatasetSummary, DatasetVersion,
-    EntityId, Failure, Notification, StepLog, UploadStatus, dataset, history, list_datasets,
-    notifications, token_owner, upload_status,
+    EntityId, Failure, Grant, Notification, StepLog, UploadStatus, access, dataset, dataset_for,
+    grants, history, list_datasets, notifications, token_owner, upload_status,
 };
 pub use replay::{ReplayReport, build_until, replay};
 pub use schema::{TABLES, Tables, migrator};
@@ -123,6 +123,9 @@ pub enum Error {
     /// quieter.
     #[error("replay could not catch up with the live projector after {0} attempts")]
     ReplayBehind(u32),
+    /// A column holds a value no event writes: the database was edited or is damaged.
+    #[error("projections database holds an impossible value: {0}")]
+    Corrupt(String),
 }
 
 impl Error {

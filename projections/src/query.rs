@@ -5,7 +5,9 @@
 use serde::Serialize;
 use sqlx::any::AnyRow;
 use sqlx::{AssertSqlSafe, Row};
-use weir_events::{DatasetId, Owner, Sha256, Timestamp, UploadId};
+use weir_events::{
+    Access, AccessLevel, DatasetAction, DatasetId, Denied, Owner, Sha256, Timestamp, UploadId,
+};
 
 use crate::Error;
 use crate::apply::{QualityView, SchemaView};
@@ -126,6 +128,8 @@ pub enum DatasetStatus {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DatasetFilter {
     pub owner: Option<Owner>,
+    /// With `owner`: also the datasets other owners granted `owner` access to.
+    pub with_shared: bool,
     pub status: DatasetStatus,
     /// Case-insensitive substring of the label or the table name.
     pub search: Option<String>,
@@ -137,6 +141,7 @@ impl Default for DatasetFilter {
     fn default() -> Self {
         Self {
             owner: None,
+            with_shared: false,
             status: DatasetStatus::Active,
             search: None,
             limit: 50,
@@ -170,6 +175,10 @@ pub struct DatasetSummary {
     pub deleted_at: Option<Timestamp>,
     /// The current version's bad rows and rejects file.
     pub quality: Option<QualityView>,
+    /// When listed `with_shared`: the level granted to the filter's owner on another
+    /// owner's dataset (`read`, `write`, `admin`); `None` for the owner's own.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shared: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -440,9 +449,20 @@ fn like_pattern(text: &str) -> String {
 pub async fn list_datasets(db: &Db, filter: &DatasetFilter) -> Result<DatasetPage, Error> {
     let mut clauses = Vec::new();
     let mut binds: Vec<String> = Vec::new();
+    let mut shared_col = "CAST(NULL AS TEXT)".to_owned();
     if let Some(owner) = &filter.owner {
         binds.push(owner.to_string());
-        clauses.push(format!("owner = ${}", binds.len()));
+        let n = binds.len();
+        if filter.with_shared {
+            clauses.push(format!(
+                "(owner = ${n} OR id IN (SELECT dataset_id FROM dataset_grants WHERE grantee = ${n}))"
+            ));
+            shared_col = format!(
+                "(SELECT level FROM dataset_grants g WHERE g.dataset_id = d.id AND g.grantee = ${n} AND d.owner <> ${n})"
+            );
+        } else {
+            clauses.push(format!("owner = ${n}"));
+        }
     }
     match filter.status {
         DatasetStatus::Active => clauses.push("deleted_at IS NULL".to_owned()),
@@ -476,7 +496,8 @@ pub async fn list_datasets(db: &Db, filter: &DatasetFilter) -> Result<DatasetPag
          COALESCE(v.row_count, d.row_count) AS row_count, \
          COALESCE(v.size_bytes, d.size_bytes) AS size_bytes, \
          COALESCE(v.parquet_key, d.parquet_key) AS parquet_key, created_at, updated_at, \
-         deleted_at, COALESCE(v.quality_json, d.quality_json) AS quality_json \
+         deleted_at, COALESCE(v.quality_json, d.quality_json) AS quality_json, \
+         {shared_col} AS shared \
          FROM datasets d LEFT JOIN dataset_versions v \
          ON v.dataset_id = d.id AND v.version = d.current_version{filter_sql} \
          ORDER BY updated_at DESC, id LIMIT ${} OFFSET ${}",
@@ -507,6 +528,7 @@ pub async fn list_datasets(db: &Db, filter: &DatasetFilter) -> Result<DatasetPag
                 updated_at: get_ts(r, "updated_at")?,
                 deleted_at: get_opt_ts(r, "deleted_at")?,
                 quality: get_opt_json(r, "quality_json", "dataset")?,
+                shared: r.try_get("shared")?,
             })
         })
         .collect::<Result<Vec<_>, Error>>()?;
@@ -580,6 +602,80 @@ pub async fn dataset(db: &Db, id: DatasetId) -> Result<Option<Dataset>, Error> {
         d.quality = v.quality.clone();
     }
     Ok(Some(d))
+}
+
+/// One live grant on a dataset: who may use it, how, and who granted it when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Grant {
+    pub grantee: String,
+    /// `read`, `write` or `admin`.
+    pub level: String,
+    pub granted_by: String,
+    pub granted_at: Timestamp,
+}
+
+/// The live grants on dataset `id`, by grantee.
+pub async fn grants(db: &Db, id: DatasetId) -> Result<Vec<Grant>, Error> {
+    sqlx::query(
+        "SELECT grantee, level, granted_by, granted_at FROM dataset_grants \
+         WHERE dataset_id = $1 ORDER BY grantee",
+    )
+    .bind(id.to_string())
+    .fetch_all(db.pool())
+    .await?
+    .iter()
+    .map(|r| {
+        Ok(Grant {
+            grantee: r.try_get("grantee")?,
+            level: r.try_get("level")?,
+            granted_by: r.try_get("granted_by")?,
+            granted_at: get_ts(r, "granted_at")?,
+        })
+    })
+    .collect()
+}
+
+/// `caller`'s access to dataset `d` as the catalog shows it (`Access::of` on its owner
+/// and the caller's grant).
+pub async fn access(db: &Db, caller: &Owner, d: &Dataset) -> Result<Access, Error> {
+    if d.owner == caller.as_str() {
+        return Ok(Access::Owner);
+    }
+    let level: Option<String> =
+        sqlx::query("SELECT level FROM dataset_grants WHERE dataset_id = $1 AND grantee = $2")
+            .bind(&d.id)
+            .bind(caller.to_string())
+            .fetch_optional(db.pool())
+            .await?
+            .map(|r| r.try_get("level"))
+            .transpose()?;
+    let grant = match level {
+        Some(l) => Some(l.parse::<AccessLevel>().map_err(|e| {
+            Error::Corrupt(format!("dataset_grants of {} for {caller}: {e}", d.id))
+        })?),
+        None => None,
+    };
+    let owner: Owner = d
+        .owner
+        .parse()
+        .map_err(|e| Error::Corrupt(format!("owner of dataset {}: {e}", d.id)))?;
+    Ok(Access::of(caller, &owner, grant))
+}
+
+/// Dataset `id` for `caller` about to do `action`: the read side's one access check
+/// (CLI `--as` and the gateway). `Err(Denied::NotFound)` when the caller may not see
+/// it (or it does not exist), `Err(Denied::TooWeak)` when the grant is too weak.
+pub async fn dataset_for(
+    db: &Db,
+    caller: &Owner,
+    id: DatasetId,
+    action: DatasetAction,
+) -> Result<Result<(Dataset, Access), Denied>, Error> {
+    let Some(d) = dataset(db, id).await? else {
+        return Ok(Err(Denied::NotFound));
+    };
+    let access = access(db, caller, &d).await?;
+    Ok(access.check(action).map(|()| (d, access)))
 }
 
 /// An owner's notifications, newest first.

@@ -63,6 +63,11 @@ pub const READ_VIEWS: &[(&str, &str)] = &[
          dataset_id, causation_id, occurred_at AS occurred_at_us, stored_at AS stored_at_us, \
          summary FROM audit",
     ),
+    (
+        "v1_dataset_grants",
+        "SELECT dataset_id, grantee, level, granted_by, granted_at AS granted_at_us \
+         FROM dataset_grants",
+    ),
 ];
 
 /// Drops every read view (before the tables they read are dropped).

@@ -231,6 +231,15 @@ row_image!(TokenRow, "tokens", key = ["owner", "token_id"], {
     seq: i64,
 });
 
+row_image!(GrantRow, "dataset_grants", key = ["dataset_id", "grantee"], {
+    dataset_id: String,
+    grantee: String,
+    level: String,
+    granted_by: String,
+    granted_at: i64,
+    seq: i64,
+});
+
 /// Rows of one table keyed in memory: `None` is a row known to be absent (never there,
 /// or deleted by this batch). Only rows marked dirty are written back, in the order
 /// they were first marked.
@@ -817,6 +826,7 @@ mod tests {
             names::<AuditRow>(),
             names::<TableNameRow>(),
             names::<TokenRow>(),
+            names::<GrantRow>(),
         ] {
             assert_eq!(columns(&db, table).await, want, "columns of {table}");
         }

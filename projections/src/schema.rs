@@ -24,6 +24,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     ),
     (2, "tokens", include_str!("../migrations/0002_tokens.sql")),
     (3, "quality", include_str!("../migrations/0003_quality.sql")),
+    (4, "grants", include_str!("../migrations/0004_grants.sql")),
 ];
 
 /// Every projection table, in the order a replay copies them. A test checks this list
@@ -38,6 +39,7 @@ pub const TABLES: &[&str] = &[
     "audit",
     "table_names",
     "tokens",
+    "dataset_grants",
 ];
 
 /// Which set of tables a projector writes and a query reads.

@@ -97,6 +97,7 @@ async fn documented_queries_run_on_both_databases(kind: Kind) {
         d.combined(3000, true),
         d.inferred(&cols, 120),
         d.registered(&cols, 120),
+        a.granted("globex", weir_events::AccessLevel::Read),
     ])
     .await;
     catch_up(&log.journal, &t.db).await.unwrap();

@@ -9,7 +9,7 @@ mod common;
 use std::time::Instant;
 
 use common::{Chain, Kind, Log, Rng, TestDb, schema, workload};
-use weir_events::{DatasetBranched, DatasetHeadMoved, DatasetTagged, Event};
+use weir_events::{AccessLevel, DatasetBranched, DatasetHeadMoved, DatasetTagged, Event};
 use weir_projections::{
     DatasetFilter, Error, Projector, Tables, Until, build_until, catch_up, dataset, list_datasets,
     replay, snapshot,
@@ -39,6 +39,10 @@ async fn replay_twice_gives_identical_rows_equal_to_live(kind: Kind) {
     assert!(
         before.rows("datasets").len() > 10,
         "the workload registers datasets"
+    );
+    assert!(
+        !before.rows("dataset_grants").is_empty(),
+        "the workload grants access"
     );
 
     // A rebuild from scratch in another database equals the live tables.
@@ -108,12 +112,30 @@ async fn sqlite_rows_equal_postgres_rows() {
     let mut rng = Rng::new("sqlite_equals_postgres");
     let log = Log::start().await;
     log.append_all(&workload(&mut rng, 300)).await;
+    // Grants, a second grant changing the level, a revoke.
+    let mut shared = Chain::new("acme", "shared.csv", Some("Shared"));
+    let mut envs = shared.happy(&schema(&[("id", "Int64")]), 3);
+    envs.extend([
+        shared.granted("globex", AccessLevel::Read),
+        shared.granted("initech", AccessLevel::Read),
+        shared.granted("globex", AccessLevel::Admin),
+        shared.revoked("initech"),
+    ]);
+    log.append_all(&envs).await;
     let lite = TestDb::new(Kind::Sqlite, &mut rng).await;
     let pg = TestDb::new(Kind::Postgres, &mut rng).await;
     catch_up(&log.journal, &lite.db).await.unwrap();
     catch_up(&log.journal, &pg.db).await.unwrap();
     let a = snapshot(&lite.db, Tables::Live).await.unwrap();
     let b = snapshot(&pg.db, Tables::Live).await.unwrap();
+    let grant = format!("[\"{}\",\"globex\",\"admin\"", shared.dataset);
+    assert!(
+        a.rows("dataset_grants")
+            .iter()
+            .any(|r| r.starts_with(&grant)),
+        "globex's admin grant: {:?}",
+        a.rows("dataset_grants")
+    );
     for (x, y) in a.tables.iter().zip(&b.tables) {
         assert_eq!(
             x, y,

@@ -5,13 +5,15 @@
 mod common;
 
 use common::{Chain, Kind, Log, Rng, TestDb, owner, schema};
-use weir_events::{Sha256, Step};
+use weir_events::{Access, AccessLevel, DatasetAction, Denied, Sha256, Step};
 use weir_projections::{
-    DatasetFilter, DatasetStatus, EntityId, Projector, Tables, catch_up, dataset, history, lag,
-    list_datasets, notifications, snapshot, token_owner, upload_status,
+    DatasetFilter, DatasetStatus, EntityId, Projector, Tables, access, catch_up, dataset,
+    dataset_for, grants, history, lag, list_datasets, notifications, snapshot, token_owner,
+    upload_status,
 };
 
 on_both!(realistic_uploads_project_into_every_view);
+on_both!(grants_give_regrant_revoke_and_list_shared);
 on_both!(undecodable_event_stops_the_projector);
 
 async fn realistic_uploads_project_into_every_view(kind: Kind) {
@@ -414,5 +416,147 @@ async fn undecodable_event_stops_the_projector(kind: Kind) {
         p.checkpoint().await.unwrap(),
         1,
         "the event before it is applied"
+    );
+}
+
+/// Grants as the catalog serves them: a grant gives access, a second grant changes the
+/// level, a revoke takes it away; shared datasets are listed (marked) for the grantee
+/// only; the audit trail says who granted what; a rebuild gives the same rows.
+async fn grants_give_regrant_revoke_and_list_shared(kind: Kind) {
+    let mut rng = Rng::new("grants");
+    let log = Log::start().await;
+    let t = TestDb::new(kind, &mut rng).await;
+    let db = &t.db;
+    let cols = schema(&[("id", "Int64")]);
+    let mut a = Chain::new("acme", "a.csv", Some("Shared"));
+    let mut mine = Chain::new("globex", "g.csv", Some("Globex own"));
+    log.append_all(&a.happy(&cols, 5)).await;
+    log.append_all(&mine.happy(&cols, 7)).await;
+    let globex = owner("globex");
+    let initech = owner("initech");
+
+    catch_up(&log.journal, db).await.unwrap();
+    let d = dataset(db, a.dataset).await.unwrap().unwrap();
+    assert_eq!(access(db, &owner("acme"), &d).await.unwrap(), Access::Owner);
+    assert_eq!(access(db, &globex, &d).await.unwrap(), Access::None);
+    assert_eq!(
+        dataset_for(db, &globex, a.dataset, DatasetAction::Read)
+            .await
+            .unwrap()
+            .err(),
+        Some(Denied::NotFound)
+    );
+
+    log.append(&a.granted("globex", AccessLevel::Read)).await;
+    catch_up(&log.journal, db).await.unwrap();
+    assert_eq!(access(db, &globex, &d).await.unwrap(), Access::Read);
+    assert!(
+        dataset_for(db, &globex, a.dataset, DatasetAction::Read)
+            .await
+            .unwrap()
+            .is_ok()
+    );
+    assert!(matches!(
+        dataset_for(db, &globex, a.dataset, DatasetAction::Upload)
+            .await
+            .unwrap(),
+        Err(Denied::TooWeak {
+            has: Access::Read,
+            needs: Access::Write,
+            ..
+        })
+    ));
+    assert_eq!(access(db, &initech, &d).await.unwrap(), Access::None);
+
+    // Listing as globex: its own and the shared one (marked); as acme: only its own.
+    let shared = DatasetFilter {
+        owner: Some(globex.clone()),
+        with_shared: true,
+        ..Default::default()
+    };
+    let page = list_datasets(db, &shared).await.unwrap();
+    let mut listed: Vec<(String, Option<String>)> = page
+        .datasets
+        .iter()
+        .map(|d| (d.id.clone(), d.shared.clone()))
+        .collect();
+    listed.sort();
+    let mut want = vec![
+        (a.dataset.to_string(), Some("read".to_owned())),
+        (mine.dataset.to_string(), None),
+    ];
+    want.sort();
+    assert_eq!((page.total, listed), (2, want));
+    let own_only = DatasetFilter {
+        owner: Some(globex.clone()),
+        ..Default::default()
+    };
+    assert_eq!(list_datasets(db, &own_only).await.unwrap().total, 1);
+    let acme_shared = DatasetFilter {
+        owner: Some(owner("acme")),
+        with_shared: true,
+        ..Default::default()
+    };
+    let page = list_datasets(db, &acme_shared).await.unwrap();
+    assert_eq!(page.total, 1);
+    assert_eq!(page.datasets[0].shared, None, "acme's own is not shared");
+
+    // A second grant changes the level; a grant to another owner stands beside it.
+    log.append_all(&[
+        a.granted("globex", AccessLevel::Admin),
+        a.granted("initech", AccessLevel::Write),
+    ])
+    .await;
+    catch_up(&log.journal, db).await.unwrap();
+    assert_eq!(access(db, &globex, &d).await.unwrap(), Access::Admin);
+    assert_eq!(access(db, &initech, &d).await.unwrap(), Access::Write);
+    let list = grants(db, a.dataset).await.unwrap();
+    let rows: Vec<_> = list
+        .iter()
+        .map(|g| (g.grantee.as_str(), g.level.as_str(), g.granted_by.as_str()))
+        .collect();
+    assert_eq!(
+        rows,
+        vec![("globex", "admin", "acme"), ("initech", "write", "acme")]
+    );
+
+    // A revoke takes effect; the other grant stays.
+    log.append(&a.revoked("globex")).await;
+    catch_up(&log.journal, db).await.unwrap();
+    assert_eq!(access(db, &globex, &d).await.unwrap(), Access::None);
+    assert_eq!(access(db, &initech, &d).await.unwrap(), Access::Write);
+    assert_eq!(list_datasets(db, &shared).await.unwrap().total, 1);
+
+    // The audit trail: who granted what to whom.
+    let trail = history(db, EntityId::Dataset(a.dataset)).await.unwrap();
+    let lines: Vec<String> = trail
+        .iter()
+        .filter(|e| e.kind.starts_with("dataset_access"))
+        .map(|e| format!("{} {} {}", e.kind, e.actor, e.summary))
+        .collect();
+    assert_eq!(
+        lines,
+        vec![
+            "dataset_access_granted acme granted read access to globex",
+            "dataset_access_granted acme granted admin access to globex",
+            "dataset_access_granted acme granted write access to initech",
+            "dataset_access_revoked acme revoked the access of globex",
+        ]
+    );
+
+    // A rebuild from the log, in one batch, holds the same rows.
+    let fresh = t.sibling(&mut rng).await;
+    catch_up(&log.journal, &fresh.db).await.unwrap();
+    assert_eq!(
+        snapshot(&fresh.db, Tables::Live).await.unwrap(),
+        snapshot(db, Tables::Live).await.unwrap()
+    );
+    assert_eq!(
+        snapshot(db, Tables::Live)
+            .await
+            .unwrap()
+            .rows("dataset_grants")
+            .len(),
+        1
     );
 }

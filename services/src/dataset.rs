@@ -1,6 +1,6 @@
 //! A dataset as its events tell it, for the steps that add a version: who owns it,
 //! its current table name and label, whether it is deleted, its versions with their
-//! parents, and its default bad-row policy.
+//! parents, its default bad-row policy and who else may use it (grants).
 //!
 //! Read from two places, both small: the history of the upload that created the
 //! dataset (its id is that upload's, so no index is needed) and the dataset's own
@@ -11,8 +11,8 @@
 use std::collections::BTreeMap;
 
 use weir_events::{
-    Aggregate, BadRows, DatasetId, DatasetRegistered, Event, Owner, SchemaPolicy, TableName,
-    UploadId,
+    Access, Aggregate, BadRows, DatasetAction, DatasetId, DatasetRegistered, Denied, Event, Grants,
+    Owner, SchemaPolicy, TableName, UploadId,
 };
 use weir_journal::Journal;
 
@@ -47,6 +47,8 @@ pub struct DatasetFacts {
     /// The last move of `main`'s head, if any.
     pub main_moved: Option<HeadSet>,
     pub tags: BTreeMap<String, u32>,
+    /// Other owners' access, as the grant events left it.
+    pub grants: Grants,
     /// Sequence of the last event on the dataset's aggregate (0: none).
     pub last_seq: u64,
 }
@@ -88,10 +90,12 @@ impl DatasetFacts {
             branches: BTreeMap::new(),
             main_moved: None,
             tags: BTreeMap::new(),
+            grants: Grants::default(),
             last_seq: 0,
         };
         for r in journal.history(&Aggregate::Dataset(id)).await? {
             facts.last_seq = r.seq;
+            facts.grants.apply(&r.envelope.event);
             match r.envelope.event {
                 Event::DatasetRenamed(e) => facts.table = e.to,
                 Event::DatasetLabelChanged(e) => facts.label = e.label,
@@ -125,6 +129,23 @@ impl DatasetFacts {
             }
         }
         Ok(facts)
+    }
+
+    /// `caller`'s access, by the log: what a decision appended after `last_seq` rests on.
+    pub fn access(&self, caller: &Owner) -> Access {
+        self.grants.access(caller, &self.owner)
+    }
+
+    /// `Ok` when `caller` may do `action`; otherwise why not, in words for `caller`.
+    pub fn allow(&self, caller: &Owner, action: DatasetAction) -> Result<(), String> {
+        self.access(caller).check(action).map_err(|d| match d {
+            // The dataset exists for the log's reader; say whose it is not.
+            Denied::NotFound => format!(
+                "owner {caller} has no access to dataset {} (owner {}: weir datasets grant {} {caller} read|write|admin)",
+                self.id, self.owner, self.id
+            ),
+            too_weak => too_weak.message(caller, self.id),
+        })
     }
 
     /// The version `upload` reserved, if it did (a redelivered step finds its own).

@@ -34,12 +34,9 @@ async fn reserve_version(
 ) -> Result<(u32, DatasetFacts), StepError> {
     for _ in 0..8 {
         let facts = DatasetFacts::read(&ctx.journal, d).await?;
-        if facts.owner != received.owner {
-            return Err(StepError::Permanent(format!(
-                "dataset {d} belongs to owner {}; owner {} cannot add versions to it",
-                facts.owner, received.owner
-            )));
-        }
+        facts
+            .allow(&received.owner, weir_events::DatasetAction::Upload)
+            .map_err(StepError::Permanent)?;
         if let Some((version, _)) = facts.reserved_by(upload) {
             return Ok((version, facts));
         }

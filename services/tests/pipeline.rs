@@ -26,6 +26,24 @@ struct System {
 }
 
 impl System {
+    /// Appends `event` to dataset `d`'s aggregate as its owner acme, after its last
+    /// event, as the CLI does.
+    async fn append_dataset(&self, d: DatasetId, event: Event) {
+        let last = self.journal.last_on(&Aggregate::Dataset(d)).await.unwrap();
+        let env = Envelope::new(
+            Aggregate::Dataset(d),
+            "acme".parse().unwrap(),
+            UploadId::from_u128(d.as_u128()),
+            Some(EventId::new()),
+            event,
+        );
+        let expect = last.map_or(Expect::Empty, |r| Expect::LastSequence(r.seq));
+        assert!(matches!(
+            self.journal.append(&env, expect).await.unwrap(),
+            weir_journal::AppendOutcome::Appended { .. }
+        ));
+    }
+
     async fn start() -> Self {
         let nats = NatsServer::start();
         let journal = Journal::connect(&nats.url(), &StreamSpec::default())
@@ -950,7 +968,7 @@ async fn new_versions_take_the_next_number_and_derive_from_the_head() {
     for (dataset, parent, owner, want) in [
         (missing, None, "acme", "does not exist"),
         (d, Some(9), "acme", "has no registered version 9"),
-        (d, None, "globex", "belongs to owner acme"),
+        (d, None, "globex", "owner globex has no access to dataset"),
     ] {
         let (_, end) = sys.upload_version(&other, dataset, parent, owner).await;
         let Terminal::Failed(f) = end else {
@@ -959,6 +977,42 @@ async fn new_versions_take_the_next_number_and_derive_from_the_head() {
         assert_eq!(f.step, Step::Infer);
         assert!(f.reason.contains(want), "{want}: {}", f.reason);
     }
+
+    // Grants, as the inferrer reads them from the dataset's events: read is not
+    // enough to add a version, write is; after a revoke it is refused again.
+    let globex: Owner = "globex".parse().unwrap();
+    for (level, registers) in [(AccessLevel::Read, false), (AccessLevel::Write, true)] {
+        sys.append_dataset(
+            d,
+            Event::DatasetAccessGranted(DatasetAccessGranted {
+                grantee: globex.clone(),
+                level,
+            }),
+        )
+        .await;
+        let (_, end) = sys.upload_version(&other, d, None, "globex").await;
+        match end {
+            Terminal::Registered(r) if registers => {
+                assert_eq!((r.dataset, r.owner.as_str()), (d, "acme"));
+            }
+            Terminal::Failed(f) if !registers => {
+                assert!(f.reason.contains("globex has read access"), "{}", f.reason);
+            }
+            other => panic!("{level}: {other:?}"),
+        }
+    }
+    sys.append_dataset(
+        d,
+        Event::DatasetAccessRevoked(DatasetAccessRevoked {
+            grantee: globex.clone(),
+        }),
+    )
+    .await;
+    let (_, end) = sys.upload_version(&other, d, None, "globex").await;
+    let Terminal::Failed(f) = end else {
+        panic!("a revoked grantee added a version: {end:?}")
+    };
+    assert!(f.reason.contains("globex has no access"), "{}", f.reason);
     sys.stop().await;
 }
 
@@ -969,22 +1023,10 @@ async fn new_versions_take_the_next_number_and_derive_from_the_head() {
 async fn schema_changes_follow_the_dataset_policy() {
     let sys = System::start().await;
     let set_policy = |d: DatasetId, policy: SchemaPolicy| {
-        let journal = sys.journal.clone();
-        async move {
-            let last = journal.last_on(&Aggregate::Dataset(d)).await.unwrap();
-            let env = Envelope::new(
-                Aggregate::Dataset(d),
-                "acme".parse().unwrap(),
-                UploadId::from_u128(d.as_u128()),
-                Some(EventId::new()),
-                Event::DatasetSchemaPolicyChanged(DatasetSchemaPolicyChanged { policy }),
-            );
-            let expect = last.map_or(Expect::Empty, |r| Expect::LastSequence(r.seq));
-            assert!(matches!(
-                journal.append(&env, expect).await.unwrap(),
-                weir_journal::AppendOutcome::Appended { .. }
-            ));
-        }
+        sys.append_dataset(
+            d,
+            Event::DatasetSchemaPolicyChanged(DatasetSchemaPolicyChanged { policy }),
+        )
     };
     let v1 = sys.file("people.csv", b"id,name,qty\n1,a,2\n");
     let Terminal::Registered(r1) = sys.upload(&v1, Some("people")).await.1 else {
@@ -1044,24 +1086,7 @@ async fn schema_changes_follow_the_dataset_policy() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn branches_and_rollback_decide_the_parent() {
     let sys = System::start().await;
-    let append = |d: DatasetId, event: Event| {
-        let journal = sys.journal.clone();
-        async move {
-            let last = journal.last_on(&Aggregate::Dataset(d)).await.unwrap();
-            let env = Envelope::new(
-                Aggregate::Dataset(d),
-                "acme".parse().unwrap(),
-                UploadId::from_u128(d.as_u128()),
-                Some(EventId::new()),
-                event,
-            );
-            let expect = last.map_or(Expect::Empty, |r| Expect::LastSequence(r.seq));
-            assert!(matches!(
-                journal.append(&env, expect).await.unwrap(),
-                weir_journal::AppendOutcome::Appended { .. }
-            ));
-        }
-    };
+    let append = |d: DatasetId, event: Event| sys.append_dataset(d, event);
     let file = sys.file("t.csv", b"id\n1\n");
     let Terminal::Registered(r1) = sys.upload(&file, Some("t")).await.1 else {
         panic!("v1")

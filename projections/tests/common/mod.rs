@@ -505,6 +505,24 @@ impl Chain {
         self.next(Aggregate::Owner(self.owner.clone()), event)
     }
 
+    /// The owner gives `grantee` `level` access to the dataset.
+    pub fn granted(&mut self, grantee: &str, level: weir_events::AccessLevel) -> Envelope {
+        self.ds(Event::DatasetAccessGranted(
+            weir_events::DatasetAccessGranted {
+                grantee: owner(grantee),
+                level,
+            },
+        ))
+    }
+
+    pub fn revoked(&mut self, grantee: &str) -> Envelope {
+        self.ds(Event::DatasetAccessRevoked(
+            weir_events::DatasetAccessRevoked {
+                grantee: owner(grantee),
+            },
+        ))
+    }
+
     pub fn token_created(&mut self, token_id: &str, hash: u8) -> Envelope {
         let event = Event::TokenCreated(TokenCreated {
             owner: self.owner.clone(),
@@ -584,11 +602,19 @@ pub fn workload(rng: &mut Rng, events: usize) -> Vec<Envelope> {
                 let i = (rng.next() as usize) % done.len();
                 let c = &mut done[i];
                 let ready = c.registered_event.expect("a registered chain");
-                out.push(match rng.next() % 5 {
+                let grantee = owners[(rng.next() % 3) as usize];
+                out.push(match rng.next() % 8 {
                     0 => c.label_changed(Some(&format!("Relabelled {n}"))),
                     1 => c.renamed(&format!("renamed_{n}")),
                     2 => c.deleted(),
                     3 => c.restored(),
+                    // Grants (to the owner too: the log allows what the CLI refuses)
+                    // and a revoke, granted before or not.
+                    5 | 6 => c.granted(
+                        grantee,
+                        weir_events::AccessLevel::ALL[(rng.next() % 3) as usize],
+                    ),
+                    7 => c.revoked(grantee),
                     _ => c.read(ready),
                 });
             }
