@@ -28,7 +28,12 @@ async fn start(args: &[&str]) -> Child {
 
 /// As `start`, with the `ready` line.
 async fn start_ready(args: &[&str]) -> (Child, String) {
-    let mut child = weir().args(args).stdout(Stdio::piped()).spawn().unwrap();
+    start_ready_with(weir().args(args)).await
+}
+
+/// As `start_ready`, for a command set up by the caller.
+async fn start_ready_with(command: &mut Command) -> (Child, String) {
+    let mut child = command.stdout(Stdio::piped()).spawn().unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
         .await
@@ -72,7 +77,15 @@ fn signal(child: &Child, sig: &str) {
 async fn up_upload_show_and_a_clean_shutdown() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().to_str().unwrap();
-    let (mut up, ready) = start_ready(&["up", "--data-dir", data, "--http", "127.0.0.1:0"]).await;
+    // Its log, at debug level, is kept to check that no secret is ever written to it.
+    let up_log = dir.path().join("up.log");
+    let (mut up, ready) = start_ready_with(
+        weir()
+            .args(["up", "--data-dir", data, "--http", "127.0.0.1:0"])
+            .env("WEIR_LOG", "debug")
+            .stderr(std::fs::File::create(&up_log).unwrap()),
+    )
+    .await;
     let http = ready
         .split_whitespace()
         .find_map(|w| w.strip_prefix("http="))
@@ -352,6 +365,26 @@ async fn up_upload_show_and_a_clean_shutdown() {
         serde_json::from_slice(&std::fs::read(dir.path().join("weir.runtime.json")).unwrap())
             .unwrap();
     let nats_url = runtime["nats_url"].as_str().unwrap().to_owned();
+    // The server has users (nats.conf): nobody gets in without a password; the
+    // Python producer connects as `client`, which may only ask and follow.
+    assert!(
+        weir_journal::Journal::connect(&nats_url, &StreamSpec::default())
+            .await
+            .is_err(),
+        "an anonymous connection was accepted"
+    );
+    let passwords = std::fs::read_to_string(dir.path().join("nats.passwords")).unwrap();
+    let password = |var: &str| {
+        passwords
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{var}=")))
+            .unwrap_or_else(|| panic!("no {var} in nats.passwords"))
+            .to_owned()
+    };
+    let client_url = nats_url.replace(
+        "nats://",
+        &format!("nats://client:{}@", password("WEIR_NATS_CLIENT_PASSWORD")),
+    );
     let (code, out, err) = run(&["tokens", "--data-dir", data, "create", "local", "--json"]).await;
     assert_eq!(code, 0, "{err}");
     let token: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
@@ -370,7 +403,7 @@ async fn up_upload_show_and_a_clean_shutdown() {
         Duration::from_secs(120),
         tokio::process::Command::new(&python)
             .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py/producer.py"))
-            .args([nats_url.as_str(), token.as_str(), "py/orders-py.csv"])
+            .args([client_url.as_str(), token.as_str(), "py/orders-py.csv"])
             .output(),
     )
     .await
@@ -613,6 +646,41 @@ async fn up_upload_show_and_a_clean_shutdown() {
         .unwrap();
     assert_eq!(status.code(), Some(0));
     assert!(!dir.path().join("weir.runtime.json").exists());
+
+    // No secret in any log: not the NATS passwords, the signing key of part URLs or
+    // an API token; not in weir's debug log, its ready line or nats-server's log.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        for file in ["nats.passwords", "gateway.key"] {
+            let mode = std::fs::metadata(dir.path().join(file))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600, "{file}");
+        }
+    }
+    let key = std::fs::read_to_string(dir.path().join("gateway.key")).unwrap();
+    let mut secrets: Vec<String> = passwords
+        .lines()
+        .filter_map(|l| l.split_once('=').map(|(_, p)| p.trim().to_owned()))
+        .collect();
+    assert_eq!(secrets.len(), 7, "one password per role");
+    secrets.push(key.trim().to_owned());
+    secrets.push(token.clone());
+    secrets.push(api_token["token"].as_str().unwrap().to_owned());
+    let up_text = std::fs::read_to_string(&up_log).unwrap();
+    assert!(up_text.contains("DEBUG"), "the debug log was captured");
+    let nats_text = std::fs::read_to_string(dir.path().join("nats.log")).unwrap();
+    for (name, text) in [
+        ("weir up's log", &up_text),
+        ("nats.log", &nats_text),
+        ("the ready line", &ready),
+    ] {
+        for secret in &secrets {
+            assert!(!text.contains(secret.as_str()), "a secret is in {name}");
+        }
+    }
 
     // With the system stopped: the server check fails, the exit code says so.
     let (code, out, _) = run(&[
