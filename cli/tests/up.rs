@@ -859,3 +859,71 @@ async fn separate_service_processes_share_the_work() {
         assert_eq!(s.wait().await.unwrap().code(), Some(0));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_with_a_three_node_cluster_keeps_the_stream_on_three_replicas() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap();
+    let (mut up, ready) = start_ready(&[
+        "up",
+        "--data-dir",
+        data,
+        "--http",
+        "127.0.0.1:0",
+        "--cluster",
+        "3",
+    ])
+    .await;
+    // Clients get every node's URL, so they fail over.
+    let url = ready
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("nats="))
+        .unwrap()
+        .to_owned();
+    assert_eq!(url.split(',').count(), 3, "{ready}");
+    for node in 1..=3 {
+        assert!(
+            dir.path()
+                .join(format!("nats-cluster/node-{node}"))
+                .is_dir()
+        );
+    }
+    let (code, out, err) = run(&[
+        "upload",
+        "--data-dir",
+        data,
+        &sample(),
+        "--table",
+        "orders",
+        "--wait",
+        "--json",
+    ])
+    .await;
+    assert_eq!(code, 0, "{err}");
+    let result: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(result["status"], "registered", "{result}");
+    assert_eq!(result["row_count"], 200);
+    let (code, out, err) = run(&["doctor", "--data-dir", data]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("3 replica(s)"), "{out}");
+    // --cluster starts its own servers: it does not go with an external one.
+    let other = tempfile::tempdir().unwrap();
+    let (code, _, err) = run(&[
+        "up",
+        "--data-dir",
+        other.path().to_str().unwrap(),
+        "--nats-url",
+        &url,
+        "--cluster",
+        "3",
+    ])
+    .await;
+    assert_eq!(code, 1);
+    assert!(err.contains("--cluster"), "{err}");
+    signal(&up, "-TERM");
+    let status = tokio::time::timeout(Duration::from_secs(30), up.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+}

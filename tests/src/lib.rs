@@ -27,6 +27,9 @@ pub struct NatsServer {
     port: u16,
     store: tempfile::TempDir,
     passwords: Option<Passwords>,
+    /// How it was started, to start it again after [`NatsServer::kill`].
+    bin: PathBuf,
+    args: Vec<OsString>,
 }
 
 impl NatsServer {
@@ -85,6 +88,8 @@ impl NatsServer {
                         port,
                         store,
                         passwords,
+                        bin,
+                        args,
                     };
                 }
                 Err(e) => last = e.to_string(),
@@ -105,11 +110,27 @@ impl NatsServer {
         self.store.path()
     }
 
-    /// Kills the server now, e.g. to test what a client does when it disappears.
+    /// Kills the server now (SIGKILL), e.g. to test what a client does when it
+    /// disappears.
     pub fn kill(&mut self) {
         if let Some(server) = self.server.take() {
             server.stop();
         }
+    }
+
+    /// Starts the killed server again on the same port with the same store.
+    pub fn restart(&mut self) {
+        if self.server.is_some() {
+            return;
+        }
+        let env = self
+            .passwords
+            .as_ref()
+            .map(Passwords::env)
+            .unwrap_or_default();
+        let server = LocalServer::spawn_env(&self.bin, &self.args, &env, self.port, None)
+            .unwrap_or_else(|e| panic!("nats-server would not start again: {e}"));
+        self.server = Some(server);
     }
 }
 
