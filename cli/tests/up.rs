@@ -62,6 +62,29 @@ fn sample() -> String {
     concat!(env!("CARGO_MANIFEST_DIR"), "/../samples/orders.csv").to_owned()
 }
 
+/// `weir upload samples/orders.csv --table orders --wait` on the system running on
+/// `data`: registered with its 200 rows. Returns the result line.
+async fn upload_orders(data: &str) -> serde_json::Value {
+    let (code, out, err) = run(&[
+        "upload",
+        "--data-dir",
+        data,
+        &sample(),
+        "--table",
+        "orders",
+        "--wait",
+        "--json",
+    ])
+    .await;
+    assert_eq!(code, 0, "{err}");
+    let result: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(result["status"], "registered", "{result}");
+    assert_eq!(result["table_name"], "orders");
+    assert_eq!(result["row_count"], 200);
+    assert!(result["failure"].is_null());
+    result
+}
+
 fn signal(child: &Child, sig: &str) {
     let pid = child.id().unwrap().to_string();
     assert!(
@@ -94,23 +117,7 @@ async fn up_upload_show_and_a_clean_shutdown() {
     assert!(dir.path().join("weir.runtime.json").exists());
 
     // Other commands find the running system from --data-dir alone.
-    let (code, out, err) = run(&[
-        "upload",
-        "--data-dir",
-        data,
-        &sample(),
-        "--table",
-        "orders",
-        "--wait",
-        "--json",
-    ])
-    .await;
-    assert_eq!(code, 0, "{err}");
-    let result: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
-    assert_eq!(result["status"], "registered");
-    assert_eq!(result["table_name"], "orders");
-    assert_eq!(result["row_count"], 200);
-    assert!(result["failure"].is_null());
+    let result = upload_orders(data).await;
     let id = result["dataset_id"].as_str().unwrap().to_owned();
 
     let (code, out, err) = run(&["datasets", "--data-dir", data, "show", &id, "--json"]).await;
@@ -888,21 +895,7 @@ async fn up_with_a_three_node_cluster_keeps_the_stream_on_three_replicas() {
                 .is_dir()
         );
     }
-    let (code, out, err) = run(&[
-        "upload",
-        "--data-dir",
-        data,
-        &sample(),
-        "--table",
-        "orders",
-        "--wait",
-        "--json",
-    ])
-    .await;
-    assert_eq!(code, 0, "{err}");
-    let result: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
-    assert_eq!(result["status"], "registered", "{result}");
-    assert_eq!(result["row_count"], 200);
+    upload_orders(data).await;
     let (code, out, err) = run(&["doctor", "--data-dir", data]).await;
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("3 replica(s)"), "{out}");
