@@ -86,7 +86,9 @@ pub async fn connect(role: Role, nats_url: Option<&str>, data_dir: &Path) -> Res
     let setup = StreamSetup::CreateIfMissing;
     if let Some(url) = nats_url {
         let creds = credentials(role, data_dir, false)?;
-        return Ok(Journal::connect_as(url, creds.as_ref(), &spec, setup).await?);
+        return Journal::connect_as(url, creds.as_ref(), &spec, setup)
+            .await
+            .map_err(|e| refused_hint(e, role));
     }
     let deadline = Instant::now() + READY_WAIT;
     let mut last_error = None;
@@ -96,6 +98,7 @@ pub async fn connect(role: Role, nats_url: Option<&str>, data_dir: &Path) -> Res
             match Journal::connect_as(&rt.nats_url, creds.as_ref(), &spec, setup).await {
                 Ok(j) => return Ok(j),
                 Err(e @ weir_journal::ConnectError::TooOld { .. }) => return Err(e.into()),
+                Err(e) if e.is_refused_credentials() => return Err(refused_hint(e, role)),
                 Err(e) => last_error = Some(e.to_string()),
             }
         }
@@ -114,5 +117,23 @@ pub async fn connect(role: Role, nats_url: Option<&str>, data_dir: &Path) -> Res
             }
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A refused connection, with what to set: the role's password variable.
+fn refused_hint(e: weir_journal::ConnectError, role: Role) -> anyhow::Error {
+    if e.is_refused_credentials() {
+        anyhow::anyhow!(
+            "NATS refused {} as user {:?}: set {} to its password (nats.conf; `weir up` keeps them in <data dir>/{PASSWORDS_FILE})",
+            if Credentials::from_env(role).is_some() {
+                "the password"
+            } else {
+                "a connection without a password"
+            },
+            role.user(),
+            role.password_var(),
+        )
+    } else {
+        e.into()
     }
 }

@@ -48,6 +48,15 @@ pub enum ConnectError {
 }
 
 impl ConnectError {
+    /// The server refused the credentials (or their absence).
+    pub fn is_refused_credentials(&self) -> bool {
+        matches!(self, ConnectError::Connect { source, .. } if matches!(
+            source.kind(),
+            async_nats::ConnectErrorKind::AuthorizationViolation
+                | async_nats::ConnectErrorKind::Authentication
+        ))
+    }
+
     /// Whether trying again later may succeed (a server still starting or electing);
     /// refused credentials and old servers are not.
     pub fn is_transient(&self) -> bool {
