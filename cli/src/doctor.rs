@@ -9,6 +9,7 @@ use std::path::Path;
 
 use anyhow::Result;
 use serde::Serialize;
+use weir_journal::Role;
 use weir_services::Store;
 
 /// The durable consumers `weir up` creates, one per service.
@@ -41,25 +42,24 @@ pub async fn run(
     json: bool,
 ) -> Result<i32> {
     let mut checks = Vec::new();
-    let journal =
-        match crate::system::connect(weir_journal::Role::Projector, nats_url, data_dir).await {
-            Ok(j) => {
-                let version = j.server_version();
-                checks.push(check(
-                    "nats-server",
-                    if weir_journal::version_ok(&version) {
-                        Ok(format!("version {version}"))
-                    } else {
-                        Err(format!("version {version}: weir needs 2.11 or newer"))
-                    },
-                ));
-                Some(j)
-            }
-            Err(e) => {
-                checks.push(check("nats-server", Err(format!("{e:#}"))));
-                None
-            }
-        };
+    let journal = match crate::system::connect(Role::Projector, nats_url, data_dir).await {
+        Ok(j) => {
+            let version = j.server_version();
+            checks.push(check(
+                "nats-server",
+                if weir_journal::version_ok(&version) {
+                    Ok(format!("version {version}"))
+                } else {
+                    Err(format!("version {version}: weir needs 2.11 or newer"))
+                },
+            ));
+            Some(j)
+        }
+        Err(e) => {
+            checks.push(check("nats-server", Err(format!("{e:#}"))));
+            None
+        }
+    };
     let mut last_seq = None;
     if let Some(j) = &journal {
         match j.stream_health().await {
