@@ -9,6 +9,7 @@ use std::path::Path;
 
 use anyhow::Result;
 use serde::Serialize;
+use weir_journal::Role;
 use weir_services::Store;
 
 /// The durable consumers `weir up` creates, one per service.
@@ -41,7 +42,7 @@ pub async fn run(
     json: bool,
 ) -> Result<i32> {
     let mut checks = Vec::new();
-    let journal = match crate::system::connect(nats_url, data_dir).await {
+    let journal = match crate::system::connect(Role::Projector, nats_url, data_dir).await {
         Ok(j) => {
             let version = j.server_version();
             checks.push(check(

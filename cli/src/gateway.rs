@@ -71,7 +71,7 @@ pub async fn serve(
     store: Store,
     addr: &str,
 ) -> Result<i32> {
-    let journal = crate::system::connect(nats_url, data_dir).await?;
+    let journal = crate::system::connect(weir_journal::Role::Gateway, nats_url, data_dir).await?;
     let db = Db::connect(db_url)
         .await
         .with_context(|| format!("opening projections at {db_url}"))?;

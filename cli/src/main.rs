@@ -17,6 +17,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser, Subcommand};
+use weir_journal::Role;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -153,23 +154,27 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
         }
         Command::Serve(args) => up::serve(&cli.data_dir, cli.nats_url.as_deref(), args).await,
         Command::Tokens(command) => {
-            let journal = system::connect(cli.nats_url.as_deref(), &cli.data_dir).await?;
+            let journal =
+                system::connect(Role::Gateway, cli.nats_url.as_deref(), &cli.data_dir).await?;
             tokens::run(&journal, command).await
         }
         Command::Upload(args) if args.api.is_some() => upload_api::run(args).await,
         Command::Upload(args) => {
-            let journal = system::connect(cli.nats_url.as_deref(), &cli.data_dir).await?;
+            let journal =
+                system::connect(Role::Gateway, cli.nats_url.as_deref(), &cli.data_dir).await?;
             let store = up::open_store(args.store.as_deref(), &cli.data_dir)?;
             upload::run(&journal, &store, args).await
         }
         Command::Datasets(args) => {
-            let journal = system::connect(cli.nats_url.as_deref(), &cli.data_dir).await?;
+            let journal =
+                system::connect(Role::Gateway, cli.nats_url.as_deref(), &cli.data_dir).await?;
             let store = up::open_store(None, &cli.data_dir)?;
             let db = views::open_fresh(&db_url, &journal, &cli.data_dir).await?;
             datasets::run(&db, &journal, &store, args).await
         }
         Command::Status { id, json } => {
-            let journal = system::connect(cli.nats_url.as_deref(), &cli.data_dir).await?;
+            let journal =
+                system::connect(Role::Projector, cli.nats_url.as_deref(), &cli.data_dir).await?;
             views::status(
                 &views::open_fresh(&db_url, &journal, &cli.data_dir).await?,
                 id,
@@ -178,7 +183,8 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             .await
         }
         Command::History { id, json } => {
-            let journal = system::connect(cli.nats_url.as_deref(), &cli.data_dir).await?;
+            let journal =
+                system::connect(Role::Projector, cli.nats_url.as_deref(), &cli.data_dir).await?;
             views::history(
                 &views::open_fresh(&db_url, &journal, &cli.data_dir).await?,
                 id,
@@ -187,19 +193,23 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             .await
         }
         Command::Notifications(args) => {
-            let journal = system::connect(cli.nats_url.as_deref(), &cli.data_dir).await?;
+            let journal =
+                system::connect(Role::Gateway, cli.nats_url.as_deref(), &cli.data_dir).await?;
             views::notifications(&journal, &db_url, &cli.data_dir, args).await
         }
         Command::Record(args) => {
-            let journal = system::connect(cli.nats_url.as_deref(), &cli.data_dir).await?;
+            let journal =
+                system::connect(Role::Projector, cli.nats_url.as_deref(), &cli.data_dir).await?;
             record::run(&journal, args).await
         }
         Command::Replay(args) => {
-            let journal = system::connect(cli.nats_url.as_deref(), &cli.data_dir).await?;
+            let journal =
+                system::connect(Role::Projector, cli.nats_url.as_deref(), &cli.data_dir).await?;
             views::replay(&journal, &db_url, args).await
         }
         Command::Tail(args) => {
-            let journal = system::connect(cli.nats_url.as_deref(), &cli.data_dir).await?;
+            let journal =
+                system::connect(Role::Projector, cli.nats_url.as_deref(), &cli.data_dir).await?;
             tail::run(&journal, args).await
         }
     }

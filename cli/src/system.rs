@@ -1,6 +1,11 @@
 //! Finding the running system: `weir up` writes `<data dir>/weir.runtime.json` once it
 //! is ready; other commands given the same `--data-dir` read it (waiting up to 30 s) so
 //! they need no more flags. `--nats-url`/`NATS_URL` skips the lookup.
+//!
+//! Each command connects as the NATS user of its role (`weir_journal::Role`): with the
+//! password from `WEIR_NATS_<ROLE>_PASSWORD` when set, else (for the system running on
+//! the data dir) from the data dir's `nats.passwords`, else anonymously (an external
+//! server without users).
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -8,9 +13,12 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 use weir_events::StreamSpec;
-use weir_journal::Journal;
+use weir_journal::auth::Passwords;
+use weir_journal::{Credentials, Journal, Role, StreamSetup};
 
 pub const RUNTIME_FILE: &str = "weir.runtime.json";
+/// The data dir's NATS passwords, one per role (mode 0600), made by `weir up`.
+pub const PASSWORDS_FILE: &str = "nats.passwords";
 pub const READY_WAIT: Duration = Duration::from_secs(30);
 
 /// What a running `weir up` tells other commands.
@@ -55,19 +63,42 @@ impl Runtime {
     }
 }
 
-/// Connects to the log: the given URL, or the system running on `data_dir`.
-pub async fn connect(nats_url: Option<&str>, data_dir: &Path) -> Result<Journal> {
+pub fn passwords_path(data_dir: &Path) -> PathBuf {
+    data_dir.join(PASSWORDS_FILE)
+}
+
+/// The credentials `role` connects with: its environment variable, else (when
+/// `local`: the system running on the data dir) the data dir's passwords file.
+pub fn credentials(role: Role, data_dir: &Path, local: bool) -> Result<Option<Credentials>> {
+    if let Some(c) = Credentials::from_env(role) {
+        return Ok(Some(c));
+    }
+    if !local {
+        return Ok(None);
+    }
+    Ok(Passwords::load(&passwords_path(data_dir))?.map(|p| p.credentials(role)))
+}
+
+/// Connects to the log as `role`: the given URL, or the system running on `data_dir`.
+/// The stream is created when missing, never reconfigured (that is `weir up`'s).
+pub async fn connect(role: Role, nats_url: Option<&str>, data_dir: &Path) -> Result<Journal> {
     let spec = StreamSpec::default();
+    let setup = StreamSetup::CreateIfMissing;
     if let Some(url) = nats_url {
-        return Ok(Journal::connect(url, &spec).await?);
+        let creds = credentials(role, data_dir, false)?;
+        return Journal::connect_as(url, creds.as_ref(), &spec, setup)
+            .await
+            .map_err(|e| refused_hint(e, role));
     }
     let deadline = Instant::now() + READY_WAIT;
     let mut last_error = None;
     loop {
         if let Some(rt) = Runtime::read(data_dir) {
-            match Journal::connect(&rt.nats_url, &spec).await {
+            let creds = credentials(role, data_dir, true)?;
+            match Journal::connect_as(&rt.nats_url, creds.as_ref(), &spec, setup).await {
                 Ok(j) => return Ok(j),
                 Err(e @ weir_journal::ConnectError::TooOld { .. }) => return Err(e.into()),
+                Err(e) if e.is_refused_credentials() => return Err(refused_hint(e, role)),
                 Err(e) => last_error = Some(e.to_string()),
             }
         }
@@ -86,5 +117,23 @@ pub async fn connect(nats_url: Option<&str>, data_dir: &Path) -> Result<Journal>
             }
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A refused connection, with what to set: the role's password variable.
+fn refused_hint(e: weir_journal::ConnectError, role: Role) -> anyhow::Error {
+    if e.is_refused_credentials() {
+        anyhow::anyhow!(
+            "NATS refused {} as user {:?}: set {} to its password (nats.conf; `weir up` keeps them in <data dir>/{PASSWORDS_FILE})",
+            if Credentials::from_env(role).is_some() {
+                "the password"
+            } else {
+                "a connection without a password"
+            },
+            role.user(),
+            role.password_var(),
+        )
+    } else {
+        e.into()
     }
 }

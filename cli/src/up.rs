@@ -1,4 +1,11 @@
 //! `weir up` (the whole system in one process) and `weir serve <service>` (one service).
+//!
+//! `weir up` starts nats-server with the repository's `nats.conf` (one node, or a
+//! loopback cluster with `--cluster N` and an R3 stream), its users' passwords
+//! generated once per data dir (`nats.passwords`, mode 0600) and handed over in the
+//! server's environment; then sets the stream up as `admin` and runs every part as
+//! its own user: the gateway as `gateway`, each service as itself, the projector as
+//! `projector`.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -6,9 +13,10 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use weir_events::StreamSpec;
-use weir_journal::Journal;
-use weir_journal::server::{LocalServer, find_binary, free_port};
-use weir_services::{Ctx, Store};
+use weir_journal::auth::Passwords;
+use weir_journal::server::{ClusterConfig, LocalCluster, LocalServer, find_binary, free_port};
+use weir_journal::{Journal, Role, StreamSetup};
+use weir_services::{Ctx, Ctxs, Store};
 
 use crate::system::Runtime;
 use crate::tail::shutdown_signal;
@@ -26,6 +34,10 @@ pub struct UpArgs {
     /// default is taken, weir runs without HTTP and says so)
     #[arg(long, env = "WEIR_HTTP", value_name = "ADDR")]
     pub http: Option<String>,
+    /// Run a JetStream cluster of this many nats-servers (3 to 5) on loopback and keep
+    /// the stream replicated on 3 of them (R3); clients fail over between the nodes
+    #[arg(long, value_name = "NODES", value_parser = clap::value_parser!(u8).range(3..=5))]
+    pub cluster: Option<u8>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -44,10 +56,40 @@ fn pid_alive(pid: u32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
 }
 
-fn start_nats(data_dir: &Path) -> Result<LocalServer> {
+/// The nats-server(s) `weir up` runs.
+enum LocalNats {
+    One(LocalServer),
+    Cluster(LocalCluster),
+}
+
+impl LocalNats {
+    fn url(&self) -> String {
+        match self {
+            LocalNats::One(s) => s.url().to_owned(),
+            LocalNats::Cluster(c) => c.url(),
+        }
+    }
+}
+
+fn start_nats(data_dir: &Path, passwords: &Passwords, cluster: Option<u8>) -> Result<LocalNats> {
     let bin = find_binary()?;
     let conf = data_dir.join("nats.conf");
     std::fs::write(&conf, NATS_CONF).with_context(|| format!("writing {}", conf.display()))?;
+    let env = passwords.env();
+    if let Some(nodes) = cluster {
+        let dir = data_dir.join("nats-cluster");
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let cluster = LocalCluster::start(
+            &bin,
+            ClusterConfig {
+                nodes: usize::from(nodes),
+                dir,
+                conf: Some(conf),
+                env,
+            },
+        )?;
+        return Ok(LocalNats::Cluster(cluster));
+    }
     let store = data_dir.join("nats");
     let log_path = data_dir.join("nats.log");
     let mut last = None;
@@ -65,8 +107,8 @@ fn start_nats(data_dir: &Path) -> Result<LocalServer> {
         ];
         let log = std::fs::File::create(&log_path)
             .with_context(|| format!("creating {}", log_path.display()))?;
-        match LocalServer::spawn(&bin, &args, port, Some(log)) {
-            Ok(s) => return Ok(s),
+        match LocalServer::spawn_env(&bin, &args, &env, port, Some(log)) {
+            Ok(s) => return Ok(LocalNats::One(s)),
             Err(e) => last = Some(e),
         }
     }
@@ -101,25 +143,69 @@ pub async fn up(
             rt.nats_url
         );
     }
-    let server = match nats_url {
+    if nats_url.is_some() && args.cluster.is_some() {
+        bail!("--cluster starts its own nats-servers; it cannot be used with --nats-url");
+    }
+    // With its own server, weir connects with the data dir's passwords; with an
+    // external one, with the roles' WEIR_NATS_<ROLE>_PASSWORD variables when set.
+    let passwords = match nats_url {
         Some(_) => None,
-        None => Some(start_nats(&data_dir)?),
+        None => Some(Passwords::load_or_create(&crate::system::passwords_path(
+            &data_dir,
+        ))?),
+    };
+    let server = match &passwords {
+        Some(p) => Some(start_nats(&data_dir, p, args.cluster)?),
+        None => None,
     };
     let url = match (&server, nats_url) {
-        (Some(s), _) => s.url().to_owned(),
+        (Some(s), _) => s.url(),
         (None, Some(u)) => u.to_owned(),
         (None, None) => unreachable!("one of the two is set"),
     };
-    let journal = Journal::connect(&url, &StreamSpec::default()).await?;
+    let creds = |role: Role| match &passwords {
+        Some(p) => Some(p.credentials(role)),
+        None => weir_journal::Credentials::from_env(role),
+    };
+    let spec = StreamSpec {
+        replicas: if args.cluster.is_some() { 3 } else { 1 },
+        ..StreamSpec::default()
+    };
+    // The admin's connection only sets the stream up; it closes when dropped here.
+    Journal::set_up(
+        &url,
+        creds(Role::Admin).as_ref(),
+        &spec,
+        Duration::from_secs(30),
+    )
+    .await?;
+    let connect = |role: Role| {
+        let url = url.clone();
+        let spec = spec.clone();
+        let creds = creds(role);
+        async move {
+            Journal::connect_as(&url, creds.as_ref(), &spec, StreamSetup::CreateIfMissing)
+                .await
+                .with_context(|| format!("connecting as {}", role.user()))
+        }
+    };
+    let journal = connect(Role::Gateway).await?;
     let store_spec = args
         .store
         .unwrap_or_else(|| data_dir.join("objects").display().to_string());
     let store = Store::open(&store_spec)?;
-    let ctx = Ctx {
-        journal: journal.clone(),
+    let work = work_dir(&data_dir)?;
+    let ctx = |journal: Journal| Ctx {
+        journal,
         store: store.clone(),
-        work_dir: work_dir(&data_dir)?,
+        work_dir: work.clone(),
     };
+    let ctxs = Ctxs {
+        combiner: ctx(connect(Role::Combiner).await?),
+        inferrer: ctx(connect(Role::Inferrer).await?),
+        registrar: ctx(connect(Role::Registrar).await?),
+    };
+    let projector_journal = connect(Role::Projector).await?;
     let db_url = crate::views::database_url(database_url, &data_dir);
     let db = weir_projections::Db::connect(&db_url)
         .await
@@ -142,9 +228,9 @@ pub async fn up(
         }
         Err(e) => return Err(e),
     };
-    let services = tokio::spawn(weir_services::run_all(ctx, stop_rx.clone()));
+    let services = tokio::spawn(weir_services::run_each(ctxs, stop_rx.clone()));
     let projector = {
-        let journal = journal.clone();
+        let journal = projector_journal;
         let mut stop = stop_rx.clone();
         tokio::spawn(async move {
             weir_projections::run(&journal, &db, async move {
@@ -214,7 +300,8 @@ pub async fn serve(data_dir: &Path, nats_url: Option<&str>, args: ServeArgs) -> 
             weir_services::SERVICES.join(", ")
         );
     }
-    let journal = crate::system::connect(nats_url, data_dir).await?;
+    let role = Role::of_service(&args.service).unwrap_or(Role::Admin);
+    let journal = crate::system::connect(role, nats_url, data_dir).await?;
     let store = open_store(args.store.as_deref(), data_dir)?;
     let ctx = Ctx {
         journal,

@@ -28,7 +28,12 @@ async fn start(args: &[&str]) -> Child {
 
 /// As `start`, with the `ready` line.
 async fn start_ready(args: &[&str]) -> (Child, String) {
-    let mut child = weir().args(args).stdout(Stdio::piped()).spawn().unwrap();
+    start_ready_with(weir().args(args)).await
+}
+
+/// As `start_ready`, for a command set up by the caller.
+async fn start_ready_with(command: &mut Command) -> (Child, String) {
+    let mut child = command.stdout(Stdio::piped()).spawn().unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
         .await
@@ -57,6 +62,29 @@ fn sample() -> String {
     concat!(env!("CARGO_MANIFEST_DIR"), "/../samples/orders.csv").to_owned()
 }
 
+/// `weir upload samples/orders.csv --table orders --wait` on the system running on
+/// `data`: registered with its 200 rows. Returns the result line.
+async fn upload_orders(data: &str) -> serde_json::Value {
+    let (code, out, err) = run(&[
+        "upload",
+        "--data-dir",
+        data,
+        &sample(),
+        "--table",
+        "orders",
+        "--wait",
+        "--json",
+    ])
+    .await;
+    assert_eq!(code, 0, "{err}");
+    let result: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(result["status"], "registered", "{result}");
+    assert_eq!(result["table_name"], "orders");
+    assert_eq!(result["row_count"], 200);
+    assert!(result["failure"].is_null());
+    result
+}
+
 fn signal(child: &Child, sig: &str) {
     let pid = child.id().unwrap().to_string();
     assert!(
@@ -72,7 +100,15 @@ fn signal(child: &Child, sig: &str) {
 async fn up_upload_show_and_a_clean_shutdown() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().to_str().unwrap();
-    let (mut up, ready) = start_ready(&["up", "--data-dir", data, "--http", "127.0.0.1:0"]).await;
+    // Its log, at debug level, is kept to check that no secret is ever written to it.
+    let up_log = dir.path().join("up.log");
+    let (mut up, ready) = start_ready_with(
+        weir()
+            .args(["up", "--data-dir", data, "--http", "127.0.0.1:0"])
+            .env("WEIR_LOG", "debug")
+            .stderr(std::fs::File::create(&up_log).unwrap()),
+    )
+    .await;
     let http = ready
         .split_whitespace()
         .find_map(|w| w.strip_prefix("http="))
@@ -81,23 +117,7 @@ async fn up_upload_show_and_a_clean_shutdown() {
     assert!(dir.path().join("weir.runtime.json").exists());
 
     // Other commands find the running system from --data-dir alone.
-    let (code, out, err) = run(&[
-        "upload",
-        "--data-dir",
-        data,
-        &sample(),
-        "--table",
-        "orders",
-        "--wait",
-        "--json",
-    ])
-    .await;
-    assert_eq!(code, 0, "{err}");
-    let result: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
-    assert_eq!(result["status"], "registered");
-    assert_eq!(result["table_name"], "orders");
-    assert_eq!(result["row_count"], 200);
-    assert!(result["failure"].is_null());
+    let result = upload_orders(data).await;
     let id = result["dataset_id"].as_str().unwrap().to_owned();
 
     let (code, out, err) = run(&["datasets", "--data-dir", data, "show", &id, "--json"]).await;
@@ -352,6 +372,26 @@ async fn up_upload_show_and_a_clean_shutdown() {
         serde_json::from_slice(&std::fs::read(dir.path().join("weir.runtime.json")).unwrap())
             .unwrap();
     let nats_url = runtime["nats_url"].as_str().unwrap().to_owned();
+    // The server has users (nats.conf): nobody gets in without a password; the
+    // Python producer connects as `client`, which may only ask and follow.
+    assert!(
+        weir_journal::Journal::connect(&nats_url, &StreamSpec::default())
+            .await
+            .is_err(),
+        "an anonymous connection was accepted"
+    );
+    let passwords = std::fs::read_to_string(dir.path().join("nats.passwords")).unwrap();
+    let password = |var: &str| {
+        passwords
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{var}=")))
+            .unwrap_or_else(|| panic!("no {var} in nats.passwords"))
+            .to_owned()
+    };
+    let client_url = nats_url.replace(
+        "nats://",
+        &format!("nats://client:{}@", password("WEIR_NATS_CLIENT_PASSWORD")),
+    );
     let (code, out, err) = run(&["tokens", "--data-dir", data, "create", "local", "--json"]).await;
     assert_eq!(code, 0, "{err}");
     let token: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
@@ -370,7 +410,7 @@ async fn up_upload_show_and_a_clean_shutdown() {
         Duration::from_secs(120),
         tokio::process::Command::new(&python)
             .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py/producer.py"))
-            .args([nats_url.as_str(), token.as_str(), "py/orders-py.csv"])
+            .args([client_url.as_str(), token.as_str(), "py/orders-py.csv"])
             .output(),
     )
     .await
@@ -613,6 +653,41 @@ async fn up_upload_show_and_a_clean_shutdown() {
         .unwrap();
     assert_eq!(status.code(), Some(0));
     assert!(!dir.path().join("weir.runtime.json").exists());
+
+    // No secret in any log: not the NATS passwords, the signing key of part URLs or
+    // an API token; not in weir's debug log, its ready line or nats-server's log.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        for file in ["nats.passwords", "gateway.key"] {
+            let mode = std::fs::metadata(dir.path().join(file))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600, "{file}");
+        }
+    }
+    let key = std::fs::read_to_string(dir.path().join("gateway.key")).unwrap();
+    let mut secrets: Vec<String> = passwords
+        .lines()
+        .filter_map(|l| l.split_once('=').map(|(_, p)| p.trim().to_owned()))
+        .collect();
+    assert_eq!(secrets.len(), 7, "one password per role");
+    secrets.push(key.trim().to_owned());
+    secrets.push(token.clone());
+    secrets.push(api_token["token"].as_str().unwrap().to_owned());
+    let up_text = std::fs::read_to_string(&up_log).unwrap();
+    assert!(up_text.contains("DEBUG"), "the debug log was captured");
+    let nats_text = std::fs::read_to_string(dir.path().join("nats.log")).unwrap();
+    for (name, text) in [
+        ("weir up's log", &up_text),
+        ("nats.log", &nats_text),
+        ("the ready line", &ready),
+    ] {
+        for secret in &secrets {
+            assert!(!text.contains(secret.as_str()), "a secret is in {name}");
+        }
+    }
 
     // With the system stopped: the server check fails, the exit code says so.
     let (code, out, _) = run(&[
@@ -917,4 +992,58 @@ async fn grants_decide_what_as_owner_may_do() {
     }
     signal(&up, "-TERM");
     let _ = tokio::time::timeout(Duration::from_secs(30), up.wait()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_with_a_three_node_cluster_keeps_the_stream_on_three_replicas() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap();
+    let (mut up, ready) = start_ready(&[
+        "up",
+        "--data-dir",
+        data,
+        "--http",
+        "127.0.0.1:0",
+        "--cluster",
+        "3",
+    ])
+    .await;
+    // Clients get every node's URL, so they fail over.
+    let url = ready
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("nats="))
+        .unwrap()
+        .to_owned();
+    assert_eq!(url.split(',').count(), 3, "{ready}");
+    for node in 1..=3 {
+        assert!(
+            dir.path()
+                .join(format!("nats-cluster/node-{node}"))
+                .is_dir()
+        );
+    }
+    upload_orders(data).await;
+    let (code, out, err) = run(&["doctor", "--data-dir", data]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("3 replica(s)"), "{out}");
+    // --cluster starts its own servers: it does not go with an external one.
+    let other = tempfile::tempdir().unwrap();
+    let (code, _, err) = run(&[
+        "up",
+        "--data-dir",
+        other.path().to_str().unwrap(),
+        "--nats-url",
+        &url,
+        "--cluster",
+        "3",
+    ])
+    .await;
+    assert_eq!(code, 1);
+    assert!(err.contains("--cluster"), "{err}");
+    signal(&up, "-TERM");
+    let status = tokio::time::timeout(Duration::from_secs(30), up.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
 }

@@ -63,8 +63,10 @@ impl AppendError {
     }
 }
 
-/// Attempts for one append when the PubAck times out or the connection drops.
-const ATTEMPTS: u32 = 5;
+/// Attempts for one append when the PubAck times out, the connection drops or the
+/// stream has no leader for a moment (≈ 5 s of backoff between them: a cluster elects
+/// a new stream leader within a few seconds of losing one).
+const ATTEMPTS: u32 = 6;
 
 impl Journal {
     /// Appends `envelope` to the log under `expect`, awaiting the PubAck and retrying a
@@ -111,14 +113,7 @@ impl Journal {
                 Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => {
                     return Ok(AppendOutcome::WrongLastSequence);
                 }
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        PublishErrorKind::TimedOut
-                            | PublishErrorKind::BrokenPipe
-                            | PublishErrorKind::MaxAckPending
-                    ) =>
-                {
+                Err(e) if retryable(&e) => {
                     tracing::warn!(subject = %subject, attempt, error = %e, "append not acknowledged; retrying with the same message id");
                     last_error = e.to_string();
                     tokio::time::sleep(backoff(attempt)).await;
@@ -136,6 +131,31 @@ impl Journal {
             attempts: ATTEMPTS,
             message: last_error,
         })
+    }
+}
+
+/// Whether the same publish may be acknowledged on another attempt: no ack in time, a
+/// broken connection, too many in flight; and, in a cluster, no stream leader for a
+/// moment (no responders, or the server's "cluster not available" / "not leader" while
+/// a new leader is elected or a node restarts).
+fn retryable(e: &async_nats::jetstream::context::PublishError) -> bool {
+    use async_nats::jetstream::ErrorCode;
+    match e.kind() {
+        PublishErrorKind::TimedOut
+        | PublishErrorKind::BrokenPipe
+        | PublishErrorKind::MaxAckPending
+        | PublishErrorKind::StreamNotFound => true,
+        PublishErrorKind::Other => std::error::Error::source(e)
+            .and_then(|s| s.downcast_ref::<async_nats::jetstream::Error>())
+            .is_some_and(|js| {
+                matches!(
+                    js.error_code(),
+                    ErrorCode::CLUSTER_NOT_AVAILABLE
+                        | ErrorCode::CLUSTER_NOT_LEADER
+                        | ErrorCode::CLUSTER_NOT_ACTIVE
+                )
+            }),
+        _ => false,
     }
 }
 

@@ -3,9 +3,11 @@
 //! [`Journal::connect`] refuses servers older than 2.11 (they ignore the header that
 //! scopes conditional appends to an aggregate); [`Journal::append`] is the only way
 //! events enter the log; [`Journal::follow`] and [`Journal::history`] read it back.
-//! [`server`] finds and starts a local nats-server for `weir up` and for tests.
+//! [`server`] finds and starts a local nats-server (one node or a cluster) for `weir up`
+//! and for tests; [`auth`] names the users each part of weir connects as.
 
 pub mod append;
+pub mod auth;
 pub mod read;
 pub mod server;
 
@@ -15,6 +17,7 @@ use async_nats::jetstream::{self, stream};
 use weir_events::StreamSpec;
 
 pub use append::{AppendError, AppendOutcome, Expect};
+pub use auth::{Credentials, Role};
 pub use read::{Follow, ReadError, Recorded, Start};
 
 /// The oldest server weir accepts: 2.11 introduced
@@ -40,6 +43,45 @@ pub enum ConnectError {
     NoJetStream { url: String },
     #[error("cannot create or update stream {name}: {message}")]
     Stream { name: String, message: String },
+    #[error("NATS URL {url:?} is not valid: {message}")]
+    BadUrl { url: String, message: String },
+}
+
+impl ConnectError {
+    /// The server refused the credentials (or their absence).
+    pub fn is_refused_credentials(&self) -> bool {
+        matches!(self, ConnectError::Connect { source, .. } if matches!(
+            source.kind(),
+            async_nats::ConnectErrorKind::AuthorizationViolation
+                | async_nats::ConnectErrorKind::Authentication
+        ))
+    }
+
+    /// Whether trying again later may succeed (a server still starting or electing);
+    /// refused credentials and old servers are not.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ConnectError::Connect { source, .. } => !matches!(
+                source.kind(),
+                async_nats::ConnectErrorKind::AuthorizationViolation
+                    | async_nats::ConnectErrorKind::Authentication
+                    | async_nats::ConnectErrorKind::ServerParse
+            ),
+            ConnectError::Stream { .. } => true,
+            _ => false,
+        }
+    }
+}
+
+/// What connecting does to the stream's configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamSetup {
+    /// Create the stream, or bring an existing one's settings in line with the spec
+    /// (the admin's job: it needs `$JS.API.STREAM.CREATE`/`UPDATE`).
+    Update,
+    /// Create the stream only when it is missing; leave an existing one as it is (a
+    /// service or command: an R3 stream stays R3 whatever spec it was built with).
+    CreateIfMissing,
 }
 
 /// Parses `2.15.1`, `v2.11.0-RC.1` and the like into (major, minor).
@@ -68,18 +110,62 @@ impl Journal {
     /// Connects, checks the server's version and that JetStream is on, and makes sure
     /// the stream exists with weir's configuration.
     pub async fn connect(url: &str, spec: &StreamSpec) -> Result<Self, ConnectError> {
-        let client = async_nats::ConnectOptions::new()
-            .name("weir")
-            .connection_timeout(Duration::from_secs(5))
-            .connect(url)
+        Self::connect_as(url, None, spec, StreamSetup::Update).await
+    }
+
+    /// Connects as `credentials` (none: anonymous) to `url`, which may list several
+    /// servers of one cluster separated by commas (the client fails over between
+    /// them), and sets the stream up as `setup` says.
+    pub async fn connect_as(
+        url: &str,
+        credentials: Option<&Credentials>,
+        spec: &StreamSpec,
+        setup: StreamSetup,
+    ) -> Result<Self, ConnectError> {
+        let addrs = server_addrs(url)?;
+        let mut options = async_nats::ConnectOptions::new()
+            .name(match credentials {
+                Some(c) => format!("weir-{}", c.user()),
+                None => "weir".to_owned(),
+            })
+            .connection_timeout(Duration::from_secs(5));
+        if let Some(c) = credentials {
+            options = options.user_and_password(c.user().to_owned(), c.password().to_owned());
+        }
+        let client = options
+            .connect(addrs)
             .await
             .map_err(|source| ConnectError::Connect {
                 url: url.to_owned(),
                 source,
             })?;
         let journal = Self::from_client(client, url, spec.name.clone())?;
-        journal.ensure_stream(spec).await?;
+        match setup {
+            StreamSetup::Update => journal.ensure_stream(spec).await?,
+            StreamSetup::CreateIfMissing => journal.create_stream_if_missing(spec).await?,
+        }
         Ok(journal)
+    }
+
+    /// [`Journal::connect_as`] with [`StreamSetup::Update`], retried for up to
+    /// `patience` while the servers are unreachable or cannot take stream requests yet
+    /// (a cluster elects its JetStream leader a moment after its nodes are ready).
+    pub async fn set_up(
+        url: &str,
+        credentials: Option<&Credentials>,
+        spec: &StreamSpec,
+        patience: Duration,
+    ) -> Result<Self, ConnectError> {
+        let deadline = tokio::time::Instant::now() + patience;
+        loop {
+            match Self::connect_as(url, credentials, spec, StreamSetup::Update).await {
+                Err(e) if e.is_transient() && tokio::time::Instant::now() < deadline => {
+                    tracing::debug!(error = %e, "stream not ready; retrying");
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+                result => return result,
+            }
+        }
     }
 
     /// Wraps an open client after checking the server it is connected to.
@@ -128,6 +214,21 @@ impl Journal {
             }
         }
         Ok(())
+    }
+
+    /// Creates the stream when it does not exist; an existing one is left as it is.
+    pub async fn create_stream_if_missing(&self, spec: &StreamSpec) -> Result<(), ConnectError> {
+        if self.js.get_stream(&spec.name).await.is_ok() {
+            return Ok(());
+        }
+        self.js
+            .get_or_create_stream(stream_config(spec))
+            .await
+            .map(|_| ())
+            .map_err(|e| ConnectError::Stream {
+                name: spec.name.clone(),
+                message: e.to_string(),
+            })
     }
 
     pub fn client(&self) -> &async_nats::Client {
@@ -201,6 +302,21 @@ pub struct StreamHealth {
     pub bytes: u64,
     pub last_sequence: u64,
     pub replicas: usize,
+}
+
+/// `nats://a:4222,nats://b:4222` → both addresses (a cluster's servers).
+fn server_addrs(url: &str) -> Result<Vec<async_nats::ServerAddr>, ConnectError> {
+    url.split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .map(|u| {
+            u.parse::<async_nats::ServerAddr>()
+                .map_err(|e| ConnectError::BadUrl {
+                    url: url.to_owned(),
+                    message: e.to_string(),
+                })
+        })
+        .collect()
 }
 
 fn stream_config(spec: &StreamSpec) -> stream::Config {

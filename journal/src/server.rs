@@ -111,8 +111,21 @@ impl LocalServer {
         port: u16,
         log: Option<std::fs::File>,
     ) -> Result<Self, ServerError> {
+        Self::spawn_env(bin, args, &[], port, log)
+    }
+
+    /// [`LocalServer::spawn`] with extra environment variables (the users' passwords
+    /// `nats.conf` reads), which never appear on the command line.
+    pub fn spawn_env(
+        bin: &Path,
+        args: &[OsString],
+        env: &[(&str, String)],
+        port: u16,
+        log: Option<std::fs::File>,
+    ) -> Result<Self, ServerError> {
         let mut child = Command::new(bin)
             .args(args)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -199,4 +212,174 @@ impl Drop for LocalServer {
 pub fn free_port() -> std::io::Result<u16> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     Ok(listener.local_addr()?.port())
+}
+
+/// How to start the nodes of a [`LocalCluster`].
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    pub nodes: usize,
+    /// Each node's store is `<dir>/node-<i>`; its log `<dir>/node-<i>.log`.
+    pub dir: PathBuf,
+    /// A config file every node reads (`-c`); none: JetStream on, no users.
+    pub conf: Option<PathBuf>,
+    /// Environment for the config's `$VARIABLES`.
+    pub env: Vec<(&'static str, String)>,
+}
+
+/// A JetStream cluster of nats-servers on loopback (`--cluster 3`, and tests that kill
+/// and restart nodes). Each node keeps its ports and store across a restart.
+pub struct LocalCluster {
+    bin: PathBuf,
+    config: ClusterConfig,
+    nodes: Vec<Node>,
+}
+
+struct Node {
+    name: String,
+    port: u16,
+    args: Vec<OsString>,
+    server: Option<LocalServer>,
+}
+
+/// The name of the cluster's `i`th node (its `server_name`).
+pub fn node_name(i: usize) -> String {
+    format!("weir-{}", i + 1)
+}
+
+impl LocalCluster {
+    /// Starts `config.nodes` servers routed to each other and waits until each is ready.
+    pub fn start(bin: &Path, config: ClusterConfig) -> Result<Self, ServerError> {
+        let mut last = None;
+        // A port free when picked can be taken before a node binds it: pick again.
+        for _ in 0..3 {
+            match Self::try_start(bin, config.clone()) {
+                Ok(c) => return Ok(c),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or(ServerError::NotReady {
+            secs: 0,
+            log: "no attempt".to_owned(),
+        }))
+    }
+
+    fn try_start(bin: &Path, config: ClusterConfig) -> Result<Self, ServerError> {
+        let spawn_err = |source| ServerError::Spawn {
+            bin: bin.display().to_string(),
+            source,
+        };
+        let mut ports = Vec::new();
+        for _ in 0..config.nodes * 2 {
+            ports.push(free_port().map_err(spawn_err)?);
+        }
+        let (client_ports, route_ports) = ports.split_at(config.nodes);
+        let routes = route_ports
+            .iter()
+            .map(|p| format!("nats://127.0.0.1:{p}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut nodes = Vec::new();
+        for i in 0..config.nodes {
+            let store = config.dir.join(format!("node-{}", i + 1));
+            let mut args: Vec<OsString> = Vec::new();
+            if let Some(conf) = &config.conf {
+                args.push("-c".into());
+                args.push(conf.clone().into());
+            } else {
+                args.push("-js".into());
+            }
+            for a in [
+                "-a".to_owned(),
+                "127.0.0.1".to_owned(),
+                "-p".to_owned(),
+                client_ports[i].to_string(),
+                "--name".to_owned(),
+                node_name(i),
+                "--cluster_name".to_owned(),
+                "weir".to_owned(),
+                "--cluster".to_owned(),
+                format!("nats://127.0.0.1:{}", route_ports[i]),
+                "--routes".to_owned(),
+                routes.clone(),
+                "-sd".to_owned(),
+            ] {
+                args.push(a.into());
+            }
+            args.push(store.into());
+            nodes.push(Node {
+                name: node_name(i),
+                port: client_ports[i],
+                args,
+                server: None,
+            });
+        }
+        let mut cluster = Self {
+            bin: bin.to_owned(),
+            config,
+            nodes,
+        };
+        for i in 0..cluster.nodes.len() {
+            cluster.restart(i)?;
+        }
+        Ok(cluster)
+    }
+
+    /// Every node's client URL, comma-separated: what a client connects to.
+    pub fn url(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|n| format!("nats://127.0.0.1:{}", n.port))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// The `i`th node's own client URL.
+    pub fn node_url(&self, i: usize) -> String {
+        format!("nats://127.0.0.1:{}", self.nodes[i].port)
+    }
+
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    /// The node with this `server_name`.
+    pub fn node_named(&self, name: &str) -> Option<usize> {
+        self.nodes.iter().position(|n| n.name == name)
+    }
+
+    /// Kills the `i`th node with SIGKILL (no shutdown of any kind) and waits for it.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(server) = self.nodes[i].server.take() {
+            server.stop();
+        }
+    }
+
+    /// Starts the `i`th node again (same ports, same store); a no-op when it runs.
+    pub fn restart(&mut self, i: usize) -> Result<(), ServerError> {
+        if self.nodes[i].server.is_some() {
+            return Ok(());
+        }
+        let log_path = self.config.dir.join(format!("node-{}.log", i + 1));
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .map_err(|source| ServerError::Spawn {
+                bin: log_path.display().to_string(),
+                source,
+            })?;
+        let node = &mut self.nodes[i];
+        node.server = Some(LocalServer::spawn_env(
+            &self.bin,
+            &node.args,
+            &self.config.env,
+            node.port,
+            Some(log),
+        )?);
+        Ok(())
+    }
 }

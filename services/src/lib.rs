@@ -73,11 +73,37 @@ async fn run_named(
     }
 }
 
+/// One [`Ctx`] per service, so that each connects to NATS as its own user (`weir up`).
+pub struct Ctxs {
+    pub combiner: Ctx,
+    pub inferrer: Ctx,
+    pub registrar: Ctx,
+}
+
+impl Ctxs {
+    /// Every service on the same connection.
+    pub fn same(ctx: Ctx) -> Self {
+        Self {
+            combiner: ctx.clone(),
+            inferrer: ctx.clone(),
+            registrar: ctx,
+        }
+    }
+}
+
 /// Runs every service until `shutdown` resolves (a watch on a shared signal). They
 /// share one [`States`]: each step starts from the state the step before it left,
 /// instead of reading the upload's history again.
 pub async fn run_all(
     ctx: Ctx,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) -> Result<(), StepError> {
+    run_each(Ctxs::same(ctx), shutdown).await
+}
+
+/// [`run_all`] with each service on its own [`Ctx`].
+pub async fn run_each(
+    ctxs: Ctxs,
     shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), StepError> {
     let stop = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
@@ -87,17 +113,17 @@ pub async fn run_all(
     let (a, b, c) = tokio::join!(
         run_named(
             "combiner",
-            ctx.clone(),
+            ctxs.combiner,
             states.clone(),
             stop(shutdown.clone())
         ),
         run_named(
             "inferrer",
-            ctx.clone(),
+            ctxs.inferrer,
             states.clone(),
             stop(shutdown.clone())
         ),
-        run_named("registrar", ctx, states.clone(), stop(shutdown)),
+        run_named("registrar", ctxs.registrar, states.clone(), stop(shutdown)),
     );
     tracing::info!(
         from_previous_step = states.used.load(std::sync::atomic::Ordering::Relaxed),

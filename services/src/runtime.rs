@@ -453,9 +453,17 @@ async fn step<S: Service>(
                     }
                     Err(e) => {
                         states.forget(upload);
-                        fail::<S>(service, ctx, input, state, e.to_string(), delivered, false)
-                            .await;
-                        return Ok(());
+                        return fail::<S>(
+                            service,
+                            ctx,
+                            input,
+                            state,
+                            e.to_string(),
+                            delivered,
+                            false,
+                        )
+                        .await
+                        .map_err(|()| retry_delay);
                     }
                 }
             }
@@ -474,13 +482,15 @@ async fn step<S: Service>(
         }
         Err(StepError::Transient(reason)) => {
             states.forget(upload);
-            fail::<S>(service, ctx, input, state, reason, delivered, true).await;
-            Ok(())
+            fail::<S>(service, ctx, input, state, reason, delivered, true)
+                .await
+                .map_err(|()| retry_delay)
         }
         Err(StepError::Permanent(reason)) => {
             states.forget(upload);
-            fail::<S>(service, ctx, input, state, reason, delivered, false).await;
-            Ok(())
+            fail::<S>(service, ctx, input, state, reason, delivered, false)
+                .await
+                .map_err(|()| retry_delay)
         }
     }
 }
@@ -497,6 +507,8 @@ fn follow_up(input: &Recorded, cause: weir_events::EventId, event: Event) -> Env
 }
 
 /// Appends `Failed` after `input`, then runs and records the step's compensation.
+/// `Err(())` when `Failed` could not be appended: the event must be redelivered (not
+/// acked), or the upload would stay open forever.
 async fn fail<S: Service>(
     service: Arc<S>,
     ctx: &Ctx,
@@ -505,7 +517,7 @@ async fn fail<S: Service>(
     reason: String,
     attempts: u32,
     retryable: bool,
-) {
+) -> Result<(), ()> {
     tracing::warn!(service = S::NAME, upload = %input.envelope.correlation_id, reason = %reason, "step failed");
     let failed = follow_up(
         input,
@@ -523,17 +535,17 @@ async fn fail<S: Service>(
         .await
     {
         Ok(AppendOutcome::Appended { .. }) => {}
-        Ok(AppendOutcome::WrongLastSequence) => return, // someone else decided first
+        Ok(AppendOutcome::WrongLastSequence) => return Ok(()), // someone else decided first
         Err(e) => {
             tracing::error!(service = S::NAME, error = %e, "cannot append Failed; the event will be redelivered");
-            return;
+            return Err(());
         }
     }
     let actions = match service.compensate(ctx.clone(), state).await {
         Ok(a) => a,
         Err(e) => {
             tracing::error!(service = S::NAME, error = %e, "compensation failed; objects left for the janitor");
-            return;
+            return Ok(());
         }
     };
     let mut cause = failed.event_id;
@@ -551,6 +563,7 @@ async fn fail<S: Service>(
         }
         cause = env.event_id;
     }
+    Ok(())
 }
 
 fn panic_message(join: tokio::task::JoinError) -> String {
