@@ -38,6 +38,9 @@ pub struct UpArgs {
     /// the stream replicated on 3 of them (R3); clients fail over between the nodes
     #[arg(long, value_name = "NODES", value_parser = clap::value_parser!(u8).range(3..=5))]
     pub cluster: Option<u8>,
+    /// Print the ready line as one JSON object (nats, http, store, db, data, nats_server)
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -50,6 +53,9 @@ pub struct ServeArgs {
     /// gateway only: where to serve HTTP (default 127.0.0.1:8080)
     #[arg(long, env = "WEIR_HTTP", value_name = "ADDR")]
     pub http: Option<String>,
+    /// Print the ready line as one JSON object
+    #[arg(long)]
+    pub json: bool,
 }
 
 fn pid_alive(pid: u32) -> bool {
@@ -246,11 +252,23 @@ pub async fn up(
         database_url: Some(db_url.clone()),
     }
     .write(&data_dir)?;
-    println!(
-        "ready nats={url} http={http} store={} db={db_url} data={} (nats-server {})",
-        store.url(),
-        data_dir.display(),
-        journal.server_version()
+    crate::say(
+        args.json,
+        serde_json::json!({
+            "ready": true,
+            "nats": url,
+            "http": (http != "none").then_some(&http),
+            "store": store.url(),
+            "db": db_url,
+            "data": data_dir.display().to_string(),
+            "nats_server": journal.server_version().to_string(),
+        }),
+        format_args!(
+            "ready nats={url} http={http} store={} db={db_url} data={} (nats-server {})",
+            store.url(),
+            data_dir.display(),
+            journal.server_version()
+        ),
     );
     let mut services = services;
     let mut projector = projector;
@@ -308,7 +326,11 @@ pub async fn serve(data_dir: &Path, nats_url: Option<&str>, args: ServeArgs) -> 
         store,
         work_dir: work_dir(data_dir)?,
     };
-    println!("ready {}", args.service);
+    crate::say(
+        args.json,
+        serde_json::json!({"ready": true, "service": args.service}),
+        format_args!("ready {}", args.service),
+    );
     weir_services::run_one(&args.service, ctx, shutdown_signal())
         .await
         .map_err(|e| anyhow::anyhow!("{}: {e}", args.service))?;

@@ -1047,3 +1047,41 @@ async fn up_with_a_three_node_cluster_keeps_the_stream_on_three_replicas() {
         .unwrap();
     assert_eq!(status.code(), Some(0));
 }
+
+/// `weir up --json` prints its ready line as one JSON object that names where each part
+/// is, and the system it describes answers there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_json_prints_the_ready_line_as_an_object() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap();
+    let mut child = weir()
+        .args(["up", "--json", "--data-dir", data, "--http", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
+        .await
+        .expect("no ready line within 60 s")
+        .unwrap()
+        .expect("exited before ready");
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let ready: serde_json::Value = serde_json::from_str(&line).expect("one JSON object");
+    assert_eq!(ready["ready"], true, "{line}");
+    assert!(
+        ready["nats"].as_str().unwrap().starts_with("nats://"),
+        "{line}"
+    );
+    assert_eq!(ready["data"], data, "{line}");
+    let http = ready["http"].as_str().expect("an HTTP address").to_owned();
+    let (code, out, err) = run(&["doctor", "--json", "--data-dir", data]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    let health = reqwest::get(format!("{http}/healthz")).await.unwrap();
+    assert!(health.status().is_success(), "{}", health.status());
+    signal(&child, "-TERM");
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+}
