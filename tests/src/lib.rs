@@ -6,11 +6,13 @@
 //! // connect to nats.url() …
 //! ```
 
+pub mod s3;
 pub mod sample;
 
 use std::ffi::OsString;
 use std::path::Path;
 
+pub use s3::S3Server;
 use weir_journal::server::{LocalServer, find_binary, free_port};
 
 /// A nats-server with JetStream for one test. Dropping it kills the process and removes
