@@ -466,7 +466,11 @@ impl Store {
         {
             Ok(()) => Ok(true),
             Err(object_store::Error::AlreadyExists { .. }) => Ok(false),
-            Err(object_store::Error::NotImplemented { .. }) => {
+            // S3 without `AWS_COPY_IF_NOT_EXISTS` answers NotSupported.
+            Err(
+                object_store::Error::NotImplemented { .. }
+                | object_store::Error::NotSupported { .. },
+            ) => {
                 if self.exists(to).await?.is_some() {
                     return Ok(false);
                 }

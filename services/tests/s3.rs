@@ -147,6 +147,26 @@ async fn a_csv_in_parts_on_s3_is_combined_converted_registered_and_reads_back() 
         .map(|c| c.name().to_owned())
         .collect();
     assert_eq!(names, ["id", "name", "score"]);
+
+    // One part: the combiner makes it the blob by a server-side copy (S3 has no
+    // copy-if-absent without extra settings; the fallback checks, then copies).
+    let (_, end) = p
+        .upload(
+            &store,
+            "one.csv",
+            b"k,v\n1,a\n2,b\n",
+            request("one.csv", producer::DEFAULT_PART_SIZE, Default::default()),
+        )
+        .await;
+    let Terminal::Registered(one) = end else {
+        panic!("{end:?}")
+    };
+    assert_eq!(one.statistics.rows, 2);
+    let keys = bucket_keys(&s3, "weir").await;
+    assert!(
+        keys.contains(&format!("lake/prod/{}", one.parquet)),
+        "{keys:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
