@@ -17,9 +17,11 @@ use weir_events::{ObjectKey, Sha256};
 pub enum StoreError {
     #[error("object {key} not found in the store")]
     NotFound { key: String },
-    #[error("object store, {op} {key}: {source}")]
+    #[error("object store {store}, {op} {key}: {source}")]
     Backend {
         op: &'static str,
+        /// The store's URL (`file:///…`, `s3://bucket/prefix`).
+        store: String,
         key: String,
         #[source]
         source: object_store::Error,
@@ -63,6 +65,18 @@ impl Store {
     /// built with the `s3` feature, an `s3://bucket/prefix` URL (credentials from the
     /// usual AWS_* environment variables).
     pub fn open(spec: &str) -> Result<Self, StoreError> {
+        Self::open_with(spec, std::env::vars())
+    }
+
+    /// [`Store::open`] with the remote store's settings given (`AWS_ENDPOINT`,
+    /// `AWS_ACCESS_KEY_ID`, …; names as in the environment, any case) instead of read
+    /// from the environment. Local stores ignore them.
+    pub fn open_with<K: AsRef<str>, V: Into<String>>(
+        spec: &str,
+        #[cfg_attr(not(feature = "s3"), allow(unused_variables))] options: impl IntoIterator<
+            Item = (K, V),
+        >,
+    ) -> Result<Self, StoreError> {
         let open_err = |message: String| StoreError::Open {
             url: spec.to_owned(),
             message,
@@ -74,7 +88,7 @@ impl Store {
             #[cfg(feature = "s3")]
             {
                 let url = url::Url::parse(spec).map_err(|e| open_err(e.to_string()))?;
-                let (store, prefix) = object_store::parse_url_opts(&url, std::env::vars())
+                let (store, prefix) = object_store::parse_url_opts(&url, options)
                     .map_err(|e| open_err(e.to_string()))?;
                 let store: Arc<dyn ObjectStore> = if prefix.as_ref().is_empty() {
                     Arc::from(store)
@@ -132,13 +146,25 @@ impl Store {
         StorePath::from(key.as_str())
     }
 
-    fn backend(op: &'static str, key: &ObjectKey, source: object_store::Error) -> StoreError {
+    fn backend(
+        &self,
+        op: &'static str,
+        key: &ObjectKey,
+        source: object_store::Error,
+    ) -> StoreError {
         match source {
-            object_store::Error::NotFound { .. } => StoreError::NotFound {
-                key: key.to_string(),
-            },
+            // A write cannot miss its object: a 404 there is a missing bucket (or
+            // prefix), which the source names.
+            object_store::Error::NotFound { .. }
+                if !matches!(op, "put" | "create" | "write" | "finish") =>
+            {
+                StoreError::NotFound {
+                    key: key.to_string(),
+                }
+            }
             source => StoreError::Backend {
                 op,
+                store: self.url.clone(),
                 key: key.to_string(),
                 source,
             },
@@ -149,7 +175,7 @@ impl Store {
         self.inner
             .put(&Self::path(key), PutPayload::from(bytes))
             .await
-            .map_err(|e| Self::backend("put", key, e))?;
+            .map_err(|e| self.backend("put", key, e))?;
         Ok(())
     }
 
@@ -176,7 +202,7 @@ impl Store {
         match self.inner.head(&Self::path(key)).await {
             Ok(meta) => Ok(Some(meta.size)),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
-            Err(e) => Err(Self::backend("head", key, e)),
+            Err(e) => Err(self.backend("head", key, e)),
         }
     }
 
@@ -184,7 +210,7 @@ impl Store {
     pub async fn delete(&self, key: &ObjectKey) -> Result<(), StoreError> {
         match self.inner.delete(&Self::path(key)).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(e) => Err(Self::backend("delete", key, e)),
+            Err(e) => Err(self.backend("delete", key, e)),
         }
     }
 
@@ -193,7 +219,7 @@ impl Store {
         self.inner
             .rename(&Self::path(from), &Self::path(to))
             .await
-            .map_err(|e| Self::backend("rename", from, e))
+            .map_err(|e| self.backend("rename", from, e))
     }
 
     /// Streams the objects in `keys` one after another into a new object at `to`,
@@ -209,7 +235,7 @@ impl Store {
             .inner
             .put_multipart(&Self::path(to))
             .await
-            .map_err(|e| Self::backend("create", to, e))?;
+            .map_err(|e| self.backend("create", to, e))?;
         let mut writer = WriteMultipart::new_with_chunk_size(upload, CHUNK);
         let mut total = Hasher::new();
         let mut total_size = 0u64;
@@ -218,7 +244,7 @@ impl Store {
                 Ok(g) => g,
                 Err(e) => {
                     let _ = writer.abort().await;
-                    return Err(Self::backend("get", key, e));
+                    return Err(self.backend("get", key, e));
                 }
             };
             let mut part = Hasher::new();
@@ -229,7 +255,7 @@ impl Store {
                     Ok(c) => c,
                     Err(e) => {
                         let _ = writer.abort().await;
-                        return Err(Self::backend("read", key, e));
+                        return Err(self.backend("read", key, e));
                     }
                 };
                 part.update(&chunk);
@@ -238,7 +264,7 @@ impl Store {
                 writer
                     .wait_for_capacity(2)
                     .await
-                    .map_err(|e| Self::backend("write", to, e))?;
+                    .map_err(|e| self.backend("write", to, e))?;
                 writer.put(chunk);
             }
             total_size += size;
@@ -253,7 +279,7 @@ impl Store {
         writer
             .finish()
             .await
-            .map_err(|e| Self::backend("finish", to, e))?;
+            .map_err(|e| self.backend("finish", to, e))?;
         Ok(Digested {
             size: total_size,
             sha256: Sha256(total.finalize().into()),
@@ -270,12 +296,12 @@ impl Store {
             .inner
             .get(&Self::path(key))
             .await
-            .map_err(|e| Self::backend("get", key, e))?;
+            .map_err(|e| self.backend("get", key, e))?;
         let mut file = tokio::fs::File::create(to).await.map_err(local)?;
         let mut stream = got.into_stream();
         let mut size = 0u64;
         while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| Self::backend("read", key, e))?;
+            let chunk = chunk.map_err(|e| self.backend("read", key, e))?;
             size += chunk.len() as u64;
             file.write_all(&chunk).await.map_err(local)?;
         }
@@ -354,7 +380,7 @@ impl Store {
             .inner
             .put_multipart(&Self::path(key))
             .await
-            .map_err(|e| Self::backend("create", key, e))?;
+            .map_err(|e| self.backend("create", key, e))?;
         let mut writer = WriteMultipart::new_with_chunk_size(upload, CHUNK);
         let mut hasher = Hasher::new();
         let mut size = 0u64;
@@ -369,14 +395,14 @@ impl Store {
             writer
                 .wait_for_capacity(2)
                 .await
-                .map_err(|e| Self::backend("write", key, e))?;
+                .map_err(|e| self.backend("write", key, e))?;
             writer.write(&buf[..n]);
             written.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
         }
         writer
             .finish()
             .await
-            .map_err(|e| Self::backend("finish", key, e))?;
+            .map_err(|e| self.backend("finish", key, e))?;
         Ok(Digested {
             size,
             sha256: Sha256(hasher.finalize().into()),
@@ -410,12 +436,12 @@ impl Store {
             .inner
             .get(&Self::path(key))
             .await
-            .map_err(|e| Self::backend("get", key, e))?;
+            .map_err(|e| self.backend("get", key, e))?;
         let mut stream = got.into_stream();
         let mut hasher = Hasher::new();
         let mut size = 0u64;
         while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| Self::backend("read", key, e))?;
+            let chunk = chunk.map_err(|e| self.backend("read", key, e))?;
             hasher.update(&chunk);
             size += chunk.len() as u64;
         }
@@ -440,17 +466,21 @@ impl Store {
         {
             Ok(()) => Ok(true),
             Err(object_store::Error::AlreadyExists { .. }) => Ok(false),
-            Err(object_store::Error::NotImplemented { .. }) => {
+            // S3 without `AWS_COPY_IF_NOT_EXISTS` answers NotSupported.
+            Err(
+                object_store::Error::NotImplemented { .. }
+                | object_store::Error::NotSupported { .. },
+            ) => {
                 if self.exists(to).await?.is_some() {
                     return Ok(false);
                 }
                 self.inner
                     .copy(&Self::path(from), &Self::path(to))
                     .await
-                    .map_err(|e| Self::backend("copy", from, e))?;
+                    .map_err(|e| self.backend("copy", from, e))?;
                 Ok(true)
             }
-            Err(e) => Err(Self::backend("copy", from, e)),
+            Err(e) => Err(self.backend("copy", from, e)),
         }
     }
 
@@ -522,6 +552,7 @@ impl Store {
         while let Some(meta) = stream.next().await {
             let meta = meta.map_err(|e| StoreError::Backend {
                 op: "list",
+                store: self.url.clone(),
                 key: prefix.to_string(),
                 source: e,
             })?;

@@ -7,11 +7,13 @@
 //! // connect to nats.url() …
 //! ```
 
+pub mod s3;
 pub mod sample;
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
+pub use s3::S3Server;
 use weir_journal::auth::Passwords;
 use weir_journal::server::{ClusterConfig, LocalCluster, LocalServer, find_binary, free_port};
 

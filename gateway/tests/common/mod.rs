@@ -37,12 +37,20 @@ impl Stack {
     }
 
     pub async fn start_with(tune: impl FnOnce(&mut Config)) -> Self {
+        Self::start_on(None, tune).await
+    }
+
+    /// On `store` (default: a local one in the test's directory).
+    pub async fn start_on(store: Option<Store>, tune: impl FnOnce(&mut Config)) -> Self {
         let nats = NatsServer::start();
         let dir = tempfile::tempdir().expect("temp dir");
         let journal = Journal::connect(&nats.url(), &StreamSpec::default())
             .await
             .expect("connect to nats");
-        let store = Store::local(&dir.path().join("objects")).expect("store");
+        let store = match store {
+            Some(store) => store,
+            None => Store::local(&dir.path().join("objects")).expect("store"),
+        };
         let db = Db::connect(&dir.path().join("weir.db").display().to_string())
             .await
             .expect("projections db");
