@@ -74,8 +74,8 @@ pub use db::{Backend, Db};
 pub use projector::{Progress, Projector, Until, catch_up, lag, run};
 pub use query::{
     AuditEntry, Dataset, DatasetFilter, DatasetPage, DatasetStatus, DatasetSummary, DatasetVersion,
-    EntityId, Failure, Notification, StepLog, UploadStatus, dataset, history, list_datasets,
-    notifications, token_owner, upload_status,
+    EntityId, Failure, Notification, OwnedTable, StepLog, UploadStatus, dataset, history,
+    list_datasets, notifications, owner_tables, token_owner, upload_status,
 };
 pub use replay::{ReplayReport, build_until, replay};
 pub use schema::{TABLES, Tables, migrator};
