@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PWD/.tools/bin:$PATH"
 export NATS_SERVER_BIN="${NATS_SERVER_BIN:-$PWD/.tools/bin/nats-server}"
-cargo build -p weir --locked --quiet
+cargo build -p weir --locked --quiet --features query
 weir="$PWD/target/debug/weir"
 dir="$(mktemp -d)"
 "$weir" --data-dir "$dir" up --http 127.0.0.1:0 >"$dir/up.out" 2>"$dir/up.err" &

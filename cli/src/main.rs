@@ -4,6 +4,8 @@
 mod datasets;
 mod doctor;
 mod gateway;
+#[cfg(feature = "query")]
+mod query;
 mod record;
 mod system;
 mod tail;
@@ -51,6 +53,9 @@ enum Command {
     Upload(upload::UploadArgs),
     /// Follow the event log live, one line per event (or --json)
     Tail(tail::TailArgs),
+    /// Run one SQL query over your datasets (table names as registered; "orders@v2")
+    #[cfg(feature = "query")]
+    Query(query::QueryArgs),
     /// Registered datasets (the catalog)
     Datasets(datasets::DatasetsArgs),
     /// An upload's status and step log
@@ -171,6 +176,13 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             let store = up::open_store(None, &cli.data_dir)?;
             let db = views::open_fresh(&db_url, &journal, &cli.data_dir).await?;
             datasets::run(&db, &journal, &store, args).await
+        }
+        #[cfg(feature = "query")]
+        Command::Query(args) => {
+            let journal = system::connect(cli.nats_url.as_deref(), &cli.data_dir).await?;
+            let store = up::open_store(None, &cli.data_dir)?;
+            let db = views::open_fresh(&db_url, &journal, &cli.data_dir).await?;
+            query::run(db, &store, args).await
         }
         Command::Status { id, json } => {
             let journal =

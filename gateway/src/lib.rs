@@ -15,6 +15,8 @@ pub mod metrics;
 pub mod notifications;
 pub mod openapi;
 pub mod presign;
+#[cfg(feature = "query")]
+pub mod query;
 pub mod requests;
 pub mod tokens;
 pub mod uploads;
@@ -93,6 +95,10 @@ struct Inner {
         Mutex<std::collections::HashMap<(weir_events::UploadId, u32), weir_events::Sha256>>,
     /// Set when the server shuts down, so live event streams end and let it.
     stopping: tokio::sync::watch::Sender<bool>,
+    /// The SQL engine, made on the first query; one per process, so its memory limit
+    /// holds for all queries together.
+    #[cfg(feature = "query")]
+    query: std::sync::OnceLock<weir_query::Engine>,
 }
 
 impl AppState {
@@ -108,6 +114,8 @@ impl AppState {
                 parts_in_flight: Mutex::default(),
                 part_digests: Mutex::default(),
                 stopping: tokio::sync::watch::Sender::new(false),
+                #[cfg(feature = "query")]
+                query: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -138,6 +146,15 @@ impl AppState {
     ) -> &Mutex<std::collections::HashMap<(weir_events::UploadId, u32), weir_events::Sha256>> {
         &self.inner.part_digests
     }
+    #[cfg(feature = "query")]
+    pub fn query_engine(&self) -> Result<&weir_query::Engine, ApiError> {
+        if let Some(engine) = self.inner.query.get() {
+            return Ok(engine);
+        }
+        let engine = weir_query::Engine::new(self.db().clone(), self.store().object_store())
+            .map_err(|e| ApiError::internal(format!("starting the query engine: {e}")))?;
+        Ok(self.inner.query.get_or_init(|| engine))
+    }
     /// Resolves once the server began shutting down.
     pub fn stopping(&self) -> impl Future<Output = ()> + Send + 'static + use<> {
         let mut rx = self.inner.stopping.subscribe();
@@ -149,7 +166,7 @@ impl AppState {
 
 /// The whole HTTP surface.
 pub fn app(state: AppState) -> Router {
-    Router::new()
+    let router = Router::new()
         .route("/", get(dashboard))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics::handler))
@@ -184,7 +201,10 @@ pub fn app(state: AppState) -> Router {
             "/v1/notifications/{id}/read",
             post(notifications::mark_read),
         )
-        .route("/v1/events", get(events::stream))
+        .route("/v1/events", get(events::stream));
+    #[cfg(feature = "query")]
+    let router = router.route("/v1/query", post(query::run));
+    router
         .fallback(|| async { ApiError::not_found("no such route") })
         // Bodies stream through handlers that count bytes themselves.
         .layer(axum::extract::DefaultBodyLimit::disable())

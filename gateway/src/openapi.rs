@@ -56,6 +56,15 @@ impl Modify for BearerAuth {
 )]
 pub struct ApiDoc;
 
+/// The whole API: [`ApiDoc`], and `POST /v1/query` when built with the `query` feature.
+pub fn document() -> utoipa::openapi::OpenApi {
+    #[allow(unused_mut)]
+    let mut doc = ApiDoc::openapi();
+    #[cfg(feature = "query")]
+    doc.merge(crate::query::QueryDoc::openapi());
+    doc
+}
+
 pub async fn handler() -> Json<utoipa::openapi::OpenApi> {
-    Json(ApiDoc::openapi())
+    Json(document())
 }

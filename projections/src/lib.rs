@@ -74,8 +74,9 @@ pub use db::{Backend, Db};
 pub use projector::{Progress, Projector, Until, catch_up, lag, run};
 pub use query::{
     AuditEntry, Dataset, DatasetFilter, DatasetPage, DatasetStatus, DatasetSummary, DatasetVersion,
-    EntityId, Failure, Grant, Notification, StepLog, UploadStatus, access, dataset, dataset_for,
-    grants, history, list_datasets, notifications, token_owner, upload_status,
+    EntityId, Failure, Grant, Notification, OwnedTable, StepLog, UploadStatus, access, dataset,
+    dataset_for, grants, history, list_datasets, notifications, owner_tables, token_owner,
+    upload_status,
 };
 pub use replay::{ReplayReport, build_until, replay};
 pub use schema::{TABLES, Tables, migrator};

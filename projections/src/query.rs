@@ -678,6 +678,33 @@ pub async fn dataset_for(
     Ok(access.check(action).map(|()| (d, access)))
 }
 
+/// An owner's active (not deleted) datasets by table name, sorted by name: the tables
+/// `weir query` can read for them.
+pub async fn owner_tables(db: &Db, owner: &Owner) -> Result<Vec<OwnedTable>, Error> {
+    sqlx::query(
+        "SELECT table_name, id FROM datasets WHERE owner = $1 AND deleted_at IS NULL \
+         ORDER BY table_name",
+    )
+    .bind(owner.to_string())
+    .fetch_all(db.pool())
+    .await?
+    .iter()
+    .map(|r| {
+        Ok(OwnedTable {
+            table_name: r.try_get("table_name")?,
+            dataset_id: r.try_get("id")?,
+        })
+    })
+    .collect()
+}
+
+/// One row of [`owner_tables`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwnedTable {
+    pub table_name: String,
+    pub dataset_id: String,
+}
+
 /// An owner's notifications, newest first.
 pub async fn notifications(
     db: &Db,

@@ -131,6 +131,12 @@ impl Store {
         })
     }
 
+    /// The object store itself, for readers that speak `object_store` (the query
+    /// engine reads datasets' Parquet files through it).
+    pub fn object_store(&self) -> Arc<dyn ObjectStore> {
+        self.inner.clone()
+    }
+
     /// The URL the store was opened from; other processes open the same store with it.
     pub fn url(&self) -> &str {
         &self.url
