@@ -105,7 +105,11 @@ pub async fn run(db: Db, store: &Store, args: QueryArgs) -> Result<i32> {
         let max = rows.returned();
         bail!(
             "the result has more than {max} rows; {} the first {max} (--max-rows N raises the limit, 0 removes it)",
-            if args.parquet.is_some() { "wrote" } else { "printed" }
+            if args.parquet.is_some() {
+                "wrote"
+            } else {
+                "printed"
+            }
         );
     }
     Ok(0)

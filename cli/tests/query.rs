@@ -44,7 +44,12 @@ async fn run(args: &[&str]) -> (i32, String, String) {
 
 fn text_header() -> Vec<String> {
     let text = std::fs::read_to_string(sample()).unwrap();
-    text.lines().next().unwrap().split(',').map(str::to_owned).collect()
+    text.lines()
+        .next()
+        .unwrap()
+        .split(',')
+        .map(str::to_owned)
+        .collect()
 }
 
 fn sample() -> String {
@@ -57,7 +62,14 @@ async fn query_outputs_limits_versions_and_owners() {
     let data = dir.path().to_str().unwrap();
     let mut up = start(&["up", "--data-dir", data, "--http", "127.0.0.1:0"]).await;
     let (code, out, err) = run(&[
-        "upload", "--data-dir", data, &sample(), "--label", "Sample orders", "--wait", "--json",
+        "upload",
+        "--data-dir",
+        data,
+        &sample(),
+        "--label",
+        "Sample orders",
+        "--wait",
+        "--json",
     ])
     .await;
     assert_eq!(code, 0, "{err}");
@@ -83,7 +95,11 @@ async fn query_outputs_limits_versions_and_owners() {
     .await;
     assert_eq!(code, 0, "{err}");
     let text = std::fs::read_to_string(sample()).unwrap();
-    let count = |city: &str| text.lines().filter(|l| l.split(',').nth(3) == Some(city)).count();
+    let count = |city: &str| {
+        text.lines()
+            .filter(|l| l.split(',').nth(3) == Some(city))
+            .count()
+    };
     let (austin, boston) = (count("Austin"), count("Boston"));
     let w = austin.max(boston).to_string().len();
     let want = [
@@ -102,10 +118,16 @@ async fn query_outputs_limits_versions_and_owners() {
     )
     .await;
     assert_eq!(code, 0, "{err}");
-    let rows: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let rows: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(rows.len(), 4);
     assert_eq!(rows[0], serde_json::json!({"order_id": 1001, "note": null}));
-    assert_eq!(rows[3], serde_json::json!({"order_id": 1004, "note": "gift, wrapped"}));
+    assert_eq!(
+        rows[3],
+        serde_json::json!({"order_id": 1004, "note": "gift, wrapped"})
+    );
 
     // CSV.
     let (code, out, err) = query(
@@ -114,7 +136,10 @@ async fn query_outputs_limits_versions_and_owners() {
     )
     .await;
     assert_eq!(code, 0, "{err}");
-    assert_eq!(out, "order_id,note\n1001,\n1002,\n1003,\n1004,\"gift, wrapped\"\n");
+    assert_eq!(
+        out,
+        "order_id,note\n1001,\n1002,\n1003,\n1004,\"gift, wrapped\"\n"
+    );
 
     // Parquet: every column, the rows the filter keeps.
     let file = dir.path().join("out.parquet");
@@ -131,7 +156,11 @@ async fn query_outputs_limits_versions_and_owners() {
         .filter(|l| l.split(',').nth(8) == Some("true"))
         .count();
     assert!(express > 0);
-    let (code, out, err) = query("SELECT count(*) AS n FROM sample_orders WHERE express", &["--json"]).await;
+    let (code, out, err) = query(
+        "SELECT count(*) AS n FROM sample_orders WHERE express",
+        &["--json"],
+    )
+    .await;
     assert_eq!(code, 0, "{err}");
     assert_eq!(out.trim(), format!("{{\"n\":{express}}}"));
     let (rows, names) = parquet_rows(&file);
@@ -140,7 +169,11 @@ async fn query_outputs_limits_versions_and_owners() {
     assert_eq!(names, header);
 
     // The row limit: the rows, then the reason on stderr and exit code 1.
-    let (code, out, err) = query("SELECT order_id FROM sample_orders", &["--json", "--max-rows", "3"]).await;
+    let (code, out, err) = query(
+        "SELECT order_id FROM sample_orders",
+        &["--json", "--max-rows", "3"],
+    )
+    .await;
     assert_eq!(code, 1);
     assert_eq!(out.lines().count(), 3);
     assert!(
@@ -153,9 +186,20 @@ async fn query_outputs_limits_versions_and_owners() {
 
     // A second version: the head is the new one, @v1 the first.
     let small = dir.path().join("small.csv");
-    std::fs::write(&small, text.lines().take(11).collect::<Vec<_>>().join("\n") + "\n").unwrap();
+    std::fs::write(
+        &small,
+        text.lines().take(11).collect::<Vec<_>>().join("\n") + "\n",
+    )
+    .unwrap();
     let (code, _, err) = run(&[
-        "upload", "--data-dir", data, small.to_str().unwrap(), "--dataset", &dataset, "--wait", "--json",
+        "upload",
+        "--data-dir",
+        data,
+        small.to_str().unwrap(),
+        "--dataset",
+        &dataset,
+        "--wait",
+        "--json",
     ])
     .await;
     assert_eq!(code, 0, "{err}");
@@ -181,8 +225,14 @@ async fn query_outputs_limits_versions_and_owners() {
     assert_eq!(code, 2, "{err}");
 
     let pid = up.id().unwrap().to_string();
-    std::process::Command::new("kill").args(["-INT", &pid]).status().unwrap();
-    let status = tokio::time::timeout(Duration::from_secs(30), up.wait()).await.unwrap().unwrap();
+    std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(30), up.wait())
+        .await
+        .unwrap()
+        .unwrap();
     assert!(status.success(), "{status:?}");
 }
 
@@ -191,6 +241,11 @@ fn parquet_rows(path: &std::path::Path) -> (i64, Vec<String>) {
     let file = std::fs::File::open(path).unwrap();
     let builder =
         parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file).unwrap();
-    let names = builder.schema().fields().iter().map(|f| f.name().clone()).collect();
+    let names = builder
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
     (builder.metadata().file_metadata().num_rows(), names)
 }

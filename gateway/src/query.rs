@@ -62,10 +62,7 @@ pub struct QueryResult {
 }
 
 #[derive(OpenApi)]
-#[openapi(
-    paths(run),
-    components(schemas(QueryRequest, QueryResult, ColumnView))
-)]
+#[openapi(paths(run), components(schemas(QueryRequest, QueryResult, ColumnView)))]
 pub struct QueryDoc;
 
 impl From<QueryError> for ApiError {
@@ -138,9 +135,8 @@ pub async fn run(
     let (schema, batches, row_count, truncated) = task
         .await
         .map_err(|e| ApiError::internal(format!("the query stopped unexpectedly: {e}")))??;
-    let encode = |e: weir_query::output::ArrowError| {
-        ApiError::internal(format!("encoding the result: {e}"))
-    };
+    let encode =
+        |e: weir_query::output::ArrowError| ApiError::internal(format!("encoding the result: {e}"));
     if csv {
         let mut writer = arrow::csv::WriterBuilder::new()
             .with_header(true)

@@ -6,13 +6,15 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use datafusion::catalog::{CatalogProvider, MemoryCatalogProvider, MemorySchemaProvider, SchemaProvider};
+use datafusion::catalog::{
+    CatalogProvider, MemoryCatalogProvider, MemorySchemaProvider, SchemaProvider,
+};
+use datafusion::common::TableReference;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
 };
 use datafusion::prelude::SessionContext;
-use datafusion::common::TableReference;
 use weir_events::{DatasetId, Owner};
 use weir_projections::{Db, OwnedTable};
 
@@ -48,7 +50,10 @@ pub(crate) async fn register(
             None => (name, None),
         };
         if !tables.contains_key(&owner) {
-            tables.insert(owner.clone(), weir_projections::owner_tables(db, &owner).await?);
+            tables.insert(
+                owner.clone(),
+                weir_projections::owner_tables(db, &owner).await?,
+            );
         }
         let owned = &tables[&owner];
         let Some(entry) = owned.iter().find(|t| t.table_name == table) else {
@@ -75,10 +80,12 @@ pub(crate) async fn register(
                 });
             }
         }
-        let v = d.resolve(version.unwrap_or("main")).ok_or_else(|| QueryError::NoSuchVersion {
-            table: table.to_owned(),
-            reference: version.unwrap_or("main").to_owned(),
-        })?;
+        let v = d
+            .resolve(version.unwrap_or("main"))
+            .ok_or_else(|| QueryError::NoSuchVersion {
+                table: table.to_owned(),
+                reference: version.unwrap_or("main").to_owned(),
+            })?;
         let schema = match schemas.get(&owner) {
             Some(s) => s.clone(),
             None => {
@@ -133,7 +140,11 @@ fn no_such_table(reference: &TableReference, owned: &[OwnedTable]) -> QueryError
             .take(HINT_TABLES)
             .map(|t| t.table_name.as_str())
             .collect();
-        let more = if owned.len() > HINT_TABLES { ", …" } else { "" };
+        let more = if owned.len() > HINT_TABLES {
+            ", …"
+        } else {
+            ""
+        };
         format!(" (your tables: {}{more})", names.join(", "))
     };
     QueryError::NoSuchTable {
@@ -143,10 +154,7 @@ fn no_such_table(reference: &TableReference, owned: &[OwnedTable]) -> QueryError
 }
 
 /// The Parquet file at `key` in weir's object store, as a table.
-async fn parquet_table(
-    ctx: &SessionContext,
-    key: &str,
-) -> Result<Arc<ListingTable>, QueryError> {
+async fn parquet_table(ctx: &SessionContext, key: &str) -> Result<Arc<ListingTable>, QueryError> {
     let url = ListingTableUrl::parse(format!("{STORE_URL}/{}", key.trim_start_matches('/')))
         .map_err(QueryError::from_datafusion)?;
     // Strings read as Utf8, the type the catalog shows, not Utf8View.

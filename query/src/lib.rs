@@ -56,7 +56,9 @@ pub enum QueryError {
     #[error("no such table {name}{hint}")]
     NoSuchTable { name: String, hint: String },
     /// `table@ref` names no version, branch or tag of the table.
-    #[error("table {table} has no version, branch or tag {reference:?} (use @vN, @main, a branch or a tag)")]
+    #[error(
+        "table {table} has no version, branch or tag {reference:?} (use @vN, @main, a branch or a tag)"
+    )]
     NoSuchVersion { table: String, reference: String },
     /// The SQL does not parse or plan (syntax, unknown column or function, types).
     #[error("{0}")]
@@ -181,7 +183,12 @@ impl Engine {
 
     /// Plans `sql` for `owner` and starts it. The rows come from [`Rows::next_batch`];
     /// dropping [`Rows`] stops the query.
-    pub async fn query(&self, owner: &Owner, sql: &str, limits: Limits) -> Result<Rows, QueryError> {
+    pub async fn query(
+        &self,
+        owner: &Owner,
+        sql: &str,
+        limits: Limits,
+    ) -> Result<Rows, QueryError> {
         let deadline = Instant::now() + limits.timeout;
         let timeout = || QueryError::Timeout(limits.timeout);
         let start = async {

@@ -141,7 +141,9 @@ impl<W: Write> Table<W> {
             right: schema
                 .fields()
                 .iter()
-                .map(|f| f.data_type().is_numeric() || matches!(f.data_type(), DataType::Decimal128(..)))
+                .map(|f| {
+                    f.data_type().is_numeric() || matches!(f.data_type(), DataType::Decimal128(..))
+                })
                 .collect(),
             widths: None,
             rows: 0,
@@ -327,7 +329,13 @@ mod tests {
 
     #[test]
     fn json_lines_keep_nulls() {
-        let text = render(Format::JsonLines, &[batch(vec![Some(1), None], vec![None, Some("x")])]);
-        assert_eq!(text, "{\"id\":1,\"name\":null}\n{\"id\":null,\"name\":\"x\"}\n");
+        let text = render(
+            Format::JsonLines,
+            &[batch(vec![Some(1), None], vec![None, Some("x")])],
+        );
+        assert_eq!(
+            text,
+            "{\"id\":1,\"name\":null}\n{\"id\":null,\"name\":\"x\"}\n"
+        );
     }
 }

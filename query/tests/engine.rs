@@ -49,9 +49,16 @@ impl Stack {
             let name = format!("weir_q_{}", id.trim_start_matches("upld_").to_lowercase());
             let admin = Db::open(&format!("{}/postgres", postgres_base()))
                 .await
-                .unwrap_or_else(|e| panic!("tests need Postgres at {} (set WEIR_TEST_POSTGRES): {e}", postgres_base()));
+                .unwrap_or_else(|e| {
+                    panic!(
+                        "tests need Postgres at {} (set WEIR_TEST_POSTGRES): {e}",
+                        postgres_base()
+                    )
+                });
             sqlx_create(&admin, &name).await;
-            let db = Db::connect(&format!("{}/{name}", postgres_base())).await.unwrap();
+            let db = Db::connect(&format!("{}/{name}", postgres_base()))
+                .await
+                .unwrap();
             (db, Some(name))
         } else {
             let db = Db::connect(&dir.path().join("weir.db").display().to_string())
@@ -92,7 +99,10 @@ impl Stack {
         body: &[u8],
         dataset: Option<DatasetId>,
     ) -> DatasetRegistered {
-        let path = self.dir.path().join(format!("{owner}-{table}-{}.csv", dataset.is_some()));
+        let path = self
+            .dir
+            .path()
+            .join(format!("{owner}-{table}-{}.csv", dataset.is_some()));
         std::fs::write(&path, body).unwrap();
         let request = UploadRequest {
             owner: owner.parse().unwrap(),
@@ -110,14 +120,17 @@ impl Stack {
         let id = producer::upload_file(&self.journal, &self.store, &path, &request, |_| {})
             .await
             .unwrap();
-        let terminal = tokio::time::timeout(Duration::from_secs(60), producer::wait(&self.journal, id))
-            .await
-            .expect("registered within 60 s")
-            .unwrap();
+        let terminal =
+            tokio::time::timeout(Duration::from_secs(60), producer::wait(&self.journal, id))
+                .await
+                .expect("registered within 60 s")
+                .unwrap();
         let Terminal::Registered(r) = terminal else {
             panic!("{table}: {terminal:?}");
         };
-        weir_projections::catch_up(&self.journal, &self.db).await.unwrap();
+        weir_projections::catch_up(&self.journal, &self.db)
+            .await
+            .unwrap();
         r
     }
 
@@ -137,17 +150,29 @@ impl Stack {
             self.journal.append(&env, expect).await.unwrap(),
             weir_journal::AppendOutcome::Appended { .. }
         ));
-        weir_projections::catch_up(&self.journal, &self.db).await.unwrap();
+        weir_projections::catch_up(&self.journal, &self.db)
+            .await
+            .unwrap();
     }
 
     fn parquet(&self, r: &DatasetRegistered) -> PathBuf {
         self.store.local_root().unwrap().join(r.parquet.as_str())
     }
 
-    async fn run(&self, owner: &str, sql: &str, limits: Limits) -> Result<Vec<Vec<String>>, QueryError> {
+    async fn run(
+        &self,
+        owner: &str,
+        sql: &str,
+        limits: Limits,
+    ) -> Result<Vec<Vec<String>>, QueryError> {
         let owner: Owner = owner.parse().unwrap();
         let mut rows = self.engine.query(&owner, sql, limits).await?;
-        let names: Vec<String> = rows.schema().fields().iter().map(|f| f.name().clone()).collect();
+        let names: Vec<String> = rows
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect();
         let mut out = Vec::new();
         while let Some(batch) = rows.next_batch().await? {
             let mut writer = arrow::json::WriterBuilder::new()
@@ -173,7 +198,10 @@ impl Drop for Stack {
         let pool = self.db.pool().clone();
         // Drop runs inside the test's runtime: clean up on a thread of its own.
         let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
             rt.block_on(async move {
                 pool.close().await;
                 if let Ok(admin) = Db::open(&format!("{}/postgres", postgres_base())).await {
@@ -254,7 +282,11 @@ fn python() -> PathBuf {
         return p.into();
     }
     let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.tools/venv/bin/python");
-    assert!(p.exists(), "{} is missing: run scripts/setup (it installs duckdb)", p.display());
+    assert!(
+        p.exists(),
+        "{} is missing: run scripts/setup (it installs duckdb)",
+        p.display()
+    );
     p
 }
 
@@ -271,14 +303,24 @@ fn duckdb(tables: &[(&str, &Path)], queries: &[&str]) -> Vec<(Vec<String>, Vec<V
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    std::io::Write::write_all(&mut child.stdin.take().unwrap(), job.to_string().as_bytes()).unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), job.to_string().as_bytes())
+        .unwrap();
     let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let results: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
     results
         .iter()
         .map(|r| {
-            let columns = r["columns"].as_array().unwrap().iter().map(|c| c.as_str().unwrap().to_owned()).collect();
+            let columns = r["columns"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| c.as_str().unwrap().to_owned())
+                .collect();
             let rows = r["rows"]
                 .as_array()
                 .unwrap()
@@ -296,7 +338,11 @@ fn customers_csv() -> String {
     let mut out = String::from("customer_id,name,segment,signed_up,credit_limit\n");
     for i in 1..=40 {
         let segment = ["retail", "wholesale", "online"][i % 3];
-        let limit = if i == 7 { String::new() } else { format!("{}.5", 1000 + i * 37) };
+        let limit = if i == 7 {
+            String::new()
+        } else {
+            format!("{}.5", 1000 + i * 37)
+        };
         out.push_str(&format!(
             "cust-{i:03},Customer {i},{segment},2025-{:02}-{:02},{limit}\n",
             i % 12 + 1,
@@ -351,8 +397,12 @@ const QUERIES: [&str; 10] = [
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_queries_give_duckdbs_results() {
     let stack = Stack::start(false).await;
-    let orders = stack.upload("alice", "orders", &sample_orders(), None).await;
-    let customers = stack.upload("alice", "customers", customers_csv().as_bytes(), None).await;
+    let orders = stack
+        .upload("alice", "orders", &sample_orders(), None)
+        .await;
+    let customers = stack
+        .upload("alice", "customers", customers_csv().as_bytes(), None)
+        .await;
     let (orders_file, customers_file) = (stack.parquet(&orders), stack.parquet(&customers));
     let expected = duckdb(
         &[("orders", &orders_file), ("customers", &customers_file)],
@@ -360,12 +410,41 @@ async fn ten_queries_give_duckdbs_results() {
     );
     for (sql, (columns, mut want)) in QUERIES.iter().zip(expected) {
         let owner: Owner = "alice".parse().unwrap();
-        let rows = stack.engine.query(&owner, sql, Limits { max_rows: None, timeout: Duration::from_secs(60) }).await.unwrap();
-        let names: Vec<String> = rows.schema().fields().iter().map(|f| f.name().clone()).collect();
+        let rows = stack
+            .engine
+            .query(
+                &owner,
+                sql,
+                Limits {
+                    max_rows: None,
+                    timeout: Duration::from_secs(60),
+                },
+            )
+            .await
+            .unwrap();
+        let names: Vec<String> = rows
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect();
         drop(rows);
         assert_eq!(names, columns, "{sql}");
-        let mut got = stack.run("alice", sql, Limits { max_rows: None, timeout: Duration::from_secs(60) }).await.unwrap();
-        assert!(!got.is_empty(), "{sql}: no rows, a comparison that proves little");
+        let mut got = stack
+            .run(
+                "alice",
+                sql,
+                Limits {
+                    max_rows: None,
+                    timeout: Duration::from_secs(60),
+                },
+            )
+            .await
+            .unwrap();
+        assert!(
+            !got.is_empty(),
+            "{sql}: no rows, a comparison that proves little"
+        );
         got.sort();
         want.sort();
         assert_eq!(got, want, "{sql}");
@@ -374,40 +453,102 @@ async fn ten_queries_give_duckdbs_results() {
 
 async fn isolation_versions_and_limits(postgres: bool) {
     let stack = Stack::start(postgres).await;
-    let v1 = stack.upload("alice", "orders", &sample_orders(), None).await;
+    let v1 = stack
+        .upload("alice", "orders", &sample_orders(), None)
+        .await;
     // A second version with the header and the first 50 rows.
     let text = String::from_utf8(sample_orders()).unwrap();
     let fifty: String = text.lines().take(51).map(|l| format!("{l}\n")).collect();
-    let v2 = stack.upload("alice", "orders", fifty.as_bytes(), Some(v1.dataset)).await;
+    let v2 = stack
+        .upload("alice", "orders", fifty.as_bytes(), Some(v1.dataset))
+        .await;
     assert_eq!((v2.dataset, v2.version), (v1.dataset, 2));
-    stack.upload("bob", "bobs_orders", fifty.as_bytes(), None).await;
-    let limits = Limits { max_rows: None, timeout: Duration::from_secs(60) };
+    stack
+        .upload("bob", "bobs_orders", fifty.as_bytes(), None)
+        .await;
+    let limits = Limits {
+        max_rows: None,
+        timeout: Duration::from_secs(60),
+    };
     let count = |sql: &'static str, owner: &'static str| {
         let stack = &stack;
-        async move { stack.run(owner, sql, limits).await.map(|rows| rows[0][0].clone()) }
+        async move {
+            stack
+                .run(owner, sql, limits)
+                .await
+                .map(|rows| rows[0][0].clone())
+        }
     };
 
     // The head, and versions by name.
-    assert_eq!(count("SELECT count(*) FROM orders", "alice").await.unwrap(), "50");
-    assert_eq!(count("SELECT count(*) FROM \"orders@v1\"", "alice").await.unwrap(), "200");
-    assert_eq!(count("SELECT count(*) FROM \"orders@1\"", "alice").await.unwrap(), "200");
-    assert_eq!(count("SELECT count(*) FROM \"orders@v2\"", "alice").await.unwrap(), "50");
-    assert_eq!(count("SELECT count(*) FROM \"orders@main\"", "alice").await.unwrap(), "50");
-    assert_eq!(count("SELECT count(*) FROM alice.orders", "alice").await.unwrap(), "50");
     assert_eq!(
-        count("SELECT count(*) FROM \"orders@v1\" a JOIN orders b ON a.order_id = b.order_id", "alice").await.unwrap(),
+        count("SELECT count(*) FROM orders", "alice").await.unwrap(),
         "50"
     );
-    let err = count("SELECT count(*) FROM \"orders@v9\"", "alice").await.unwrap_err();
+    assert_eq!(
+        count("SELECT count(*) FROM \"orders@v1\"", "alice")
+            .await
+            .unwrap(),
+        "200"
+    );
+    assert_eq!(
+        count("SELECT count(*) FROM \"orders@1\"", "alice")
+            .await
+            .unwrap(),
+        "200"
+    );
+    assert_eq!(
+        count("SELECT count(*) FROM \"orders@v2\"", "alice")
+            .await
+            .unwrap(),
+        "50"
+    );
+    assert_eq!(
+        count("SELECT count(*) FROM \"orders@main\"", "alice")
+            .await
+            .unwrap(),
+        "50"
+    );
+    assert_eq!(
+        count("SELECT count(*) FROM alice.orders", "alice")
+            .await
+            .unwrap(),
+        "50"
+    );
+    assert_eq!(
+        count(
+            "SELECT count(*) FROM \"orders@v1\" a JOIN orders b ON a.order_id = b.order_id",
+            "alice"
+        )
+        .await
+        .unwrap(),
+        "50"
+    );
+    let err = count("SELECT count(*) FROM \"orders@v9\"", "alice")
+        .await
+        .unwrap_err();
     assert!(matches!(err, QueryError::NoSuchVersion { .. }), "{err}");
-    assert!(err.to_string().contains("no version, branch or tag \"v9\""), "{err}");
+    assert!(
+        err.to_string().contains("no version, branch or tag \"v9\""),
+        "{err}"
+    );
 
     // Owners see only their own tables.
-    let err = count("SELECT count(*) FROM orders", "bob").await.unwrap_err();
+    let err = count("SELECT count(*) FROM orders", "bob")
+        .await
+        .unwrap_err();
     assert!(matches!(err, QueryError::NoSuchTable { .. }), "{err}");
-    assert_eq!(err.to_string(), "no such table orders (your tables: bobs_orders)");
-    let err = count("SELECT count(*) FROM alice.orders", "bob").await.unwrap_err();
-    assert_eq!(err.to_string(), "no such table alice.orders (alice has not shared it with you)");
+    assert_eq!(
+        err.to_string(),
+        "no such table orders (your tables: bobs_orders)"
+    );
+    let err = count("SELECT count(*) FROM alice.orders", "bob")
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "no such table alice.orders (alice has not shared it with you)"
+    );
     // Shared by a read grant: bob reads it as alice.orders, at any version; a revoke
     // hides it again.
     let bob: Owner = "bob".parse().unwrap();
@@ -415,41 +556,89 @@ async fn isolation_versions_and_limits(postgres: bool) {
         .append_dataset(
             v1.dataset,
             "alice",
-            Event::DatasetAccessGranted(DatasetAccessGranted { grantee: bob.clone(), level: AccessLevel::Read }),
+            Event::DatasetAccessGranted(DatasetAccessGranted {
+                grantee: bob.clone(),
+                level: AccessLevel::Read,
+            }),
         )
         .await;
-    assert_eq!(count("SELECT count(*) FROM alice.orders", "bob").await.unwrap(), "50");
-    assert_eq!(count("SELECT count(*) FROM alice.\"orders@v1\"", "bob").await.unwrap(), "200");
     assert_eq!(
-        count("SELECT count(*) FROM alice.orders a JOIN bobs_orders b ON a.order_id = b.order_id", "bob")
+        count("SELECT count(*) FROM alice.orders", "bob")
             .await
             .unwrap(),
         "50"
     );
-    let err = count("SELECT count(*) FROM orders", "bob").await.unwrap_err();
-    assert!(matches!(err, QueryError::NoSuchTable { .. }), "a shared table is named with its owner: {err}");
+    assert_eq!(
+        count("SELECT count(*) FROM alice.\"orders@v1\"", "bob")
+            .await
+            .unwrap(),
+        "200"
+    );
+    assert_eq!(
+        count(
+            "SELECT count(*) FROM alice.orders a JOIN bobs_orders b ON a.order_id = b.order_id",
+            "bob"
+        )
+        .await
+        .unwrap(),
+        "50"
+    );
+    let err = count("SELECT count(*) FROM orders", "bob")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, QueryError::NoSuchTable { .. }),
+        "a shared table is named with its owner: {err}"
+    );
     stack
-        .append_dataset(v1.dataset, "alice", Event::DatasetAccessRevoked(DatasetAccessRevoked { grantee: bob }))
+        .append_dataset(
+            v1.dataset,
+            "alice",
+            Event::DatasetAccessRevoked(DatasetAccessRevoked { grantee: bob }),
+        )
         .await;
-    let err = count("SELECT count(*) FROM alice.orders", "bob").await.unwrap_err();
-    assert_eq!(err.to_string(), "no such table alice.orders (alice has not shared it with you)");
-    let err = count("SELECT count(*) FROM \"orders@v1\"", "bob").await.unwrap_err();
+    let err = count("SELECT count(*) FROM alice.orders", "bob")
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "no such table alice.orders (alice has not shared it with you)"
+    );
+    let err = count("SELECT count(*) FROM \"orders@v1\"", "bob")
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("orders@v1"), "{err}");
     assert!(matches!(err, QueryError::NoSuchTable { .. }), "{err}");
-    let err = count("SELECT count(*) FROM bobs_orders", "carol").await.unwrap_err();
-    assert_eq!(err.to_string(), "no such table bobs_orders (no datasets are registered for you)");
-    assert_eq!(count("SELECT count(*) FROM bobs_orders", "bob").await.unwrap(), "50");
+    let err = count("SELECT count(*) FROM bobs_orders", "carol")
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "no such table bobs_orders (no datasets are registered for you)"
+    );
+    assert_eq!(
+        count("SELECT count(*) FROM bobs_orders", "bob")
+            .await
+            .unwrap(),
+        "50"
+    );
 
     // Only queries: no table over a file, no copy out, no settings.
     let path = stack.parquet(&v1).display().to_string();
     for sql in [
         format!("CREATE EXTERNAL TABLE stolen STORED AS PARQUET LOCATION '{path}'"),
-        format!("COPY (SELECT 1) TO '{}/out.parquet'", stack.dir.path().display()),
+        format!(
+            "COPY (SELECT 1) TO '{}/out.parquet'",
+            stack.dir.path().display()
+        ),
         "SET datafusion.execution.batch_size = 1".to_owned(),
         "CREATE TABLE t AS SELECT 1".to_owned(),
     ] {
         let err = stack.run("bob", &sql, limits).await.unwrap_err();
-        assert!(matches!(err, QueryError::NotAQuery(_) | QueryError::Sql(_)), "{sql}: {err}");
+        assert!(
+            matches!(err, QueryError::NotAQuery(_) | QueryError::Sql(_)),
+            "{sql}: {err}"
+        );
         assert!(err.is_caller_error(), "{sql}: {err}");
     }
     assert!(!stack.dir.path().join("out.parquet").exists());
@@ -458,7 +647,10 @@ async fn isolation_versions_and_limits(postgres: bool) {
     let err = stack.run("alice", "SELEC 1", limits).await.unwrap_err();
     assert!(matches!(err, QueryError::Sql(_)), "{err}");
     assert!(err.to_string().contains("SELEC"), "{err}");
-    let err = stack.run("alice", "SELECT no_such_column FROM orders", limits).await.unwrap_err();
+    let err = stack
+        .run("alice", "SELECT no_such_column FROM orders", limits)
+        .await
+        .unwrap_err();
     assert!(matches!(err, QueryError::Sql(_)), "{err}");
     assert!(err.to_string().contains("no_such_column"), "{err}");
 
@@ -467,14 +659,25 @@ async fn isolation_versions_and_limits(postgres: bool) {
     for (max, want_rows, want_cut) in [(10, 10, true), (50, 50, false), (49, 49, true)] {
         let mut rows = stack
             .engine
-            .query(&owner, "SELECT * FROM orders", Limits { max_rows: Some(max), timeout: Duration::from_secs(60) })
+            .query(
+                &owner,
+                "SELECT * FROM orders",
+                Limits {
+                    max_rows: Some(max),
+                    timeout: Duration::from_secs(60),
+                },
+            )
             .await
             .unwrap();
         let mut n = 0;
         while let Some(b) = rows.next_batch().await.unwrap() {
             n += b.num_rows();
         }
-        assert_eq!((n, rows.returned(), rows.truncated()), (want_rows, want_rows as u64, want_cut), "max {max}");
+        assert_eq!(
+            (n, rows.returned(), rows.truncated()),
+            (want_rows, want_rows as u64, want_cut),
+            "max {max}"
+        );
     }
 
     // The time limit stops a query that would run for minutes.
@@ -489,8 +692,15 @@ async fn isolation_versions_and_limits(postgres: bool) {
         .await
         .unwrap_err();
     assert!(matches!(err, QueryError::Timeout(_)), "{err}");
-    assert_eq!(err.to_string(), "the query did not finish within its time limit of 0.3 s");
-    assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
+    assert_eq!(
+        err.to_string(),
+        "the query did not finish within its time limit of 0.3 s"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
