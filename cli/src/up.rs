@@ -119,6 +119,7 @@ pub async fn up(
         journal: journal.clone(),
         store: store.clone(),
         work_dir: work_dir(&data_dir)?,
+        limits: limits()?,
     };
     let db_url = crate::views::database_url(database_url, &data_dir);
     let db = weir_projections::Db::connect(&db_url)
@@ -220,12 +221,19 @@ pub async fn serve(data_dir: &Path, nats_url: Option<&str>, args: ServeArgs) -> 
         journal,
         store,
         work_dir: work_dir(data_dir)?,
+        limits: limits()?,
     };
     println!("ready {}", args.service);
     weir_services::run_one(&args.service, ctx, shutdown_signal())
         .await
         .map_err(|e| anyhow::anyhow!("{}: {e}", args.service))?;
     Ok(0)
+}
+
+/// The inferrer's limits: the defaults, or `WEIR_MAX_RECORD_BYTES`,
+/// `WEIR_MAX_INFLATION`, `WEIR_MAX_COLUMNS` when set.
+fn limits() -> Result<weir_services::Limits> {
+    weir_services::Limits::from_env().map_err(anyhow::Error::msg)
 }
 
 /// The store given, else the one the running system uses, else `<data dir>/objects`.

@@ -47,6 +47,7 @@ pub(crate) fn convert(
     let (header, mut kinds, distinct) = {
         let mut rows = Rows::open(job, delimiter, progress)?;
         let header = rows.header()?;
+        job.opts.limits.check_columns(job.file, header.len())?;
         let mut kinds = vec![Kind::Null; header.len()];
         let mut distinct = vec![Distinct::default(); header.len()];
         let mut seen = 0;
@@ -379,11 +380,12 @@ impl<'a> Rows<'a> {
             job.file,
             job.compression,
             job.encoding,
-            job.opts.max_inflation,
+            job.opts.limits.max_inflation,
             progress,
         )?;
         Ok(Rows {
-            records: Records::new(input, delimiter).with_max_record(job.opts.max_record_bytes),
+            records: Records::new(input, delimiter)
+                .with_max_record(job.opts.limits.max_record_bytes),
             line: 0,
             file: job.file,
         })

@@ -15,6 +15,7 @@ mod error;
 mod input;
 mod json;
 mod json_fast;
+mod limits;
 mod names;
 mod parquet_in;
 mod records;
@@ -33,6 +34,7 @@ use weir_events::{
 };
 
 pub use error::{ConvertError, Location};
+pub use limits::Limits;
 pub use sniff::sniff;
 
 /// Bytes read from the start of the file to sniff its format.
@@ -67,12 +69,8 @@ pub struct ConvertOptions {
     /// Column type overrides, (column, type): `("amount", "decimal(12,2)")`, `("zip",
     /// "utf8")`; CSV and TSV only. A value that does not fit is a bad row.
     pub columns: Vec<(String, String)>,
-    /// Limit: the longest record (CSV row or JSON record) in bytes; a longer one fails
-    /// the file naming the limit, so one endless line cannot take unbounded memory.
-    pub max_record_bytes: usize,
-    /// Limit: a gzip/zstd input may decompress to at most this many times its size
-    /// (and always to 16 MiB), so a compression bomb fails instead of filling the disk.
-    pub max_inflation: u64,
+    /// What one file may cost: record size, decompression ratio, columns.
+    pub limits: Limits,
 }
 
 impl Default for ConvertOptions {
@@ -89,8 +87,7 @@ impl Default for ConvertOptions {
             rejects: None,
             columns: Vec::new(),
             validator: None,
-            max_record_bytes: records::MAX_RECORD_BYTES,
-            max_inflation: 250,
+            limits: Limits::default(),
         }
     }
 }
@@ -250,13 +247,7 @@ fn validate_first(
     name: &str,
     opts: &ConvertOptions,
 ) -> Result<String, ConvertError> {
-    let report = validators::validate(
-        input,
-        file,
-        name,
-        opts.encoding.as_deref(),
-        opts.max_record_bytes,
-    )?;
+    let report = validators::validate(input, file, name, opts.encoding.as_deref(), &opts.limits)?;
     if report.invalid > 0 {
         let first: Vec<String> = report
             .first

@@ -27,6 +27,11 @@ struct System {
 
 impl System {
     async fn start() -> Self {
+        Self::start_with(Default::default()).await
+    }
+
+    /// A system whose inferrer works under `limits`.
+    async fn start_with(limits: weir_services::Limits) -> Self {
         let nats = NatsServer::start();
         let journal = Journal::connect(&nats.url(), &StreamSpec::default())
             .await
@@ -39,6 +44,7 @@ impl System {
             journal: journal.clone(),
             store: store.clone(),
             work_dir,
+            limits,
         };
         let (stop, rx) = tokio::sync::watch::channel(false);
         let services = Some(tokio::spawn(weir_services::run_all(ctx, rx)));
@@ -732,6 +738,7 @@ async fn redelivered_and_duplicated_events_have_no_duplicate_effect() {
         journal: sys.journal.clone(),
         store: sys.store.clone(),
         work_dir: sys.dir.path().join("work"),
+        limits: Default::default(),
     };
     let (stop, rx) = tokio::sync::watch::channel(false);
     sys.stop = stop;
@@ -1121,4 +1128,211 @@ async fn branches_and_rollback_decide_the_parent() {
         f.reason
     );
     sys.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_compression_bomb_fails_the_infer_step_naming_the_limit_it_passed() {
+    // The limit comes from the system's configuration (`WEIR_MAX_INFLATION` for
+    // `weir up`); 50x here, so a 40 MB gzip of zeros (~40 KB) stops at the 16 MiB floor.
+    let sys = System::start_with(weir_services::Limits {
+        max_inflation: 50,
+        ..Default::default()
+    })
+    .await;
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    gz.write_all(b"n\n").unwrap();
+    for _ in 0..20 {
+        gz.write_all(&b"0\n".repeat(1 << 20)).unwrap();
+    }
+    let bomb = gz.finish().unwrap();
+    assert!(bomb.len() < 100 << 10, "{} bytes", bomb.len());
+    let path = sys.file("bomb.csv.gz", &bomb);
+    let (upload, end) = sys.upload(&path, None).await;
+    let Terminal::Failed(f) = end else {
+        panic!("{end:?}")
+    };
+    assert_eq!(f.step, Step::Infer);
+    assert!(!f.retryable);
+    assert!(
+        f.reason.starts_with("bomb.csv.gz: ")
+            && f.reason
+                .contains("limit: the file decompresses to more than 16777216 bytes, 50x")
+            && f.reason
+                .contains("(max_inflation, raise it with WEIR_MAX_INFLATION)"),
+        "{}",
+        f.reason
+    );
+    // Failed, then the compensation: the blob is gone, no Parquet was kept.
+    let comp = first_compensation(&sys.journal, upload).await;
+    assert!(
+        matches!(comp.action, CompensationAction::BlobRemoved { .. }),
+        "{comp:?}"
+    );
+    assert!(sys.store.list("datasets/").await.unwrap().is_empty());
+    sys.stop().await;
+}
+
+/// Log lines written by the services while a test runs, captured in memory.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
+    type Writer = Captured;
+    fn make_writer(&'a self) -> Captured {
+        self.clone()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_file_names_never_reach_an_object_key_or_a_raw_log_line() {
+    let logs = Captured::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(logs.clone())
+        .with_ansi(false)
+        .with_max_level(tracing::Level::INFO)
+        .finish();
+    // Global: the services log from the runtime's worker threads. Only this test sets it.
+    tracing::subscriber::set_global_default(subscriber).unwrap();
+    let sys = System::start().await;
+    let csv = b"a,b\n1,2\n";
+    let path = sys.file("plain.csv", csv);
+    let request = |filename: String| UploadRequest {
+        owner: "acme".parse().unwrap(),
+        filename,
+        label: None,
+        table_name: None,
+        format: None,
+        content_type: None,
+        part_size: 8 << 20,
+        options: Default::default(),
+        dataset: None,
+        parent_version: None,
+        branch: None,
+    };
+    // A name with NUL or a newline, or 1 KB long, is refused before a byte is stored
+    // (the gateway answers 400 for the same names).
+    for name in [
+        "nul\0.csv".to_owned(),
+        "two\nlines.csv".to_owned(),
+        "n".repeat(1024),
+    ] {
+        let e = producer::upload_file(
+            &sys.journal,
+            &sys.store,
+            &path,
+            &request(name.clone()),
+            |_| {},
+        )
+        .await
+        .unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.starts_with("filename "), "{msg}");
+        assert!(!msg.chars().any(char::is_control), "{msg:?}");
+    }
+    assert!(
+        sys.store.list("uploads/").await.unwrap().is_empty(),
+        "nothing stored"
+    );
+    // A path is reduced to its last component; keys come from ids and hashes only.
+    let (upload, end) = sys
+        .upload_request(&path, request("../../x.csv".into()))
+        .await;
+    let Terminal::Registered(r) = end else {
+        panic!("{end:?}")
+    };
+    let received = sys
+        .journal
+        .history(&Aggregate::Upload(upload))
+        .await
+        .unwrap();
+    let Event::UploadReceived(u) = &received[0].envelope.event else {
+        panic!("{:?}", received[0].envelope.kind())
+    };
+    assert_eq!(u.filename, "x.csv");
+    assert_eq!(r.schema.fields.len(), 2);
+    // A name that got into the log anyway (an older or foreign producer) with a
+    // newline, a NUL and an ESC, on a file that fails: its reason is logged escaped.
+    let hostile = "evil\n2026-01-01T00:00:00Z  INFO forged line\0\u{1b}[2J.csv";
+    let bad = bytes::Bytes::from_static(b"{\"a\": 1}\n{\"a\": \n");
+    let foreign = UploadId::new();
+    let part = ObjectKey::part(foreign, 1);
+    sys.store.put_bytes(&part, bad.clone()).await.unwrap();
+    let sha = sys.store.digest(&part).await.unwrap().sha256;
+    let owner: Owner = "acme".parse().unwrap();
+    let env = Envelope::new(
+        Aggregate::Upload(foreign),
+        owner.clone(),
+        foreign,
+        None,
+        Event::UploadReceived(UploadReceived {
+            owner,
+            filename: hostile.to_owned(),
+            content_type: None,
+            format: None,
+            label: None,
+            table_name: None,
+            size: bad.len() as u64,
+            parts: vec![PartManifest {
+                number: 1,
+                size: bad.len() as u64,
+                sha256: sha,
+            }],
+            dataset: None,
+            parent_version: None,
+            branch: None,
+            options: ReadOptions {
+                bad_rows: Some(BadRows::Fail),
+                ..Default::default()
+            },
+        }),
+    );
+    sys.journal.append(&env, Expect::Empty).await.unwrap();
+    let end = tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        producer::wait(&sys.journal, foreign),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let Terminal::Failed(f) = end else {
+        panic!("{end:?}")
+    };
+    assert!(f.reason.contains("evil"), "{}", f.reason);
+    let keys = sys.store.list("").await.unwrap();
+    sys.stop().await;
+    assert!(!keys.is_empty());
+    for key in &keys {
+        assert!(
+            !key.contains("x.csv")
+                && !key.contains("..")
+                && !key.contains("evil")
+                && !key.contains("plain"),
+            "a key from a name: {key}"
+        );
+    }
+    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    assert!(
+        text.contains("step failed") && text.contains("evil\\n"),
+        "the failure is logged, escaped:\n{text}"
+    );
+    assert!(
+        !text.contains('\0') && !text.contains('\u{1b}'),
+        "raw NUL/ESC in the log:\n{text}"
+    );
+    for line in text.lines() {
+        assert!(
+            !line.starts_with("2026-01-01T00:00:00Z"),
+            "a forged log line: {line}"
+        );
+    }
 }
