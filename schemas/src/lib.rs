@@ -298,6 +298,13 @@ pub(crate) struct Job<'a> {
 }
 
 impl Job<'_> {
+    /// Rows per Arrow batch for a file of `columns` columns: `batch_rows`, fewer when
+    /// the file is wide, so one batch holds at most [`BATCH_CELLS`] values (10,000
+    /// columns: 100 rows a batch, not 65,536).
+    pub fn batch_rows(&self, columns: usize) -> usize {
+        (BATCH_CELLS / columns.max(1)).clamp(1, self.opts.batch_rows.max(1))
+    }
+
     /// Threads that encode the Parquet columns side by side: one (the sink's own) for
     /// inputs under `PARALLEL_FROM_BYTES`, where a thread costs more than it saves, else
     /// one per core up to four.
@@ -310,6 +317,9 @@ impl Job<'_> {
         std::thread::available_parallelism().map_or(1, |n| n.get().min(4))
     }
 }
+
+/// Values (rows x columns) one Arrow batch holds at most; see [`Job::batch_rows`].
+const BATCH_CELLS: usize = 1 << 20;
 
 /// What a format reader hands back.
 pub(crate) struct Written {
