@@ -190,6 +190,44 @@ impl System {
     }
 }
 
+/// Appends the `UploadReceived` of a one-part upload whose part is already stored, as
+/// a producer other than `weir upload` would (owner `acme`).
+async fn append_one_part(
+    journal: &Journal,
+    upload: UploadId,
+    filename: &str,
+    size: u64,
+    sha256: Sha256,
+    options: ReadOptions,
+) {
+    let owner: Owner = "acme".parse().unwrap();
+    let env = Envelope::new(
+        Aggregate::Upload(upload),
+        owner.clone(),
+        upload,
+        None,
+        Event::UploadReceived(UploadReceived {
+            owner,
+            filename: filename.to_owned(),
+            content_type: None,
+            format: None,
+            label: None,
+            table_name: None,
+            size,
+            parts: vec![PartManifest {
+                number: 1,
+                size,
+                sha256,
+            }],
+            dataset: None,
+            parent_version: None,
+            branch: None,
+            options,
+        }),
+    );
+    journal.append(&env, Expect::Empty).await.unwrap();
+}
+
 /// Waits for the upload's first `Compensated` event.
 async fn first_compensation(journal: &Journal, upload: UploadId) -> Compensated {
     use futures::StreamExt;
@@ -533,32 +571,15 @@ async fn a_one_part_upload_becomes_its_blob_without_a_copy() {
         .unwrap();
     let root = sys.store.local_root().unwrap();
     let inode = std::fs::metadata(root.join(part.as_str())).unwrap().ino();
-    let owner: Owner = "acme".parse().unwrap();
-    let env = Envelope::new(
-        Aggregate::Upload(upload),
-        owner.clone(),
+    append_one_part(
+        &sys.journal,
         upload,
-        None,
-        Event::UploadReceived(UploadReceived {
-            owner,
-            filename: "one.csv".into(),
-            content_type: None,
-            format: None,
-            label: None,
-            table_name: None,
-            size: got.size,
-            parts: vec![PartManifest {
-                number: 1,
-                size: got.size,
-                sha256: got.sha256,
-            }],
-            dataset: None,
-            parent_version: None,
-            branch: None,
-            options: Default::default(),
-        }),
-    );
-    sys.journal.append(&env, Expect::Empty).await.unwrap();
+        "one.csv",
+        got.size,
+        got.sha256,
+        Default::default(),
+    )
+    .await;
     let end = producer::wait(&sys.journal, upload).await.unwrap();
     assert!(matches!(end, Terminal::Registered(_)), "{end:?}");
     let blob = ObjectKey::blob(&got.sha256);
@@ -1268,35 +1289,19 @@ async fn hostile_file_names_never_reach_an_object_key_or_a_raw_log_line() {
     let part = ObjectKey::part(foreign, 1);
     sys.store.put_bytes(&part, bad.clone()).await.unwrap();
     let sha = sys.store.digest(&part).await.unwrap().sha256;
-    let owner: Owner = "acme".parse().unwrap();
-    let env = Envelope::new(
-        Aggregate::Upload(foreign),
-        owner.clone(),
+    let options = ReadOptions {
+        bad_rows: Some(BadRows::Fail),
+        ..Default::default()
+    };
+    append_one_part(
+        &sys.journal,
         foreign,
-        None,
-        Event::UploadReceived(UploadReceived {
-            owner,
-            filename: hostile.to_owned(),
-            content_type: None,
-            format: None,
-            label: None,
-            table_name: None,
-            size: bad.len() as u64,
-            parts: vec![PartManifest {
-                number: 1,
-                size: bad.len() as u64,
-                sha256: sha,
-            }],
-            dataset: None,
-            parent_version: None,
-            branch: None,
-            options: ReadOptions {
-                bad_rows: Some(BadRows::Fail),
-                ..Default::default()
-            },
-        }),
-    );
-    sys.journal.append(&env, Expect::Empty).await.unwrap();
+        hostile,
+        bad.len() as u64,
+        sha,
+        options,
+    )
+    .await;
     let end = tokio::time::timeout(
         std::time::Duration::from_secs(60),
         producer::wait(&sys.journal, foreign),
