@@ -18,6 +18,7 @@ mod json_fast;
 mod limits;
 mod names;
 mod parquet_in;
+mod parquet_pages;
 mod records;
 mod rejects;
 mod sink;

@@ -40,7 +40,16 @@ pub(crate) fn convert(
         .metadata()
         .map_err(|e| ConvertError::io(job.file, e))?
         .len();
+    let mut pages = file
+        .try_clone()
+        .map_err(|e| ConvertError::io(job.file, e))?;
     let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| read_error(job, e))?;
+    crate::parquet_pages::check(
+        &mut pages,
+        job.file,
+        builder.metadata(),
+        job.opts.limits.max_record_bytes,
+    )?;
     let metadata = builder.metadata().clone();
     let total_rows = metadata.file_metadata().num_rows().max(0) as u64;
     let in_schema = builder.schema().clone();

@@ -392,3 +392,22 @@ fn a_csv_of_ten_thousand_columns_converts_in_bounded_memory() {
         outcome.peak_kb
     );
 }
+
+/// Found by `scripts/fuzz parquet` (out of memory at its 1 GB limit, on a seed):
+/// parquet-testing's `large_string_map.brotli.parquet`, 4 KB whose one page claims
+/// 1 GiB uncompressed, which the reader allocated up front before failing.
+#[test]
+fn fuzz_found_a_parquet_page_claiming_a_gibibyte_is_refused_in_bounded_memory() {
+    let name = "fuzz_found_a_parquet_page_claiming_a_gibibyte_is_refused_in_bounded_memory";
+    if child_converts() {
+        return;
+    }
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/corpus/parquet-testing/large_string_map.brotli.parquet");
+    let outcome = in_child(name, &path, &[]);
+    assert_eq!(
+        outcome.result,
+        Err("large_string_map.brotli.parquet: unsupported: limit: a page of column \"arr.key_value.key\" claims 1073741828 bytes uncompressed, more than 67108864 (max_record_bytes, raise it with WEIR_MAX_RECORD_BYTES)".into())
+    );
+    assert!(outcome.peak_kb < MAX_RSS_KB, "peak {} kB", outcome.peak_kb);
+}
