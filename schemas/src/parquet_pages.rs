@@ -6,7 +6,9 @@
 //! The parquet crate keeps its page header type private, so this reads the few fields
 //! it needs from the Thrift compact encoding itself: `PageHeader` fields 2
 //! (`uncompressed_page_size`) and 3 (`compressed_page_size`), skipping the rest. A
-//! header this cannot read is left to the parquet reader to refuse.
+//! header that does not fit in what is left of its column chunk is refused (the
+//! reader spent minutes skipping through one, found by fuzzing); one longer than
+//! 64 KB is left unchecked.
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
@@ -44,8 +46,23 @@ pub(crate) fn check(
                 if file.seek(SeekFrom::Start(pos)).is_err() {
                     break;
                 }
-                let n = read_up_to(file, &mut header);
+                let rest = usize::try_from(end - pos).unwrap_or(usize::MAX);
+                let n = read_up_to(file, &mut header[..rest.min(MAX_HEADER)]);
                 let Some((uncompressed, compressed, used)) = page_sizes(&header[..n]) else {
+                    if n < MAX_HEADER {
+                        // The header runs past its column chunk (or the file): the
+                        // reader would skip through it a few KB at a time, for minutes
+                        // when a length in it claims gigabytes (found by fuzzing).
+                        return Err(ConvertError::malformed(
+                            name,
+                            None,
+                            None,
+                            format!(
+                                "a page header of column {} at byte {pos} does not fit in its column chunk: a corrupt file",
+                                column.column_path()
+                            ),
+                        ));
+                    }
                     break;
                 };
                 if uncompressed > limit as u64 {

@@ -411,3 +411,28 @@ fn fuzz_found_a_parquet_page_claiming_a_gibibyte_is_refused_in_bounded_memory() 
     );
     assert!(outcome.peak_kb < MAX_RSS_KB, "peak {} kB", outcome.peak_kb);
 }
+
+/// Found by `scripts/fuzz parquet` (a timeout): 6 KB of Parquet with a page header
+/// running past its column chunk, which the reader skipped through a few KB at a time
+/// for over a minute.
+#[test]
+fn fuzz_found_a_parquet_page_header_past_its_chunk_is_refused_at_once() {
+    let name = "fuzz_found_a_parquet_page_header_past_its_chunk_is_refused_at_once";
+    if child_converts() {
+        return;
+    }
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fuzz/page-header-past-its-chunk.parquet");
+    let start = std::time::Instant::now();
+    let outcome = in_child(name, &path, &[]);
+    assert_eq!(
+        outcome.result,
+        Err("page-header-past-its-chunk.parquet: a page header of column \"c_birth_day\" at byte 1701 does not fit in its column chunk: a corrupt file".into())
+    );
+    assert!(
+        start.elapsed() < std::time::Duration::from_secs(20),
+        "{:?}",
+        start.elapsed()
+    );
+    assert!(outcome.peak_kb < MAX_RSS_KB, "peak {} kB", outcome.peak_kb);
+}
