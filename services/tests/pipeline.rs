@@ -636,32 +636,16 @@ async fn a_part_that_does_not_match_its_manifest_fails_the_combine_step() {
         )
         .await
         .unwrap();
-    let owner: Owner = "acme".parse().unwrap();
-    let env = Envelope::new(
-        Aggregate::Upload(upload),
-        owner.clone(),
+    // The manifest's digest is not the part's.
+    append_one_part(
+        &sys.journal,
         upload,
-        None,
-        Event::UploadReceived(UploadReceived {
-            owner,
-            filename: "tampered.csv".into(),
-            content_type: None,
-            format: None,
-            label: None,
-            table_name: None,
-            size: 8,
-            parts: vec![PartManifest {
-                number: 1,
-                size: 8,
-                sha256: Sha256([7; 32]),
-            }],
-            dataset: None,
-            parent_version: None,
-            branch: None,
-            options: Default::default(),
-        }),
-    );
-    sys.journal.append(&env, Expect::Empty).await.unwrap();
+        "tampered.csv",
+        8,
+        Sha256([7; 32]),
+        Default::default(),
+    )
+    .await;
     let end = producer::wait(&sys.journal, upload).await.unwrap();
     let Terminal::Failed(f) = end else {
         panic!("{end:?}")
