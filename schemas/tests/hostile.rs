@@ -436,3 +436,26 @@ fn fuzz_found_a_parquet_page_header_past_its_chunk_is_refused_at_once() {
     );
     assert!(outcome.peak_kb < MAX_RSS_KB, "peak {} kB", outcome.peak_kb);
 }
+
+/// Found by `scripts/fuzz parquet` (a crash): a DELTA_BYTE_ARRAY page whose prefix
+/// lengths overflow inside the parquet crate's decoder (a panic where overflow checks
+/// are on, as in this debug build). The panic is caught and the file fails; no panic
+/// reaches the service.
+#[test]
+fn fuzz_found_a_parquet_decoder_overflow_fails_the_file() {
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fuzz/delta-byte-array-overflow.parquet");
+    let dir = tempfile::tempdir().unwrap();
+    let opts = ConvertOptions {
+        filename: "delta-byte-array-overflow.parquet".into(),
+        ..ConvertOptions::default()
+    };
+    let err = convert(&path, &dir.path().join("out.parquet"), &opts, &mut |_| {})
+        .expect_err("the file fails");
+    let msg = err.to_string();
+    assert!(
+        msg.starts_with("delta-byte-array-overflow.parquet: "),
+        "{msg}"
+    );
+    assert!(err.is_permanent(), "{msg}");
+}
