@@ -265,6 +265,7 @@ pub async fn run(
         journal: journal.clone(),
         store: store.clone(),
         work_dir,
+        limits: Default::default(),
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let services = tokio::spawn(weir_services::run_all(ctx, stop_rx));

@@ -201,10 +201,12 @@ pub async fn up(
         .unwrap_or_else(|| data_dir.join("objects").display().to_string());
     let store = Store::open(&store_spec)?;
     let work = work_dir(&data_dir)?;
+    let limits = limits()?;
     let ctx = |journal: Journal| Ctx {
         journal,
         store: store.clone(),
         work_dir: work.clone(),
+        limits,
     };
     let ctxs = Ctxs {
         combiner: ctx(connect(Role::Combiner).await?),
@@ -325,6 +327,7 @@ pub async fn serve(data_dir: &Path, nats_url: Option<&str>, args: ServeArgs) -> 
         journal,
         store,
         work_dir: work_dir(data_dir)?,
+        limits: limits()?,
     };
     crate::say(
         args.json,
@@ -335,6 +338,12 @@ pub async fn serve(data_dir: &Path, nats_url: Option<&str>, args: ServeArgs) -> 
         .await
         .map_err(|e| anyhow::anyhow!("{}: {e}", args.service))?;
     Ok(0)
+}
+
+/// The inferrer's limits: the defaults, or `WEIR_MAX_RECORD_BYTES`,
+/// `WEIR_MAX_INFLATION`, `WEIR_MAX_COLUMNS` when set.
+fn limits() -> Result<weir_services::Limits> {
+    weir_services::Limits::from_env().map_err(anyhow::Error::msg)
 }
 
 /// The store given, else the one the running system uses, else `<data dir>/objects`.

@@ -71,6 +71,7 @@ impl Pipeline {
             journal,
             store: store.clone(),
             work_dir: work_dir.clone(),
+            limits: Default::default(),
         };
         let ctxs = Ctxs {
             combiner: ctx(connect(Role::Combiner).await),

@@ -59,6 +59,37 @@ impl<'de> Deserialize<'de> for Sha256 {
     }
 }
 
+/// The longest file name an upload may carry, in bytes (what most file systems allow).
+pub const MAX_FILENAME_BYTES: usize = 255;
+
+/// The file name an upload records, from what a producer gave: its last path
+/// component (`../../x` is `x`), trimmed; `upload` when nothing is left. A name with a
+/// control character (NUL, newline, ESC, …) or longer than [`MAX_FILENAME_BYTES`] is
+/// refused, with the reason naming it escaped, so every log line, terminal and message
+/// that shows a name shows it as it was meant. The name is a label: no object key or
+/// path is ever built from it (keys come from ids and hashes).
+pub fn upload_filename(given: Option<&str>) -> Result<String, String> {
+    let given = given.unwrap_or("");
+    if let Some(c) = given.chars().find(|c| c.is_control()) {
+        return Err(format!(
+            "filename {given:?} contains the control character {c:?}: rename the file"
+        ));
+    }
+    let base = given.rsplit(['/', '\\']).next().unwrap_or("").trim();
+    if base.len() > MAX_FILENAME_BYTES {
+        return Err(format!(
+            "filename is {} bytes long, over the limit of {MAX_FILENAME_BYTES}: {:?}…",
+            base.len(),
+            base.chars().take(40).collect::<String>()
+        ));
+    }
+    Ok(if base.is_empty() || base == "." || base == ".." {
+        "upload".to_owned()
+    } else {
+        base.to_owned()
+    })
+}
+
 /// A key in the object store, relative to the configured root. Only the constructors
 /// below make one, so every key weir writes has one of these shapes.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -436,5 +467,46 @@ mod tests {
             ObjectKey::parquet(DatasetId::from_u128(1), 2).as_str(),
             "datasets/data_00000000000000000000000001/v2/data.parquet"
         );
+    }
+
+    #[test]
+    fn upload_filenames_are_labels_without_paths_or_control_characters() {
+        let ok = |given: &str, want: &str| {
+            assert_eq!(
+                upload_filename(Some(given)).as_deref(),
+                Ok(want),
+                "{given:?}"
+            )
+        };
+        ok("../../x", "x");
+        ok("..\\..\\x.csv", "x.csv");
+        ok("/etc/passwd", "passwd");
+        ok("  sales.csv ", "sales.csv");
+        ok("..", "upload");
+        ok("dir/", "upload");
+        ok("données été.csv", "données été.csv");
+        assert_eq!(upload_filename(None).as_deref(), Ok("upload"));
+        ok(&"é".repeat(127), &"é".repeat(127));
+        for bad in [
+            "a\0b.csv",
+            "a\nb.csv",
+            "x\r",
+            "\u{1b}[31mred.csv",
+            "c1\u{9b}.csv",
+        ] {
+            let e = upload_filename(Some(bad)).unwrap_err();
+            assert!(
+                e.starts_with("filename ") && e.contains("control character"),
+                "{e}"
+            );
+            assert!(
+                !e.chars().any(char::is_control),
+                "the reason is escaped: {e:?}"
+            );
+        }
+        let e = upload_filename(Some(&"n".repeat(1024))).unwrap_err();
+        assert!(e.contains("1024 bytes long, over the limit of 255"), "{e}");
+        // The limit counts bytes, not characters.
+        assert!(upload_filename(Some(&"é".repeat(128))).is_err());
     }
 }

@@ -52,7 +52,8 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         if self.status.is_server_error() {
-            tracing::error!(status = %self.status, error = %self.message, "request failed");
+            // `?`: the message may quote the request; Debug escapes its control characters.
+            tracing::error!(status = %self.status, error = ?self.message, "request failed");
         }
         let refused_body = self.status == StatusCode::PAYLOAD_TOO_LARGE;
         let mut response = (

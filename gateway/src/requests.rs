@@ -98,7 +98,7 @@ async fn handle(state: &AppState, payload: &[u8]) -> Result<UploadId, String> {
     let upload = UploadId::new();
     let part = ObjectKey::part(upload, 1);
     let store = state.store();
-    let (size, sha256, filename) = match (&req.key, &req.inline) {
+    let (size, sha256, unnamed) = match (&req.key, &req.inline) {
         (Some(key), None) => {
             let incoming = ObjectKey::incoming(key).map_err(|e| format!("key: {e}"))?;
             if store
@@ -114,11 +114,7 @@ async fn handle(state: &AppState, payload: &[u8]) -> Result<UploadId, String> {
                 .await
                 .map_err(|e| format!("key: {e}"))?;
             let d = store.digest(&part).await.map_err(|e| e.to_string())?;
-            let name = req
-                .fields
-                .filename
-                .clone()
-                .unwrap_or_else(|| key.rsplit('/').next().unwrap_or("upload").to_owned());
+            let name = key.rsplit('/').next().unwrap_or("upload").to_owned();
             (d.size, d.sha256, name)
         }
         (None, Some(text)) => {
@@ -134,25 +130,15 @@ async fn handle(state: &AppState, payload: &[u8]) -> Result<UploadId, String> {
                 .put_bytes(&part, bytes.clone())
                 .await
                 .map_err(|e| e.to_string())?;
-            (
-                bytes.len() as u64,
-                sha,
-                req.fields
-                    .filename
-                    .clone()
-                    .unwrap_or_else(|| "inline".to_owned()),
-            )
+            (bytes.len() as u64, sha, "inline".to_owned())
         }
         _ => return Err("give exactly one of key and inline".to_owned()),
     };
-    let received = req.fields.one_part(
-        asked,
-        &owner,
-        Some(&filename),
-        req.content_type,
-        size,
-        sha256,
-    );
+    // The name given (checked with the other fields, before anything is stored), else
+    // the key's last segment or `inline`.
+    let received = req
+        .fields
+        .one_part(asked, &owner, &unnamed, req.content_type, size, sha256);
     crate::uploads::append_received(state, upload, owner, received)
         .await
         .map_err(|e| e.message)?;

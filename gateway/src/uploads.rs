@@ -203,6 +203,8 @@ pub(crate) struct Asked {
     options: weir_events::ReadOptions,
     pub(crate) dataset: Option<weir_events::DatasetId>,
     parent_version: Option<u32>,
+    /// The file name given, checked (`weir_events::upload_filename`); `None`: not given.
+    filename: Option<String>,
 }
 
 impl SingleShotQuery {
@@ -220,22 +222,24 @@ impl SingleShotQuery {
             )?,
             dataset,
             parent_version,
+            filename: checked_filename(self.filename.as_deref())?,
         })
     }
 
-    /// The `UploadReceived` of a file stored as part 1 (`size` bytes, `sha256`).
+    /// The `UploadReceived` of a file stored as part 1 (`size` bytes, `sha256`), named
+    /// `unnamed` when no file name was given.
     pub(crate) fn one_part(
         self,
         asked: Asked,
         owner: &weir_events::Owner,
-        filename: Option<&str>,
+        unnamed: &str,
         content_type: Option<String>,
         size: u64,
         sha256: weir_events::Sha256,
     ) -> UploadReceived {
         UploadReceived {
             owner: owner.clone(),
-            filename: clean_filename(filename),
+            filename: asked.filename.unwrap_or_else(|| unnamed.to_owned()),
             content_type: content_type.filter(|c| !c.is_empty()),
             format: asked.format,
             label: self.label.filter(|l| !l.is_empty()),
@@ -361,19 +365,12 @@ pub(crate) fn parse_format(format: Option<&str>) -> Result<Option<Format>, ApiEr
         .transpose()
 }
 
-/// The last path component, never empty.
-pub(crate) fn clean_filename(name: Option<&str>) -> String {
-    let base = name
-        .unwrap_or("")
-        .rsplit(['/', '\\'])
-        .next()
-        .unwrap_or("")
-        .trim();
-    if base.is_empty() || base == "." || base == ".." {
-        "upload".to_owned()
-    } else {
-        base.chars().take(255).collect()
-    }
+/// A file name given to the API, `None` when none was given; a 400 naming the field
+/// when it has a control character or is too long (as `weir upload` refuses it).
+pub(crate) fn checked_filename(name: Option<&str>) -> Result<Option<String>, ApiError> {
+    name.filter(|n| !n.is_empty())
+        .map(|n| weir_events::upload_filename(Some(n)).map_err(ApiError::bad_request))
+        .transpose()
 }
 
 fn now_unix() -> i64 {
@@ -452,11 +449,10 @@ async fn receive_whole(
         .and_then(|v| v.to_str().ok())
         .filter(|v| *v != "application/octet-stream")
         .map(str::to_owned);
-    let filename = q.filename.clone();
     let received = q.one_part(
         asked,
         &owner,
-        filename.as_deref(),
+        "upload",
         content_type,
         spooled.size,
         spooled.sha256,
@@ -519,6 +515,7 @@ pub async fn init_multipart(
     body: Result<Json<InitMultipart>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let Json(init) = body?;
+    let filename = checked_filename(Some(&init.filename))?.unwrap_or_else(|| "upload".to_owned());
     let limit = state.config().max_upload_bytes;
     if init.size > limit {
         return Err(ApiError::too_large(limit));
@@ -541,7 +538,7 @@ pub async fn init_multipart(
     let upload = UploadId::new();
     let started = UploadStarted {
         owner: owner.clone(),
-        filename: clean_filename(Some(&init.filename)),
+        filename,
         size: init.size,
         part_size,
         part_count,

@@ -540,6 +540,46 @@ async fn single_shot_uploads_and_the_size_limit() {
         );
     }
 
+    // A file name with a control character, or over 255 bytes, is a 400 naming the
+    // field (as `weir upload` refuses it), for the single shot and the multipart init.
+    let long = "n".repeat(1024);
+    for name in [
+        "nul%00.csv",
+        "two%0Alines.csv",
+        "esc%1B%5B2J.csv",
+        long.as_str(),
+    ] {
+        let r = s
+            .http
+            .post(s.url(&format!("/v1/uploads?filename={name}")))
+            .bearer_auth(&s.alice)
+            .body(b"a\n1\n".to_vec())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{name}");
+        let e: serde_json::Value = r.json().await.unwrap();
+        let msg = e["error"].as_str().unwrap();
+        assert!(msg.starts_with("filename "), "{name}: {e}");
+        assert!(!msg.chars().any(char::is_control), "{name}: {msg:?}");
+    }
+    let r = s
+        .post_json(
+            &s.alice,
+            "/v1/uploads/multipart",
+            serde_json::json!({"filename": "a\u{0}b.csv", "size": 10}),
+        )
+        .await;
+    assert_eq!(r.status(), 400);
+    let e: serde_json::Value = r.json().await.unwrap();
+    assert!(
+        e["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("filename \"a\\0b.csv\""),
+        "{e}"
+    );
+
     let big = vec![b'a'; 101];
     let r = s
         .http

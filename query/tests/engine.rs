@@ -74,6 +74,7 @@ impl Stack {
                 journal: journal.clone(),
                 store: store.clone(),
                 work_dir: work,
+                limits: Default::default(),
             },
             stop_rx,
         ));

@@ -47,8 +47,9 @@ pub(crate) fn convert(
     let (header, mut kinds, distinct) = {
         let mut rows = Rows::open(job, delimiter, progress)?;
         let header = rows.header()?;
+        job.opts.limits.check_columns(job.file, header.len())?;
         let mut kinds = vec![Kind::Null; header.len()];
-        let mut distinct = vec![Distinct::default(); header.len()];
+        let mut distinct = vec![Distinct::for_columns(header.len()); header.len()];
         let mut seen = 0;
         while seen < job.opts.sample_rows && rows.next()? {
             // A bad row is the write pass's to report; it does not shape the types.
@@ -174,6 +175,7 @@ fn write_pass(
     let mut dropped: Vec<usize> = Vec::new();
     let mut rows_read = 0u64;
     let mut in_batch = 0;
+    let batch_rows = job.batch_rows(kinds.len());
     let n = header.len();
     'rows: while rows.next()? {
         rows_read += 1;
@@ -249,7 +251,7 @@ fn write_pass(
             }
         }
         in_batch += 1;
-        if in_batch >= job.opts.batch_rows.max(1) {
+        if in_batch >= batch_rows {
             sink.write(&finish_batch(job, &schema, &mut builders, &mut dropped)?)?;
             in_batch = 0;
         }
@@ -285,11 +287,27 @@ struct Distinct {
     /// Each value's 64-bit hash, kept as its own hash by the set (no second hashing).
     values: std::collections::HashSet<u64, std::hash::BuildHasherDefault<Prehashed>>,
     non_null: usize,
+    /// Values looked at, at most: the sets of all columns together stay within
+    /// [`DISTINCT_BUDGET`] hashes, so 10,000 columns do not hold 10,000 samples' worth.
+    cap: usize,
 }
 
+/// Hashes the distinct counts of one file may hold in all (~16 MB).
+const DISTINCT_BUDGET: usize = 1 << 20;
+
 impl Distinct {
+    /// The counter of one of `columns` columns: a file of up to 100 columns looks at
+    /// its whole sample, a wider one at fewer values per column (at least 200).
+    fn for_columns(columns: usize) -> Self {
+        Distinct {
+            values: Default::default(),
+            non_null: 0,
+            cap: (DISTINCT_BUDGET / columns.max(1)).max(200),
+        }
+    }
+
     fn add(&mut self, value: &str) {
-        if value.is_empty() {
+        if value.is_empty() || self.non_null >= self.cap {
             return;
         }
         self.non_null += 1;
@@ -416,11 +434,12 @@ impl<'a> Rows<'a> {
             job.file,
             job.compression,
             job.encoding,
-            job.opts.max_inflation,
+            job.opts.limits.max_inflation,
             progress,
         )?;
         Ok(Rows {
-            records: Records::new(input, delimiter).with_max_record(job.opts.max_record_bytes),
+            records: Records::new(input, delimiter)
+                .with_max_record(job.opts.limits.max_record_bytes),
             line: 0,
             file: job.file,
         })

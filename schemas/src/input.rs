@@ -55,8 +55,10 @@ impl<R: Read> Read for Inflation<R> {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::InvalidData,
                 format!(
-                    "limit: the file decompresses to more than {} bytes, {}x its compressed size (max_inflation); a compression bomb, or raise the limit",
-                    self.limit, self.ratio
+                    "limit: the file decompresses to more than {} bytes, {}x its compressed size ({}): a compression bomb?",
+                    self.limit,
+                    self.ratio,
+                    crate::limits::INFLATION
                 ),
             ));
         }

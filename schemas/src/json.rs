@@ -37,7 +37,7 @@ use crate::sink::Sink;
 use crate::{ConvertError, Job, Problems, Written};
 use weir_events::BadRows;
 
-// A record larger than `ConvertOptions::max_record_bytes` is refused rather than
+// A record larger than `Limits::max_record_bytes` is refused rather than
 // buffered (it usually means a lost closing brace, which would otherwise swallow the
 // rest of the file).
 const MAX_PASSES: usize = 4;
@@ -134,6 +134,7 @@ fn write_pass(
         ));
     }
     // The decoder matches the source keys; the written schema carries resolved names.
+    job.opts.limits.check_columns(job.file, top.len())?;
     let source: Vec<String> = top.iter().map(|(k, _)| k.clone()).collect();
     let resolved = names::resolve(&source);
     let decode_schema: SchemaRef = Arc::new(ArrowSchema::new(
@@ -599,7 +600,7 @@ struct Records<'a> {
     /// 1-based line of the next unread byte.
     line: u64,
     buf: Vec<u8>,
-    /// The longest record accepted (`ConvertOptions::max_record_bytes`).
+    /// The longest record accepted (`Limits::max_record_bytes`).
     max_record: usize,
 }
 
@@ -615,7 +616,7 @@ impl<'a> Records<'a> {
                 job.file,
                 job.compression,
                 job.encoding,
-                job.opts.max_inflation,
+                job.opts.limits.max_inflation,
                 progress,
             )?,
             file: job.file,
@@ -624,7 +625,7 @@ impl<'a> Records<'a> {
             finished: false,
             line: 1,
             buf: Vec::new(),
-            max_record: job.opts.max_record_bytes.max(1),
+            max_record: job.opts.limits.max_record_bytes.max(1),
         })
     }
 
@@ -739,8 +740,9 @@ impl<'a> Records<'a> {
                 return Err(self.bad(
                     self.line,
                     format!(
-                        "limit: a line longer than {} bytes (max_record_bytes)",
-                        self.max_record
+                        "limit: a line longer than {} bytes ({})",
+                        self.max_record,
+                        crate::limits::RECORD
                     ),
                 ));
             }
@@ -836,8 +838,9 @@ impl<'a> Records<'a> {
                 return Err(self.bad(
                     start,
                     format!(
-                        "limit: a JSON record longer than {} bytes (max_record_bytes): a brace that never closes, or raise the limit",
-                        self.max_record
+                        "limit: a JSON record longer than {} bytes ({}): a brace that never closes?",
+                        self.max_record,
+                        crate::limits::RECORD
                     ),
                 ));
             }

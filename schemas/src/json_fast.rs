@@ -69,7 +69,7 @@ pub(crate) fn write(
         job.file,
         job.compression,
         job.encoding,
-        job.opts.max_inflation,
+        job.opts.limits.max_inflation,
         progress,
     ) else {
         return Ok(None);

@@ -15,8 +15,10 @@ mod error;
 mod input;
 mod json;
 mod json_fast;
+mod limits;
 mod names;
 mod parquet_in;
+mod parquet_pages;
 mod records;
 mod rejects;
 mod sink;
@@ -33,6 +35,7 @@ use weir_events::{
 };
 
 pub use error::{ConvertError, Location};
+pub use limits::Limits;
 pub use sniff::sniff;
 
 /// Bytes read from the start of the file to sniff its format.
@@ -67,12 +70,8 @@ pub struct ConvertOptions {
     /// Column type overrides, (column, type): `("amount", "decimal(12,2)")`, `("zip",
     /// "utf8")`; CSV and TSV only. A value that does not fit is a bad row.
     pub columns: Vec<(String, String)>,
-    /// Limit: the longest record (CSV row or JSON record) in bytes; a longer one fails
-    /// the file naming the limit, so one endless line cannot take unbounded memory.
-    pub max_record_bytes: usize,
-    /// Limit: a gzip/zstd input may decompress to at most this many times its size
-    /// (and always to 16 MiB), so a compression bomb fails instead of filling the disk.
-    pub max_inflation: u64,
+    /// What one file may cost: record size, decompression ratio, columns.
+    pub limits: Limits,
 }
 
 impl Default for ConvertOptions {
@@ -89,8 +88,7 @@ impl Default for ConvertOptions {
             rejects: None,
             columns: Vec::new(),
             validator: None,
-            max_record_bytes: records::MAX_RECORD_BYTES,
-            max_inflation: 250,
+            limits: Limits::default(),
         }
     }
 }
@@ -250,13 +248,7 @@ fn validate_first(
     name: &str,
     opts: &ConvertOptions,
 ) -> Result<String, ConvertError> {
-    let report = validators::validate(
-        input,
-        file,
-        name,
-        opts.encoding.as_deref(),
-        opts.max_record_bytes,
-    )?;
+    let report = validators::validate(input, file, name, opts.encoding.as_deref(), &opts.limits)?;
     if report.invalid > 0 {
         let first: Vec<String> = report
             .first
@@ -307,6 +299,13 @@ pub(crate) struct Job<'a> {
 }
 
 impl Job<'_> {
+    /// Rows per Arrow batch for a file of `columns` columns: `batch_rows`, fewer when
+    /// the file is wide, so one batch holds at most [`BATCH_CELLS`] values (10,000
+    /// columns: 100 rows a batch, not 65,536).
+    pub fn batch_rows(&self, columns: usize) -> usize {
+        (BATCH_CELLS / columns.max(1)).clamp(1, self.opts.batch_rows.max(1))
+    }
+
     /// Threads that encode the Parquet columns side by side: none for inputs under
     /// `OWN_THREAD_FROM_BYTES` (the reading thread encodes each batch itself: a small
     /// file is one batch, so a writer thread would only wait, and starting it costs
@@ -327,6 +326,9 @@ impl Job<'_> {
         std::thread::available_parallelism().map_or(1, |n| n.get().min(4))
     }
 }
+
+/// Values (rows x columns) one Arrow batch holds at most; see [`Job::batch_rows`].
+const BATCH_CELLS: usize = 1 << 20;
 
 /// What a format reader hands back.
 pub(crate) struct Written {

@@ -40,7 +40,16 @@ pub(crate) fn convert(
         .metadata()
         .map_err(|e| ConvertError::io(job.file, e))?
         .len();
+    let mut pages = file
+        .try_clone()
+        .map_err(|e| ConvertError::io(job.file, e))?;
     let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| read_error(job, e))?;
+    crate::parquet_pages::check(
+        &mut pages,
+        job.file,
+        builder.metadata(),
+        job.opts.limits.max_record_bytes,
+    )?;
     let metadata = builder.metadata().clone();
     let total_rows = metadata.file_metadata().num_rows().max(0) as u64;
     let in_schema = builder.schema().clone();
@@ -51,6 +60,10 @@ pub(crate) fn convert(
         ));
     }
 
+    let leaves = metadata.file_metadata().schema_descr().num_columns();
+    job.opts
+        .limits
+        .check_columns(job.file, in_schema.fields().len().max(leaves))?;
     let source: Vec<String> = in_schema
         .fields()
         .iter()
@@ -131,6 +144,23 @@ pub(crate) fn convert(
         }
     }
     progress(file_size);
+    // The footer's count is what readers of the file as it is will believe (a kept
+    // file is served as it is); a footer that claims rows the pages do not hold is
+    // refused. The claim only ever scaled the progress, never an allocation. (Row
+    // groups are not compared: files in the wild, e.g. a repeated column without a
+    // LIST annotation, count their rows differently from what Arrow reads.)
+    let claimed = metadata.file_metadata().num_rows();
+    let in_groups: i64 = metadata.row_groups().iter().map(|g| g.num_rows()).sum();
+    if u64::try_from(claimed) != Ok(rows) {
+        return Err(ConvertError::malformed(
+            job.file,
+            None,
+            None,
+            format!(
+                "the footer claims {claimed} rows (row groups: {in_groups}) but the pages hold {rows}: a corrupt or forged footer"
+            ),
+        ));
+    }
     let (statistics, parquet_size) = match sink {
         Some(sink) => sink.finish()?,
         None => (stats.finish(), file_size),

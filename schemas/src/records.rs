@@ -249,8 +249,9 @@ impl<R: BufRead> Records<R> {
         std::io::Error::new(
             std::io::ErrorKind::InvalidData,
             format!(
-                "limit: a record longer than {} bytes (max_record_bytes): a line that never ends or a quote that never closes",
-                self.max_record
+                "limit: a record longer than {} bytes ({}): a line that never ends or a quote that never closes?",
+                self.max_record,
+                crate::limits::RECORD
             ),
         )
     }

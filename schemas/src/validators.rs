@@ -61,8 +61,9 @@ pub(crate) fn validate(
     file: &str,
     name: &str,
     encoding: Option<&str>,
-    max_record_bytes: usize,
+    limits: &crate::Limits,
 ) -> Result<Report, ConvertError> {
+    let max_record_bytes = limits.max_record_bytes;
     let mut validator = by_name(name).map_err(|e| ConvertError::unsupported(file, e))?;
     let forced = match encoding {
         Some(label) => Some(crate::encoding::for_label(label, file)?),
@@ -79,7 +80,7 @@ pub(crate) fn validate(
         file,
         sniffed.compression,
         sniffed.encoding,
-        u64::MAX,
+        limits.max_inflation,
         &mut progress,
     )?;
     let mut report = Report {
@@ -105,7 +106,10 @@ pub(crate) fn validate(
                 file,
                 Some(number),
                 None,
-                format!("limit: a line longer than {max_record_bytes} bytes (max_record_bytes)"),
+                format!(
+                    "limit: a line longer than {max_record_bytes} bytes ({})",
+                    crate::limits::RECORD
+                ),
             ));
         }
         if line.iter().all(u8::is_ascii_whitespace) {

@@ -6,7 +6,7 @@ mod common;
 use std::io::Write;
 
 use common::{options, run};
-use weir_schemas::ConvertOptions;
+use weir_schemas::{ConvertOptions, Limits};
 
 /// `rows` copies of a small CSV row behind a header, gzip- or zstd-compressed.
 fn bomb(zstd: bool, rows: usize) -> Vec<u8> {
@@ -28,6 +28,14 @@ fn bomb(zstd: bool, rows: usize) -> Vec<u8> {
     }
 }
 
+/// The default limits with records of at most 1 MiB.
+fn small_records() -> Limits {
+    Limits {
+        max_record_bytes: 1 << 20,
+        ..Limits::default()
+    }
+}
+
 #[test]
 fn compression_bombs_fail_naming_the_limit() {
     // About 110 MB of text each, compressed far beyond 250x.
@@ -40,12 +48,17 @@ fn compression_bombs_fail_naming_the_limit() {
             .map(|e| e.to_string());
         let msg = err.unwrap_or_default();
         assert!(
-            msg.contains("limit:") && msg.contains("max_inflation") && msg.contains(name),
+            msg.contains("limit:")
+                && msg.contains("(max_inflation, raise it with WEIR_MAX_INFLATION)")
+                && msg.contains(name),
             "{name}: {msg}"
         );
         // The same file converts when the limit allows it.
         let opts = ConvertOptions {
-            max_inflation: 100_000,
+            limits: Limits {
+                max_inflation: 100_000,
+                ..Limits::default()
+            },
             ..options(name)
         };
         let r = run(name, &bytes, &opts).expect("converts under a higher limit");
@@ -59,7 +72,7 @@ fn an_endless_line_fails_naming_the_limit() {
     csv.extend(std::iter::repeat_n(b'x', 3 << 20));
     csv.extend_from_slice(b"\n2,ok\n");
     let opts = ConvertOptions {
-        max_record_bytes: 1 << 20,
+        limits: small_records(),
         ..options("long.csv")
     };
     let msg = run("long.csv", &csv, &opts)
@@ -68,7 +81,7 @@ fn an_endless_line_fails_naming_the_limit() {
         .unwrap_or_default();
     assert!(
         msg.starts_with("long.csv: line 2")
-            && msg.contains("limit: a record longer than 1048576 bytes (max_record_bytes)"),
+            && msg.contains("limit: a record longer than 1048576 bytes (max_record_bytes, raise it with WEIR_MAX_RECORD_BYTES)"),
         "{msg}"
     );
     // A quote that never closes runs over many lines: the same limit.
@@ -80,7 +93,7 @@ fn an_endless_line_fails_naming_the_limit() {
         "quote.csv",
         &csv,
         &ConvertOptions {
-            max_record_bytes: 1 << 20,
+            limits: small_records(),
             ..options("quote.csv")
         },
     )
@@ -102,7 +115,7 @@ fn an_endless_json_record_fails_naming_the_limit() {
     json.extend(std::iter::repeat_n(b'y', 3 << 20));
     json.extend_from_slice(b"\"}\n");
     let opts = ConvertOptions {
-        max_record_bytes: 1 << 20,
+        limits: small_records(),
         ..options("long.ndjson")
     };
     let msg = run("long.ndjson", &json, &opts)

@@ -185,6 +185,7 @@ impl Service for Inferrer {
                 .map(|c| (c.name.clone(), c.data_type.clone()))
                 .collect(),
             validator: received.options.validator.clone(),
+            limits: ctx.limits,
             ..ConvertOptions::default()
         };
         // Big conversions use every core already; more than two at once only share them.

@@ -20,6 +20,7 @@ use std::sync::Arc;
 pub use runtime::{Ctx, RunConfig, Service, StepError};
 pub use state::States;
 pub use store::Store;
+pub use weir_schemas::Limits;
 
 /// The services `weir serve` can run on their own.
 pub const SERVICES: [&str; 3] = ["combiner", "inferrer", "registrar"];

@@ -64,6 +64,10 @@ pub enum ProduceError {
     Read2(#[from] weir_journal::ReadError),
     #[error("upload {0} already exists in the log")]
     Exists(UploadId),
+    /// The file name has a control character or is too long (the gateway's 400 for
+    /// the same name says the same).
+    #[error("{0}")]
+    Filename(String),
 }
 
 /// Writes `path` to the store in parts and appends `UploadReceived`. `progress` gets
@@ -80,6 +84,8 @@ pub async fn upload_file(
         path: shown.clone(),
         source,
     };
+    let filename =
+        weir_events::upload_filename(Some(&request.filename)).map_err(ProduceError::Filename)?;
     let size = tokio::fs::metadata(path).await.map_err(read_err)?.len();
     let part_size = request.part_size.max(1) as u64;
     if size.div_ceil(part_size) > MAX_PARTS as u64 {
@@ -135,7 +141,7 @@ pub async fn upload_file(
         None,
         Event::UploadReceived(UploadReceived {
             owner: request.owner.clone(),
-            filename: request.filename.clone(),
+            filename,
             content_type: request.content_type.clone(),
             format: request.format,
             label: request.label.clone(),

@@ -43,6 +43,8 @@ pub struct Ctx {
     pub store: Store,
     /// Local scratch space for downloads and conversions (same disk as the data dir).
     pub work_dir: PathBuf,
+    /// What one file may cost the inferrer (`WEIR_MAX_*`, see `Limits::from_env`).
+    pub limits: weir_schemas::Limits,
 }
 
 /// Why a step did not finish.
@@ -477,7 +479,9 @@ async fn step<S: Service>(
             Ok(())
         }
         Err(StepError::Transient(reason)) if delivered < config.max_deliver => {
-            tracing::warn!(service = S::NAME, delivered, reason = %reason, "transient fault; will retry");
+            // `?`: a reason quotes file names, headers and values from the input; Debug
+            // escapes their newlines and control characters, so no input forges a line.
+            tracing::warn!(service = S::NAME, delivered, reason = ?reason, "transient fault; will retry");
             Err(retry_delay)
         }
         Err(StepError::Transient(reason)) => {
@@ -518,7 +522,8 @@ async fn fail<S: Service>(
     attempts: u32,
     retryable: bool,
 ) -> Result<(), ()> {
-    tracing::warn!(service = S::NAME, upload = %input.envelope.correlation_id, reason = %reason, "step failed");
+    // `?`: escaped, as above.
+    tracing::warn!(service = S::NAME, upload = %input.envelope.correlation_id, reason = ?reason, "step failed");
     let failed = follow_up(
         input,
         input.envelope.event_id,

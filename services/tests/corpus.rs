@@ -31,6 +31,7 @@ async fn start() -> (
         journal: journal.clone(),
         store: store.clone(),
         work_dir: dir.path().join("work"),
+        limits: Default::default(),
     };
     let (stop, rx) = tokio::sync::watch::channel(false);
     tokio::spawn(weir_services::run_all(ctx, rx));

@@ -45,6 +45,11 @@ impl System {
     }
 
     async fn start() -> Self {
+        Self::start_with(Default::default()).await
+    }
+
+    /// A system whose inferrer works under `limits`.
+    async fn start_with(limits: weir_services::Limits) -> Self {
         let nats = NatsServer::start();
         let journal = Journal::connect(&nats.url(), &StreamSpec::default())
             .await
@@ -57,6 +62,7 @@ impl System {
             journal: journal.clone(),
             store: store.clone(),
             work_dir,
+            limits,
         };
         let (stop, rx) = tokio::sync::watch::channel(false);
         let services = Some(tokio::spawn(weir_services::run_all(ctx, rx)));
@@ -200,6 +206,44 @@ impl System {
             s.await.unwrap().unwrap();
         }
     }
+}
+
+/// Appends the `UploadReceived` of a one-part upload whose part is already stored, as
+/// a producer other than `weir upload` would (owner `acme`).
+async fn append_one_part(
+    journal: &Journal,
+    upload: UploadId,
+    filename: &str,
+    size: u64,
+    sha256: Sha256,
+    options: ReadOptions,
+) {
+    let owner: Owner = "acme".parse().unwrap();
+    let env = Envelope::new(
+        Aggregate::Upload(upload),
+        owner.clone(),
+        upload,
+        None,
+        Event::UploadReceived(UploadReceived {
+            owner,
+            filename: filename.to_owned(),
+            content_type: None,
+            format: None,
+            label: None,
+            table_name: None,
+            size,
+            parts: vec![PartManifest {
+                number: 1,
+                size,
+                sha256,
+            }],
+            dataset: None,
+            parent_version: None,
+            branch: None,
+            options,
+        }),
+    );
+    journal.append(&env, Expect::Empty).await.unwrap();
 }
 
 /// Waits for the upload's first `Compensated` event.
@@ -545,32 +589,15 @@ async fn a_one_part_upload_becomes_its_blob_without_a_copy() {
         .unwrap();
     let root = sys.store.local_root().unwrap();
     let inode = std::fs::metadata(root.join(part.as_str())).unwrap().ino();
-    let owner: Owner = "acme".parse().unwrap();
-    let env = Envelope::new(
-        Aggregate::Upload(upload),
-        owner.clone(),
+    append_one_part(
+        &sys.journal,
         upload,
-        None,
-        Event::UploadReceived(UploadReceived {
-            owner,
-            filename: "one.csv".into(),
-            content_type: None,
-            format: None,
-            label: None,
-            table_name: None,
-            size: got.size,
-            parts: vec![PartManifest {
-                number: 1,
-                size: got.size,
-                sha256: got.sha256,
-            }],
-            dataset: None,
-            parent_version: None,
-            branch: None,
-            options: Default::default(),
-        }),
-    );
-    sys.journal.append(&env, Expect::Empty).await.unwrap();
+        "one.csv",
+        got.size,
+        got.sha256,
+        Default::default(),
+    )
+    .await;
     let end = producer::wait(&sys.journal, upload).await.unwrap();
     assert!(matches!(end, Terminal::Registered(_)), "{end:?}");
     let blob = ObjectKey::blob(&got.sha256);
@@ -627,32 +654,16 @@ async fn a_part_that_does_not_match_its_manifest_fails_the_combine_step() {
         )
         .await
         .unwrap();
-    let owner: Owner = "acme".parse().unwrap();
-    let env = Envelope::new(
-        Aggregate::Upload(upload),
-        owner.clone(),
+    // The manifest's digest is not the part's.
+    append_one_part(
+        &sys.journal,
         upload,
-        None,
-        Event::UploadReceived(UploadReceived {
-            owner,
-            filename: "tampered.csv".into(),
-            content_type: None,
-            format: None,
-            label: None,
-            table_name: None,
-            size: 8,
-            parts: vec![PartManifest {
-                number: 1,
-                size: 8,
-                sha256: Sha256([7; 32]),
-            }],
-            dataset: None,
-            parent_version: None,
-            branch: None,
-            options: Default::default(),
-        }),
-    );
-    sys.journal.append(&env, Expect::Empty).await.unwrap();
+        "tampered.csv",
+        8,
+        Sha256([7; 32]),
+        Default::default(),
+    )
+    .await;
     let end = producer::wait(&sys.journal, upload).await.unwrap();
     let Terminal::Failed(f) = end else {
         panic!("{end:?}")
@@ -750,6 +761,7 @@ async fn redelivered_and_duplicated_events_have_no_duplicate_effect() {
         journal: sys.journal.clone(),
         store: sys.store.clone(),
         work_dir: sys.dir.path().join("work"),
+        limits: Default::default(),
     };
     let (stop, rx) = tokio::sync::watch::channel(false);
     sys.stop = stop;
@@ -1146,4 +1158,195 @@ async fn branches_and_rollback_decide_the_parent() {
         f.reason
     );
     sys.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_compression_bomb_fails_the_infer_step_naming_the_limit_it_passed() {
+    // The limit comes from the system's configuration (`WEIR_MAX_INFLATION` for
+    // `weir up`); 50x here, so a 40 MB gzip of zeros (~40 KB) stops at the 16 MiB floor.
+    let sys = System::start_with(weir_services::Limits {
+        max_inflation: 50,
+        ..Default::default()
+    })
+    .await;
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    gz.write_all(b"n\n").unwrap();
+    for _ in 0..20 {
+        gz.write_all(&b"0\n".repeat(1 << 20)).unwrap();
+    }
+    let bomb = gz.finish().unwrap();
+    assert!(bomb.len() < 100 << 10, "{} bytes", bomb.len());
+    let path = sys.file("bomb.csv.gz", &bomb);
+    let (upload, end) = sys.upload(&path, None).await;
+    let Terminal::Failed(f) = end else {
+        panic!("{end:?}")
+    };
+    assert_eq!(f.step, Step::Infer);
+    assert!(!f.retryable);
+    assert!(
+        f.reason.starts_with("bomb.csv.gz: ")
+            && f.reason
+                .contains("limit: the file decompresses to more than 16777216 bytes, 50x")
+            && f.reason
+                .contains("(max_inflation, raise it with WEIR_MAX_INFLATION)"),
+        "{}",
+        f.reason
+    );
+    // Failed, then the compensation: the blob is gone, no Parquet was kept.
+    let comp = first_compensation(&sys.journal, upload).await;
+    assert!(
+        matches!(comp.action, CompensationAction::BlobRemoved { .. }),
+        "{comp:?}"
+    );
+    assert!(sys.store.list("datasets/").await.unwrap().is_empty());
+    sys.stop().await;
+}
+
+/// Log lines written by the services while a test runs, captured in memory.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
+    type Writer = Captured;
+    fn make_writer(&'a self) -> Captured {
+        self.clone()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_file_names_never_reach_an_object_key_or_a_raw_log_line() {
+    let logs = Captured::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(logs.clone())
+        .with_ansi(false)
+        .with_max_level(tracing::Level::INFO)
+        .finish();
+    // Global: the services log from the runtime's worker threads. Only this test sets it.
+    tracing::subscriber::set_global_default(subscriber).unwrap();
+    let sys = System::start().await;
+    let csv = b"a,b\n1,2\n";
+    let path = sys.file("plain.csv", csv);
+    let request = |filename: String| UploadRequest {
+        owner: "acme".parse().unwrap(),
+        filename,
+        label: None,
+        table_name: None,
+        format: None,
+        content_type: None,
+        part_size: 8 << 20,
+        options: Default::default(),
+        dataset: None,
+        parent_version: None,
+        branch: None,
+    };
+    // A name with NUL or a newline, or 1 KB long, is refused before a byte is stored
+    // (the gateway answers 400 for the same names).
+    for name in [
+        "nul\0.csv".to_owned(),
+        "two\nlines.csv".to_owned(),
+        "n".repeat(1024),
+    ] {
+        let e = producer::upload_file(
+            &sys.journal,
+            &sys.store,
+            &path,
+            &request(name.clone()),
+            |_| {},
+        )
+        .await
+        .unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.starts_with("filename "), "{msg}");
+        assert!(!msg.chars().any(char::is_control), "{msg:?}");
+    }
+    assert!(
+        sys.store.list("uploads/").await.unwrap().is_empty(),
+        "nothing stored"
+    );
+    // A path is reduced to its last component; keys come from ids and hashes only.
+    let (upload, end) = sys
+        .upload_request(&path, request("../../x.csv".into()))
+        .await;
+    let Terminal::Registered(r) = end else {
+        panic!("{end:?}")
+    };
+    let received = sys
+        .journal
+        .history(&Aggregate::Upload(upload))
+        .await
+        .unwrap();
+    let Event::UploadReceived(u) = &received[0].envelope.event else {
+        panic!("{:?}", received[0].envelope.kind())
+    };
+    assert_eq!(u.filename, "x.csv");
+    assert_eq!(r.schema.fields.len(), 2);
+    // A name that got into the log anyway (an older or foreign producer) with a
+    // newline, a NUL and an ESC, on a file that fails: its reason is logged escaped.
+    let hostile = "evil\n2026-01-01T00:00:00Z  INFO forged line\0\u{1b}[2J.csv";
+    let bad = bytes::Bytes::from_static(b"{\"a\": 1}\n{\"a\": \n");
+    let foreign = UploadId::new();
+    let part = ObjectKey::part(foreign, 1);
+    sys.store.put_bytes(&part, bad.clone()).await.unwrap();
+    let sha = sys.store.digest(&part).await.unwrap().sha256;
+    let options = ReadOptions {
+        bad_rows: Some(BadRows::Fail),
+        ..Default::default()
+    };
+    append_one_part(
+        &sys.journal,
+        foreign,
+        hostile,
+        bad.len() as u64,
+        sha,
+        options,
+    )
+    .await;
+    let end = tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        producer::wait(&sys.journal, foreign),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let Terminal::Failed(f) = end else {
+        panic!("{end:?}")
+    };
+    assert!(f.reason.contains("evil"), "{}", f.reason);
+    let keys = sys.store.list("").await.unwrap();
+    sys.stop().await;
+    assert!(!keys.is_empty());
+    for key in &keys {
+        assert!(
+            !key.contains("x.csv")
+                && !key.contains("..")
+                && !key.contains("evil")
+                && !key.contains("plain"),
+            "a key from a name: {key}"
+        );
+    }
+    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    assert!(
+        text.contains("step failed") && text.contains("evil\\n"),
+        "the failure is logged, escaped:\n{text}"
+    );
+    assert!(
+        !text.contains('\0') && !text.contains('\u{1b}'),
+        "raw NUL/ESC in the log:\n{text}"
+    );
+    for line in text.lines() {
+        assert!(
+            !line.starts_with("2026-01-01T00:00:00Z"),
+            "a forged log line: {line}"
+        );
+    }
 }

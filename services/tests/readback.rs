@@ -86,6 +86,7 @@ async fn duckdb_and_pyarrow_read_the_inferred_types() {
         journal: journal.clone(),
         store: store.clone(),
         work_dir: dir.path().to_path_buf(),
+        limits: Default::default(),
     };
     let (_stop, rx) = tokio::sync::watch::channel(false);
     tokio::spawn(weir_services::run_all(ctx, rx));

@@ -104,6 +104,7 @@ async fn setup() -> (NatsServer, Ctx, tempfile::TempDir) {
         journal,
         store: Store::local(&dir.path().join("objects")).unwrap(),
         work_dir: dir.path().to_path_buf(),
+        limits: Default::default(),
     };
     (nats, ctx, dir)
 }

@@ -49,6 +49,7 @@ impl Pipeline {
             journal: journal.clone(),
             store: store.clone(),
             work_dir: dir.path().to_path_buf(),
+            limits: Default::default(),
         };
         let (stop, rx) = tokio::sync::watch::channel(false);
         tokio::spawn(weir_services::run_all(ctx, rx));

@@ -61,6 +61,7 @@ impl Stack {
             journal: journal.clone(),
             store: store.clone(),
             work_dir: work.clone(),
+            limits: Default::default(),
         };
         tokio::spawn(weir_services::run_all(ctx, stop_rx.clone()));
         {
