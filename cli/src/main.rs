@@ -179,7 +179,9 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
         }
         #[cfg(feature = "query")]
         Command::Query(args) => {
-            let journal = system::connect(cli.nats_url.as_deref(), &cli.data_dir).await?;
+            // Reads only: the projector's user.
+            let journal =
+                system::connect(Role::Projector, cli.nats_url.as_deref(), &cli.data_dir).await?;
             let store = up::open_store(None, &cli.data_dir)?;
             let db = views::open_fresh(&db_url, &journal, &cli.data_dir).await?;
             query::run(db, &store, args).await
