@@ -922,21 +922,13 @@ async fn new_versions_take_the_next_number_and_derive_from_the_head() {
     assert_eq!(cells(&sys.parquet(&r1.parquet)).len(), 1);
 
     // The dataset's default policy (an event), then a ragged version from v1.
-    let last = sys.journal.last_on(&Aggregate::Dataset(d)).await.unwrap();
-    let env = Envelope::new(
-        Aggregate::Dataset(d),
-        "acme".parse().unwrap(),
-        UploadId::from_u128(d.as_u128()),
-        Some(EventId::new()),
+    sys.append_dataset(
+        d,
         Event::DatasetBadRowsChanged(DatasetBadRowsChanged {
             bad_rows: Some(BadRows::Pad),
         }),
-    );
-    let expect = last.map_or(Expect::Empty, |r| Expect::LastSequence(r.seq));
-    assert!(matches!(
-        sys.journal.append(&env, expect).await.unwrap(),
-        weir_journal::AppendOutcome::Appended { .. }
-    ));
+    )
+    .await;
     let ragged = sys.file("orders-3.csv", b"id,v\n1,2\n3\n4,5,6\n");
     let (u3, end) = sys.upload_version(&ragged, d, Some(1), "acme").await;
     let Terminal::Registered(r3) = end else {
