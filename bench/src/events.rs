@@ -15,9 +15,9 @@ use futures::StreamExt;
 use weir_events::{
     Aggregate, BadRows, ColumnStats, Compression, DatasetId, DatasetRegistered, Envelope, Event,
     Field, Format, ObjectKey, Owner, PartManifest, PartsCombined, Quality, Schema, SchemaInferred,
-    Sha256, StatValue, Statistics, StreamSpec, TableName, UploadId, UploadReceived,
+    Sha256, StatValue, Statistics, TableName, UploadId, UploadReceived,
 };
-use weir_journal::{AppendOutcome, Expect, Journal};
+use weir_journal::{AppendOutcome, Expect, Journal, Role};
 
 use crate::pipeline::Nats;
 use crate::{RunArgs, Sizes};
@@ -55,9 +55,15 @@ pub async fn run(args: &RunArgs, sizes: &Sizes) -> Result<EventFigures> {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
     let nats = Nats::start(&dir)?;
-    let journal = Journal::connect(nats.url(), &StreamSpec::default())
-        .await
-        .context("connecting to the benchmark's nats-server")?;
+    nats.set_up().await?;
+    // Each event kind is appended by the user whose service produces it, as in `weir up`.
+    let writers = [
+        nats.connect(Role::Gateway).await?,
+        nats.connect(Role::Combiner).await?,
+        nats.connect(Role::Inferrer).await?,
+        nats.connect(Role::Registrar).await?,
+    ];
+    let journal = nats.connect(Role::Projector).await?;
     let owner: Owner = "bench".parse()?;
 
     eprintln!(
@@ -69,9 +75,9 @@ pub async fn run(args: &RunArgs, sizes: &Sizes) -> Result<EventFigures> {
     let t = Instant::now();
     let results: Vec<Result<u64>> = futures::stream::iter(0..sizes.event_uploads)
         .map(|n| {
-            let journal = journal.clone();
+            let writers = &writers;
             let owner = owner.clone();
-            async move { lifecycle(&journal, &owner, n).await }
+            async move { lifecycle(writers, &owner, n).await }
         })
         .buffer_unordered(chains)
         .collect()
@@ -261,7 +267,7 @@ fn statistics(rows: u64) -> Statistics {
 }
 
 /// Appends one upload's four events, each conditional on the one before.
-async fn lifecycle(journal: &Journal, owner: &Owner, n: usize) -> Result<u64> {
+async fn lifecycle(writers: &[Journal; 4], owner: &Owner, n: usize) -> Result<u64> {
     let upload = UploadId::new();
     let dataset = DatasetId::for_upload(upload);
     let aggregate = Aggregate::Upload(upload);
@@ -330,7 +336,7 @@ async fn lifecycle(journal: &Journal, owner: &Owner, n: usize) -> Result<u64> {
     let mut expect = Expect::Empty;
     let mut cause = None;
     let mut appended = 0;
-    for event in events {
+    for (journal, event) in writers.iter().zip(events) {
         let env = Envelope::new(aggregate.clone(), owner.clone(), upload, cause, event);
         match journal.append(&env, expect).await? {
             AppendOutcome::Appended { seq, .. } => {

@@ -17,8 +17,9 @@ use anyhow::{Context, Result, bail};
 use futures::StreamExt;
 use tokio::sync::oneshot;
 use weir_events::{Event, EventKind, Owner, StreamSpec, Subject, Timestamp, UploadId};
+use weir_journal::auth::Passwords;
 use weir_journal::server::{LocalServer, find_binary, free_port};
-use weir_journal::{Follow, Journal, Start};
+use weir_journal::{Follow, Journal, Role, Start, StreamSetup};
 use weir_services::producer::{DEFAULT_PART_SIZE, UploadRequest, upload_file};
 use weir_services::{Ctx, Store};
 
@@ -29,7 +30,9 @@ use crate::{RunArgs, Sizes, data};
 const NATS_CONF: &str = include_str!("../../nats.conf");
 
 /// A nats-server child with the repository's `nats.conf` and its store in `dir`.
-pub struct Nats(LocalServer);
+/// A nats-server with the repository's `nats.conf` and its users, as `weir up` runs
+/// it: passwords generated for the run, each part connecting as its own role.
+pub struct Nats(LocalServer, Passwords);
 
 impl Nats {
     pub fn start(dir: &Path) -> Result<Self> {
@@ -49,11 +52,38 @@ impl Nats {
             dir.join("nats").into(),
         ];
         let log = std::fs::File::create(dir.join("nats.log"))?;
-        Ok(Nats(LocalServer::spawn(&bin, &args, port, Some(log))?))
+        let passwords = Passwords::generate()?;
+        let server = LocalServer::spawn_env(&bin, &args, &passwords.env(), port, Some(log))?;
+        Ok(Nats(server, passwords))
     }
 
     pub fn url(&self) -> &str {
         self.0.url()
+    }
+
+    /// Sets the stream up as the admin (as `weir up` does first).
+    pub async fn set_up(&self) -> Result<()> {
+        Journal::set_up(
+            self.url(),
+            Some(&self.1.credentials(Role::Admin)),
+            &StreamSpec::default(),
+            std::time::Duration::from_secs(30),
+        )
+        .await
+        .context("setting the stream up as the admin")?;
+        Ok(())
+    }
+
+    /// A connection as `role`; the stream must be set up.
+    pub async fn connect(&self, role: Role) -> Result<Journal> {
+        Journal::connect_as(
+            self.url(),
+            Some(&self.1.credentials(role)),
+            &StreamSpec::default(),
+            StreamSetup::CreateIfMissing,
+        )
+        .await
+        .with_context(|| format!("connecting as {}", role.user()))
     }
 
     pub fn stop(self) {
@@ -257,19 +287,27 @@ pub async fn run(
     let _ = std::fs::rename(&dir, &old);
     std::fs::create_dir_all(&dir)?;
     let nats = Nats::start(&dir)?;
-    let journal = Journal::connect(nats.url(), &StreamSpec::default()).await?;
+    nats.set_up().await?;
+    // The producer appends as `weir upload` does (the gateway's user); each service
+    // connects as its own user, as in `weir up`.
+    let journal = nats.connect(Role::Gateway).await?;
     let store = Store::local(&dir.join("objects"))?;
     let work_dir = dir.join("work");
     std::fs::create_dir_all(&work_dir)?;
-    let ctx = Ctx {
-        journal: journal.clone(),
+    let ctx = |journal: Journal| Ctx {
+        journal,
         store: store.clone(),
-        work_dir,
+        work_dir: work_dir.clone(),
         limits: Default::default(),
     };
+    let ctxs = weir_services::Ctxs {
+        combiner: ctx(nats.connect(Role::Combiner).await?),
+        inferrer: ctx(nats.connect(Role::Inferrer).await?),
+        registrar: ctx(nats.connect(Role::Registrar).await?),
+    };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let services = tokio::spawn(weir_services::run_all(ctx, stop_rx));
-    let tracker = track(journal.clone()).await?;
+    let services = tokio::spawn(weir_services::run_each(ctxs, stop_rx));
+    let tracker = track(nats.connect(Role::Projector).await?).await?;
     let owner: Owner = "bench".parse()?;
 
     eprintln!(
@@ -438,7 +476,7 @@ pub async fn run(
     nats.stop();
     let _ = std::fs::remove_dir_all(&old);
     Ok(PipelineFigures {
-        mode: "weir_services::run_all in the benchmark's process (the services of `weir up`), nats-server child with nats.conf, local object store".into(),
+        mode: "weir_services::run_each in the benchmark's process (the services of `weir up`, each connected as its own nats.conf user), nats-server child with nats.conf and generated passwords, local object store".into(),
         files: files.len(),
         attempted,
         producer_errors,
