@@ -678,6 +678,24 @@ async fn up_upload_show_and_a_clean_shutdown() {
     secrets.push(api_token["token"].as_str().unwrap().to_owned());
     let up_text = std::fs::read_to_string(&up_log).unwrap();
     assert!(up_text.contains("DEBUG"), "the debug log was captured");
+    // Every service's step lines name the upload, the event's sequence and, once it is
+    // known, the dataset: the registrar's, for the sample's dataset.
+    let registrar_step = up_text
+        .lines()
+        .find(|l| l.contains("step{service=\"registrar\"") || l.contains("step{service=registrar"))
+        .unwrap_or_else(|| panic!("no registrar step line in weir up's debug log"));
+    assert!(
+        registrar_step.contains(" dataset=data_") && registrar_step.contains(" seq="),
+        "{registrar_step}"
+    );
+    for service in ["combiner", "inferrer"] {
+        assert!(
+            up_text
+                .lines()
+                .any(|l| l.contains("step{") && l.contains(service) && l.contains("upload=")),
+            "no {service} step line naming its upload"
+        );
+    }
     let nats_text = std::fs::read_to_string(dir.path().join("nats.log")).unwrap();
     for (name, text) in [
         ("weir up's log", &up_text),
