@@ -160,6 +160,15 @@ pub enum DecodeError {
 }
 
 impl Envelope {
+    /// The dataset the event touches, if any: the one its payload names, or the
+    /// dataset whose aggregate it is on.
+    pub fn dataset(&self) -> Option<DatasetId> {
+        self.event.dataset().or(match &self.aggregate {
+            Aggregate::Dataset(id) => Some(*id),
+            _ => None,
+        })
+    }
+
     /// An envelope for `event` with a fresh id and the current time.
     pub fn new(
         aggregate: Aggregate,

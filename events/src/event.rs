@@ -1055,6 +1055,41 @@ impl Event {
             Self::DatasetAccessRevoked(_) => EventKind::DatasetAccessRevoked,
         }
     }
+
+    /// The dataset the event's payload names, if any. Events on a dataset's own
+    /// aggregate name it there instead: [`crate::Envelope::dataset`] looks at both.
+    pub fn dataset(&self) -> Option<crate::DatasetId> {
+        match self {
+            Self::UploadReceived(e) => e.dataset,
+            Self::UploadReceivedV1(e) => e.dataset,
+            Self::SchemaInferredV1(e) => Some(e.dataset),
+            Self::DatasetRegisteredV1(e) => Some(e.dataset),
+            Self::SchemaInferred(e) => Some(e.dataset),
+            Self::DatasetRegistered(e) => Some(e.dataset),
+            Self::TableNameClaimed(e) => Some(e.dataset),
+            Self::TableNameReleased(e) => Some(e.dataset),
+            Self::PartsCombined(_)
+            | Self::Failed(_)
+            | Self::UploadAborted(_)
+            | Self::Compensated(_)
+            | Self::UploadStarted(_)
+            | Self::NotificationRead(_)
+            | Self::DatasetLabelChanged(_)
+            | Self::DatasetRenamed(_)
+            | Self::DatasetDeleted(_)
+            | Self::DatasetRestored(_)
+            | Self::TokenCreated(_)
+            | Self::TokenRevoked(_)
+            | Self::DatasetVersionReserved(_)
+            | Self::DatasetBadRowsChanged(_)
+            | Self::DatasetSchemaPolicyChanged(_)
+            | Self::DatasetBranched(_)
+            | Self::DatasetTagged(_)
+            | Self::DatasetHeadMoved(_)
+            | Self::DatasetAccessGranted(_)
+            | Self::DatasetAccessRevoked(_) => None,
+        }
+    }
 }
 
 impl Event {

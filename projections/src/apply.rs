@@ -16,7 +16,7 @@
 use std::collections::{BTreeSet, HashMap};
 
 use serde::Serialize;
-use weir_events::{Aggregate, DatasetId, Envelope, Event, EventId, Schema, Step, UploadId};
+use weir_events::{Aggregate, Envelope, Event, EventId, Schema, Step, UploadId};
 use weir_journal::Recorded;
 
 use crate::Error;
@@ -42,43 +42,6 @@ fn upload_of(env: &Envelope) -> UploadId {
     match &env.aggregate {
         Aggregate::Upload(id) => *id,
         _ => env.correlation_id,
-    }
-}
-
-/// The dataset an event touches, if any.
-fn dataset_of(env: &Envelope) -> Option<DatasetId> {
-    match &env.event {
-        Event::UploadReceived(e) => e.dataset,
-        Event::UploadReceivedV1(e) => e.dataset,
-        Event::SchemaInferredV1(e) => Some(e.dataset),
-        Event::DatasetRegisteredV1(e) => Some(e.dataset),
-        Event::SchemaInferred(e) => Some(e.dataset),
-        Event::DatasetRegistered(e) => Some(e.dataset),
-        Event::TableNameClaimed(e) => Some(e.dataset),
-        Event::TableNameReleased(e) => Some(e.dataset),
-        Event::PartsCombined(_)
-        | Event::Failed(_)
-        | Event::UploadAborted(_)
-        | Event::Compensated(_)
-        | Event::UploadStarted(_)
-        | Event::NotificationRead(_)
-        | Event::DatasetLabelChanged(_)
-        | Event::DatasetRenamed(_)
-        | Event::DatasetDeleted(_)
-        | Event::DatasetRestored(_)
-        | Event::TokenCreated(_)
-        | Event::TokenRevoked(_)
-        | Event::DatasetVersionReserved(_)
-        | Event::DatasetBadRowsChanged(_)
-        | Event::DatasetSchemaPolicyChanged(_)
-        | Event::DatasetBranched(_)
-        | Event::DatasetTagged(_)
-        | Event::DatasetHeadMoved(_)
-        | Event::DatasetAccessGranted(_)
-        | Event::DatasetAccessRevoked(_) => match &env.aggregate {
-            Aggregate::Dataset(id) => Some(*id),
-            _ => None,
-        },
     }
 }
 
@@ -554,7 +517,7 @@ impl Batch {
             causation_id: env.causation_id.map(|c| c.to_string()),
             correlation_id: env.correlation_id.to_string(),
             aggregate: aggregate_text(&env.aggregate),
-            dataset_id: dataset_of(env).map(|d| d.to_string()),
+            dataset_id: env.dataset().map(|d| d.to_string()),
             summary: env.event.summary(),
         });
 

@@ -304,7 +304,7 @@ async fn process<S: Service>(
     // Every step's span names the upload, the event's sequence and kind and, once
     // known, the dataset: the same upload id and dataset id in every service's lines.
     let span = tracing::info_span!("step", service = S::NAME, upload = %recorded.envelope.correlation_id, dataset = tracing::field::Empty, seq = recorded.seq, kind = %recorded.envelope.kind(), delivered);
-    if let Some(d) = dataset_of(&recorded.envelope.event) {
+    if let Some(d) = recorded.envelope.event.dataset() {
         span.record("dataset", tracing::field::display(d));
     }
     let outcome = step(
@@ -428,8 +428,8 @@ async fn step<S: Service>(
     match result {
         Ok(events) => {
             // The span got the input's dataset when it had one; else the step's own.
-            if dataset_of(&input.envelope.event).is_none()
-                && let Some(d) = events.iter().find_map(dataset_of)
+            if input.envelope.event.dataset().is_none()
+                && let Some(d) = events.iter().find_map(Event::dataset)
             {
                 tracing::Span::current().record("dataset", tracing::field::display(d));
             }
@@ -607,14 +607,4 @@ fn truncate(mut s: String, max: usize) -> String {
         s.push('…');
     }
     s
-}
-
-/// The dataset an event names, if any (for the step's span).
-fn dataset_of(event: &Event) -> Option<weir_events::DatasetId> {
-    match event {
-        Event::UploadReceived(e) => e.dataset,
-        Event::SchemaInferred(e) => Some(e.dataset),
-        Event::DatasetRegistered(e) => Some(e.dataset),
-        _ => None,
-    }
 }
