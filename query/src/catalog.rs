@@ -15,7 +15,7 @@ use datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
 };
 use datafusion::prelude::SessionContext;
-use weir_events::{DatasetId, Owner};
+use weir_events::{DatasetAction, DatasetId, Owner};
 use weir_projections::{Db, OwnedTable};
 
 use crate::{CATALOG, QueryError, STORE_URL};
@@ -63,23 +63,23 @@ pub(crate) async fn register(
             let id: DatasetId = entry.dataset_id.parse().map_err(|e| {
                 QueryError::Internal(format!("catalog dataset id {:?}: {e}", entry.dataset_id))
             })?;
-            let Some(d) = weir_projections::dataset(db, id).await? else {
-                // Deleted between the two reads.
-                return Err(no_such_table(reference, owned));
-            };
-            datasets.insert(entry.dataset_id.clone(), d);
-        }
-        let d = &datasets[&entry.dataset_id];
-        if &owner != caller {
-            // Another owner's table: only when they shared it (a read grant or more).
-            let access = weir_projections::access(db, caller, d).await?;
-            if access.check(weir_events::DatasetAction::Read).is_err() {
+            // The read side's one access check: the caller's own dataset, or another
+            // owner's that was shared with them (a read grant or more).
+            let Ok((d, _)) =
+                weir_projections::dataset_for(db, caller, id, DatasetAction::Read).await?
+            else {
+                if &owner == caller {
+                    // Deleted between the two reads.
+                    return Err(no_such_table(reference, owned));
+                }
                 return Err(QueryError::NoSuchTable {
                     name: reference.to_string(),
                     hint: format!(" ({owner} has not shared it with you)"),
                 });
-            }
+            };
+            datasets.insert(entry.dataset_id.clone(), d);
         }
+        let d = &datasets[&entry.dataset_id];
         let v = d
             .resolve(version.unwrap_or("main"))
             .ok_or_else(|| QueryError::NoSuchVersion {
