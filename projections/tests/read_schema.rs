@@ -5,7 +5,7 @@
 #[macro_use]
 mod common;
 
-use common::{Chain, Kind, Log, Rng, TestDb, schema};
+use common::{Chain, Kind, Log, TestDb, schema};
 use sqlx::Row;
 use weir_events::Step;
 use weir_projections::{Db, catch_up, replay};
@@ -74,9 +74,8 @@ async fn check_views(db: &Db, queries: &[String]) {
 async fn documented_queries_run_on_both_databases(kind: Kind) {
     let queries = documented_queries();
     assert!(queries.len() >= 6, "the document's examples: {queries:?}");
-    let mut rng = Rng::new("read_schema");
     let log = Log::start().await;
-    let t = TestDb::new(kind, &mut rng).await;
+    let t = TestDb::new(kind).await;
     let cols = schema(&[("id", "Int64"), ("city", "Utf8")]);
     let mut a = Chain::new("acme", "sales.csv", Some("Sales"));
     let mut b = Chain::new("acme", "broken.csv", None);

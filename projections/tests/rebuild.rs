@@ -24,7 +24,7 @@ on_both!(branches_tags_and_rollback_rebuild_at_every_sequence);
 async fn replay_twice_gives_identical_rows_equal_to_live(kind: Kind) {
     let mut rng = Rng::new("replay_twice");
     let log = Log::start().await;
-    let live = TestDb::new(kind, &mut rng).await;
+    let live = TestDb::new(kind).await;
     let events = workload(&mut rng, 400);
 
     // Live: projected piecemeal as the events arrive, in small and odd batches.
@@ -46,7 +46,7 @@ async fn replay_twice_gives_identical_rows_equal_to_live(kind: Kind) {
     );
 
     // A rebuild from scratch in another database equals the live tables.
-    let fresh = live.sibling(&mut rng).await;
+    let fresh = live.sibling().await;
     assert_eq!(catch_up(&log.journal, &fresh.db).await.unwrap(), last);
     let rebuilt = snapshot(&fresh.db, Tables::Live).await.unwrap();
     assert_eq!(rebuilt, before, "rebuild equals live");
@@ -122,8 +122,8 @@ async fn sqlite_rows_equal_postgres_rows() {
         shared.revoked("initech"),
     ]);
     log.append_all(&envs).await;
-    let lite = TestDb::new(Kind::Sqlite, &mut rng).await;
-    let pg = TestDb::new(Kind::Postgres, &mut rng).await;
+    let lite = TestDb::new(Kind::Sqlite).await;
+    let pg = TestDb::new(Kind::Postgres).await;
     catch_up(&log.journal, &lite.db).await.unwrap();
     catch_up(&log.journal, &pg.db).await.unwrap();
     let a = snapshot(&lite.db, Tables::Live).await.unwrap();
@@ -150,7 +150,7 @@ async fn sqlite_rows_equal_postgres_rows() {
 async fn replay_swaps_in_under_a_running_projector(kind: Kind) {
     let mut rng = Rng::new("replay_under_load");
     let log = Log::start().await;
-    let t = TestDb::new(kind, &mut rng).await;
+    let t = TestDb::new(kind).await;
     let events = workload(&mut rng, 600);
     let (first, rest) = events.split_at(300);
     log.append_all(first).await;
@@ -206,7 +206,7 @@ async fn replay_swaps_in_under_a_running_projector(kind: Kind) {
     let _ = done_reading.send(true);
     let reads = reader.await.unwrap();
 
-    let fresh = t.sibling(&mut rng).await;
+    let fresh = t.sibling().await;
     catch_up(&log.journal, &fresh.db).await.unwrap();
     let want = snapshot(&fresh.db, Tables::Live).await.unwrap();
     let got = snapshot(&t.db, Tables::Live).await.unwrap();
@@ -230,13 +230,13 @@ async fn projector_killed_mid_batch_20_times_ends_like_an_uninterrupted_one(kind
     let last = log.journal.last_sequence().await.unwrap();
     let appended = started.elapsed();
 
-    let reference = TestDb::new(kind, &mut rng).await;
+    let reference = TestDb::new(kind).await;
     let started = Instant::now();
     assert_eq!(catch_up(&log.journal, &reference.db).await.unwrap(), last);
     let clean = started.elapsed();
     let want = snapshot(&reference.db, Tables::Live).await.unwrap();
 
-    let t = reference.sibling(&mut rng).await;
+    let t = reference.sibling().await;
     let started = Instant::now();
     let (mut kills, mut rolled_back) = (0u32, 0u32);
     for i in 0..20u64 {
@@ -287,9 +287,8 @@ async fn projector_killed_mid_batch_20_times_ends_like_an_uninterrupted_one(kind
 /// Branches, tags and a rollback: after every event, the live catalog; built again
 /// from the log up to each sequence (`replay --until-seq`), the same catalog.
 async fn branches_tags_and_rollback_rebuild_at_every_sequence(kind: Kind) {
-    let mut rng = Rng::new("refs");
     let log = Log::start().await;
-    let live = TestDb::new(kind, &mut rng).await;
+    let live = TestDb::new(kind).await;
     let cols = schema(&[("id", "Int64")]);
     let cols2 = schema(&[("id", "Int64"), ("note", "Utf8")]);
     let mut a = Chain::new("acme", "a.csv", Some("Orders"));
@@ -330,7 +329,7 @@ async fn branches_tags_and_rollback_rebuild_at_every_sequence(kind: Kind) {
         ));
     }
     for (seq, want) in &moments {
-        let past = live.sibling(&mut rng).await;
+        let past = live.sibling().await;
         build_until(&log.journal, &past.db, Until::Sequence(*seq))
             .await
             .unwrap();
@@ -364,9 +363,8 @@ async fn branches_tags_and_rollback_rebuild_at_every_sequence(kind: Kind) {
 }
 
 async fn until_seq_and_until_time_show_the_catalog_as_it_was(kind: Kind) {
-    let mut rng = Rng::new("until");
     let log = Log::start().await;
-    let live = TestDb::new(kind, &mut rng).await;
+    let live = TestDb::new(kind).await;
     let cols = schema(&[("id", "Int64")]);
     let cols2 = schema(&[("id", "Int64"), ("note", "Utf8")]);
     let mut a = Chain::new("acme", "a.csv", Some("Orders"));
@@ -386,7 +384,7 @@ async fn until_seq_and_until_time_show_the_catalog_as_it_was(kind: Kind) {
     let live_before = snapshot(&live.db, Tables::Live).await.unwrap();
 
     // Just before v2's registration: version 1.
-    let past = live.sibling(&mut rng).await;
+    let past = live.sibling().await;
     let reached = build_until(&log.journal, &past.db, Until::Sequence(v2_seq - 1))
         .await
         .unwrap();
@@ -399,7 +397,7 @@ async fn until_seq_and_until_time_show_the_catalog_as_it_was(kind: Kind) {
     assert_eq!(ds.schema.fields.len(), 1);
 
     // At v2's registration: version 2.
-    let at = live.sibling(&mut rng).await;
+    let at = live.sibling().await;
     build_until(&log.journal, &at.db, Until::Sequence(v2_seq))
         .await
         .unwrap();
@@ -417,7 +415,7 @@ async fn until_seq_and_until_time_show_the_catalog_as_it_was(kind: Kind) {
         .find(|e| e.seq == v1_seq)
         .unwrap()
         .stored_at;
-    let then = live.sibling(&mut rng).await;
+    let then = live.sibling().await;
     let reached = build_until(&log.journal, &then.db, Until::Time(v1_time))
         .await
         .unwrap();

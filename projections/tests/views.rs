@@ -4,7 +4,7 @@
 #[macro_use]
 mod common;
 
-use common::{Chain, Kind, Log, Rng, TestDb, owner, schema};
+use common::{Chain, Kind, Log, TestDb, owner, schema};
 use weir_events::{Access, AccessLevel, DatasetAction, Denied, Sha256, Step};
 use weir_projections::{
     DatasetFilter, DatasetStatus, EntityId, Projector, Tables, access, catch_up, dataset,
@@ -17,9 +17,8 @@ on_both!(grants_give_regrant_revoke_and_list_shared);
 on_both!(undecodable_event_stops_the_projector);
 
 async fn realistic_uploads_project_into_every_view(kind: Kind) {
-    let mut rng = Rng::new("realistic_uploads");
     let log = Log::start().await;
-    let t = TestDb::new(kind, &mut rng).await;
+    let t = TestDb::new(kind).await;
     let db = &t.db;
 
     let cols = schema(&[
@@ -394,9 +393,8 @@ async fn realistic_uploads_project_into_every_view(kind: Kind) {
 /// An event this build cannot decode is never skipped: the projector stops with an
 /// error naming its sequence, and nothing after it is applied.
 async fn undecodable_event_stops_the_projector(kind: Kind) {
-    let mut rng = Rng::new("undecodable");
     let log = Log::start().await;
-    let t = TestDb::new(kind, &mut rng).await;
+    let t = TestDb::new(kind).await;
     let mut a = Chain::new("acme", "a.csv", None);
     log.append(&a.received(10)).await;
     // A newer weir's envelope: schema version 2 (postcard varint 2).
@@ -423,9 +421,8 @@ async fn undecodable_event_stops_the_projector(kind: Kind) {
 /// level, a revoke takes it away; shared datasets are listed (marked) for the grantee
 /// only; the audit trail says who granted what; a rebuild gives the same rows.
 async fn grants_give_regrant_revoke_and_list_shared(kind: Kind) {
-    let mut rng = Rng::new("grants");
     let log = Log::start().await;
-    let t = TestDb::new(kind, &mut rng).await;
+    let t = TestDb::new(kind).await;
     let db = &t.db;
     let cols = schema(&[("id", "Int64")]);
     let mut a = Chain::new("acme", "a.csv", Some("Shared"));
@@ -545,7 +542,7 @@ async fn grants_give_regrant_revoke_and_list_shared(kind: Kind) {
     );
 
     // A rebuild from the log, in one batch, holds the same rows.
-    let fresh = t.sibling(&mut rng).await;
+    let fresh = t.sibling().await;
     catch_up(&log.journal, &fresh.db).await.unwrap();
     assert_eq!(
         snapshot(&fresh.db, Tables::Live).await.unwrap(),

@@ -55,7 +55,7 @@ pub struct TestDb {
 }
 
 impl TestDb {
-    pub async fn new(kind: Kind, rng: &mut Rng) -> Self {
+    pub async fn new(kind: Kind) -> Self {
         match kind {
             Kind::Sqlite => {
                 let dir = tempfile::tempdir().expect("temp dir");
@@ -69,7 +69,17 @@ impl TestDb {
                 }
             }
             Kind::Postgres => {
-                let name = format!("weir_t_{:016x}", rng.next());
+                // Unique per database, not drawn from `rng`: with a fixed WEIR_TEST_SEED
+                // every test would draw the same name.
+                static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+                let nanos = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.subsec_nanos());
+                let name = format!(
+                    "weir_t_{}_{}_{nanos:08x}",
+                    std::process::id(),
+                    N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                );
                 let admin = Db::open(&format!("{}/postgres", postgres_base()))
                     .await
                     .unwrap_or_else(|e| {
@@ -96,13 +106,13 @@ impl TestDb {
     }
 
     /// Another fresh database of the same kind (e.g. a point-in-time target).
-    pub async fn sibling(&self, rng: &mut Rng) -> TestDb {
+    pub async fn sibling(&self) -> TestDb {
         let kind = if self.pg_name.is_some() {
             Kind::Postgres
         } else {
             Kind::Sqlite
         };
-        TestDb::new(kind, rng).await
+        TestDb::new(kind).await
     }
 }
 
