@@ -27,6 +27,8 @@ const IN_FLIGHT: usize = 512;
 
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct EventFigures {
+    /// The nats-server shape the appends ran on (`sync_interval`, nodes).
+    pub nats: String,
     pub events: u64,
     pub in_flight: usize,
     pub append_seconds: f64,
@@ -54,7 +56,7 @@ pub async fn run(args: &RunArgs, sizes: &Sizes) -> Result<EventFigures> {
     let dir = args.out.join("events");
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
-    let nats = Nats::start(&dir)?;
+    let nats = Nats::start(&dir, &args.nats_shape())?;
     nats.set_up().await?;
     // Each event kind is appended by the user whose service produces it, as in `weir up`.
     let writers = [
@@ -110,6 +112,7 @@ pub async fn run(args: &RunArgs, sizes: &Sizes) -> Result<EventFigures> {
     drop(journal);
     nats.stop();
     Ok(EventFigures {
+        nats: args.nats_shape().label(),
         events,
         in_flight: IN_FLIGHT,
         append_seconds,

@@ -85,6 +85,13 @@ pub struct RunArgs {
     /// Results file (JSON); default <out>/results.json
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// The events' and pipeline's nats-server `sync_interval`: `default` (the
+    /// server's own, line removed), `1s`, `always`, …; unset: as nats.conf says
+    #[arg(long)]
+    pub nats_sync: Option<String>,
+    /// nats-servers for the events and pipeline parts: 1, or 3 (a cluster, R3 stream)
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=5))]
+    pub nats_nodes: u8,
 }
 
 /// Sizes of one run.
@@ -97,6 +104,13 @@ pub struct Sizes {
 }
 
 impl RunArgs {
+    pub fn nats_shape(&self) -> pipeline::NatsShape {
+        pipeline::NatsShape {
+            sync: self.nats_sync.clone(),
+            nodes: usize::from(self.nats_nodes),
+        }
+    }
+
     fn sizes(&self) -> Sizes {
         let (csv, ndjson, files, ev) = if self.quick {
             (64, 24, 200, 2_500)

@@ -18,7 +18,7 @@ use futures::StreamExt;
 use tokio::sync::oneshot;
 use weir_events::{Event, EventKind, Owner, StreamSpec, Subject, Timestamp, UploadId};
 use weir_journal::auth::Passwords;
-use weir_journal::server::{LocalServer, find_binary, free_port};
+use weir_journal::server::{ClusterConfig, LocalCluster, LocalServer, find_binary, free_port};
 use weir_journal::{Follow, Journal, Role, Start, StreamSetup};
 use weir_services::producer::{DEFAULT_PART_SIZE, UploadRequest, upload_file};
 use weir_services::{Ctx, Store};
@@ -29,17 +29,93 @@ use crate::{RunArgs, Sizes, data};
 /// The repository's server settings, the same `weir up` writes into its data dir.
 const NATS_CONF: &str = include_str!("../../nats.conf");
 
-/// A nats-server child with the repository's `nats.conf` and its store in `dir`.
-/// A nats-server with the repository's `nats.conf` and its users, as `weir up` runs
-/// it: passwords generated for the run, each part connecting as its own role.
-pub struct Nats(LocalServer, Passwords);
+/// How the benchmark's NATS runs: the repository's `nats.conf` as it is, or with another
+/// `sync_interval`, on one node or a cluster with the stream replicated on each node.
+#[derive(Debug, Clone, Default)]
+pub struct NatsShape {
+    /// `None`: nats.conf's own choice; `Some("default")`: the line removed (the
+    /// server's default); otherwise the value written in its place (`1s`, `always`).
+    pub sync: Option<String>,
+    /// 1, or 3 for an R3 stream on three nodes.
+    pub nodes: usize,
+}
+
+impl NatsShape {
+    /// nats.conf with this shape's `sync_interval`.
+    fn conf(&self) -> Result<String> {
+        let Some(sync) = &self.sync else {
+            return Ok(NATS_CONF.to_owned());
+        };
+        let line = NATS_CONF
+            .lines()
+            .find(|l| l.trim_start().starts_with("sync_interval:"))
+            .context("nats.conf has no sync_interval line to replace")?;
+        let with = match sync.as_str() {
+            "default" => String::new(),
+            "always" => "  sync_interval: always".to_owned(),
+            v => format!("  sync_interval: \"{v}\""),
+        };
+        Ok(NATS_CONF.replacen(line, &with, 1))
+    }
+
+    /// What the report calls it: `sync <value>, <n> node(s)`.
+    pub fn label(&self) -> String {
+        format!(
+            "sync_interval {}, {}",
+            self.sync.as_deref().unwrap_or("as in nats.conf (1s)"),
+            if self.nodes > 1 {
+                format!("{} nodes, R{}", self.nodes, self.nodes)
+            } else {
+                "one node".to_owned()
+            }
+        )
+    }
+}
+
+enum Server {
+    One(LocalServer),
+    Cluster(LocalCluster),
+}
+
+/// A nats-server (or a cluster of them) with the repository's `nats.conf` and its
+/// users, as `weir up` runs it: passwords generated for the run, each part connecting
+/// as its own role.
+pub struct Nats {
+    server: Server,
+    url: String,
+    passwords: Passwords,
+    spec: StreamSpec,
+}
 
 impl Nats {
-    pub fn start(dir: &Path) -> Result<Self> {
+    pub fn start(dir: &Path, shape: &NatsShape) -> Result<Self> {
         std::fs::create_dir_all(dir)?;
         let conf = dir.join("nats.conf");
-        std::fs::write(&conf, NATS_CONF)?;
+        std::fs::write(&conf, shape.conf()?)?;
         let bin = find_binary().context("finding nats-server (run scripts/setup)")?;
+        let passwords = Passwords::generate()?;
+        let spec = StreamSpec {
+            replicas: shape.nodes.max(1),
+            ..StreamSpec::default()
+        };
+        if shape.nodes > 1 {
+            let cluster = LocalCluster::start(
+                &bin,
+                ClusterConfig {
+                    nodes: shape.nodes,
+                    dir: dir.join("nats"),
+                    conf: Some(conf),
+                    env: passwords.env(),
+                },
+            )?;
+            let url = cluster.url();
+            return Ok(Nats {
+                server: Server::Cluster(cluster),
+                url,
+                passwords,
+                spec,
+            });
+        }
         let port = free_port()?;
         let args: Vec<OsString> = vec![
             "-c".into(),
@@ -52,21 +128,26 @@ impl Nats {
             dir.join("nats").into(),
         ];
         let log = std::fs::File::create(dir.join("nats.log"))?;
-        let passwords = Passwords::generate()?;
         let server = LocalServer::spawn_env(&bin, &args, &passwords.env(), port, Some(log))?;
-        Ok(Nats(server, passwords))
+        let url = server.url().to_owned();
+        Ok(Nats {
+            server: Server::One(server),
+            url,
+            passwords,
+            spec,
+        })
     }
 
     pub fn url(&self) -> &str {
-        self.0.url()
+        &self.url
     }
 
     /// Sets the stream up as the admin (as `weir up` does first).
     pub async fn set_up(&self) -> Result<()> {
         Journal::set_up(
             self.url(),
-            Some(&self.1.credentials(Role::Admin)),
-            &StreamSpec::default(),
+            Some(&self.passwords.credentials(Role::Admin)),
+            &self.spec,
             std::time::Duration::from_secs(30),
         )
         .await
@@ -78,8 +159,8 @@ impl Nats {
     pub async fn connect(&self, role: Role) -> Result<Journal> {
         Journal::connect_as(
             self.url(),
-            Some(&self.1.credentials(role)),
-            &StreamSpec::default(),
+            Some(&self.passwords.credentials(role)),
+            &self.spec,
             StreamSetup::CreateIfMissing,
         )
         .await
@@ -87,7 +168,10 @@ impl Nats {
     }
 
     pub fn stop(self) {
-        self.0.stop();
+        match self.server {
+            Server::One(s) => s.stop(),
+            Server::Cluster(c) => drop(c),
+        }
     }
 }
 
@@ -286,7 +370,7 @@ pub async fn run(
     let _ = std::fs::remove_dir_all(&old);
     let _ = std::fs::rename(&dir, &old);
     std::fs::create_dir_all(&dir)?;
-    let nats = Nats::start(&dir)?;
+    let nats = Nats::start(&dir, &args.nats_shape())?;
     nats.set_up().await?;
     // The producer appends as `weir upload` does (the gateway's user); each service
     // connects as its own user, as in `weir up`.
@@ -476,7 +560,10 @@ pub async fn run(
     nats.stop();
     let _ = std::fs::remove_dir_all(&old);
     Ok(PipelineFigures {
-        mode: "weir_services::run_each in the benchmark's process (the services of `weir up`, each connected as its own nats.conf user), nats-server child with nats.conf and generated passwords, local object store".into(),
+        mode: format!(
+            "weir_services::run_each in the benchmark's process (the services of `weir up`, each connected as its own nats.conf user), nats-server child with nats.conf and generated passwords ({}), local object store",
+            args.nats_shape().label()
+        ),
         files: files.len(),
         attempted,
         producer_errors,

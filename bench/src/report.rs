@@ -317,8 +317,8 @@ impl Report {
         let _ = writeln!(s, "|---|---:|---:|---:|");
         let _ = writeln!(
             s,
-            "| conditional appends, {} in flight | {} | {:.2} | {:.0} |",
-            e.in_flight, e.events, e.append_seconds, e.appends_per_s
+            "| conditional appends, {} in flight ({}) | {} | {:.2} | {:.0} |",
+            e.in_flight, e.nats, e.events, e.append_seconds, e.appends_per_s
         );
         for p in &e.projections {
             let _ = writeln!(
