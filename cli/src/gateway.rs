@@ -70,6 +70,7 @@ pub async fn serve(
     db_url: &str,
     store: Store,
     addr: &str,
+    ready_file: Option<std::path::PathBuf>,
 ) -> Result<i32> {
     let journal = crate::system::connect(weir_journal::Role::Gateway, nats_url, data_dir).await?;
     let db = Db::connect(db_url)
@@ -77,6 +78,7 @@ pub async fn serve(
         .with_context(|| format!("opening projections at {db_url}"))?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let (bound, task) = start(addr, journal, store, db, data_dir, stop_rx).await?;
+    let _ready = crate::up::ReadyFile::create(ready_file, "gateway")?;
     println!("ready gateway http=http://{bound}");
     crate::tail::shutdown_signal().await;
     let _ = stop_tx.send(true);

@@ -4,6 +4,8 @@
 mod datasets;
 mod doctor;
 mod gateway;
+mod init;
+mod projector;
 #[cfg(feature = "query")]
 mod query;
 mod record;
@@ -47,8 +49,12 @@ struct Cli {
 enum Command {
     /// Run the whole system here: nats-server, every service; prints `ready` when serving
     Up(up::UpArgs),
-    /// Run one service (combiner, inferrer, registrar) against a running system
+    /// Run one part on its own against a running system: a service (combiner, inferrer,
+    /// registrar), the HTTP gateway or the projector
     Serve(up::ServeArgs),
+    /// Set the stream up on an external NATS as the admin user and migrate the
+    /// projections database (what `weir up` does at start), then exit
+    Init(init::InitArgs),
     /// Upload files: parts to the object store, then UploadReceived to the log
     Upload(upload::UploadArgs),
     /// Follow the event log live, one line per event (or --json)
@@ -155,7 +161,21 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Serve(args) if args.service == "gateway" => {
             let store = up::open_store(args.store.as_deref(), &cli.data_dir)?;
             let addr = args.http.as_deref().unwrap_or(gateway::DEFAULT_ADDR);
-            gateway::serve(&cli.data_dir, cli.nats_url.as_deref(), &db_url, store, addr).await
+            gateway::serve(
+                &cli.data_dir,
+                cli.nats_url.as_deref(),
+                &db_url,
+                store,
+                addr,
+                args.ready_file,
+            )
+            .await
+        }
+        Command::Serve(args) if args.service == "projector" => {
+            projector::serve(&cli.data_dir, cli.nats_url.as_deref(), &db_url, args).await
+        }
+        Command::Init(args) => {
+            init::run(cli.nats_url.as_deref(), cli.database_url.as_deref(), args).await
         }
         Command::Serve(args) => up::serve(&cli.data_dir, cli.nats_url.as_deref(), args).await,
         Command::Tokens(command) => {

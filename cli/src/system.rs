@@ -121,7 +121,7 @@ pub async fn connect(role: Role, nats_url: Option<&str>, data_dir: &Path) -> Res
 }
 
 /// A refused connection, with what to set: the role's password variable.
-fn refused_hint(e: weir_journal::ConnectError, role: Role) -> anyhow::Error {
+pub fn refused_hint(e: weir_journal::ConnectError, role: Role) -> anyhow::Error {
     if e.is_refused_credentials() {
         anyhow::anyhow!(
             "NATS refused {} as user {:?}: set {} to its password (nats.conf; `weir up` keeps them in <data dir>/{PASSWORDS_FILE})",

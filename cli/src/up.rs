@@ -43,9 +43,18 @@ pub struct UpArgs {
     pub json: bool,
 }
 
+/// What `weir serve` runs, each as its own process: the pipeline's services, the HTTP
+/// gateway and the projector (docker-compose.yml runs one container of each).
+pub fn serve_names() -> Vec<&'static str> {
+    let mut names = weir_services::SERVICES.to_vec();
+    names.extend(["gateway", "projector"]);
+    names
+}
+
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {
-    /// combiner, inferrer, registrar or gateway
+    /// What to run
+    #[arg(value_parser = clap::builder::PossibleValuesParser::new(serve_names()))]
     pub service: String,
     /// Object store: a directory or URL (default: the running system's)
     #[arg(long, env = "WEIR_STORE", value_name = "URL")]
@@ -56,6 +65,32 @@ pub struct ServeArgs {
     /// Print the ready line as one JSON object
     #[arg(long)]
     pub json: bool,
+    /// Create this file once ready and remove it on a clean stop: a container's health
+    /// check tests for it (keep it on a tmpfs, so a restarted container has none)
+    #[arg(long, env = "WEIR_READY_FILE", value_name = "PATH")]
+    pub ready_file: Option<PathBuf>,
+}
+
+/// The `--ready-file` of `weir serve`, present from the ready line until the process
+/// stops.
+pub struct ReadyFile(Option<PathBuf>);
+
+impl ReadyFile {
+    pub fn create(path: Option<PathBuf>, service: &str) -> Result<Self> {
+        if let Some(p) = &path {
+            std::fs::write(p, format!("{service}\n"))
+                .with_context(|| format!("writing {}", p.display()))?;
+        }
+        Ok(Self(path))
+    }
+}
+
+impl Drop for ReadyFile {
+    fn drop(&mut self) {
+        if let Some(p) = &self.0 {
+            let _ = std::fs::remove_file(p);
+        }
+    }
 }
 
 fn pid_alive(pid: u32) -> bool {
@@ -329,6 +364,7 @@ pub async fn serve(data_dir: &Path, nats_url: Option<&str>, args: ServeArgs) -> 
         work_dir: work_dir(data_dir)?,
         limits: limits()?,
     };
+    let _ready = ReadyFile::create(args.ready_file, &args.service)?;
     crate::say(
         args.json,
         serde_json::json!({"ready": true, "service": args.service}),
