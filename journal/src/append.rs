@@ -4,7 +4,9 @@
 //! once) and, unless told otherwise, `Nats-Expected-Last-Subject-Sequence` scoped by
 //! `Nats-Expected-Last-Subject-Sequence-Subject` to the aggregate's whole subject tree.
 //! Losing that race is an expected outcome ([`AppendOutcome::WrongLastSequence`]),
-//! not an error.
+//! not an error. A repeat of an event already stored is refused by the expectation
+//! before the server looks at its message id; `append` tells the two apart by the
+//! subject's last message and reports the repeat as a duplicate.
 
 use std::time::Duration;
 
@@ -111,6 +113,20 @@ impl Journal {
                     });
                 }
                 Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => {
+                    // The "someone else" may be this very event: an earlier attempt
+                    // (of this call, or of a caller retrying after an error) stored
+                    // but not acknowledged, e.g. across a timeout or a leader change.
+                    // The server checks the expectation before the message id (2.15,
+                    // one node and R3), so the repeat is refused instead of reported
+                    // as a duplicate. If the subject's last message has this message
+                    // id, the event went in.
+                    if let Some(seq) = self.stored_as_last(&subject, envelope).await {
+                        tracing::info!(subject = %subject, seq, "an earlier unacknowledged attempt was stored");
+                        return Ok(AppendOutcome::Appended {
+                            seq,
+                            duplicate: true,
+                        });
+                    }
                     return Ok(AppendOutcome::WrongLastSequence);
                 }
                 Err(e) if retryable(&e) => {
@@ -131,6 +147,21 @@ impl Journal {
             attempts: ATTEMPTS,
             message: last_error,
         })
+    }
+}
+
+impl Journal {
+    /// The sequence of the last message on `subject` when it carries `envelope`'s
+    /// message id (the server's de-duplication key: the event, or the same reaction
+    /// rebuilt); `None` when it does not, or the lookup fails.
+    async fn stored_as_last(&self, subject: &Subject, envelope: &Envelope) -> Option<u64> {
+        let stream = self.js.get_stream_no_info(&self.stream).await.ok()?;
+        let m = stream
+            .get_last_raw_message_by_subject(subject.as_str())
+            .await
+            .ok()?;
+        let stored = Envelope::decode(&m.payload).ok()?;
+        (stored.msg_id() == envelope.msg_id()).then_some(m.sequence)
     }
 }
 

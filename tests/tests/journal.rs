@@ -198,3 +198,73 @@ async fn an_event_over_the_servers_max_payload_is_refused_before_sending() {
     );
     assert_eq!(j.last_sequence().await.unwrap(), 0);
 }
+
+/// An event appended again under the expectation it was first appended with (a caller
+/// retrying after its ack was lost) is reported as stored, with its sequence, on one
+/// node and on an R3 stream alike. The server checks the expectation before the message
+/// id and refuses the repeat (without `append`'s look at the subject's last message
+/// this test fails on both). Another event under the same stale expectation still
+/// loses the race.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeated_conditional_append_is_a_duplicate_on_one_node_and_on_r3() {
+    async fn check(j: &Journal, shape: &str) {
+        let up = UploadId::new();
+        let first = received(up);
+        let stored = j.append(&first, Expect::Empty).await.unwrap();
+        let AppendOutcome::Appended {
+            seq,
+            duplicate: false,
+        } = stored
+        else {
+            panic!("{shape}: first append: {stored:?}");
+        };
+        let again = j.append(&first, Expect::Empty).await.unwrap();
+        assert_eq!(
+            again,
+            AppendOutcome::Appended {
+                seq,
+                duplicate: true
+            },
+            "{shape}: the same event again"
+        );
+        let c = combined(up, first.event_id, 1);
+        let next = j.append(&c, Expect::LastSequence(seq)).await.unwrap();
+        let AppendOutcome::Appended { seq: c_seq, .. } = next else {
+            panic!("{shape}: {next:?}");
+        };
+        assert_eq!(
+            j.append(&c, Expect::LastSequence(seq)).await.unwrap(),
+            AppendOutcome::Appended {
+                seq: c_seq,
+                duplicate: true
+            },
+            "{shape}: the same reaction again under its stale expectation"
+        );
+        // Another event under that stale expectation loses, as it must.
+        let other = sample::failed(up, first.event_id, "too late");
+        assert_eq!(
+            j.append(&other, Expect::LastSequence(seq)).await.unwrap(),
+            AppendOutcome::WrongLastSequence,
+            "{shape}: another event under a stale expectation"
+        );
+    }
+    let one = NatsServer::start();
+    check(&journal(&one).await, "one node").await;
+
+    let cluster = weir_testkit::NatsCluster::start(3);
+    let spec = StreamSpec {
+        replicas: 3,
+        ..StreamSpec::default()
+    };
+    let r3 = tokio::time::timeout(std::time::Duration::from_secs(60), async {
+        loop {
+            match Journal::connect(&cluster.url(), &spec).await {
+                Ok(j) => break j,
+                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(200)).await,
+            }
+        }
+    })
+    .await
+    .expect("the R3 stream is created within 60 s");
+    check(&r3, "R3").await;
+}
