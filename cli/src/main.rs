@@ -157,6 +157,9 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             let addr = args.http.as_deref().unwrap_or(gateway::DEFAULT_ADDR);
             gateway::serve(&cli.data_dir, cli.nats_url.as_deref(), &db_url, store, addr).await
         }
+        Command::Serve(args) if args.service == "janitor" => {
+            up::serve_janitor(&cli.data_dir, cli.nats_url.as_deref(), &db_url, args).await
+        }
         Command::Serve(args) => up::serve(&cli.data_dir, cli.nats_url.as_deref(), args).await,
         Command::Tokens(command) => {
             let journal =

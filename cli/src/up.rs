@@ -5,7 +5,7 @@
 //! generated once per data dir (`nats.passwords`, mode 0600) and handed over in the
 //! server's environment; then sets the stream up as `admin` and runs every part as
 //! its own user: the gateway as `gateway`, each service as itself, the projector as
-//! `projector`.
+//! `projector`, the retention janitor as `janitor`.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -45,7 +45,7 @@ pub struct UpArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {
-    /// combiner, inferrer, registrar or gateway
+    /// combiner, inferrer, registrar, gateway or janitor
     pub service: String,
     /// Object store: a directory or URL (default: the running system's)
     #[arg(long, env = "WEIR_STORE", value_name = "URL")]
@@ -214,6 +214,8 @@ pub async fn up(
         registrar: ctx(connect(Role::Registrar).await?),
     };
     let projector_journal = connect(Role::Projector).await?;
+    let janitor_ctx = ctx(connect(Role::Janitor).await?);
+    let janitor_config = janitor_config()?;
     let db_url = crate::views::database_url(database_url, &data_dir);
     let db = weir_projections::Db::connect(&db_url)
         .await
@@ -239,12 +241,29 @@ pub async fn up(
     let services = tokio::spawn(weir_services::run_each(ctxs, stop_rx.clone()));
     let projector = {
         let journal = projector_journal;
+        let db = db.clone();
         let mut stop = stop_rx.clone();
         tokio::spawn(async move {
             weir_projections::run(&journal, &db, async move {
                 let _ = stop.wait_for(|s| *s).await;
             })
             .await
+        })
+    };
+    let janitor = {
+        let janitor = weir_services::janitor::Janitor {
+            ctx: janitor_ctx,
+            db: db.clone(),
+            config: janitor_config,
+            clock: weir_services::janitor::Clock::system(),
+        };
+        let mut stop = stop_rx.clone();
+        tokio::spawn(async move {
+            janitor
+                .run(async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                })
+                .await
         })
     };
     Runtime {
@@ -301,6 +320,12 @@ pub async fn up(
         Err(_) => eprintln!("weir: the projector did not stop within 30 s"),
         _ => {}
     }
+    if tokio::time::timeout(Duration::from_secs(30), janitor)
+        .await
+        .is_err()
+    {
+        eprintln!("weir: the janitor did not stop within 30 s");
+    }
     if tokio::time::timeout(Duration::from_secs(30), services)
         .await
         .is_err()
@@ -338,6 +363,46 @@ pub async fn serve(data_dir: &Path, nats_url: Option<&str>, args: ServeArgs) -> 
         .await
         .map_err(|e| anyhow::anyhow!("{}: {e}", args.service))?;
     Ok(0)
+}
+
+/// `weir serve janitor`: retention and garbage collection on the running system's
+/// log, store and projections (which a projector keeps up to date).
+pub async fn serve_janitor(
+    data_dir: &Path,
+    nats_url: Option<&str>,
+    db_url: &str,
+    args: ServeArgs,
+) -> Result<i32> {
+    let journal = crate::system::connect(Role::Janitor, nats_url, data_dir).await?;
+    let store = open_store(args.store.as_deref(), data_dir)?;
+    let db = weir_projections::Db::connect(db_url)
+        .await
+        .with_context(|| format!("opening projections at {db_url}"))?;
+    let config = janitor_config()?;
+    let janitor = weir_services::janitor::Janitor {
+        ctx: Ctx {
+            journal,
+            store,
+            work_dir: work_dir(data_dir)?,
+            limits: limits()?,
+        },
+        db,
+        config,
+        clock: weir_services::janitor::Clock::system(),
+    };
+    crate::say(
+        args.json,
+        serde_json::json!({"ready": true, "service": "janitor"}),
+        format_args!("ready janitor"),
+    );
+    janitor.run(shutdown_signal()).await;
+    Ok(0)
+}
+
+/// The janitor's periods: the defaults, or `WEIR_RETENTION_*` and
+/// `WEIR_JANITOR_INTERVAL` when set.
+fn janitor_config() -> Result<weir_services::janitor::JanitorConfig> {
+    weir_services::janitor::JanitorConfig::from_env().map_err(anyhow::Error::msg)
 }
 
 /// The inferrer's limits: the defaults, or `WEIR_MAX_RECORD_BYTES`,

@@ -190,6 +190,8 @@ struct DatasetState {
     table: TableName,
     label: Option<String>,
     deleted: bool,
+    /// Purged by the janitor: never restored again.
+    purged: bool,
     last_seq: u64,
     upload: UploadId,
 }
@@ -218,6 +220,7 @@ async fn dataset_state(
         table,
         label: d.label.clone(),
         deleted: false,
+        purged: false,
         last_seq: 0,
         upload,
     };
@@ -229,6 +232,7 @@ async fn dataset_state(
             Event::DatasetLabelChanged(e) => s.label = e.label,
             Event::DatasetDeleted(_) => s.deleted = true,
             Event::DatasetRestored(_) => s.deleted = false,
+            Event::DatasetPurged(_) => s.purged = true,
             _ => {}
         }
     }
@@ -466,6 +470,11 @@ pub async fn restore(
     let (d, _) = permitted(&state, &owner, id, DatasetAction::Restore).await?;
     let mut s = dataset_state(&state, &d, id).await?;
     s.allow(&owner, id, DatasetAction::Restore)?;
+    if s.purged {
+        return Err(ApiError::conflict(format!(
+            "dataset {id} was purged by the retention janitor after its deletion; it can no longer be restored"
+        )));
+    }
     if !s.deleted {
         return Err(ApiError::conflict(format!("dataset {id} is not deleted")));
     }

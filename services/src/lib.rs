@@ -8,6 +8,7 @@
 pub mod combiner;
 pub mod dataset;
 pub mod inferrer;
+pub mod janitor;
 pub mod producer;
 pub mod registrar;
 pub mod runtime;

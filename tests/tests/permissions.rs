@@ -238,6 +238,48 @@ async fn each_role_may_append_only_its_own_events_and_nobody_deletes_the_log() {
             "a denied append reached the log"
         );
 
+        // The janitor records deletions and purges, and does no service's step; the
+        // gateway cannot record a deletion or a purge.
+        let janitor = journal_as(&nats, Role::Janitor).await;
+        let key = ObjectKey::blob(&Sha256([7; 32]));
+        let deleted = Envelope::new(
+            Aggregate::Object(key.clone()),
+            sample::owner(),
+            up,
+            None,
+            Event::ObjectDeleted(ObjectDeleted {
+                key: key.clone(),
+                reason: "no live reference".into(),
+                size: None,
+            }),
+        );
+        let s4 = appended(janitor.append(&deleted, Expect::Empty).await.unwrap());
+        assert_eq!(s4, s3 + 1);
+        let mut jn = raw(&nats, Role::Janitor).await;
+        for kind in [
+            EventKind::DatasetRegistered,
+            EventKind::PartsCombined,
+            EventKind::UploadReceived,
+            EventKind::Failed,
+        ] {
+            jn.assert_denied(Role::Janitor, &subject(kind)).await;
+        }
+        jn.assert_denied(Role::Janitor, "weir.dataset.data_x.dataset_deleted")
+            .await;
+        jn.assert_denied(
+            Role::Janitor,
+            &format!("$JS.API.CONSUMER.MSG.NEXT.{STREAM}.weir-combiner"),
+        )
+        .await;
+        gw.assert_denied(
+            Role::Gateway,
+            &Subject::new(&Aggregate::Object(key), EventKind::ObjectDeleted).to_string(),
+        )
+        .await;
+        gw.assert_denied(Role::Gateway, "weir.dataset.data_x.dataset_purged")
+            .await;
+        assert_eq!(admin.stream_health().await.unwrap().messages, 4);
+
         // Credentials never print their password.
         let creds: Credentials = passwords.credentials(Role::Gateway);
         assert_eq!(format!("{creds:?}"), "gateway:***");
