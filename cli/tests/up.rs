@@ -672,7 +672,7 @@ async fn up_upload_show_and_a_clean_shutdown() {
         .lines()
         .filter_map(|l| l.split_once('=').map(|(_, p)| p.trim().to_owned()))
         .collect();
-    assert_eq!(secrets.len(), 7, "one password per role");
+    assert_eq!(secrets.len(), 8, "one password per role");
     secrets.push(key.trim().to_owned());
     secrets.push(token.clone());
     secrets.push(api_token["token"].as_str().unwrap().to_owned());
