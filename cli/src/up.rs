@@ -41,6 +41,10 @@ pub struct UpArgs {
     /// Print the ready line as one JSON object (nats, http, store, db, data, nats_server)
     #[arg(long)]
     pub json: bool,
+    /// A retention period of the janitor, e.g. `failed=30d` (multipart, failed,
+    /// aborted, deleted, orphan, compensation); wins over WEIR_RETENTION_*
+    #[arg(long = "retention", value_name = "PERIOD=DURATION")]
+    pub retention: Vec<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -56,6 +60,10 @@ pub struct ServeArgs {
     /// Print the ready line as one JSON object
     #[arg(long)]
     pub json: bool,
+    /// janitor only: a retention period, e.g. `failed=30d` (multipart, failed,
+    /// aborted, deleted, orphan, compensation); wins over WEIR_RETENTION_*
+    #[arg(long = "retention", value_name = "PERIOD=DURATION")]
+    pub retention: Vec<String>,
 }
 
 fn pid_alive(pid: u32) -> bool {
@@ -149,6 +157,8 @@ pub async fn up(
             rt.nats_url
         );
     }
+    // A bad period stops weir before anything starts.
+    let janitor_config = janitor_config(&args.retention)?;
     if nats_url.is_some() && args.cluster.is_some() {
         bail!("--cluster starts its own nats-servers; it cannot be used with --nats-url");
     }
@@ -215,7 +225,6 @@ pub async fn up(
     };
     let projector_journal = connect(Role::Projector).await?;
     let janitor_ctx = ctx(connect(Role::Janitor).await?);
-    let janitor_config = janitor_config()?;
     let db_url = crate::views::database_url(database_url, &data_dir);
     let db = weir_projections::Db::connect(&db_url)
         .await
@@ -373,12 +382,13 @@ pub async fn serve_janitor(
     db_url: &str,
     args: ServeArgs,
 ) -> Result<i32> {
+    // A bad period stops it before it connects anywhere.
+    let config = janitor_config(&args.retention)?;
     let journal = crate::system::connect(Role::Janitor, nats_url, data_dir).await?;
     let store = open_store(args.store.as_deref(), data_dir)?;
     let db = weir_projections::Db::connect(db_url)
         .await
         .with_context(|| format!("opening projections at {db_url}"))?;
-    let config = janitor_config()?;
     let janitor = weir_services::janitor::Janitor {
         ctx: Ctx {
             journal,
@@ -399,10 +409,21 @@ pub async fn serve_janitor(
     Ok(0)
 }
 
-/// The janitor's periods: the defaults, or `WEIR_RETENTION_*` and
-/// `WEIR_JANITOR_INTERVAL` when set.
-fn janitor_config() -> Result<weir_services::janitor::JanitorConfig> {
-    weir_services::janitor::JanitorConfig::from_env().map_err(anyhow::Error::msg)
+/// The janitor's periods: the defaults, `WEIR_RETENTION_*` and `WEIR_JANITOR_INTERVAL`
+/// when set, then each `--retention PERIOD=DURATION`.
+fn janitor_config(flags: &[String]) -> Result<weir_services::janitor::JanitorConfig> {
+    let mut config =
+        weir_services::janitor::JanitorConfig::from_env().map_err(anyhow::Error::msg)?;
+    for flag in flags {
+        let (name, value) = flag.split_once('=').ok_or_else(|| {
+            anyhow::anyhow!("--retention {flag:?}: use PERIOD=DURATION, e.g. failed=30d")
+        })?;
+        config.retention = config
+            .retention
+            .with(name.trim(), value)
+            .map_err(|e| anyhow::anyhow!("--retention {flag:?}: {e}"))?;
+    }
+    Ok(config)
 }
 
 /// The inferrer's limits: the defaults, or `WEIR_MAX_RECORD_BYTES`,

@@ -1103,3 +1103,37 @@ async fn up_json_prints_the_ready_line_as_an_object() {
         .unwrap();
     assert_eq!(status.code(), Some(0));
 }
+
+/// A retention period that does not parse stops `weir up` and `weir serve janitor`
+/// before anything starts, naming the flag or the variable and what would do.
+#[tokio::test]
+async fn a_bad_retention_period_is_refused_before_anything_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap();
+    let (code, _, err) = run(&["up", "--data-dir", data, "--retention", "forever=1d"]).await;
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("--retention \"forever=1d\": unknown retention period \"forever\""),
+        "{err}"
+    );
+    assert!(
+        !dir.path().join("nats").exists(),
+        "no nats-server was started"
+    );
+    let out = tokio::time::timeout(
+        Duration::from_secs(60),
+        weir()
+            .args(["serve", "janitor", "--data-dir", data])
+            .env("WEIR_RETENTION_FAILED", "soon")
+            .output(),
+    )
+    .await
+    .expect("weir serve janitor took over 60 s")
+    .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("WEIR_RETENTION_FAILED: retention failed: \"soon\" is not a duration"),
+        "{err}"
+    );
+}

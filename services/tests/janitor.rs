@@ -372,9 +372,9 @@ async fn every_retention_period_in_turn_each_act_an_event(postgres: bool) {
     // Day 1: the orphaned part goes, nothing else.
     sys.clock.advance(DAY);
     let s = sys.janitor.sweep().await.unwrap();
-    assert_eq!(s.deleted, [orphan.clone()], "{s:?}");
+    assert_eq!(s.deleted, std::slice::from_ref(&orphan), "{s:?}");
     assert!(!sys.exists(&orphan).await);
-    assert_eq!(sys.deleted_keys().await, [orphan.clone()]);
+    assert_eq!(sys.deleted_keys().await, std::slice::from_ref(&orphan));
 
     // Day 7: the stale multipart upload is aborted and its part removed.
     sys.clock.advance(6 * DAY);
@@ -428,7 +428,7 @@ async fn every_retention_period_in_turn_each_act_an_event(postgres: bool) {
     // Day 90: the failed upload's blob goes.
     sys.clock.advance(60 * DAY);
     let s = sys.janitor.sweep().await.unwrap();
-    assert_eq!(s.deleted, [failed_blob.clone()], "{s:?}");
+    assert_eq!(s.deleted, std::slice::from_ref(&failed_blob), "{s:?}");
     assert!(!sys.exists(&failed_blob).await);
     let recorded = sys.all(EventKind::ObjectDeleted).await;
     let failed_deletion = recorded
@@ -493,7 +493,7 @@ async fn a_blob_shared_by_two_datasets_goes_only_after_both_are_purged(postgres:
     sys.clock.advance(30 * DAY + Duration::from_secs(600));
     let s = sys.janitor.sweep().await.unwrap();
     assert_eq!(s.purged, [first.dataset], "{s:?}");
-    assert_eq!(s.deleted, [first.parquet.clone()], "{s:?}");
+    assert_eq!(s.deleted, std::slice::from_ref(&first.parquet), "{s:?}");
     assert!(s.kept.contains(&blob), "{s:?}");
     assert!(
         sys.exists(&blob).await,
