@@ -334,7 +334,7 @@ impl Janitor {
             .map_err(transient)?
         {
             if let Ok(id) = upload.parse::<UploadId>()
-                && self.abort(id, r).await?
+                && done(self.abort(id, r).await, "abort", &upload)?
             {
                 out.aborted.push(id);
             }
@@ -344,7 +344,7 @@ impl Janitor {
             .map_err(transient)?
         {
             if let Ok(id) = upload.parse::<UploadId>()
-                && self.complete_compensation(id).await?
+                && done(self.complete_compensation(id).await, "compensate", &upload)?
             {
                 out.compensated.push(id);
             }
@@ -354,7 +354,11 @@ impl Janitor {
             .map_err(transient)?
         {
             if let (Ok(id), Ok(owner)) = (dataset.parse::<DatasetId>(), owner.parse::<Owner>())
-                && self.purge(id, owner, ago(now, r.deleted), r).await?
+                && done(
+                    self.purge(id, owner, ago(now, r.deleted), r).await,
+                    "purge",
+                    &dataset,
+                )?
             {
                 out.purged.push(id);
             }
@@ -402,8 +406,9 @@ impl Janitor {
             let key = ObjectKey::from_stored(key);
             match decide(&rows, now, &r) {
                 Some((row, reason)) => {
-                    self.delete(&key, row, reason).await?;
-                    out.deleted.push(key);
+                    if done(self.delete(&key, row, reason).await, "delete", key.as_str())? {
+                        out.deleted.push(key);
+                    }
                 }
                 None => out.kept.push(key),
             }
@@ -568,7 +573,7 @@ impl Janitor {
         key: &ObjectKey,
         row: &ObjectRef,
         reason: String,
-    ) -> Result<(), StepError> {
+    ) -> Result<bool, StepError> {
         let size = self.ctx.store.exists(key).await?;
         if size.is_some() {
             self.ctx.store.delete(key).await?;
@@ -600,7 +605,21 @@ impl Janitor {
         );
         // Another janitor recorded it first: the object is gone either way.
         self.ctx.journal.append(&env, expect).await?;
-        Ok(())
+        Ok(true)
+    }
+}
+
+/// An act's outcome for the sweep: a permanent fault of one item (a row that does not
+/// parse, a store that refuses one key) is logged and the sweep goes on; a transient
+/// one (NATS, the store or the database unreachable) ends the sweep, tried again at
+/// the next.
+fn done(result: Result<bool, StepError>, act: &str, what: &str) -> Result<bool, StepError> {
+    match result {
+        Err(StepError::Permanent(e)) => {
+            tracing::warn!(act, item = what, error = ?e, "janitor: cannot do this one; skipping it");
+            Ok(false)
+        }
+        other => other,
     }
 }
 
