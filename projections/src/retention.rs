@@ -145,3 +145,17 @@ pub async fn purgeable(db: &Db, cutoff: i64) -> Result<Vec<(String, String)>, Er
     .map(|r| Ok((r.try_get("id")?, r.try_get("owner")?)))
     .collect()
 }
+
+/// Dataset versions whose Parquet file has no reference from their dataset: not zero
+/// when `object_refs` was not built from the whole log (a database migrated to 0005
+/// after events were projected), and then no deletion may rest on it until a replay
+/// (`weir replay`) rebuilds it from sequence 1.
+pub async fn versions_without_references(db: &Db) -> Result<i64, Error> {
+    Ok(sqlx::query_scalar(
+        "SELECT COUNT(*) FROM dataset_versions v WHERE NOT EXISTS \
+         (SELECT 1 FROM object_refs r WHERE r.object_key = v.parquet_key \
+          AND r.holder = 'dataset:' || v.dataset_id)",
+    )
+    .fetch_one(db.pool())
+    .await?)
+}

@@ -328,6 +328,14 @@ impl Janitor {
         let r = self.config.retention;
         let mut out = Sweep::default();
         self.caught_up().await?;
+        let missing = retention::versions_without_references(&self.db)
+            .await
+            .map_err(transient)?;
+        if missing > 0 {
+            return Err(StepError::Permanent(format!(
+                "the object references do not cover {missing} dataset versions (the projections were built before migration 0005 added them): run `weir replay` to rebuild them from the log; the janitor deletes nothing until then"
+            )));
+        }
 
         for (upload, _) in retention::stale_multipart(&self.db, ago(now, r.multipart))
             .await
