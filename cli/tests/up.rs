@@ -133,7 +133,7 @@ async fn up_upload_show_and_a_clean_shutdown() {
     assert_eq!(fields[2]["type"], "Utf8");
     let location = shown["location"].as_str().unwrap();
     assert!(
-        location.starts_with("file://") && location.ends_with("/data.parquet"),
+        location.starts_with("file://") && location.contains("/parquet/sha256/"),
         "{location}"
     );
     assert!(Path::new(location.trim_start_matches("file://")).is_file());

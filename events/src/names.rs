@@ -118,7 +118,17 @@ impl ObjectKey {
         Self(format!("blobs/sha256/{hash}"))
     }
 
-    /// `datasets/<dataset>/v<version>/data.parquet`.
+    /// `parquet/sha256/<hash>.parquet`: a converted Parquet file by its content, stored
+    /// once however many versions and datasets it is the data of (identical input and
+    /// options convert to identical bytes). The suffix is for readers that select
+    /// Parquet files by name (DataFusion's listing tables).
+    pub fn converted(hash: &Sha256) -> Self {
+        Self(format!("parquet/sha256/{hash}.parquet"))
+    }
+
+    /// `datasets/<dataset>/v<version>/data.parquet`: where a version's Parquet was
+    /// written before conversions were content-addressed (events of older logs name
+    /// it), and where the inferrer stages one on a local store.
     pub fn parquet(dataset: DatasetId, version: u32) -> Self {
         Self(format!("datasets/{dataset}/v{version}/data.parquet"))
     }

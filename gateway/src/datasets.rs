@@ -652,17 +652,17 @@ pub async fn revoke(
 }
 
 fn parquet_key(d: &weir_projections::Dataset) -> Result<ObjectKey, ApiError> {
-    let id: DatasetId =
-        d.id.parse()
-            .map_err(|e| ApiError::internal(format!("catalog id: {e}")))?;
-    let key = ObjectKey::parquet(id, d.current_version);
-    if key.as_str() != d.parquet_key {
+    // The catalog's key, as the services recorded it: the version's own
+    // (`datasets/<id>/v<k>/data.parquet`, older logs), a content-addressed conversion
+    // (`parquet/sha256/…`) or the upload's blob (a Parquet file served as it came).
+    let known = ["datasets/", "parquet/sha256/", "blobs/sha256/"];
+    if !known.iter().any(|p| d.parquet_key.starts_with(p)) || d.parquet_key.contains("..") {
         return Err(ApiError::internal(format!(
-            "catalog parquet key {} is not where version {} lives",
-            d.parquet_key, d.current_version
+            "catalog parquet key {} of dataset {} is not one weir writes",
+            d.parquet_key, d.id
         )));
     }
-    Ok(key)
+    Ok(ObjectKey::from_stored(d.parquet_key.clone()))
 }
 
 fn read_rows(path: &std::path::Path, limit: usize) -> Result<Preview, ApiError> {

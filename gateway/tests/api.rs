@@ -76,7 +76,13 @@ async fn multipart_flow_registers_and_owners_see_only_their_own() {
         .unwrap();
     assert_eq!(ds["row_count"], reg.statistics.rows);
     assert_eq!(ds["fields"][0]["name"], "order_id");
-    assert!(ds["location"].as_str().unwrap().ends_with("/data.parquet"));
+    assert!(
+        ds["location"]
+            .as_str()
+            .unwrap()
+            .contains("/parquet/sha256/"),
+        "{ds}"
+    );
     assert_eq!(ds["versions"].as_array().unwrap().len(), 1);
     let preview: serde_json::Value = s
         .get(

@@ -213,8 +213,22 @@ impl Service for Inferrer {
                 })?;
 
         let (parquet, parquet_size) = if converted.rewritten {
-            let size = ctx.store.put_moved(&output_path, &key).await?;
-            (key, size)
+            // Content-addressed: identical input and options give identical bytes, which
+            // are stored once; the object references say who holds them.
+            let path = output_path.clone();
+            let digest = tokio::task::spawn_blocking(move || crate::store::sha256_file(&path))
+                .await
+                .map_err(|e| StepError::Transient(format!("hashing the Parquet file: {e}")))?
+                .map_err(|e| StepError::Transient(format!("hashing the Parquet file: {e}")))?;
+            let key = ObjectKey::converted(&digest);
+            match ctx.store.exists(&key).await? {
+                // Already there: the scratch file goes with the step.
+                Some(size) => (key, size),
+                None => {
+                    let size = ctx.store.put_moved(&output_path, &key).await?;
+                    (key, size)
+                }
+            }
         } else {
             (combined.blob.clone(), combined.size)
         };

@@ -910,7 +910,14 @@ async fn new_versions_take_the_next_number_and_derive_from_the_head() {
     };
     assert_eq!((r2.dataset, r2.version, r2.parent_version), (d, 2, Some(1)));
     assert_eq!(r2.table_name.as_str(), "orders");
-    assert_eq!(r2.parquet, ObjectKey::parquet(d, 2));
+    // Content-addressed: the key is the sha256 of the Parquet bytes stored there.
+    let stored = std::fs::read(sys.store.local_root().unwrap().join(r2.parquet.as_str())).unwrap();
+    let digest: [u8; 32] = sha2::Digest::finalize(sha2::Digest::chain_update(
+        <sha2::Sha256 as sha2::Digest>::new(),
+        &stored,
+    ))
+    .into();
+    assert_eq!(r2.parquet, ObjectKey::converted(&Sha256(digest)));
     assert_eq!(r2.statistics.rows, 2);
     assert_eq!(cells(&sys.parquet(&r2.parquet)).len(), 2);
     // v1's Parquet is still there, readable.
