@@ -221,14 +221,11 @@ impl Service for Inferrer {
                 .map_err(|e| StepError::Transient(format!("hashing the Parquet file: {e}")))?
                 .map_err(|e| StepError::Transient(format!("hashing the Parquet file: {e}")))?;
             let key = ObjectKey::converted(&digest);
-            match ctx.store.exists(&key).await? {
-                // Already there: the scratch file goes with the step.
-                Some(size) => (key, size),
-                None => {
-                    let size = ctx.store.put_moved(&output_path, &key).await?;
-                    (key, size)
-                }
-            }
+            // Written even when the key exists (the same bytes, a rename on a local
+            // store): a copy the janitor removed a moment ago is back before this
+            // upload's events reference it.
+            let size = ctx.store.put_moved(&output_path, &key).await?;
+            (key, size)
         } else {
             (combined.blob.clone(), combined.size)
         };
