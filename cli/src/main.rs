@@ -177,6 +177,9 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Init(args) => {
             init::run(cli.nats_url.as_deref(), cli.database_url.as_deref(), args).await
         }
+        Command::Serve(args) if args.service == "janitor" => {
+            up::serve_janitor(&cli.data_dir, cli.nats_url.as_deref(), &db_url, args).await
+        }
         Command::Serve(args) => up::serve(&cli.data_dir, cli.nats_url.as_deref(), args).await,
         Command::Tokens(command) => {
             let journal =

@@ -5,7 +5,7 @@
 //! generated once per data dir (`nats.passwords`, mode 0600) and handed over in the
 //! server's environment; then sets the stream up as `admin` and runs every part as
 //! its own user: the gateway as `gateway`, each service as itself, the projector as
-//! `projector`.
+//! `projector`, the retention janitor as `janitor`.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -41,13 +41,18 @@ pub struct UpArgs {
     /// Print the ready line as one JSON object (nats, http, store, db, data, nats_server)
     #[arg(long)]
     pub json: bool,
+    /// A retention period of the janitor, e.g. `failed=30d` (multipart, failed,
+    /// aborted, deleted, orphan, compensation); wins over WEIR_RETENTION_*
+    #[arg(long = "retention", value_name = "PERIOD=DURATION")]
+    pub retention: Vec<String>,
 }
 
 /// What `weir serve` runs, each as its own process: the pipeline's services, the HTTP
-/// gateway and the projector (docker-compose.yml runs one container of each).
+/// gateway, the projector and the retention janitor (docker-compose.yml runs one
+/// container of each).
 pub fn serve_names() -> Vec<&'static str> {
     let mut names = weir_services::SERVICES.to_vec();
-    names.extend(["gateway", "projector"]);
+    names.extend(["gateway", "projector", "janitor"]);
     names
 }
 
@@ -65,6 +70,10 @@ pub struct ServeArgs {
     /// Print the ready line as one JSON object
     #[arg(long)]
     pub json: bool,
+    /// janitor only: a retention period, e.g. `failed=30d` (multipart, failed,
+    /// aborted, deleted, orphan, compensation); wins over WEIR_RETENTION_*
+    #[arg(long = "retention", value_name = "PERIOD=DURATION")]
+    pub retention: Vec<String>,
     /// Create this file once ready and remove it on a clean stop: a container's health
     /// check tests for it (keep it on a tmpfs, so a restarted container has none)
     #[arg(long, env = "WEIR_READY_FILE", value_name = "PATH")]
@@ -184,6 +193,8 @@ pub async fn up(
             rt.nats_url
         );
     }
+    // A bad period stops weir before anything starts.
+    let janitor_config = janitor_config(&args.retention)?;
     if nats_url.is_some() && args.cluster.is_some() {
         bail!("--cluster starts its own nats-servers; it cannot be used with --nats-url");
     }
@@ -249,6 +260,7 @@ pub async fn up(
         registrar: ctx(connect(Role::Registrar).await?),
     };
     let projector_journal = connect(Role::Projector).await?;
+    let janitor_ctx = ctx(connect(Role::Janitor).await?);
     let db_url = crate::views::database_url(database_url, &data_dir);
     let db = weir_projections::Db::connect(&db_url)
         .await
@@ -274,12 +286,29 @@ pub async fn up(
     let services = tokio::spawn(weir_services::run_each(ctxs, stop_rx.clone()));
     let projector = {
         let journal = projector_journal;
+        let db = db.clone();
         let mut stop = stop_rx.clone();
         tokio::spawn(async move {
             weir_projections::run(&journal, &db, async move {
                 let _ = stop.wait_for(|s| *s).await;
             })
             .await
+        })
+    };
+    let janitor = {
+        let janitor = weir_services::janitor::Janitor {
+            ctx: janitor_ctx,
+            db: db.clone(),
+            config: janitor_config,
+            clock: weir_services::janitor::Clock::system(),
+        };
+        let mut stop = stop_rx.clone();
+        tokio::spawn(async move {
+            janitor
+                .run(async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                })
+                .await
         })
     };
     Runtime {
@@ -336,6 +365,12 @@ pub async fn up(
         Err(_) => eprintln!("weir: the projector did not stop within 30 s"),
         _ => {}
     }
+    if tokio::time::timeout(Duration::from_secs(30), janitor)
+        .await
+        .is_err()
+    {
+        eprintln!("weir: the janitor did not stop within 30 s");
+    }
     if tokio::time::timeout(Duration::from_secs(30), services)
         .await
         .is_err()
@@ -374,6 +409,59 @@ pub async fn serve(data_dir: &Path, nats_url: Option<&str>, args: ServeArgs) -> 
         .await
         .map_err(|e| anyhow::anyhow!("{}: {e}", args.service))?;
     Ok(0)
+}
+
+/// `weir serve janitor`: retention and garbage collection on the running system's
+/// log, store and projections (which a projector keeps up to date).
+pub async fn serve_janitor(
+    data_dir: &Path,
+    nats_url: Option<&str>,
+    db_url: &str,
+    args: ServeArgs,
+) -> Result<i32> {
+    // A bad period stops it before it connects anywhere.
+    let config = janitor_config(&args.retention)?;
+    let journal = crate::system::connect(Role::Janitor, nats_url, data_dir).await?;
+    let store = open_store(args.store.as_deref(), data_dir)?;
+    let db = weir_projections::Db::connect(db_url)
+        .await
+        .with_context(|| format!("opening projections at {db_url}"))?;
+    let janitor = weir_services::janitor::Janitor {
+        ctx: Ctx {
+            journal,
+            store,
+            work_dir: work_dir(data_dir)?,
+            limits: limits()?,
+        },
+        db,
+        config,
+        clock: weir_services::janitor::Clock::system(),
+    };
+    let _ready = ReadyFile::create(args.ready_file, "janitor")?;
+    crate::say(
+        args.json,
+        serde_json::json!({"ready": true, "service": "janitor"}),
+        format_args!("ready janitor"),
+    );
+    janitor.run(shutdown_signal()).await;
+    Ok(0)
+}
+
+/// The janitor's periods: the defaults, `WEIR_RETENTION_*` and `WEIR_JANITOR_INTERVAL`
+/// when set, then each `--retention PERIOD=DURATION`.
+fn janitor_config(flags: &[String]) -> Result<weir_services::janitor::JanitorConfig> {
+    let mut config =
+        weir_services::janitor::JanitorConfig::from_env().map_err(anyhow::Error::msg)?;
+    for flag in flags {
+        let (name, value) = flag.split_once('=').ok_or_else(|| {
+            anyhow::anyhow!("--retention {flag:?}: use PERIOD=DURATION, e.g. failed=30d")
+        })?;
+        config.retention = config
+            .retention
+            .with(name.trim(), value)
+            .map_err(|e| anyhow::anyhow!("--retention {flag:?}: {e}"))?;
+    }
+    Ok(config)
 }
 
 /// The inferrer's limits: the defaults, or `WEIR_MAX_RECORD_BYTES`,

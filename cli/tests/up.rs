@@ -133,7 +133,7 @@ async fn up_upload_show_and_a_clean_shutdown() {
     assert_eq!(fields[2]["type"], "Utf8");
     let location = shown["location"].as_str().unwrap();
     assert!(
-        location.starts_with("file://") && location.ends_with("/data.parquet"),
+        location.starts_with("file://") && location.contains("/parquet/sha256/"),
         "{location}"
     );
     assert!(Path::new(location.trim_start_matches("file://")).is_file());
@@ -672,7 +672,7 @@ async fn up_upload_show_and_a_clean_shutdown() {
         .lines()
         .filter_map(|l| l.split_once('=').map(|(_, p)| p.trim().to_owned()))
         .collect();
-    assert_eq!(secrets.len(), 7, "one password per role");
+    assert_eq!(secrets.len(), 8, "one password per role");
     secrets.push(key.trim().to_owned());
     secrets.push(token.clone());
     secrets.push(api_token["token"].as_str().unwrap().to_owned());
@@ -1102,4 +1102,38 @@ async fn up_json_prints_the_ready_line_as_an_object() {
         .unwrap()
         .unwrap();
     assert_eq!(status.code(), Some(0));
+}
+
+/// A retention period that does not parse stops `weir up` and `weir serve janitor`
+/// before anything starts, naming the flag or the variable and what would do.
+#[tokio::test]
+async fn a_bad_retention_period_is_refused_before_anything_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap();
+    let (code, _, err) = run(&["up", "--data-dir", data, "--retention", "forever=1d"]).await;
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("--retention \"forever=1d\": unknown retention period \"forever\""),
+        "{err}"
+    );
+    assert!(
+        !dir.path().join("nats").exists(),
+        "no nats-server was started"
+    );
+    let out = tokio::time::timeout(
+        Duration::from_secs(60),
+        weir()
+            .args(["serve", "janitor", "--data-dir", data])
+            .env("WEIR_RETENTION_FAILED", "soon")
+            .output(),
+    )
+    .await
+    .expect("weir serve janitor took over 60 s")
+    .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("WEIR_RETENTION_FAILED: retention failed: \"soon\" is not a duration"),
+        "{err}"
+    );
 }

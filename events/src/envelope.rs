@@ -7,7 +7,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::event::{Event, EventKind};
 use crate::ids::{DatasetId, EventId, Owner, UploadId};
-use crate::names::TableName;
+use crate::names::{ObjectKey, TableName};
 use crate::subject::Subject;
 
 /// The envelope layout version. Bump it only together with a decoder for the old one.
@@ -32,6 +32,9 @@ pub enum Aggregate {
     },
     /// An owner: tokens and notification read-state.
     Owner(Owner),
+    /// One object in the store: its deletions (`ObjectDeleted`), each appended
+    /// conditionally on the last, so a deletion is recorded once per life of the key.
+    Object(ObjectKey),
 }
 
 impl fmt::Display for Aggregate {
@@ -41,6 +44,7 @@ impl fmt::Display for Aggregate {
             Self::Dataset(id) => write!(f, "{id}"),
             Self::Name { owner, table } => write!(f, "{table}@{owner}"),
             Self::Owner(owner) => write!(f, "{owner}"),
+            Self::Object(key) => write!(f, "{key}"),
         }
     }
 }

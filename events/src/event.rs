@@ -867,6 +867,29 @@ pub struct DatasetAccessRevoked {
     pub grantee: Owner,
 }
 
+/// An object was deleted from the store by the janitor (aggregate `object`): nothing
+/// live referenced it and its grace period was over. Appended conditionally on the
+/// object's last event, once per life of the key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectDeleted {
+    pub key: ObjectKey,
+    /// Why, in words: which retention rule, since when (`failed upload upld_… ended
+    /// 2026-…, retention 90 days`).
+    pub reason: String,
+    /// The object's size when deleted; `None` when it was already gone (a step's
+    /// clean-up removed it without an event, or a crash came between delete and append).
+    pub size: Option<u64>,
+}
+
+/// A soft-deleted dataset was purged (aggregate `dataset`): it can no longer be
+/// restored, and the objects only it referenced are deleted by the janitor, each with
+/// its own [`ObjectDeleted`]. Appended conditionally on the dataset's last event, so a
+/// restore that came first wins.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DatasetPurged {
+    pub reason: String,
+}
+
 /// Every event in the stream. See the module docs before changing anything here.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Event {
@@ -901,6 +924,8 @@ pub enum Event {
     DatasetHeadMoved(DatasetHeadMoved),
     DatasetAccessGranted(DatasetAccessGranted),
     DatasetAccessRevoked(DatasetAccessRevoked),
+    ObjectDeleted(ObjectDeleted),
+    DatasetPurged(DatasetPurged),
 }
 
 /// The kind of an event, as it appears in subjects and in the `Weir-Kind` header.
@@ -931,10 +956,12 @@ pub enum EventKind {
     DatasetHeadMoved,
     DatasetAccessGranted,
     DatasetAccessRevoked,
+    ObjectDeleted,
+    DatasetPurged,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 25] = [
+    pub const ALL: [EventKind; 27] = [
         Self::UploadReceived,
         Self::PartsCombined,
         Self::SchemaInferred,
@@ -960,6 +987,8 @@ impl EventKind {
         Self::DatasetHeadMoved,
         Self::DatasetAccessGranted,
         Self::DatasetAccessRevoked,
+        Self::ObjectDeleted,
+        Self::DatasetPurged,
     ];
 
     /// The snake_case token used in subjects and headers.
@@ -990,6 +1019,8 @@ impl EventKind {
             Self::DatasetHeadMoved => "dataset_head_moved",
             Self::DatasetAccessGranted => "dataset_access_granted",
             Self::DatasetAccessRevoked => "dataset_access_revoked",
+            Self::ObjectDeleted => "object_deleted",
+            Self::DatasetPurged => "dataset_purged",
         }
     }
 
@@ -1053,6 +1084,8 @@ impl Event {
             Self::DatasetHeadMoved(_) => EventKind::DatasetHeadMoved,
             Self::DatasetAccessGranted(_) => EventKind::DatasetAccessGranted,
             Self::DatasetAccessRevoked(_) => EventKind::DatasetAccessRevoked,
+            Self::ObjectDeleted(_) => EventKind::ObjectDeleted,
+            Self::DatasetPurged(_) => EventKind::DatasetPurged,
         }
     }
 
@@ -1087,7 +1120,9 @@ impl Event {
             | Self::DatasetTagged(_)
             | Self::DatasetHeadMoved(_)
             | Self::DatasetAccessGranted(_)
-            | Self::DatasetAccessRevoked(_) => None,
+            | Self::DatasetAccessRevoked(_)
+            | Self::ObjectDeleted(_)
+            | Self::DatasetPurged(_) => None,
         }
     }
 }
@@ -1223,6 +1258,14 @@ impl Event {
             ),
             Self::DatasetAccessGranted(e) => format!("granted {} access to {}", e.level, e.grantee),
             Self::DatasetAccessRevoked(e) => format!("revoked the access of {}", e.grantee),
+            Self::ObjectDeleted(e) => format!(
+                "key={}{} reason={:?}",
+                e.key,
+                e.size
+                    .map_or_else(|| " (already gone)".to_owned(), |n| format!(" size={n}")),
+                e.reason
+            ),
+            Self::DatasetPurged(e) => format!("reason={:?}", e.reason),
         }
     }
 }

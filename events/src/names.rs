@@ -118,7 +118,17 @@ impl ObjectKey {
         Self(format!("blobs/sha256/{hash}"))
     }
 
-    /// `datasets/<dataset>/v<version>/data.parquet`.
+    /// `parquet/sha256/<hash>.parquet`: a converted Parquet file by its content, stored
+    /// once however many versions and datasets it is the data of (identical input and
+    /// options convert to identical bytes). The suffix is for readers that select
+    /// Parquet files by name (DataFusion's listing tables).
+    pub fn converted(hash: &Sha256) -> Self {
+        Self(format!("parquet/sha256/{hash}.parquet"))
+    }
+
+    /// `datasets/<dataset>/v<version>/data.parquet`: where a version's Parquet was
+    /// written before conversions were content-addressed (events of older logs name
+    /// it), and where the inferrer stages one on a local store.
     pub fn parquet(dataset: DatasetId, version: u32) -> Self {
         Self(format!("datasets/{dataset}/v{version}/data.parquet"))
     }
@@ -152,6 +162,12 @@ impl ObjectKey {
         Ok(Self(format!("incoming/{name}")))
     }
 
+    /// A key weir wrote earlier, read back from where it was recorded (a projection
+    /// row, a store listing): not built from input.
+    pub fn from_stored(key: impl Into<String>) -> Self {
+        Self(key.into())
+    }
+
     /// `health/probe-<id>`: the object `weir doctor` writes, reads and deletes.
     pub fn probe(id: UploadId) -> Self {
         Self(format!("health/probe-{id}"))
@@ -159,6 +175,26 @@ impl ObjectKey {
 
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// The key as one subject token (`weir.object.<token>.<kind>`): `%` and `.` (and
+    /// anything else a NATS token cannot hold) percent-escaped, so `data.parquet` is
+    /// `data%2Eparquet`; keys are ASCII without spaces, `*` or `>` by construction.
+    pub fn subject_token(&self) -> String {
+        let mut out = String::with_capacity(self.0.len() + 8);
+        for c in self.0.chars() {
+            match c {
+                '.' | '%' | '*' | '>' => out.push_str(&format!("%{:02X}", c as u32)),
+                c if c.is_ascii_graphic() => out.push(c),
+                c => {
+                    let mut buf = [0u8; 4];
+                    for b in c.encode_utf8(&mut buf).bytes() {
+                        out.push_str(&format!("%{b:02X}"));
+                    }
+                }
+            }
+        }
+        out
     }
 }
 

@@ -56,6 +56,7 @@ fn aggregate_prefix(aggregate: &Aggregate) -> String {
         Aggregate::Dataset(id) => format!("{ROOT}.dataset.{id}"),
         Aggregate::Name { owner, table } => format!("{ROOT}.name.{table}@{owner}"),
         Aggregate::Owner(owner) => format!("{ROOT}.owner.{owner}"),
+        Aggregate::Object(key) => format!("{ROOT}.object.{}", key.subject_token()),
     }
 }
 
@@ -101,6 +102,14 @@ mod tests {
             assert_eq!(s.as_str().split('.').count(), 4);
             assert_eq!(Subject::kind_of(s.as_str()), Some(kind));
         }
+        let parquet =
+            Aggregate::Object(crate::ObjectKey::parquet(crate::DatasetId::from_u128(7), 2));
+        let s = Subject::new(&parquet, EventKind::ObjectDeleted);
+        assert_eq!(
+            s.as_str(),
+            "weir.object.datasets/data_00000000000000000000000007/v2/data%2Eparquet.object_deleted"
+        );
+        assert_eq!(s.as_str().split('.').count(), 4);
         assert_eq!(
             Subject::upload_filter(up).as_str(),
             "weir.upload.upld_00000000000000000000000007.>"

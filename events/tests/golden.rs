@@ -284,6 +284,14 @@ fn examples() -> Vec<Event> {
         Event::DatasetAccessRevoked(DatasetAccessRevoked {
             grantee: "globex".parse().unwrap(),
         }),
+        Event::ObjectDeleted(ObjectDeleted {
+            key: ObjectKey::blob(&hash(3)),
+            reason: "failed upload ended 2026-08-24T08:00:00Z; retention 90 days".into(),
+            size: Some(300),
+        }),
+        Event::DatasetPurged(DatasetPurged {
+            reason: "deleted 2026-10-23T08:00:00Z; retention 30 days".into(),
+        }),
     ]
 }
 

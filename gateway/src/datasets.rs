@@ -190,6 +190,8 @@ struct DatasetState {
     table: TableName,
     label: Option<String>,
     deleted: bool,
+    /// Purged by the janitor: never restored again.
+    purged: bool,
     last_seq: u64,
     upload: UploadId,
 }
@@ -218,6 +220,7 @@ async fn dataset_state(
         table,
         label: d.label.clone(),
         deleted: false,
+        purged: false,
         last_seq: 0,
         upload,
     };
@@ -229,6 +232,7 @@ async fn dataset_state(
             Event::DatasetLabelChanged(e) => s.label = e.label,
             Event::DatasetDeleted(_) => s.deleted = true,
             Event::DatasetRestored(_) => s.deleted = false,
+            Event::DatasetPurged(_) => s.purged = true,
             _ => {}
         }
     }
@@ -466,6 +470,11 @@ pub async fn restore(
     let (d, _) = permitted(&state, &owner, id, DatasetAction::Restore).await?;
     let mut s = dataset_state(&state, &d, id).await?;
     s.allow(&owner, id, DatasetAction::Restore)?;
+    if s.purged {
+        return Err(ApiError::conflict(format!(
+            "dataset {id} was purged by the retention janitor after its deletion; it can no longer be restored"
+        )));
+    }
     if !s.deleted {
         return Err(ApiError::conflict(format!("dataset {id} is not deleted")));
     }
@@ -643,17 +652,17 @@ pub async fn revoke(
 }
 
 fn parquet_key(d: &weir_projections::Dataset) -> Result<ObjectKey, ApiError> {
-    let id: DatasetId =
-        d.id.parse()
-            .map_err(|e| ApiError::internal(format!("catalog id: {e}")))?;
-    let key = ObjectKey::parquet(id, d.current_version);
-    if key.as_str() != d.parquet_key {
+    // The catalog's key, as the services recorded it: the version's own
+    // (`datasets/<id>/v<k>/data.parquet`, older logs), a content-addressed conversion
+    // (`parquet/sha256/…`) or the upload's blob (a Parquet file served as it came).
+    let known = ["datasets/", "parquet/sha256/", "blobs/sha256/"];
+    if !known.iter().any(|p| d.parquet_key.starts_with(p)) || d.parquet_key.contains("..") {
         return Err(ApiError::internal(format!(
-            "catalog parquet key {} is not where version {} lives",
-            d.parquet_key, d.current_version
+            "catalog parquet key {} of dataset {} is not one weir writes",
+            d.parquet_key, d.id
         )));
     }
-    Ok(key)
+    Ok(ObjectKey::from_stored(d.parquet_key.clone()))
 }
 
 fn read_rows(path: &std::path::Path, limit: usize) -> Result<Preview, ApiError> {

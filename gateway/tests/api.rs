@@ -6,8 +6,9 @@ mod common;
 use common::{KEY, Stack, owner, sample};
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
-use weir_events::{Aggregate, Event, EventKind, ObjectKey, UploadId};
+use weir_events::{Aggregate, DatasetPurged, Envelope, Event, EventKind, ObjectKey, UploadId};
 use weir_gateway::presign::Grant;
+use weir_journal::{AppendOutcome, Expect};
 use weir_services::producer::Terminal;
 
 fn kinds(history: &[weir_journal::Recorded]) -> Vec<EventKind> {
@@ -75,7 +76,13 @@ async fn multipart_flow_registers_and_owners_see_only_their_own() {
         .unwrap();
     assert_eq!(ds["row_count"], reg.statistics.rows);
     assert_eq!(ds["fields"][0]["name"], "order_id");
-    assert!(ds["location"].as_str().unwrap().ends_with("/data.parquet"));
+    assert!(
+        ds["location"]
+            .as_str()
+            .unwrap()
+            .contains("/parquet/sha256/"),
+        "{ds}"
+    );
     assert_eq!(ds["versions"].as_array().unwrap().len(), 1);
     let preview: serde_json::Value = s
         .get(
@@ -842,6 +849,38 @@ async fn datasets_rename_delete_restore_and_live_events() {
     assert_eq!(
         s.http.get(s.url("/healthz")).send().await.unwrap().status(),
         200
+    );
+
+    // Deleted again and purged by the janitor: restore is refused for good.
+    assert_eq!(del().await.unwrap().status(), 200);
+    let last = s
+        .journal
+        .last_on(&Aggregate::Dataset(reg.dataset))
+        .await
+        .unwrap()
+        .unwrap();
+    let purged = Envelope::new(
+        Aggregate::Dataset(reg.dataset),
+        "alice".parse().unwrap(),
+        UploadId::from_u128(reg.dataset.as_u128()),
+        Some(last.envelope.event_id),
+        Event::DatasetPurged(DatasetPurged {
+            reason: "deleted; not restored within 30d".into(),
+        }),
+    );
+    assert!(matches!(
+        s.journal
+            .append(&purged, Expect::LastSequence(last.seq))
+            .await
+            .unwrap(),
+        AppendOutcome::Appended { .. }
+    ));
+    let refused = restore().await;
+    assert_eq!(refused.status(), 409);
+    let body = refused.text().await.unwrap();
+    assert!(
+        body.contains("was purged") && body.contains("can no longer be restored"),
+        "{body}"
     );
     s.stop().await;
 }

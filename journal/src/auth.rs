@@ -24,13 +24,16 @@ pub enum Role {
     Registrar,
     /// Reads the log (projections, tail, status); appends nothing.
     Projector,
+    /// The retention janitor: aborts stale multipart uploads, purges soft-deleted
+    /// datasets, completes lost compensations, deletes unreferenced objects.
+    Janitor,
     /// An outside producer: may only ask for uploads on `weir-requests.upload` and
     /// follow the JSON mirror.
     Client,
 }
 
 impl Role {
-    pub const ALL: [Role; 7] = [
+    pub const ALL: [Role; 8] = [
         Role::Admin,
         Role::Gateway,
         Role::Combiner,
@@ -38,6 +41,7 @@ impl Role {
         Role::Registrar,
         Role::Projector,
         Role::Client,
+        Role::Janitor,
     ];
 
     /// The NATS user name (as written in `nats.conf`).
@@ -50,6 +54,7 @@ impl Role {
             Role::Registrar => "registrar",
             Role::Projector => "projector",
             Role::Client => "client",
+            Role::Janitor => "janitor",
         }
     }
 
@@ -64,6 +69,7 @@ impl Role {
             Role::Registrar => "WEIR_NATS_REGISTRAR_PASSWORD",
             Role::Projector => "WEIR_NATS_PROJECTOR_PASSWORD",
             Role::Client => "WEIR_NATS_CLIENT_PASSWORD",
+            Role::Janitor => "WEIR_NATS_JANITOR_PASSWORD",
         }
     }
 
@@ -75,6 +81,7 @@ impl Role {
             "inferrer" => Some(Role::Inferrer),
             "registrar" => Some(Role::Registrar),
             "projector" => Some(Role::Projector),
+            "janitor" => Some(Role::Janitor),
             _ => None,
         }
     }
@@ -163,20 +170,33 @@ impl Passwords {
     }
 
     /// The passwords in `path`, generating and writing them (mode 0600) when the file
-    /// does not exist yet.
+    /// does not exist yet. A file written before a role existed (the janitor's) gets
+    /// that role's password added; the others are kept.
     pub fn load_or_create(path: &Path) -> Result<Self, PasswordsError> {
         let shown = || path.display().to_string();
-        match std::fs::read_to_string(path) {
-            Ok(text) => return Self::parse(&text, &shown()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        let passwords = match std::fs::read_to_string(path) {
+            Ok(text) => {
+                let mut known = Self::parse_lines(&text, &shown())?;
+                let fresh = Self::generate()?;
+                let before = known.by_role.len();
+                for (role, password) in fresh.by_role {
+                    if !known.by_role.iter().any(|(r, _)| *r == role) {
+                        known.by_role.push((role, password));
+                    }
+                }
+                if known.by_role.len() == before {
+                    return Ok(known);
+                }
+                known
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Self::generate()?,
             Err(source) => {
                 return Err(PasswordsError::Io {
                     path: shown(),
                     source,
                 });
             }
-        }
-        let passwords = Self::generate()?;
+        };
         let io = |source| PasswordsError::Io {
             path: shown(),
             source,
@@ -209,6 +229,20 @@ impl Passwords {
     }
 
     fn parse(text: &str, path: &str) -> Result<Self, PasswordsError> {
+        let passwords = Self::parse_lines(text, path)?;
+        for role in Role::ALL {
+            if !passwords.by_role.iter().any(|(r, _)| *r == role) {
+                return Err(PasswordsError::Missing {
+                    path: path.to_owned(),
+                    user: role.user(),
+                });
+            }
+        }
+        Ok(passwords)
+    }
+
+    /// The roles' passwords the file names, whichever they are.
+    fn parse_lines(text: &str, path: &str) -> Result<Self, PasswordsError> {
         let mut by_role = Vec::new();
         for (i, line) in text.lines().enumerate() {
             let line = line.trim();
@@ -225,14 +259,6 @@ impl Passwords {
                 .find(|r| r.password_var() == var.trim())
                 .ok_or_else(malformed)?;
             by_role.push((role, password.trim().to_owned()));
-        }
-        for role in Role::ALL {
-            if !by_role.iter().any(|(r, _)| *r == role) {
-                return Err(PasswordsError::Missing {
-                    path: path.to_owned(),
-                    user: role.user(),
-                });
-            }
         }
         Ok(Self { by_role })
     }
@@ -299,6 +325,26 @@ mod tests {
         std::fs::write(&path, "WEIR_NATS_ADMIN_PASSWORD=x\n").unwrap();
         let err = Passwords::load(&path).unwrap_err().to_string();
         assert!(err.contains("no password for role gateway"), "{err}");
+        // A data dir from before a role existed: load_or_create adds it, keeps the rest.
+        let old: String = Role::ALL
+            .iter()
+            .filter(|r| **r != Role::Janitor)
+            .map(|r| format!("{}={}\n", r.password_var(), made.credentials(*r).password()))
+            .collect();
+        std::fs::write(&path, old).unwrap();
+        let grown = Passwords::load_or_create(&path).unwrap();
+        assert_eq!(
+            grown.credentials(Role::Admin),
+            made.credentials(Role::Admin)
+        );
+        assert_eq!(grown.credentials(Role::Janitor).password().len(), 64);
+        assert_eq!(
+            Passwords::load(&path)
+                .unwrap()
+                .unwrap()
+                .credentials(Role::Janitor),
+            grown.credentials(Role::Janitor)
+        );
         std::fs::write(&path, "garbage\n").unwrap();
         let err = Passwords::load(&path).unwrap_err().to_string();
         assert!(err.contains("line 1"), "{err}");

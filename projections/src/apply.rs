@@ -52,6 +52,7 @@ pub(crate) fn aggregate_text(aggregate: &Aggregate) -> String {
         Aggregate::Dataset(id) => format!("dataset:{id}"),
         Aggregate::Name { owner, table } => format!("name:{table}@{owner}"),
         Aggregate::Owner(owner) => format!("owner:{owner}"),
+        Aggregate::Object(key) => format!("object:{key}"),
     }
 }
 
@@ -270,10 +271,13 @@ pub(crate) struct Needs {
     tokens: BTreeSet<(String, String)>,
     /// (dataset id, grantee).
     grants: BTreeSet<(String, String)>,
+    /// Object references, by holder and by key (`refs.rs`).
+    refs: crate::refs::RefNeeds,
 }
 
 /// Adds to `needs` the rows `rec` reads or changes.
 pub(crate) fn needs(needs: &mut Needs, rec: &Recorded) {
+    crate::refs::needs(&mut needs.refs, rec);
     let env = &rec.envelope;
     match &env.event {
         Event::UploadStarted(_)
@@ -336,6 +340,8 @@ pub(crate) fn needs(needs: &mut Needs, rec: &Recorded) {
                 needs.grants.insert((id.to_string(), grantee.to_string()));
             }
         }
+        // Only the object references change (`refs.rs`), and the audit trail.
+        Event::ObjectDeleted(_) | Event::DatasetPurged(_) => {}
     }
 }
 
@@ -354,6 +360,7 @@ pub(crate) struct Batch {
     table_names: Keyed<(String, String), TableNameRow>,
     tokens: Keyed<(String, String), TokenRow>,
     grants: Keyed<(String, String), GrantRow>,
+    refs: crate::refs::ObjectRefs,
 }
 
 impl Batch {
@@ -442,6 +449,8 @@ impl Batch {
                 .tokens
                 .loaded((row.owner.clone(), row.token_id.clone()), Some(row));
         }
+        batch.refs =
+            crate::refs::ObjectRefs::load(sql, conn, needs.refs, after.map(|a| &a.refs)).await?;
         let grants = from_cache(&mut batch.grants, &needs.grants, after.map(|a| &a.grants));
         for row in sql
             .load::<GrantRow, _>(conn, &["dataset_id", "grantee"], &grants)
@@ -487,6 +496,8 @@ impl Batch {
         let (put, gone) = self.grants.changed();
         sql.delete_keys::<GrantRow, _>(conn, &gone).await?;
         sql.write(conn, &put).await?;
+
+        self.refs.write(sql, conn).await?;
         Ok(())
     }
 
@@ -520,6 +531,7 @@ impl Batch {
             dataset_id: env.dataset().map(|d| d.to_string()),
             summary: env.event.summary(),
         });
+        self.refs.apply(rec, at, seq);
 
         match &env.event {
             Event::UploadReceivedV1(_)
@@ -949,6 +961,8 @@ impl Batch {
                     self.grants.remove(&(id.to_string(), e.grantee.to_string()));
                 }
             }
+            // Their meaning is in the object references (`refs.rs`, folded above).
+            Event::ObjectDeleted(_) | Event::DatasetPurged(_) => {}
         }
         Ok(())
     }

@@ -68,6 +68,12 @@ pub const READ_VIEWS: &[(&str, &str)] = &[
         "SELECT dataset_id, grantee, level, granted_by, granted_at AS granted_at_us \
          FROM dataset_grants",
     ),
+    (
+        "v1_object_refs",
+        "SELECT object_key, holder, role, owner, upload_id, dataset_id, live, \
+         created_at AS created_at_us, ended_by, ended_at AS ended_at_us, \
+         deleted_at AS deleted_at_us FROM object_refs",
+    ),
 ];
 
 /// Drops every read view (before the tables they read are dropped).

@@ -240,6 +240,23 @@ row_image!(GrantRow, "dataset_grants", key = ["dataset_id", "grantee"], {
     seq: i64,
 });
 
+row_image!(RefRow, "object_refs", key = ["object_key", "holder"], {
+    object_key: String,
+    holder: String,
+    role: String,
+    owner: String,
+    upload_id: String,
+    dataset_id: Option<String>,
+    live: i64,
+    created_at: i64,
+    created_seq: i64,
+    ended_by: Option<String>,
+    ended_at: Option<i64>,
+    ended_seq: Option<i64>,
+    deleted_at: Option<i64>,
+    deleted_seq: Option<i64>,
+});
+
 /// Rows of one table keyed in memory: `None` is a row known to be absent (never there,
 /// or deleted by this batch). Only rows marked dirty are written back, in the order
 /// they were first marked.
@@ -320,6 +337,13 @@ impl<K: Eq + Hash + Clone, R> Keyed<K, R> {
                 self.dirty.push(key.clone());
             }
         }
+    }
+
+    /// Every row image held, in no particular order.
+    pub fn images(&self) -> impl Iterator<Item = (&K, &R)> {
+        self.rows
+            .iter()
+            .filter_map(|(k, slot)| slot.row.as_ref().map(|r| (k, r)))
     }
 
     /// Records what the database holds for `key` before the batch.
@@ -827,6 +851,7 @@ mod tests {
             names::<TableNameRow>(),
             names::<TokenRow>(),
             names::<GrantRow>(),
+            names::<RefRow>(),
         ] {
             assert_eq!(columns(&db, table).await, want, "columns of {table}");
         }

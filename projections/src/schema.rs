@@ -25,6 +25,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (2, "tokens", include_str!("../migrations/0002_tokens.sql")),
     (3, "quality", include_str!("../migrations/0003_quality.sql")),
     (4, "grants", include_str!("../migrations/0004_grants.sql")),
+    (
+        5,
+        "object_refs",
+        include_str!("../migrations/0005_object_refs.sql"),
+    ),
 ];
 
 /// Every projection table, in the order a replay copies them. A test checks this list
@@ -40,6 +45,7 @@ pub const TABLES: &[&str] = &[
     "table_names",
     "tokens",
     "dataset_grants",
+    "object_refs",
 ];
 
 /// Which set of tables a projector writes and a query reads.

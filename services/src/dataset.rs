@@ -38,6 +38,8 @@ pub struct DatasetFacts {
     pub table: TableName,
     pub label: Option<String>,
     pub deleted: bool,
+    /// Purged by the janitor (`DatasetPurged`): deleted for good, never restored.
+    pub purged: bool,
     /// Every version taken, registered or not (version 1 always is).
     pub versions: BTreeMap<u32, VersionFact>,
     pub bad_rows: Option<BadRows>,
@@ -77,6 +79,7 @@ impl DatasetFacts {
             table: first.table_name,
             label: first.label,
             deleted: false,
+            purged: false,
             versions: BTreeMap::from([(
                 first.version,
                 VersionFact {
@@ -101,6 +104,7 @@ impl DatasetFacts {
                 Event::DatasetLabelChanged(e) => facts.label = e.label,
                 Event::DatasetDeleted(_) => facts.deleted = true,
                 Event::DatasetRestored(_) => facts.deleted = false,
+                Event::DatasetPurged(_) => facts.purged = true,
                 Event::DatasetBadRowsChanged(e) => facts.bad_rows = e.bad_rows,
                 Event::DatasetSchemaPolicyChanged(e) => facts.schema_policy = e.policy,
                 Event::DatasetVersionReserved(e) => {

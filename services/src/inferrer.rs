@@ -10,8 +10,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use weir_events::{
-    Aggregate, BadRows, CompensationAction, DatasetId, DatasetVersionReserved, Envelope, Event,
-    EventKind, ObjectKey, Quality, SchemaInferred, Step, Subject, UploadId, UploadReceived,
+    Aggregate, BadRows, DatasetId, DatasetVersionReserved, Envelope, Event, EventKind, ObjectKey,
+    Quality, SchemaInferred, Step, UploadId, UploadReceived,
 };
 use weir_journal::{AppendOutcome, Expect, Recorded};
 
@@ -213,6 +213,17 @@ impl Service for Inferrer {
                 })?;
 
         let (parquet, parquet_size) = if converted.rewritten {
+            // Content-addressed: identical input and options give identical bytes, which
+            // are stored once; the object references say who holds them.
+            let path = output_path.clone();
+            let digest = tokio::task::spawn_blocking(move || crate::store::sha256_file(&path))
+                .await
+                .map_err(|e| StepError::Transient(format!("hashing the Parquet file: {e}")))?
+                .map_err(|e| StepError::Transient(format!("hashing the Parquet file: {e}")))?;
+            let key = ObjectKey::converted(&digest);
+            // Written even when the key exists (the same bytes, a rename on a local
+            // store): a copy the janitor removed a moment ago is back before this
+            // upload's events reference it.
             let size = ctx.store.put_moved(&output_path, &key).await?;
             (key, size)
         } else {
@@ -249,33 +260,7 @@ impl Service for Inferrer {
         })])
     }
 
-    /// Removes the blob unless another upload references the same content.
-    async fn compensate(
-        self: Arc<Self>,
-        ctx: Ctx,
-        state: UploadState,
-    ) -> Result<Vec<CompensationAction>, StepError> {
-        let Some(combined) = &state.combined else {
-            return Ok(Vec::new());
-        };
-        let all = ctx
-            .journal
-            .read_all(Subject::kind_filter(EventKind::PartsCombined))
-            .await?;
-        let others = all
-            .iter()
-            .filter(|r| Some(r.envelope.correlation_id) != state.upload)
-            .filter(|r| matches!(&r.envelope.event, Event::PartsCombined(p) if p.sha256 == combined.sha256))
-            .count() as u32;
-        if others > 0 {
-            return Ok(vec![CompensationAction::BlobKept {
-                blob: combined.blob.clone(),
-                referenced_by: others,
-            }]);
-        }
-        ctx.store.delete(&combined.blob).await?;
-        Ok(vec![CompensationAction::BlobRemoved {
-            blob: combined.blob.clone(),
-        }])
-    }
+    // No compensation: the blob stays where it is. Which uploads and datasets still
+    // reference it is the object references projection's to say, and deleting it once
+    // nothing live does (after the failed upload's retention) is the janitor's job.
 }

@@ -4,10 +4,14 @@
 //! (combiner: `UploadReceived` → `PartsCombined`; inferrer: → `SchemaInferred`;
 //! registrar: → `DatasetRegistered`). [`runtime::run`] drives one on a durable
 //! consumer; [`run_all`] runs every one in this process (`weir up`).
+//!
+//! [`janitor`] is not a step: it sweeps on a clock (retention, garbage collection,
+//! lost compensations), deciding from the object references projection.
 
 pub mod combiner;
 pub mod dataset;
 pub mod inferrer;
+pub mod janitor;
 pub mod producer;
 pub mod registrar;
 pub mod runtime;

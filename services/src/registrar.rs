@@ -10,8 +10,8 @@
 use std::sync::Arc;
 
 use weir_events::{
-    Aggregate, CompensationAction, DatasetId, DatasetRegistered, Envelope, Event, EventKind, Owner,
-    SchemaDiff, SchemaPolicy, Step, TableName, TableNameClaimed, UploadId,
+    Aggregate, CompensationAction, DatasetId, DatasetRegistered, Envelope, Event, EventKind,
+    ObjectKey, Owner, SchemaDiff, SchemaPolicy, Step, TableName, TableNameClaimed, UploadId,
 };
 use weir_journal::{AppendOutcome, Expect, Recorded};
 
@@ -215,7 +215,10 @@ impl Service for Registrar {
         })])
     }
 
-    /// Removes the Parquet written for the upload; the blob is kept.
+    /// Removes the rejects file written for the upload (and a Parquet file at its
+    /// version's own key, as older weirs wrote it). A content-addressed Parquet file may
+    /// be another version's too: the janitor deletes it once nothing live references
+    /// it, as it does the blob.
     async fn compensate(
         self: Arc<Self>,
         ctx: Ctx,
@@ -225,7 +228,9 @@ impl Service for Registrar {
             return Ok(Vec::new());
         };
         let mut actions = Vec::new();
-        if inferred.rewritten {
+        if inferred.rewritten
+            && inferred.parquet == ObjectKey::parquet(inferred.dataset, inferred.version)
+        {
             ctx.store.delete(&inferred.parquet).await?;
             actions.push(CompensationAction::ParquetRemoved {
                 parquet: inferred.parquet.clone(),

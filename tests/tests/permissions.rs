@@ -238,6 +238,96 @@ async fn each_role_may_append_only_its_own_events_and_nobody_deletes_the_log() {
             "a denied append reached the log"
         );
 
+        // The janitor records deletions and purges, and does no service's step; the
+        // gateway cannot record a deletion or a purge.
+        let janitor = journal_as(&nats, Role::Janitor).await;
+        let key = ObjectKey::blob(&Sha256([7; 32]));
+        let deleted = Envelope::new(
+            Aggregate::Object(key.clone()),
+            sample::owner(),
+            up,
+            None,
+            Event::ObjectDeleted(ObjectDeleted {
+                key: key.clone(),
+                reason: "no live reference".into(),
+                size: None,
+            }),
+        );
+        let s4 = appended(janitor.append(&deleted, Expect::Empty).await.unwrap());
+        assert_eq!(s4, s3 + 1);
+        // It reads what it decides from: an upload's history, an aggregate's last event.
+        assert_eq!(
+            janitor.history(&Aggregate::Upload(up)).await.unwrap().len(),
+            3
+        );
+        assert_eq!(
+            janitor
+                .last_on(&Aggregate::Object(key.clone()))
+                .await
+                .unwrap()
+                .map(|r| r.seq),
+            Some(s4)
+        );
+        // And the rest of what it appends: a purge, a lost compensation, an abort.
+        let dataset = DatasetId::for_upload(up);
+        let purged = Envelope::new(
+            Aggregate::Dataset(dataset),
+            sample::owner(),
+            up,
+            None,
+            Event::DatasetPurged(DatasetPurged {
+                reason: "deleted; not restored within 30d".into(),
+            }),
+        );
+        appended(janitor.append(&purged, Expect::Empty).await.unwrap());
+        let compensated = Envelope::new(
+            Aggregate::Upload(up),
+            sample::owner(),
+            up,
+            None,
+            Event::Compensated(Compensated {
+                step: Step::Combine,
+                action: CompensationAction::PartsRemoved { count: 1 },
+            }),
+        );
+        appended(janitor.append(&compensated, Expect::Any).await.unwrap());
+        let stale = UploadId::new();
+        let aborted = Envelope::new(
+            Aggregate::Upload(stale),
+            sample::owner(),
+            stale,
+            None,
+            Event::UploadAborted(UploadAborted {
+                reason: "no UploadReceived 7d after the multipart upload was opened".into(),
+                parts_removed: 0,
+            }),
+        );
+        appended(janitor.append(&aborted, Expect::Empty).await.unwrap());
+        let mut jn = raw(&nats, Role::Janitor).await;
+        for kind in [
+            EventKind::DatasetRegistered,
+            EventKind::PartsCombined,
+            EventKind::UploadReceived,
+            EventKind::Failed,
+        ] {
+            jn.assert_denied(Role::Janitor, &subject(kind)).await;
+        }
+        jn.assert_denied(Role::Janitor, "weir.dataset.data_x.dataset_deleted")
+            .await;
+        jn.assert_denied(
+            Role::Janitor,
+            &format!("$JS.API.CONSUMER.MSG.NEXT.{STREAM}.weir-combiner"),
+        )
+        .await;
+        gw.assert_denied(
+            Role::Gateway,
+            &Subject::new(&Aggregate::Object(key), EventKind::ObjectDeleted).to_string(),
+        )
+        .await;
+        gw.assert_denied(Role::Gateway, "weir.dataset.data_x.dataset_purged")
+            .await;
+        assert_eq!(admin.stream_health().await.unwrap().messages, 7);
+
         // Credentials never print their password.
         let creds: Credentials = passwords.credentials(Role::Gateway);
         assert_eq!(format!("{creds:?}"), "gateway:***");

@@ -1,0 +1,179 @@
+//! The object references projection (`object_refs`): who holds each object, live or
+//! since when not and why, and its deletion, folded from a log with a shared blob, a
+//! purge, a failure, an abort and the janitor's deletions. The rows do not depend on
+//! where batches begin and end (batches of 1 to 1,000 events give the same tables),
+//! and SQLite and Postgres hold the same rows.
+
+#[macro_use]
+mod common;
+
+use common::{Chain, Kind, Log, Rng, TestDb, schema};
+use weir_events::{
+    Aggregate, DatasetPurged, Envelope, Event, ObjectDeleted, ObjectKey, PartsCombined, Sha256,
+    Step,
+};
+use weir_projections::retention::{self, ObjectRef};
+use weir_projections::{Projector, Tables, snapshot};
+
+on_both!(references_fold_the_same_whatever_the_batches);
+
+/// `env` rebuilt with `event` in place of its own (same aggregate, actor, chain).
+fn with_event(env: &Envelope, event: Event) -> Envelope {
+    let mut e = env.clone();
+    e.event = event;
+    e
+}
+
+fn janitor_event(aggregate: Aggregate, of: &Chain, event: Event) -> Envelope {
+    Envelope::new(aggregate, of.owner.clone(), of.upload, None, event)
+}
+
+fn row<'a>(rows: &'a [ObjectRef], holder: &str) -> &'a ObjectRef {
+    rows.iter()
+        .find(|r| r.holder == holder)
+        .unwrap_or_else(|| panic!("no reference of {holder} in {rows:?}"))
+}
+
+async fn references_fold_the_same_whatever_the_batches(kind: Kind) {
+    let mut rng = Rng::new("object_refs");
+    let log = Log::start().await;
+    let cols = schema(&[("id", "Int64"), ("name", "Utf8")]);
+    let mut events = Vec::new();
+
+    // Two datasets from the same content: the second upload's blob is the first's.
+    let mut a = Chain::new("acme", "a.csv", None);
+    events.extend(a.happy(&cols, 10));
+    let shared = match &events[1].event {
+        Event::PartsCombined(p) => p.clone(),
+        other => panic!("{other:?}"),
+    };
+    let mut b = Chain::new("acme", "b.csv", None);
+    let mut chain_b = b.happy(&cols, 10);
+    chain_b[1] = with_event(
+        &chain_b[1],
+        Event::PartsCombined(PartsCombined {
+            deduplicated: true,
+            ..shared.clone()
+        }),
+    );
+    events.extend(chain_b);
+    // Failed at inference, no compensation: its blob waits for the janitor.
+    let mut c = Chain::new("acme", "c.csv", None);
+    events.push(c.received(100));
+    events.push(c.combined(100, false));
+    events.push(c.failed(Step::Infer, "c.csv line 3: bad"));
+    let c_blob = ObjectKey::blob(&Sha256([(c.upload.as_u128() % 251) as u8; 32]));
+    // A multipart upload aborted with its parts removed.
+    let mut d = Chain::new("acme", "d.csv", None);
+    events.push(d.started(100));
+    events.push(d.aborted("aborted by the owner"));
+    // The first dataset deleted and purged; the janitor deletes its Parquet and the
+    // failed upload's blob.
+    events.push(a.deleted());
+    events.push(janitor_event(
+        Aggregate::Dataset(a.dataset),
+        &a,
+        Event::DatasetPurged(DatasetPurged {
+            reason: "deleted; not restored within 30d".into(),
+        }),
+    ));
+    let a_parquet = ObjectKey::parquet(a.dataset, 1);
+    for (key, of) in [(&a_parquet, &a), (&c_blob, &c)] {
+        events.push(janitor_event(
+            Aggregate::Object(key.clone()),
+            of,
+            Event::ObjectDeleted(ObjectDeleted {
+                key: key.clone(),
+                reason: "no live reference".into(),
+                size: Some(1),
+            }),
+        ));
+    }
+    let last = log.append_all(&events).await;
+
+    let first = TestDb::new(kind, &mut rng).await;
+    Projector::new(first.db.clone())
+        .with_batch_size(1)
+        .catch_up(&log.journal)
+        .await
+        .unwrap();
+    let want = snapshot(&first.db, Tables::Live).await.unwrap();
+    for size in [2, 3, 5, 1000] {
+        let other = first.sibling(&mut rng).await;
+        let at = Projector::new(other.db.clone())
+            .with_batch_size(size)
+            .catch_up(&log.journal)
+            .await
+            .unwrap();
+        assert_eq!(at, last);
+        let got = snapshot(&other.db, Tables::Live).await.unwrap();
+        assert_eq!(
+            got.rows("object_refs"),
+            want.rows("object_refs"),
+            "batches of {size}"
+        );
+        assert_eq!(got, want, "batches of {size}");
+    }
+
+    let db = &first.db;
+    let (ha, hb) = (
+        format!("upload:{}", a.upload),
+        format!("upload:{}", b.upload),
+    );
+    let (da, db_) = (
+        format!("dataset:{}", a.dataset),
+        format!("dataset:{}", b.dataset),
+    );
+    // The shared blob: held live by the second dataset, the first's reference purged.
+    let blob = retention::refs_of(db, shared.blob.as_str()).await.unwrap();
+    assert_eq!(blob.len(), 4, "{blob:?}");
+    assert_eq!(row(&blob, &ha).ended_by.as_deref(), Some("registered"));
+    assert_eq!(row(&blob, &hb).ended_by.as_deref(), Some("registered"));
+    assert_eq!(row(&blob, &da).ended_by.as_deref(), Some("purged"));
+    assert!(row(&blob, &db_).live && row(&blob, &db_).ended_at.is_none());
+    assert!(blob.iter().all(|r| r.deleted_at.is_none()));
+    // The purged dataset's Parquet: deleted on every reference.
+    let parquet = retention::refs_of(db, a_parquet.as_str()).await.unwrap();
+    assert_eq!(parquet.len(), 2, "{parquet:?}");
+    assert!(parquet.iter().all(|r| !r.live && r.deleted_at.is_some()));
+    // Its rejects: purged, not yet deleted: the janitor's to do.
+    let rejects = ObjectKey::rejects(a.dataset, 1);
+    let pending = retention::pending(db).await.unwrap();
+    assert!(
+        pending
+            .iter()
+            .any(|r| r.object_key == rejects.as_str() && r.holder == da)
+    );
+    // The shared blob is pending too, with the live reference that keeps it.
+    assert!(
+        pending
+            .iter()
+            .any(|r| r.object_key == shared.blob.as_str() && r.live),
+        "{pending:?}"
+    );
+    // The failed upload's blob: failed, then deleted; its parts ended when combined.
+    let cb = retention::refs_of(db, c_blob.as_str()).await.unwrap();
+    assert_eq!(cb.len(), 1);
+    assert_eq!(cb[0].ended_by.as_deref(), Some("failed"));
+    assert!(cb[0].deleted_at.is_some());
+    let c_parts = retention::refs_held_by(db, &format!("upload:{}", c.upload))
+        .await
+        .unwrap();
+    assert_eq!(
+        c_parts
+            .iter()
+            .filter(|r| r.role == "part" && r.ended_by.as_deref() == Some("combined"))
+            .count(),
+        2,
+        "{c_parts:?}"
+    );
+    assert!(!pending.iter().any(|r| r.object_key == c_blob.as_str()));
+    // The aborted upload's parts: ended by the abort, removed with it.
+    let d_refs = retention::refs_held_by(db, &format!("upload:{}", d.upload))
+        .await
+        .unwrap();
+    assert_eq!(d_refs.len(), 2, "{d_refs:?}");
+    assert!(d_refs.iter().all(|r| r.role == "part"
+        && r.ended_by.as_deref() == Some("aborted")
+        && r.deleted_at.is_some()));
+}
