@@ -99,6 +99,7 @@ impl Nats {
             ..StreamSpec::default()
         };
         if shape.nodes > 1 {
+            std::fs::create_dir_all(dir.join("nats"))?;
             let cluster = LocalCluster::start(
                 &bin,
                 ClusterConfig {
