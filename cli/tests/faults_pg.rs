@@ -100,7 +100,7 @@ async fn postgres_faults_mid_projection(uploads: usize, faults: &[Fault]) {
     } = sys.check(&ids, Duration::from_secs(120)).await;
     eprintln!(
         "Postgres under the projector: {uploads} uploads in flight, {restarts} restarts \
-         (immediate stop; {appended_while_down} events appended while it was down), {cuts} cuts \
+         (immediate stop; {appended_while_down} events appended while it was down), cuts: {cuts} \
          ({cut_connections} connections terminated); {registered} registered, {failed} failed, \
          {} events checked, live = rebuild, lost = 0; {retries} producer retries, {:.1} s",
         log.len(),

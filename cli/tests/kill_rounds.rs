@@ -1,15 +1,19 @@
 //! Every service SIGKILLed at random points: the combiner, inferrer and registrar run as
-//! `weir serve <service>` processes (each as its own NATS user), uploads go in in waves
-//! (most good, some malformed so that `Failed` and its compensation run too), and each
-//! round a random service is killed with SIGKILL at a random moment and started again.
-//! A killed step's event is redelivered once its ack wait runs out.
+//! `weir serve <service>` processes (each as its own NATS user), uploads go in in waves,
+//! and each round a random service is killed with SIGKILL at a random moment and
+//! started again. A killed step's event is redelivered once its ack wait runs out.
+//! Each wave holds good files, malformed ones (`Failed` at the infer step) and ones
+//! asking for the same table name (the first ever registers, the rest fail at the
+//! register step, whose compensation removes their Parquet), so that failures and
+//! compensations are killed too.
 //!
-//! In the end: every upload acknowledged is in the log and ends exactly once (the good
-//! ones registered, the malformed ones `Failed` at the infer step); no duplicate effect
-//! (at most one `PartsCombined`, `SchemaInferred`, `DatasetRegistered` and table-name
-//! claim per upload); every registered version's Parquet is in the store; every failed
-//! upload's compensation is recorded after its `Failed` and its blob is gone; the stream
-//! lost no sequence; the live projections (a projector in this process) equal a rebuild.
+//! Once nothing is in flight: every upload acknowledged is in the log and ends exactly
+//! once, as expected; no duplicate effect (at most one `PartsCombined`,
+//! `SchemaInferred`, `DatasetRegistered` and table-name claim per upload, no
+//! compensation recorded twice); every registered version's Parquet is in the store;
+//! every failure of a step recorded the same compensation (none lost to a kill) and each
+//! removal it records holds; the stream lost no sequence; the live projections (a
+//! projector in this process) equal a rebuild.
 //!
 //! The default run has 8 rounds; `WEIR_SOAK=1` (`scripts/test --soak`) 50.
 //! `WEIR_SEED=<n>` replays a run's choices of victim and moment.

@@ -152,6 +152,36 @@ impl Pipeline {
         }
     }
 
+    /// `Ok` when the services' consumers have nothing pending and nothing
+    /// unacknowledged; else what is still in flight.
+    async fn consumers_idle(&self) -> Result<(), String> {
+        let stream = self
+            .reader
+            .jetstream()
+            .get_stream(self.reader.stream_name())
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut busy = Vec::new();
+        for service in weir_services::SERVICES {
+            let name = format!("weir-{service}");
+            let info = stream
+                .consumer_info(&name)
+                .await
+                .map_err(|e| format!("{name}: {e}"))?;
+            if info.num_pending > 0 || info.num_ack_pending > 0 {
+                busy.push(format!(
+                    "{name}: {} pending, {} unacknowledged",
+                    info.num_pending, info.num_ack_pending
+                ));
+            }
+        }
+        if busy.is_empty() {
+            Ok(())
+        } else {
+            Err(busy.join("; "))
+        }
+    }
+
     /// Whether the live projector has stopped (it should only at shutdown).
     pub fn projector_stopped(&self) -> bool {
         self.projector.is_finished()
@@ -276,6 +306,9 @@ impl Pipeline {
     pub async fn check(self, acked: &[UploadId], bound: Duration) -> Checked {
         let deadline = Instant::now() + bound;
         let (uploads, log) = loop {
+            // Nothing in flight: no event waits for a service (a killed one's come back
+            // after the ack wait), so the log read next is the last word.
+            let idle = self.consumers_idle().await;
             // A read can time out while a node rejoins; the deadline bounds the retries.
             let log = match self.reader.read_all(Subject::all()).await {
                 Ok(log) => log,
@@ -290,7 +323,7 @@ impl Pipeline {
                 .values()
                 .filter(|k| !k.iter().any(|k| terminal(*k)))
                 .count();
-            if open == 0 && uploads.len() >= acked.len() {
+            if open == 0 && uploads.len() >= acked.len() && idle.is_ok() {
                 break (uploads, log);
             }
             if Instant::now() >= deadline {
@@ -299,7 +332,7 @@ impl Pipeline {
                     *last.entry(format!("{:?}", kinds.last())).or_default() += 1;
                 }
                 panic!(
-                    "{open} of {} uploads still open after {bound:?}, by last event: {last:?}; in-process services stopped: {:?}",
+                    "{open} of {} uploads still open after {bound:?}, by last event: {last:?}; consumers: {idle:?}; in-process services stopped: {:?}",
                     uploads.len(),
                     self.services.as_ref().map(|s| s.is_finished())
                 );
