@@ -42,7 +42,18 @@ async fn failed_after_retries(sys: &Pipeline, id: UploadId, end: Terminal, cause
     assert!(f.retryable, "{f:?}");
     assert_eq!(f.attempts, 5, "retried until the last delivery: {f:?}");
     assert!(f.reason.contains(cause), "{cause:?} not in {:?}", f.reason);
-    let history = sys.gateway.history(&Aggregate::Upload(id)).await.unwrap();
+    // The compensation is appended right after `Failed`: wait for it (bounded).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let history = loop {
+        let history = sys.gateway.history(&Aggregate::Upload(id)).await.unwrap();
+        let compensated = history
+            .iter()
+            .any(|r| r.envelope.kind() == EventKind::Compensated);
+        if compensated || std::time::Instant::now() >= deadline {
+            break history;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     let Some(Event::PartsCombined(combined)) = history
         .iter()
         .map(|r| &r.envelope.event)
