@@ -2,7 +2,9 @@
 //! (`weir_testkit::PgCluster`: initdb + pg_ctl on a free port) holds the live
 //! projections while uploads flow through the whole pipeline; mid-way it is stopped as a
 //! crash would stop it (`pg_ctl stop -m immediate`) and started again, and the
-//! projector's connections are cut (`pg_terminate_backend`). The projector must wait
+//! projector's connections are cut (`pg_terminate_backend`). The uploads go in in
+//! groups, the next released at each fault, so that each fault finds the projector at
+//! work and events keep coming while Postgres is down. The projector must wait
 //! each fault out and resume from its committed checkpoint: in the end its rows equal a
 //! clean rebuild from the log, and the log itself lost nothing (`support::Pipeline`).
 //!
@@ -18,7 +20,7 @@ use weir_projections::Projector;
 use weir_testkit::{NatsServer, PgCluster};
 
 mod support;
-use support::{Checked, Pipeline, Projections, Setup, log_to_stderr, soak, within};
+use support::{Checked, Pipeline, Projections, Setup, log_to_stderr, request, soak, within};
 
 #[derive(Debug, Clone, Copy)]
 enum Fault {
@@ -52,26 +54,43 @@ async fn postgres_faults_mid_projection(uploads: usize, faults: &[Fault]) {
     .await;
     let started = Instant::now();
     let acked = Arc::new(AtomicUsize::new(0));
-    let (_open, gate) = tokio::sync::watch::channel(true);
-    let task = sys.upload_all(sys.files(uploads), acked.clone(), gate);
+    // The uploads in groups, one more than faults: the first starts now, each next one
+    // at a fault, so events keep coming while Postgres is away and after it is back.
+    let files = sys.files(uploads);
+    let groups = faults.len() + 1;
+    let mut gates = Vec::new();
+    let mut tasks = Vec::new();
+    for (g, group) in files.chunks(uploads.div_ceil(groups)).enumerate() {
+        let (open, gate) = tokio::sync::watch::channel(g == 0);
+        let group = group
+            .iter()
+            .map(|p| (p.clone(), request(p), true))
+            .collect();
+        tasks.push(sys.upload_requests(group, acked.clone(), gate));
+        gates.push(open);
+    }
+    let release = |g: usize| {
+        if let Some(open) = gates.get(g) {
+            open.send_replace(true);
+        }
+    };
     let projector = Projector::new(sys.db.clone());
     let mut checkpoint = 0;
     let (mut restarts, mut cuts, mut cut_connections, mut appended_while_down) = (0, 0, 0, 0);
     for (i, fault) in faults.iter().enumerate() {
-        // Each fault once more of the uploads are in, and once the projector has
-        // committed since the last one: it is working when the fault comes.
-        let due = (i + 1) * uploads / (faults.len() + 1);
+        // Each fault once the projector has committed since the last one: it is
+        // working on the group released at the last fault when this one comes.
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             assert!(!sys.projector_stopped(), "fault {i}: the projector stopped");
             let now = projector.checkpoint().await.unwrap_or(checkpoint);
-            if acked.load(Ordering::SeqCst) >= due && now > checkpoint {
+            if now > checkpoint {
                 checkpoint = now;
                 break;
             }
             assert!(
                 Instant::now() < deadline,
-                "fault {i}: {} of {due} uploads acknowledged, projector at {now} (was {checkpoint}) after 60 s",
+                "fault {i}: the projector stayed at {now} for 60 s ({} uploads acknowledged)",
                 acked.load(Ordering::SeqCst)
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -80,6 +99,7 @@ async fn postgres_faults_mid_projection(uploads: usize, faults: &[Fault]) {
             Fault::Restart => {
                 let before = sys.reader.last_sequence().await.unwrap();
                 pg.stop_immediate();
+                release(i + 1);
                 tokio::time::sleep(Duration::from_millis(1500)).await;
                 appended_while_down += sys.reader.last_sequence().await.unwrap() - before;
                 pg.restart();
@@ -87,11 +107,17 @@ async fn postgres_faults_mid_projection(uploads: usize, faults: &[Fault]) {
             }
             Fault::Cut => {
                 cut_connections += pg.cut_connections("live");
+                release(i + 1);
                 cuts += 1;
             }
         }
     }
-    let (ids, retries) = task.await.unwrap();
+    let (mut ids, mut retries) = (Vec::new(), 0);
+    for task in tasks {
+        let (group, r) = task.await.unwrap();
+        ids.extend(group);
+        retries += r;
+    }
     let Checked {
         registered,
         failed,
@@ -99,7 +125,7 @@ async fn postgres_faults_mid_projection(uploads: usize, faults: &[Fault]) {
         ..
     } = sys.check(&ids, Duration::from_secs(120)).await;
     eprintln!(
-        "Postgres under the projector: {uploads} uploads in flight, {restarts} restarts \
+        "Postgres under the projector: {uploads} uploads in {groups} groups, {restarts} restarts \
          (immediate stop; {appended_while_down} events appended while it was down), cuts: {cuts} \
          ({cut_connections} connections terminated); {registered} registered, {failed} failed, \
          {} events checked, live = rebuild, lost = 0; {retries} producer retries, {:.1} s",
@@ -112,6 +138,7 @@ async fn postgres_faults_mid_projection(uploads: usize, faults: &[Fault]) {
         appended_while_down > 0 || restarts == 0,
         "no event came while Postgres was down: the projector was never behind it"
     );
+    assert_eq!(ids.len(), uploads);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
