@@ -2,7 +2,7 @@
 //! `datasets` prefix is a plain file (every write under it fails), and the store's
 //! directory is a small tmpfs filled up to one free page (the upload's part fits, its
 //! Parquet does not: ENOSPC). Each time the step is retried with backoff, then ends
-//! `Failed { retryable }` naming the cause; its compensation removes the blob; no
+//! `Failed { retryable }` naming the cause; what its compensation records holds; no
 //! object of a dataset that did not register is left in the store; once the fault is
 //! gone the next upload registers; and the usual check holds (`support::Pipeline`).
 //!
@@ -42,18 +42,16 @@ async fn failed_after_retries(sys: &Pipeline, id: UploadId, end: Terminal, cause
     assert!(f.retryable, "{f:?}");
     assert_eq!(f.attempts, 5, "retried until the last delivery: {f:?}");
     assert!(f.reason.contains(cause), "{cause:?} not in {:?}", f.reason);
-    // The compensation is appended right after `Failed`: wait for it (bounded).
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    let history = loop {
-        let history = sys.gateway.history(&Aggregate::Upload(id)).await.unwrap();
-        let compensated = history
-            .iter()
-            .any(|r| r.envelope.kind() == EventKind::Compensated);
-        if compensated || std::time::Instant::now() >= deadline {
-            break history;
-        }
+    // The delivery is acknowledged only after the compensation ran: wait for that.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while let Err(busy) = sys.consumers_idle().await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still in flight after 30 s: {busy}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    }
+    let history = sys.gateway.history(&Aggregate::Upload(id)).await.unwrap();
     let Some(Event::PartsCombined(combined)) = history
         .iter()
         .map(|r| &r.envelope.event)
@@ -61,23 +59,24 @@ async fn failed_after_retries(sys: &Pipeline, id: UploadId, end: Terminal, cause
     else {
         panic!("{id}: no PartsCombined")
     };
+    // What the infer step's compensation does is its own (today: remove the blob no
+    // other upload shares); whatever it records must hold in the store.
     let compensations: Vec<_> = history
         .iter()
         .skip_while(|r| !matches!(r.envelope.event, Event::Failed(_)))
         .skip(1)
         .map(|r| &r.envelope.event)
         .collect();
-    assert_eq!(
-        compensations,
-        [&Event::Compensated(Compensated {
-            step: Step::Infer,
-            action: CompensationAction::BlobRemoved {
-                blob: combined.blob.clone()
-            }
-        })],
-        "{id}"
-    );
-    assert_eq!(sys.store.exists(&combined.blob).await.unwrap(), None);
+    for event in compensations {
+        let Event::Compensated(Compensated { step, action }) = event else {
+            panic!("{id}: {event:?} after Failed")
+        };
+        assert_eq!(*step, Step::Infer, "{id}");
+        if let CompensationAction::BlobRemoved { blob } = action {
+            assert_eq!(blob, &combined.blob, "{id}");
+            assert_eq!(sys.store.exists(blob).await.unwrap(), None, "{id}");
+        }
+    }
     f
 }
 
@@ -136,7 +135,7 @@ async fn a_store_write_failure_is_retried_then_failed_and_leaves_no_partial_data
         assert_eq!((registered, failed), (1, 1));
         assert_eq!(files_under(&datasets), registered_files(&store_dir, &log));
         eprintln!(
-            "store write refused: 1 upload retried {} times then Failed ({:?}), blob removed, \
+            "store write refused: 1 upload retried {} times then Failed ({:?}), compensation checked, \
              no partial dataset; {} events checked, lost = 0",
             f.attempts,
             f.reason,
@@ -235,7 +234,7 @@ async fn a_full_disk_under_the_store_is_retried_then_failed_and_leaves_no_partia
         drop(tmpfs);
         drop(dir);
         eprintln!(
-            "store's disk full: 1 upload retried {} times then Failed ({:?}), blob removed, \
+            "store's disk full: 1 upload retried {} times then Failed ({:?}), compensation checked, \
              no partial dataset; {} events checked, lost = 0",
             f.attempts,
             f.reason,

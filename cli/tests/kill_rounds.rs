@@ -42,9 +42,6 @@ const GOOD: usize = 20;
 const MALFORMED: usize = 2;
 const CLASHING: usize = 3;
 
-/// The services killed: every step of the pipeline.
-const SERVICES: [&str; 3] = ["combiner", "inferrer", "registrar"];
-
 /// One `weir serve <service>` process.
 struct Service {
     name: &'static str,
@@ -149,7 +146,8 @@ async fn kill_rounds(rounds: usize) {
         store: sys.store_dir(),
     };
     let mut services = Vec::new();
-    for name in SERVICES {
+    // The services killed: every step of the pipeline.
+    for name in support::STEPS {
         services.push(launcher.start(name).await);
     }
     let in_dir = sys.dir.path().join("in");

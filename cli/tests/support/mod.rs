@@ -20,6 +20,9 @@ use weir_projections::{Db, Tables, catch_up, snapshot};
 use weir_services::producer::{self, UploadRequest};
 use weir_services::{Ctx, Ctxs, Store};
 
+/// The services that move an upload along, each on its durable consumer `weir-<name>`.
+pub const STEPS: [&str; 3] = ["combiner", "inferrer", "registrar"];
+
 /// Where the projections live: SQLite files in the pipeline's temp dir, or two
 /// databases of a Postgres server (the live one and the one rebuilt for the compare).
 pub enum Projections {
@@ -154,7 +157,7 @@ impl Pipeline {
 
     /// `Ok` when the services' consumers have nothing pending and nothing
     /// unacknowledged; else what is still in flight.
-    async fn consumers_idle(&self) -> Result<(), String> {
+    pub async fn consumers_idle(&self) -> Result<(), String> {
         let stream = self
             .reader
             .jetstream()
@@ -162,7 +165,7 @@ impl Pipeline {
             .await
             .map_err(|e| e.to_string())?;
         let mut busy = Vec::new();
-        for service in weir_services::SERVICES {
+        for service in STEPS {
             let name = format!("weir-{service}");
             let info = stream
                 .consumer_info(&name)
