@@ -132,9 +132,17 @@ pub enum Error {
 }
 
 impl Error {
-    /// A later attempt may succeed (database or NATS unreachable, busy, timed out).
+    /// A later attempt may succeed (database or NATS unreachable, busy, timed out, the
+    /// database session ended by the server).
     pub fn is_transient(&self) -> bool {
         match self {
+            // The server ended the session (a cut connection, a shutdown or restart, still
+            // starting up): a new connection will do. Found by `cli/tests/faults_pg.rs`.
+            Self::Database(sqlx::Error::Database(e)) => e
+                .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+                .is_some_and(|e| {
+                    e.code().starts_with("08") || matches!(e.code(), "57P01" | "57P02" | "57P03")
+                }),
             Self::Database(e) => matches!(
                 e,
                 sqlx::Error::Io(_)

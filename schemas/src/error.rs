@@ -104,7 +104,34 @@ impl ConvertError {
                     Err(other) => ConvertError::unsupported(output, other.to_string()),
                 }
             }
+            // The writer's last flush (its buffered writer's `into_inner`) reports an I/O
+            // fault, a full disk say, as text only. Found by `cli/tests/faults_store.rs`.
+            parquet::errors::ParquetError::General(message)
+                if message.starts_with(INNER_WRITER_FAILED) =>
+            {
+                ConvertError::io(output, std::io::Error::other(message))
+            }
             other => ConvertError::unsupported(output, format!("writing Parquet: {other}")),
         }
+    }
+}
+
+/// How the parquet crate words an I/O error of its final flush.
+const INNER_WRITER_FAILED: &str = "fail to get inner writer";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_final_flush_is_transient_and_a_refused_type_is_not() {
+        let flush = parquet::errors::ParquetError::General(format!(
+            "{INNER_WRITER_FAILED}: \"No space left on device (os error 28)\""
+        ));
+        let e = ConvertError::from_write("out.parquet", flush);
+        assert!(!e.is_permanent(), "{e}");
+        assert!(e.to_string().contains("No space left on device"), "{e}");
+        let refused = parquet::errors::ParquetError::NYI("a type".into());
+        assert!(ConvertError::from_write("out.parquet", refused).is_permanent());
     }
 }

@@ -7,7 +7,9 @@
 //! in-progress acks while the step runs, appends the step's events conditionally on the
 //! consumed event's sequence, and acks only after that append is durable. Transient
 //! faults are redelivered with backoff; a permanent fault or the last delivery ends in
-//! `Failed` followed by the step's compensation, each recorded as an event.
+//! `Failed` followed by the step's compensation, each recorded as an event. A crash
+//! between the two leaves the delivery unacknowledged; its redelivery completes the
+//! compensation.
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -377,6 +379,16 @@ async fn step<S: Service>(
         }
     };
     if state.last_seq > input.seq {
+        if delivered > 1
+            && let Some(failed) = &state.failed
+            && failed.step == S::STEP
+        {
+            // This step failed the upload on a delivery that was never acknowledged: a
+            // crash may have come between `Failed` and its compensation.
+            return complete_compensation(service, ctx, input, state)
+                .await
+                .map_err(|()| retry_delay);
+        }
         // The upload moved on (this step already ran, or it failed or was aborted):
         // a redelivery or a duplicate. Nothing to do.
         tracing::debug!(
@@ -579,6 +591,63 @@ async fn fail<S: Service>(
             tracing::error!(service = S::NAME, error = %e, "cannot record a compensation");
         }
         cause = env.event_id;
+    }
+    Ok(())
+}
+
+/// Runs the failed step's compensation again (it is idempotent) and records the
+/// actions the log does not show yet, each conditionally on the upload's last event, so
+/// that a compensation completed meanwhile by someone else is stored once. `Err(())`:
+/// try again on a later delivery. Found by `cli/tests/kill_rounds.rs`: a SIGKILL
+/// between `Failed` and `Compensated` left the compensation undone for good.
+async fn complete_compensation<S: Service>(
+    service: Arc<S>,
+    ctx: &Ctx,
+    input: &Recorded,
+    state: UploadState,
+) -> Result<(), ()> {
+    let Some(mut cause) = state.last_event else {
+        return Ok(());
+    };
+    let mut expect = Expect::LastSequence(state.last_seq);
+    let done = state.compensated.clone();
+    let mut recorded = 0;
+    let actions = match service.compensate(ctx.clone(), state).await {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::error!(service = S::NAME, error = %e, "compensation failed again; will retry");
+            return Err(());
+        }
+    };
+    for action in actions.into_iter().filter(|a| !done.contains(a)) {
+        let env = follow_up(
+            input,
+            cause,
+            Event::Compensated(Compensated {
+                step: S::STEP,
+                action,
+            }),
+        );
+        match ctx.journal.append(&env, expect).await {
+            Ok(AppendOutcome::Appended { seq, .. }) => {
+                expect = Expect::LastSequence(seq);
+                cause = env.event_id;
+                recorded += 1;
+            }
+            // Completed by someone else meanwhile.
+            Ok(AppendOutcome::WrongLastSequence) => return Ok(()),
+            Err(e) => {
+                tracing::error!(service = S::NAME, error = %e, "cannot record a compensation; will retry");
+                return Err(());
+            }
+        }
+    }
+    if recorded > 0 {
+        tracing::info!(
+            service = S::NAME,
+            recorded,
+            "compensation completed after an interrupted delivery"
+        );
     }
     Ok(())
 }

@@ -5,8 +5,8 @@ use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, MutexGuard};
 use weir_events::{
-    DatasetRegistered, Envelope, Event, EventId, Failed, PartsCombined, SchemaInferred, UploadId,
-    UploadReceived,
+    CompensationAction, DatasetRegistered, Envelope, Event, EventId, Failed, PartsCombined,
+    SchemaInferred, UploadId, UploadReceived,
 };
 
 use weir_journal::Recorded;
@@ -19,6 +19,8 @@ pub struct UploadState {
     pub inferred: Option<SchemaInferred>,
     pub registered: Option<DatasetRegistered>,
     pub failed: Option<Failed>,
+    /// What the failed step's compensation recorded after `Failed`, in order.
+    pub compensated: Vec<CompensationAction>,
     pub aborted: bool,
     /// Stream sequence of the last event on the upload's subjects.
     pub last_seq: u64,
@@ -51,6 +53,7 @@ impl UploadState {
             Event::SchemaInferred(e) => self.inferred = Some(e.clone()),
             Event::DatasetRegistered(e) => self.registered = Some(e.clone()),
             Event::Failed(e) => self.failed = Some(e.clone()),
+            Event::Compensated(e) => self.compensated.push(e.action.clone()),
             Event::UploadAborted(_) => self.aborted = true,
             // Not part of an upload's own progress.
             _ => {}

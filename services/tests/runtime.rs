@@ -1,7 +1,7 @@
 //! The service runtime's promises, with small services made for the test on a real
 //! nats-server: a panic becomes `Failed`, a transient fault is retried with backoff and
-//! ends `Failed { retryable: true }` after the last attempt, and success after a retry
-//! appends exactly once.
+//! ends `Failed { retryable: true }` after the last attempt, success after a retry
+//! appends exactly once, and a compensation cut short by a crash is completed.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -189,5 +189,91 @@ async fn exhausted_retries_end_in_a_retryable_failure() {
     assert_eq!((f.attempts, f.retryable), (3, true));
     assert!(f.reason.contains("attempt 3"), "{}", f.reason);
     assert_eq!(flaky.calls.load(Ordering::SeqCst), 3);
+    running.stop().await;
+}
+
+/// Fails every upload; its compensation hangs the first time (the process is killed
+/// there, between `Failed` and `Compensated`) and succeeds after.
+struct CrashesWhileCompensating {
+    compensations: AtomicU32,
+}
+
+impl Service for CrashesWhileCompensating {
+    const NAME: &'static str = "crashes";
+    const STEP: Step = Step::Combine;
+    const INPUT: EventKind = EventKind::UploadReceived;
+
+    async fn handle(
+        self: Arc<Self>,
+        _: Ctx,
+        _: weir_journal::Recorded,
+        _: UploadState,
+    ) -> Result<Vec<Event>, StepError> {
+        Err(StepError::Permanent(
+            "part 1 does not match its sha256".into(),
+        ))
+    }
+
+    async fn compensate(
+        self: Arc<Self>,
+        _: Ctx,
+        _: UploadState,
+    ) -> Result<Vec<CompensationAction>, StepError> {
+        if self.compensations.fetch_add(1, Ordering::SeqCst) == 0 {
+            std::future::pending::<()>().await;
+        }
+        Ok(vec![CompensationAction::PartsRemoved { count: 1 }])
+    }
+}
+
+/// A crash between `Failed` and its compensation: the delivery was never acknowledged,
+/// so it comes again (after the ack wait, 30 s) and the compensation is completed,
+/// recorded once.
+#[tokio::test]
+async fn a_compensation_cut_short_by_a_crash_is_completed_on_redelivery() {
+    let (_nats, ctx, _dir) = setup().await;
+    let service = Arc::new(CrashesWhileCompensating {
+        compensations: AtomicU32::new(0),
+    });
+    let running = Running::start(service.clone(), &ctx);
+    let up = received(&ctx).await;
+    assert!(matches!(
+        terminal(&ctx.journal, up).await,
+        Terminal::Failed(_)
+    ));
+    while service.compensations.load(Ordering::SeqCst) == 0 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Killed in the middle of the compensation.
+    running.task.abort();
+    let _ = running.task.await;
+    let running = Running::start(service.clone(), &ctx);
+    let kinds = tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            let kinds: Vec<_> = ctx
+                .journal
+                .history(&Aggregate::Upload(up))
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| r.envelope.kind())
+                .collect();
+            if kinds.contains(&EventKind::Compensated) {
+                break kinds;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await
+    .expect("the compensation was not completed within 60 s");
+    assert_eq!(
+        kinds,
+        [
+            EventKind::UploadReceived,
+            EventKind::Failed,
+            EventKind::Compensated
+        ]
+    );
+    assert_eq!(service.compensations.load(Ordering::SeqCst), 2);
     running.stop().await;
 }

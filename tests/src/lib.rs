@@ -1,18 +1,21 @@
 //! Test support: a real nats-server per test on a free port with its own temp store,
 //! killed and removed on drop (also with the repository's `nats.conf` users, and as a
-//! 3-node cluster); plus the cross-crate tests under `tests/`.
+//! 3-node cluster), a Postgres cluster of the test's own; plus the cross-crate tests
+//! under `tests/`.
 //!
 //! ```no_run
 //! let nats = weir_testkit::NatsServer::start();
 //! // connect to nats.url() …
 //! ```
 
+pub mod postgres;
 pub mod s3;
 pub mod sample;
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
+pub use postgres::PgCluster;
 pub use s3::S3Server;
 use weir_journal::auth::Passwords;
 use weir_journal::server::{ClusterConfig, LocalCluster, LocalServer, find_binary, free_port};
