@@ -97,6 +97,14 @@ fn files_under(dir: &Path) -> BTreeSet<PathBuf> {
     out
 }
 
+/// What the store holds of datasets: the files under `datasets/` and the converted
+/// Parquet, stored by content under `parquet/`.
+fn dataset_files(store_dir: &Path) -> BTreeSet<PathBuf> {
+    let mut out = files_under(&store_dir.join("datasets"));
+    out.extend(files_under(&store_dir.join("parquet")));
+    out
+}
+
 /// The registered versions' Parquet files, as paths under the store's directory.
 fn registered_files(store_dir: &Path, log: &[weir_journal::Recorded]) -> BTreeSet<PathBuf> {
     log.iter()
@@ -133,7 +141,7 @@ async fn a_store_write_failure_is_retried_then_failed_and_leaves_no_partial_data
             dir: _dir, // the store stays until the checks below are done
         } = sys.check(&[bad, good], Duration::from_secs(60)).await;
         assert_eq!((registered, failed), (1, 1));
-        assert_eq!(files_under(&datasets), registered_files(&store_dir, &log));
+        assert_eq!(dataset_files(&store_dir), registered_files(&store_dir, &log));
         eprintln!(
             "store write refused: 1 upload retried {} times then Failed ({:?}), compensation checked, \
              no partial dataset; {} events checked, lost = 0",
@@ -227,7 +235,7 @@ async fn a_full_disk_under_the_store_is_retried_then_failed_and_leaves_no_partia
             .await;
         assert_eq!((registered, failed), (2, 1));
         assert_eq!(
-            files_under(&store_dir.join("datasets")),
+            dataset_files(&store_dir),
             registered_files(&store_dir, &log)
         );
         // Unmounted before the temp dir under it goes.
