@@ -7,7 +7,7 @@
 #[macro_use]
 mod common;
 
-use common::{Chain, Kind, Log, Rng, TestDb, schema};
+use common::{Chain, Kind, Log, TestDb, schema};
 use weir_events::{
     Aggregate, DatasetPurged, Envelope, Event, ObjectDeleted, ObjectKey, PartsCombined, Sha256,
     Step,
@@ -35,7 +35,6 @@ fn row<'a>(rows: &'a [ObjectRef], holder: &str) -> &'a ObjectRef {
 }
 
 async fn references_fold_the_same_whatever_the_batches(kind: Kind) {
-    let mut rng = Rng::new("object_refs");
     let log = Log::start().await;
     let cols = schema(&[("id", "Int64"), ("name", "Utf8")]);
     let mut events = Vec::new();
@@ -91,7 +90,7 @@ async fn references_fold_the_same_whatever_the_batches(kind: Kind) {
     }
     let last = log.append_all(&events).await;
 
-    let first = TestDb::new(kind, &mut rng).await;
+    let first = TestDb::new(kind).await;
     Projector::new(first.db.clone())
         .with_batch_size(1)
         .catch_up(&log.journal)
@@ -99,7 +98,7 @@ async fn references_fold_the_same_whatever_the_batches(kind: Kind) {
         .unwrap();
     let want = snapshot(&first.db, Tables::Live).await.unwrap();
     for size in [2, 3, 5, 1000] {
-        let other = first.sibling(&mut rng).await;
+        let other = first.sibling().await;
         let at = Projector::new(other.db.clone())
             .with_batch_size(size)
             .catch_up(&log.journal)
