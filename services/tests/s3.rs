@@ -171,7 +171,7 @@ async fn a_csv_in_parts_on_s3_is_combined_converted_registered_and_reads_back() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_malformed_csv_on_s3_fails_and_its_compensation_empties_the_bucket() {
+async fn a_malformed_csv_on_s3_fails_and_the_janitor_empties_the_bucket_after_its_period() {
     let Some(s3) = S3Server::start() else { return };
     s3.create_bucket("weir");
     let store = Store::open_with("s3://weir/p", s3.options()).unwrap();
@@ -196,11 +196,15 @@ async fn a_malformed_csv_on_s3_fails_and_its_compensation_empties_the_bucket() {
     assert_eq!(f.step, Step::Infer);
     assert!(f.reason.contains("broken.csv"), "{}", f.reason);
 
-    // Both compensations ran (combine: the parts; infer: the blob): the bucket empties.
+    // The combine step's compensation removed the part; the blob, which another upload
+    // may share, is the janitor's: kept through the `failed` period, then deleted.
+    let blob = ObjectKey::blob(&Sha256(
+        <sha2::Sha256 as sha2::Digest>::digest(body).into(),
+    ));
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
         let keys = bucket_keys(&s3, "weir").await;
-        if keys.is_empty() {
+        if keys == [format!("p/{blob}")] {
             break;
         }
         assert!(
@@ -213,6 +217,38 @@ async fn a_malformed_csv_on_s3_fails_and_its_compensation_empties_the_bucket() {
         store.exists(&ObjectKey::part(upload, 1)).await.unwrap(),
         None
     );
+
+    let db = weir_projections::Db::connect(&p.dir.path().join("w.db").display().to_string())
+        .await
+        .unwrap();
+    weir_projections::catch_up(&p.journal, &db).await.unwrap();
+    let clock = weir_services::janitor::Clock::manual(Timestamp::now());
+    let janitor = weir_services::janitor::Janitor {
+        ctx: Ctx {
+            journal: p.journal.clone(),
+            store: store.clone(),
+            work_dir: p.dir.path().to_path_buf(),
+            limits: Default::default(),
+        },
+        db: db.clone(),
+        config: weir_services::janitor::JanitorConfig {
+            retention: Default::default(),
+            interval: Duration::from_secs(3600),
+            catch_up: Duration::from_secs(30),
+        },
+        clock: clock.clone(),
+    };
+    assert!(janitor.sweep().await.unwrap().deleted.is_empty());
+    assert!(store.exists(&blob).await.unwrap().is_some());
+    clock.advance(Duration::from_secs(91 * 86_400));
+    assert_eq!(janitor.sweep().await.unwrap().deleted, vec![blob.clone()]);
+    assert!(bucket_keys(&s3, "weir").await.is_empty());
+    let deleted = p
+        .journal
+        .read_all(Subject::kind_filter(EventKind::ObjectDeleted))
+        .await
+        .unwrap();
+    assert_eq!(deleted.len(), 1);
 }
 
 /// The error an upload of a small file to `store` ends with.
