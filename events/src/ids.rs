@@ -188,6 +188,18 @@ impl Owner {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The actor of what weir does on no owner's behalf (the janitor deleting an object
+    /// that no event names). Names beginning with `_` are weir's own: no token is
+    /// issued for one ([`Owner::is_reserved`]).
+    pub fn system() -> Self {
+        Self("_weir".to_owned())
+    }
+
+    /// A name weir keeps for itself (it begins with `_`).
+    pub fn is_reserved(&self) -> bool {
+        self.0.starts_with('_')
+    }
 }
 
 impl FromStr for Owner {

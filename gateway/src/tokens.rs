@@ -41,10 +41,15 @@ pub enum TokenError {
     Append(#[from] weir_journal::AppendError),
     #[error("the token's event was not stored (message id collision); try again")]
     NotStored,
+    #[error("{0} is not an owner a token can be issued to: names beginning with `_` are weir's own")]
+    Reserved(Owner),
 }
 
 /// Issues a token for `owner`: appends `TokenCreated` with the token's sha256 only.
 pub async fn create_token(journal: &Journal, owner: &Owner) -> Result<IssuedToken, TokenError> {
+    if owner.is_reserved() {
+        return Err(TokenError::Reserved(owner.clone()));
+    }
     let mut secret = [0u8; 32];
     getrandom::fill(&mut secret).map_err(|e| TokenError::Random(e.to_string()))?;
     let token = format!("{TOKEN_PREFIX}{}", hex::encode(secret));

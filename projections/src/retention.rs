@@ -65,6 +65,25 @@ pub async fn refs_of(db: &Db, key: &str) -> Result<Vec<ObjectRef>, Error> {
     .collect()
 }
 
+/// Every key under `prefix` that some event named (whatever became of it since): the
+/// objects the janitor judges by their references. The rest under the prefix no event
+/// names at all.
+pub async fn referenced_keys(
+    db: &Db,
+    prefix: &str,
+) -> Result<std::collections::HashSet<String>, Error> {
+    // A prefix match that no collation changes (Postgres compares text by locale).
+    sqlx::query(
+        "SELECT DISTINCT object_key FROM object_refs WHERE substr(object_key, 1, length($1)) = $1",
+    )
+    .bind(prefix.to_owned())
+    .fetch_all(db.pool())
+    .await?
+    .iter()
+    .map(|r| r.try_get::<String, _>("object_key").map_err(Error::from))
+    .collect()
+}
+
 /// Every reference of `holder` (`upload:<id>`, `dataset:<id>`), by key.
 pub async fn refs_held_by(db: &Db, holder: &str) -> Result<Vec<ObjectRef>, Error> {
     sqlx::query(sqlx::AssertSqlSafe(format!(

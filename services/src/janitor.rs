@@ -19,7 +19,11 @@
 //!    registered or purged), each deletion an `ObjectDeleted` on the object's own
 //!    aggregate, conditional on its last event. Candidates come from the references
 //!    projection (`weir_projections::retention`) and, for leftovers of uploads, from a
-//!    listing of `uploads/`.
+//!    listing of `uploads/`;
+//! 5. deletes what no event names at all (listed under `blobs/`, `parquet/`,
+//!    `datasets/` and `uploads/`): an object a step or a producer wrote and then
+//!    stopped before recording, once it was last written `orphan` ago (`multipart`
+//!    under `uploads/`), as `ObjectDeleted` by weir's own actor ([`Owner::system`]).
 //!
 //! Time comes from a [`Clock`], so tests move it forward through every period.
 
@@ -410,15 +414,82 @@ impl Janitor {
                 },
             );
         }
+        // Objects no event names at all: written by a step or a producer that stopped
+        // before recording them (a crash between the write and the append, a write
+        // whose event was refused). Judged by their age: `orphan` after they were last
+        // written, `multipart` under uploads/ (a producer may write parts for a while
+        // before it appends).
+        let mut unnamed = Vec::new();
+        for prefix in ["blobs/", "parquet/", "datasets/", "uploads/"] {
+            let named = retention::referenced_keys(&self.db, prefix)
+                .await
+                .map_err(transient)?;
+            let grace = if prefix == "uploads/" {
+                r.multipart
+            } else {
+                r.orphan
+            };
+            for (key, written) in self.ctx.store.list_modified(prefix).await? {
+                if named.contains(&key) || by_key.contains_key(&key) {
+                    continue;
+                }
+                if written.0 > ago(now, grace) {
+                    out.kept.push(ObjectKey::from_stored(key));
+                } else {
+                    unnamed.push((key, written, grace));
+                }
+            }
+        }
+
         for (key, rows) in by_key {
             let key = ObjectKey::from_stored(key);
             match decide(&rows, now, &r) {
                 Some((row, reason)) => {
-                    if done(self.delete(&key, row, reason).await, "delete", key.as_str())? {
+                    let (Ok(owner), Ok(upload)) = (
+                        row.owner.parse::<Owner>(),
+                        row.upload_id.parse::<UploadId>(),
+                    ) else {
+                        done(
+                            Err(StepError::Permanent(format!(
+                                "object_refs row of {key} names owner {:?} and upload {:?}, not valid ids",
+                                row.owner, row.upload_id
+                            ))),
+                            "delete",
+                            key.as_str(),
+                        )?;
+                        continue;
+                    };
+                    if done(
+                        self.delete(&key, owner, upload, reason).await,
+                        "delete",
+                        key.as_str(),
+                    )? {
                         out.deleted.push(key);
                     }
                 }
                 None => out.kept.push(key),
+            }
+        }
+        for (key, written, grace) in unnamed {
+            let key = ObjectKey::from_stored(key);
+            // weir's own act: no owner asked for it. Under uploads/ the key names the
+            // upload it was meant for.
+            let upload = key
+                .as_str()
+                .strip_prefix("uploads/")
+                .and_then(|rest| rest.split('/').next())
+                .and_then(|id| id.parse::<UploadId>().ok())
+                .unwrap_or(NO_UPLOAD);
+            let reason = format!(
+                "no event names it: last written {written}, kept {} (written by a step or producer that stopped before recording it)",
+                show_duration(grace)
+            );
+            if done(
+                self.delete(&key, Owner::system(), upload, reason).await,
+                "delete",
+                key.as_str(),
+            )? {
+                out.deleted.push(key);
             }
         }
         Ok(out)
@@ -579,7 +650,8 @@ impl Janitor {
     async fn delete(
         &self,
         key: &ObjectKey,
-        row: &ObjectRef,
+        owner: Owner,
+        upload: UploadId,
         reason: String,
     ) -> Result<bool, StepError> {
         let size = self.ctx.store.exists(key).await?;
@@ -590,15 +662,6 @@ impl Janitor {
         let expect = match self.ctx.journal.last_on(&aggregate).await? {
             Some(last) => Expect::LastSequence(last.seq),
             None => Expect::Empty,
-        };
-        let (Ok(owner), Ok(upload)) = (
-            row.owner.parse::<Owner>(),
-            row.upload_id.parse::<UploadId>(),
-        ) else {
-            return Err(StepError::Permanent(format!(
-                "object_refs row of {key} names owner {:?} and upload {:?}, not valid ids",
-                row.owner, row.upload_id
-            )));
         };
         let env = Envelope::new(
             aggregate,
@@ -616,6 +679,10 @@ impl Janitor {
         Ok(true)
     }
 }
+
+/// The correlation id of an object's deletion when no upload is involved (as for
+/// owner-level events).
+const NO_UPLOAD: UploadId = UploadId::from_u128(0);
 
 /// An act's outcome for the sweep: a permanent fault of one item (a row that does not
 /// parse, a store that refuses one key) is logged and the sweep goes on; a transient

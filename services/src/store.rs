@@ -567,6 +567,29 @@ impl Store {
         Ok(out)
     }
 
+    /// The keys under `prefix` with the time each was last written.
+    pub async fn list_modified(
+        &self,
+        prefix: &str,
+    ) -> Result<Vec<(String, weir_events::Timestamp)>, StoreError> {
+        let prefix = StorePath::from(prefix);
+        let mut out = Vec::new();
+        let mut stream = self.inner.list(Some(&prefix));
+        while let Some(meta) = stream.next().await {
+            let meta = meta.map_err(|e| StoreError::Backend {
+                op: "list",
+                store: self.url.clone(),
+                key: prefix.to_string(),
+                source: e,
+            })?;
+            out.push((
+                meta.location.to_string(),
+                weir_events::Timestamp(meta.last_modified.timestamp_micros()),
+            ));
+        }
+        Ok(out)
+    }
+
     /// The local directory behind a `file://` store.
     pub fn local_root(&self) -> Option<PathBuf> {
         self.url.strip_prefix("file://").map(PathBuf::from)

@@ -44,6 +44,7 @@ on_both!(every_retention_period_in_turn_each_act_an_event);
 on_both!(a_blob_shared_by_two_datasets_goes_only_after_both_are_purged);
 on_both!(a_compensation_lost_between_failed_and_compensated_is_completed_once);
 on_both!(nothing_is_deleted_until_the_references_cover_the_whole_log);
+on_both!(an_object_no_event_names_goes_once_it_is_old_enough);
 
 fn postgres_base() -> String {
     std::env::var("WEIR_TEST_POSTGRES")
@@ -752,4 +753,73 @@ async fn start_multipart(journal: &Journal, upload: UploadId, owner: &Owner) -> 
 fn sha(bytes: &[u8]) -> Sha256 {
     use sha2::Digest;
     Sha256(sha2::Sha256::digest(bytes).into())
+}
+
+/// Objects a step or a producer wrote and then stopped before recording (a Parquet
+/// stored by content, a half-written file under `datasets/`, a part whose upload was
+/// never appended) are named by no event. The janitor finds them by listing the store
+/// and deletes each once it was last written `orphan` ago (`multipart` for parts), as
+/// `ObjectDeleted` by weir's own actor; what a registered dataset holds stays.
+async fn an_object_no_event_names_goes_once_it_is_old_enough(postgres: bool) {
+    let sys = System::start(postgres, true).await;
+    let kept = sys.registered("kept.csv", &csv("kept", 20)).await;
+    let kept_blob = ObjectKey::blob(&sha(&csv("kept", 20)));
+    let never_appended = UploadId::new();
+    let parquet = ObjectKey::from_stored(format!("parquet/sha256/{}.parquet", "0f".repeat(32)));
+    let partial = ObjectKey::from_stored(format!(
+        "datasets/{}/v1/data.parquet#4242000000000001",
+        DatasetId::new()
+    ));
+    let part = ObjectKey::part(never_appended, 1);
+    for key in [&parquet, &partial, &part] {
+        sys.store
+            .put_bytes(key, bytes::Bytes::from_static(b"written, never recorded"))
+            .await
+            .unwrap();
+    }
+    let strays = |keys: &[&ObjectKey]| keys.iter().map(|k| (*k).clone()).collect::<BTreeSet<_>>();
+
+    // Just written: nobody can tell a crash from a step about to append.
+    let sweep = sys.janitor.sweep().await.unwrap();
+    assert!(sweep.deleted.is_empty(), "{:?}", sweep.deleted);
+    for key in [&parquet, &partial, &part] {
+        assert!(sys.exists(key).await, "{key} kept while young");
+    }
+
+    // Past `orphan` (1 day): the Parquet and the half-written file go; the part waits
+    // for `multipart` (7 days), as a producer may still be writing its siblings.
+    sys.clock.advance(2 * DAY);
+    let sweep = sys.janitor.sweep().await.unwrap();
+    assert_eq!(
+        sweep.deleted.iter().cloned().collect::<BTreeSet<_>>(),
+        strays(&[&parquet, &partial]),
+        "only what no event names, and only once it is old enough"
+    );
+    assert!(!sys.exists(&parquet).await && !sys.exists(&partial).await);
+    assert!(sys.exists(&part).await);
+
+    sys.clock.advance(6 * DAY);
+    let sweep = sys.janitor.sweep().await.unwrap();
+    assert_eq!(sweep.deleted, vec![part.clone()]);
+    assert!(!sys.exists(&part).await);
+    // Nothing a registered dataset holds went.
+    assert!(sys.exists(&kept.parquet).await && sys.exists(&kept_blob).await);
+    assert!(sys.janitor.sweep().await.unwrap().deleted.is_empty());
+
+    // Each deletion an event by weir's own actor, naming why; the part's names the
+    // upload it was meant for.
+    let deleted = sys.all(EventKind::ObjectDeleted).await;
+    assert_eq!(deleted.len(), 3);
+    for e in &deleted {
+        assert_eq!(e.actor, Owner::system());
+        let Event::ObjectDeleted(d) = &e.event else {
+            unreachable!()
+        };
+        assert!(d.reason.starts_with("no event names it"), "{}", d.reason);
+        if d.key == part {
+            assert_eq!(e.correlation_id, never_appended);
+        }
+    }
+    sys.assert_rebuild_equals_live().await;
+    sys.stop().await;
 }
