@@ -41,7 +41,9 @@ pub enum TokenError {
     Append(#[from] weir_journal::AppendError),
     #[error("the token's event was not stored (message id collision); try again")]
     NotStored,
-    #[error("{0} is not an owner a token can be issued to: names beginning with `_` are weir's own")]
+    #[error(
+        "{0} is not an owner a token can be issued to: names beginning with `_` are weir's own"
+    )]
     Reserved(Owner),
 }
 

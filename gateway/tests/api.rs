@@ -893,6 +893,11 @@ async fn tokens_are_stored_hashed_and_revocation_takes_effect() {
         .await
         .unwrap();
     assert_eq!(s.get(&carol.token, "/v1/datasets").await.status(), 200);
+    // weir's own actor (the janitor's deletions of what no event names) gets none.
+    let refused = weir_gateway::create_token(&s.journal, &weir_events::Owner::system())
+        .await
+        .expect_err("no token for a name beginning with _");
+    assert!(refused.to_string().contains("weir's own"), "{refused}");
     // The log holds its sha256, never the token.
     let log = s
         .journal

@@ -562,7 +562,7 @@ impl Store {
                 key: prefix.to_string(),
                 source: e,
             })?;
-            out.push(meta.location.to_string());
+            out.push(key_of(&meta.location));
         }
         Ok(out)
     }
@@ -583,7 +583,7 @@ impl Store {
                 source: e,
             })?;
             out.push((
-                meta.location.to_string(),
+                key_of(&meta.location),
                 weir_events::Timestamp(meta.last_modified.timestamp_micros()),
             ));
         }
@@ -594,6 +594,29 @@ impl Store {
     pub fn local_root(&self) -> Option<PathBuf> {
         self.url.strip_prefix("file://").map(PathBuf::from)
     }
+}
+
+/// The key a listed location stands for. A listing percent-encodes what a path part
+/// may not hold as it is (`#` in the name of a write's staging sibling becomes `%23`);
+/// [`Store`] builds paths from keys with that encoding, so the key is the decoded form.
+fn key_of(location: &StorePath) -> String {
+    let text = location.as_ref().as_bytes();
+    let mut out = Vec::with_capacity(text.len());
+    let mut i = 0;
+    while i < text.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match (text[i], text.get(i + 1), text.get(i + 2)) {
+            (b'%', Some(&h), Some(&l)) if hex(h).is_some() && hex(l).is_some() => {
+                out.push((hex(h).unwrap_or(0) * 16 + hex(l).unwrap_or(0)) as u8);
+                i += 3;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Chunk of a local read: bytes are read on one thread and hashed on another, so a
@@ -717,6 +740,18 @@ fn pipe_hashing(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_listed_location_decodes_to_the_key_it_was_written_under() {
+        for key in [
+            "datasets/data_1/v1/data.parquet",
+            "datasets/data_1/v1/data.parquet#4242000000000001",
+            "uploads/u/parts/00001 copy%",
+        ] {
+            let path = super::StorePath::from(key);
+            assert_eq!(super::key_of(&path), key, "{path}");
+        }
+    }
+
     use sha2::{Digest, Sha256 as Hasher};
     use weir_events::{ObjectKey, Sha256, UploadId};
 

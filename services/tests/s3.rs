@@ -198,9 +198,7 @@ async fn a_malformed_csv_on_s3_fails_and_the_janitor_empties_the_bucket_after_it
 
     // The combine step's compensation removed the part; the blob, which another upload
     // may share, is the janitor's: kept through the `failed` period, then deleted.
-    let blob = ObjectKey::blob(&Sha256(
-        <sha2::Sha256 as sha2::Digest>::digest(body).into(),
-    ));
+    let blob = ObjectKey::blob(&Sha256(<sha2::Sha256 as sha2::Digest>::digest(body).into()));
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
         let keys = bucket_keys(&s3, "weir").await;
