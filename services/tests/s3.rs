@@ -121,10 +121,20 @@ async fn a_csv_in_parts_on_s3_is_combined_converted_registered_and_reads_back() 
         keys.iter().all(|k| k.starts_with("lake/prod/")),
         "everything under the prefix: {keys:?}"
     );
-    assert!(
-        !keys.iter().any(|k| k.contains(&upload.to_string())),
-        "the parts are gone once combined: {keys:?}"
-    );
+    // The combiner removes the parts after it appended `PartsCombined`: the upload can
+    // register before the last removal is done.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let keys = bucket_keys(&s3, "weir").await;
+        if !keys.iter().any(|k| k.contains(&upload.to_string())) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the parts are gone once combined: {keys:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     assert!(
         keys.iter()
             .any(|k| k.starts_with("lake/prod/blobs/sha256/")),
