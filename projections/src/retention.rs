@@ -119,50 +119,53 @@ pub async fn pending(db: &Db) -> Result<Vec<ObjectRef>, Error> {
 /// run to its end (a crash between `Failed` and `Compensated`), or one that removes
 /// nothing. By upload id.
 pub async fn uncompensated(db: &Db, cutoff: i64) -> Result<Vec<(String, String)>, Error> {
-    sqlx::query(
-        "SELECT DISTINCT upload_id, owner FROM object_refs WHERE live = 0 \
+    pairs(
+        db,
+        "SELECT DISTINCT upload_id AS a, owner AS b FROM object_refs WHERE live = 0 \
          AND deleted_seq IS NULL AND ended_by = 'failed' AND ended_at <= $1 \
          AND role IN ('part', 'staging', 'parquet', 'rejects') AND holder LIKE 'upload:%' \
          ORDER BY upload_id",
+        cutoff,
     )
-    .bind(cutoff)
-    .fetch_all(db.pool())
-    .await?
-    .iter()
-    .map(|r| Ok((r.try_get("upload_id")?, r.try_get("owner")?)))
-    .collect()
+    .await
+}
+
+/// The rows of `sql` (columns `a` and `b`, `$1` bound to `cutoff`) as pairs.
+async fn pairs(db: &Db, sql: &'static str, cutoff: i64) -> Result<Vec<(String, String)>, Error> {
+    sqlx::query(sql)
+        .bind(cutoff)
+        .fetch_all(db.pool())
+        .await?
+        .iter()
+        .map(|r| Ok((r.try_get("a")?, r.try_get("b")?)))
+        .collect()
 }
 
 /// Multipart uploads opened at or before `cutoff` that are still receiving parts
 /// (`UploadStarted`, nothing after it): (upload id, owner), oldest first.
 pub async fn stale_multipart(db: &Db, cutoff: i64) -> Result<Vec<(String, String)>, Error> {
-    sqlx::query(
-        "SELECT id, owner FROM uploads WHERE status = 'receiving' AND received_at <= $1 \
+    pairs(
+        db,
+        "SELECT id AS a, owner AS b FROM uploads WHERE status = 'receiving' AND received_at <= $1 \
          ORDER BY received_at, id",
+        cutoff,
     )
-    .bind(cutoff)
-    .fetch_all(db.pool())
-    .await?
-    .iter()
-    .map(|r| Ok((r.try_get("id")?, r.try_get("owner")?)))
-    .collect()
+    .await
 }
 
 /// Datasets soft-deleted at or before `cutoff` that still hold a live reference (not
 /// purged): (dataset id, owner), oldest deletion first.
 pub async fn purgeable(db: &Db, cutoff: i64) -> Result<Vec<(String, String)>, Error> {
-    sqlx::query(
-        "SELECT id, owner FROM datasets d WHERE deleted_at IS NOT NULL AND deleted_at <= $1 \
+    pairs(
+        db,
+        "SELECT id AS a, owner AS b FROM datasets d WHERE deleted_at IS NOT NULL \
+         AND deleted_at <= $1 \
          AND EXISTS (SELECT 1 FROM object_refs r WHERE r.dataset_id = d.id \
                      AND r.holder LIKE 'dataset:%' AND r.live = 1) \
          ORDER BY deleted_at, id",
+        cutoff,
     )
-    .bind(cutoff)
-    .fetch_all(db.pool())
-    .await?
-    .iter()
-    .map(|r| Ok((r.try_get("id")?, r.try_get("owner")?)))
-    .collect()
+    .await
 }
 
 /// Dataset versions whose Parquet file has no reference from their dataset: not zero

@@ -552,19 +552,12 @@ impl Store {
 
     /// Keys under `prefix`.
     pub async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
-        let prefix = StorePath::from(prefix);
-        let mut out = Vec::new();
-        let mut stream = self.inner.list(Some(&prefix));
-        while let Some(meta) = stream.next().await {
-            let meta = meta.map_err(|e| StoreError::Backend {
-                op: "list",
-                store: self.url.clone(),
-                key: prefix.to_string(),
-                source: e,
-            })?;
-            out.push(key_of(&meta.location));
-        }
-        Ok(out)
+        Ok(self
+            .list_modified(prefix)
+            .await?
+            .into_iter()
+            .map(|(key, _)| key)
+            .collect())
     }
 
     /// The keys under `prefix` with the time each was last written.
