@@ -1,8 +1,11 @@
 //! What every fuzz target shares: the bytes written to a scratch file, converted with
 //! options the first byte picks, and the result checked against what a conversion
 //! promises (every row accounted for; the Parquet written reads back with as many
-//! rows as the statistics say). A panic anywhere, caught by `convert` or not, is a
-//! crash: libfuzzer-sys's panic hook aborts.
+//! rows as the statistics say). A panic in weir's code, caught by `convert` or not, is
+//! a crash (libfuzzer-sys's panic hook aborts). A panic inside the arrow or parquet
+//! crates on a hostile file is what `convert`'s guard exists for: it unwinds to the
+//! guard, which fails the file, and fuzzing goes on (each one found is kept as a
+//! regression test in `schemas/tests/hostile.rs`).
 
 use std::fs::File;
 use std::path::PathBuf;
@@ -26,6 +29,7 @@ fn scratch() -> &'static PathBuf {
 /// policy and how many rows the inference samples (1 and 2 make the widening restart
 /// reachable with small inputs).
 pub fn convert_bytes(data: &[u8], filename: &str, declared: Option<Format>) {
+    upstream_panics_unwind();
     let Some((&knobs, data)) = data.split_first() else {
         return;
     };
@@ -67,4 +71,24 @@ pub fn convert_bytes(data: &[u8], filename: &str, declared: Option<Format>) {
         .map(|g| g.num_rows())
         .sum();
     assert_eq!(rows as u64, c.statistics.rows, "rows in the Parquet served");
+}
+
+/// Wraps libfuzzer-sys's aborting panic hook (installed before the first input) so
+/// that a panic raised inside the arrow or parquet crates unwinds to `convert`'s guard
+/// instead; every other panic still aborts as a crash.
+fn upstream_panics_unwind() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let fuzzer = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let upstream = info.location().is_some_and(|l| {
+                let file = l.file();
+                ["/arrow-", "/parquet-"].iter().any(|c| file.contains(c))
+                    && file.contains("registry")
+            });
+            if !upstream {
+                fuzzer(info);
+            }
+        }));
+    });
 }

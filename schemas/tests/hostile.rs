@@ -459,3 +459,23 @@ fn fuzz_found_a_parquet_decoder_overflow_fails_the_file() {
     );
     assert!(err.is_permanent(), "{msg}");
 }
+
+/// Found by `scripts/fuzz parquet` (a crash): a page whose bit width is more than its
+/// type allows, on which the parquet crate's bit reader panics ("Array too large,
+/// expected less than 16"). The panic is caught and the file fails with its name; no
+/// panic reaches the service.
+#[test]
+fn fuzz_found_a_parquet_bit_width_too_large_fails_the_file() {
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fuzz/bit-width-too-large.parquet");
+    let dir = tempfile::tempdir().unwrap();
+    let opts = ConvertOptions {
+        filename: "bit-width-too-large.parquet".into(),
+        ..ConvertOptions::default()
+    };
+    let err = convert(&path, &dir.path().join("out.parquet"), &opts, &mut |_| {})
+        .expect_err("the file fails");
+    let msg = err.to_string();
+    assert!(msg.starts_with("bit-width-too-large.parquet: "), "{msg}");
+    assert!(err.is_permanent(), "{msg}");
+}
