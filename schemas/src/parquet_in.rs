@@ -151,6 +151,22 @@ pub(crate) fn convert(
     // LIST annotation, count their rows differently from what Arrow reads.)
     let claimed = metadata.file_metadata().num_rows();
     let in_groups: i64 = metadata.row_groups().iter().map(|g| g.num_rows()).sum();
+    if let Some((i, g)) = metadata
+        .row_groups()
+        .iter()
+        .enumerate()
+        .find(|(_, g)| g.num_rows() < 0)
+    {
+        return Err(ConvertError::malformed(
+            job.file,
+            None,
+            None,
+            format!(
+                "row group {i} claims {} rows: a corrupt or forged footer",
+                g.num_rows()
+            ),
+        ));
+    }
     if u64::try_from(claimed) != Ok(rows) {
         return Err(ConvertError::malformed(
             job.file,

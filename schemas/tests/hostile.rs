@@ -479,3 +479,25 @@ fn fuzz_found_a_parquet_bit_width_too_large_fails_the_file() {
     assert!(msg.starts_with("bit-width-too-large.parquet: "), "{msg}");
     assert!(err.is_permanent(), "{msg}");
 }
+
+/// Found by `scripts/fuzz parquet` (its check of the Parquet served): a file whose
+/// footer's total is right but whose row groups claim a negative count. Kept as it is,
+/// a reader that sums its row groups (DuckDB does) would see another count than the
+/// catalog; the file is refused as corrupt, naming the row group.
+#[test]
+fn fuzz_found_a_parquet_row_group_with_a_negative_count_is_refused() {
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fuzz/negative-row-group.parquet");
+    let dir = tempfile::tempdir().unwrap();
+    let opts = ConvertOptions {
+        filename: "negative-row-group.parquet".into(),
+        ..ConvertOptions::default()
+    };
+    let err = convert(&path, &dir.path().join("out.parquet"), &opts, &mut |_| {})
+        .expect_err("the file fails");
+    let msg = err.to_string();
+    assert!(msg.starts_with("negative-row-group.parquet: "), "{msg}");
+    assert!(msg.contains("rows: a corrupt or forged footer"), "{msg}");
+    assert!(msg.contains("row group ") && msg.contains("claims -"), "{msg}");
+    assert!(err.is_permanent(), "{msg}");
+}
