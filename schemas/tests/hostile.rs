@@ -443,21 +443,7 @@ fn fuzz_found_a_parquet_page_header_past_its_chunk_is_refused_at_once() {
 /// reaches the service.
 #[test]
 fn fuzz_found_a_parquet_decoder_overflow_fails_the_file() {
-    let path =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fuzz/delta-byte-array-overflow.parquet");
-    let dir = tempfile::tempdir().unwrap();
-    let opts = ConvertOptions {
-        filename: "delta-byte-array-overflow.parquet".into(),
-        ..ConvertOptions::default()
-    };
-    let err = convert(&path, &dir.path().join("out.parquet"), &opts, &mut |_| {})
-        .expect_err("the file fails");
-    let msg = err.to_string();
-    assert!(
-        msg.starts_with("delta-byte-array-overflow.parquet: "),
-        "{msg}"
-    );
-    assert!(err.is_permanent(), "{msg}");
+    fuzz_input_fails_permanently("delta-byte-array-overflow.parquet");
 }
 
 /// Found by `scripts/fuzz parquet` (a crash): a page whose bit width is more than its
@@ -466,18 +452,7 @@ fn fuzz_found_a_parquet_decoder_overflow_fails_the_file() {
 /// panic reaches the service.
 #[test]
 fn fuzz_found_a_parquet_bit_width_too_large_fails_the_file() {
-    let path =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fuzz/bit-width-too-large.parquet");
-    let dir = tempfile::tempdir().unwrap();
-    let opts = ConvertOptions {
-        filename: "bit-width-too-large.parquet".into(),
-        ..ConvertOptions::default()
-    };
-    let err = convert(&path, &dir.path().join("out.parquet"), &opts, &mut |_| {})
-        .expect_err("the file fails");
-    let msg = err.to_string();
-    assert!(msg.starts_with("bit-width-too-large.parquet: "), "{msg}");
-    assert!(err.is_permanent(), "{msg}");
+    fuzz_input_fails_permanently("bit-width-too-large.parquet");
 }
 
 /// Found by `scripts/fuzz parquet` (its check of the Parquet served): a file whose
@@ -486,18 +461,30 @@ fn fuzz_found_a_parquet_bit_width_too_large_fails_the_file() {
 /// catalog; the file is refused as corrupt, naming the row group.
 #[test]
 fn fuzz_found_a_parquet_row_group_with_a_negative_count_is_refused() {
-    let path =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fuzz/negative-row-group.parquet");
+    let msg = fuzz_input_fails_permanently("negative-row-group.parquet");
+    assert!(msg.contains("rows: a corrupt or forged footer"), "{msg}");
+    assert!(
+        msg.contains("row group ") && msg.contains("claims -"),
+        "{msg}"
+    );
+}
+
+/// Converts `tests/fuzz/<name>` in this process: it must fail permanently with an
+/// error that begins with the file's name (a panic inside the parquet crate included,
+/// caught by `convert`). Returns the message.
+fn fuzz_input_fails_permanently(name: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fuzz")
+        .join(name);
     let dir = tempfile::tempdir().unwrap();
     let opts = ConvertOptions {
-        filename: "negative-row-group.parquet".into(),
+        filename: name.into(),
         ..ConvertOptions::default()
     };
     let err = convert(&path, &dir.path().join("out.parquet"), &opts, &mut |_| {})
         .expect_err("the file fails");
     let msg = err.to_string();
-    assert!(msg.starts_with("negative-row-group.parquet: "), "{msg}");
-    assert!(msg.contains("rows: a corrupt or forged footer"), "{msg}");
-    assert!(msg.contains("row group ") && msg.contains("claims -"), "{msg}");
+    assert!(msg.starts_with(&format!("{name}: ")), "{msg}");
     assert!(err.is_permanent(), "{msg}");
+    msg
 }
