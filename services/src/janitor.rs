@@ -385,17 +385,30 @@ impl Janitor {
         for row in retention::pending(&self.db).await.map_err(transient)? {
             by_key.entry(row.object_key.clone()).or_default().push(row);
         }
-        // What is left under uploads/: parts and staging objects nothing removed.
-        for key in self.ctx.store.list("uploads/").await? {
+        // Objects no event names at all: written by a step or a producer that stopped
+        // before recording them (a crash between the write and the append, a write
+        // whose event was refused). Judged by their age: `orphan` after they were last
+        // written, `multipart` under uploads/ (a producer may write parts for a while
+        // before it appends).
+        let mut unnamed = Vec::new();
+        let mut judge_unnamed = |key: String, written: Timestamp, grace: Duration| {
+            if written.0 > ago(now, grace) {
+                out.kept.push(ObjectKey::from_stored(key));
+            } else {
+                unnamed.push((key, written, grace));
+            }
+        };
+        // What is left under uploads/: parts and staging objects nothing removed, and
+        // parts no event names yet.
+        for (key, written) in self.ctx.store.list_modified("uploads/").await? {
             if by_key.contains_key(&key) {
                 continue;
             }
             let rows = retention::refs_of(&self.db, &key)
                 .await
                 .map_err(transient)?;
-            // An object the log does not know yet (a producer writing its parts before
-            // it appends) is not the janitor's to judge.
             if rows.is_empty() {
+                judge_unnamed(key, written, r.multipart);
                 continue;
             }
             let undeleted: Vec<ObjectRef> = rows
@@ -414,29 +427,13 @@ impl Janitor {
                 },
             );
         }
-        // Objects no event names at all: written by a step or a producer that stopped
-        // before recording them (a crash between the write and the append, a write
-        // whose event was refused). Judged by their age: `orphan` after they were last
-        // written, `multipart` under uploads/ (a producer may write parts for a while
-        // before it appends).
-        let mut unnamed = Vec::new();
-        for prefix in ["blobs/", "parquet/", "datasets/", "uploads/"] {
+        for prefix in ["blobs/", "parquet/", "datasets/"] {
             let named = retention::referenced_keys(&self.db, prefix)
                 .await
                 .map_err(transient)?;
-            let grace = if prefix == "uploads/" {
-                r.multipart
-            } else {
-                r.orphan
-            };
             for (key, written) in self.ctx.store.list_modified(prefix).await? {
-                if named.contains(&key) || by_key.contains_key(&key) {
-                    continue;
-                }
-                if written.0 > ago(now, grace) {
-                    out.kept.push(ObjectKey::from_stored(key));
-                } else {
-                    unnamed.push((key, written, grace));
+                if !named.contains(&key) && !by_key.contains_key(&key) {
+                    judge_unnamed(key, written, r.orphan);
                 }
             }
         }
