@@ -593,23 +593,9 @@ impl Store {
 /// may not hold as it is (`#` in the name of a write's staging sibling becomes `%23`);
 /// [`Store`] builds paths from keys with that encoding, so the key is the decoded form.
 fn key_of(location: &StorePath) -> String {
-    let text = location.as_ref().as_bytes();
-    let mut out = Vec::with_capacity(text.len());
-    let mut i = 0;
-    while i < text.len() {
-        let hex = |b: u8| (b as char).to_digit(16);
-        match (text[i], text.get(i + 1), text.get(i + 2)) {
-            (b'%', Some(&h), Some(&l)) if hex(h).is_some() && hex(l).is_some() => {
-                out.push((hex(h).unwrap_or(0) * 16 + hex(l).unwrap_or(0)) as u8);
-                i += 3;
-            }
-            (b, _, _) => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    percent_encoding::percent_decode_str(location.as_ref())
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 /// Chunk of a local read: bytes are read on one thread and hashed on another, so a
