@@ -294,12 +294,14 @@ async fn lifecycle(writers: &[Journal; 4], owner: &Owner, n: usize) -> Result<u6
             parent_version: None,
             branch: None,
             options: Default::default(),
+            more_files: Vec::new(),
         }),
         Event::PartsCombined(PartsCombined {
             blob: ObjectKey::blob(&sha),
             size: 4096,
             sha256: sha,
             deduplicated: false,
+            more_blobs: Vec::new(),
         }),
         Event::SchemaInferred(SchemaInferred {
             format: Format::Csv,

@@ -60,6 +60,11 @@ pub struct UploadArgs {
     /// With --dataset: the branch the new version goes on (default: main)
     #[arg(long, value_name = "NAME", requires = "dataset")]
     pub branch: Option<String>,
+    /// Upload all FILEs as one version, registered together or not at all: one upload
+    /// whose files must share one format and one schema (column names and types);
+    /// their rows make one Parquet file, and every error names the file and line
+    #[arg(long, conflicts_with = "api")]
+    pub one_version: bool,
     /// Follow each upload to registered or failed
     #[arg(long)]
     pub wait: bool,
@@ -139,7 +144,7 @@ fn problems_lines(inferred: Option<&SchemaInferred>) -> String {
         .collect()
 }
 
-fn progress_bar(path: &Path, size: u64, enabled: bool) -> indicatif::ProgressBar {
+fn progress_bar(shown: &str, size: u64, enabled: bool) -> indicatif::ProgressBar {
     if !enabled {
         return indicatif::ProgressBar::hidden();
     }
@@ -151,7 +156,7 @@ fn progress_bar(path: &Path, size: u64, enabled: bool) -> indicatif::ProgressBar
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
         .progress_chars("=> "),
     );
-    bar.set_message(path.display().to_string());
+    bar.set_message(shown.to_owned());
     bar
 }
 
@@ -188,27 +193,46 @@ pub async fn run(journal: &Journal, store: &Store, args: UploadArgs) -> Result<i
     }
     let mut any_failed = false;
     let show_progress = std::io::stderr().is_terminal() && !args.json;
-    for given in &args.files {
+    // Each file is an upload of its own, unless --one-version makes them one.
+    let groups: Vec<Vec<&PathBuf>> = if args.one_version {
+        vec![args.files.iter().collect()]
+    } else {
+        args.files.iter().map(|f| vec![f]).collect()
+    };
+    for group in groups {
         // Standard input is spooled to a file first: parts are written from a file.
-        let spooled = if given.as_os_str() == "-" {
-            Some(Spooled::stdin()?)
-        } else {
-            None
-        };
-        let path = spooled.as_ref().map_or(given.as_path(), |s| s.0.as_path());
-        let filename = match &spooled {
-            Some(_) => args
-                .stdin_name
-                .clone()
-                .unwrap_or_else(|| "stdin".to_owned()),
-            None => path
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_else(|| path.display().to_string()),
-        };
+        let mut spooled = Vec::new();
+        let mut files: Vec<(PathBuf, String)> = Vec::with_capacity(group.len());
+        for given in &group {
+            if given.as_os_str() == "-" {
+                let s = Spooled::stdin()?;
+                let name = args
+                    .stdin_name
+                    .clone()
+                    .unwrap_or_else(|| "stdin".to_owned());
+                files.push((s.0.clone(), name));
+                spooled.push(s);
+            } else {
+                let name = given
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_else(|| given.display().to_string());
+                files.push(((*given).clone(), name));
+            }
+        }
+        let given = group
+            .iter()
+            .map(|g| g.display().to_string())
+            .collect::<Vec<_>>()
+            .join(" + ");
+        let filename = files
+            .iter()
+            .map(|(_, n)| n.as_str())
+            .collect::<Vec<_>>()
+            .join(" + ");
         let request = UploadRequest {
             owner: args.owner.clone(),
-            filename: filename.clone(),
+            filename: files[0].1.clone(),
             label: args.label.clone(),
             table_name: args.table.clone(),
             format: args.format,
@@ -225,11 +249,19 @@ pub async fn run(journal: &Journal, store: &Store, args: UploadArgs) -> Result<i
             parent_version: args.parent,
             branch: args.branch.clone(),
         };
-        let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
-        let bar = progress_bar(given, size, show_progress);
+        let size = files
+            .iter()
+            .map(|(p, _)| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0))
+            .sum();
+        let bar = progress_bar(&given, size, show_progress);
+        let parts: Vec<(&Path, &str)> = files
+            .iter()
+            .map(|(p, n)| (p.as_path(), n.as_str()))
+            .collect();
         let uploaded =
-            producer::upload_file(journal, store, path, &request, |n| bar.set_position(n)).await;
+            producer::upload_files(journal, store, &parts, &request, |n| bar.set_position(n)).await;
         bar.finish_and_clear();
+        drop(spooled);
         let upload = match uploaded {
             Ok(u) => u,
             Err(e) => {
@@ -237,11 +269,11 @@ pub async fn run(journal: &Journal, store: &Store, args: UploadArgs) -> Result<i
                 report(
                     &args,
                     serde_json::json!({
-                        "upload_id": null, "file": given.display().to_string(), "status": "failed",
+                        "upload_id": null, "file": given, "status": "failed",
                         "dataset_id": null, "table_name": null, "row_count": null,
                         "failure": { "step": "upload", "reason": e.to_string() },
                     }),
-                    format!("{}: upload failed: {e}", given.display()),
+                    format!("{given}: upload failed: {e}"),
                 );
                 continue;
             }
@@ -250,7 +282,7 @@ pub async fn run(journal: &Journal, store: &Store, args: UploadArgs) -> Result<i
             report(
                 &args,
                 serde_json::json!({
-                    "upload_id": upload.to_string(), "file": given.display().to_string(), "status": "received",
+                    "upload_id": upload.to_string(), "file": given, "status": "received",
                     "dataset_id": null, "table_name": null, "row_count": null, "failure": null,
                 }),
                 format!("{upload}  {filename}: received"),
@@ -281,7 +313,7 @@ pub async fn run(journal: &Journal, store: &Store, args: UploadArgs) -> Result<i
         let (json, line) = match terminal {
             Terminal::Registered(r) => (
                 serde_json::json!({
-                    "upload_id": upload.to_string(), "file": given.display().to_string(), "status": "registered",
+                    "upload_id": upload.to_string(), "file": given, "status": "registered",
                     "dataset_id": r.dataset.to_string(), "table_name": r.table_name.to_string(),
                     "row_count": r.statistics.rows, "failure": null, "problems": problems,
                 }),
@@ -297,7 +329,7 @@ pub async fn run(journal: &Journal, store: &Store, args: UploadArgs) -> Result<i
                 any_failed = true;
                 (
                     serde_json::json!({
-                        "upload_id": upload.to_string(), "file": given.display().to_string(), "status": "failed",
+                        "upload_id": upload.to_string(), "file": given, "status": "failed",
                         "dataset_id": null, "table_name": null, "row_count": null,
                         "failure": { "step": f.step.as_str(), "reason": f.reason },
                     }),
@@ -312,7 +344,7 @@ pub async fn run(journal: &Journal, store: &Store, args: UploadArgs) -> Result<i
                 any_failed = true;
                 (
                     serde_json::json!({
-                        "upload_id": upload.to_string(), "file": given.display().to_string(), "status": "aborted",
+                        "upload_id": upload.to_string(), "file": given, "status": "aborted",
                         "dataset_id": null, "table_name": null, "row_count": null,
                         "failure": { "step": "upload", "reason": reason },
                     }),

@@ -1137,3 +1137,114 @@ async fn a_bad_retention_period_is_refused_before_anything_starts() {
         "{err}"
     );
 }
+
+/// `weir upload a.csv b.csv --one-version --wait`: one upload, one version with the
+/// rows of both files, shown by `datasets show` and `status`; the same after
+/// `weir replay` rebuilt the projections from the log. A file that does not fit fails
+/// the upload, naming it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_files_upload_as_one_version_from_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let data = data.to_str().unwrap();
+    let mut up = start(&["up", "--data-dir", data, "--http", "127.0.0.1:0"]).await;
+    let a = dir.path().join("a.csv");
+    let b = dir.path().join("b.csv");
+    std::fs::write(&a, "id,city\n1,Oslo\n2,Bergen\n").unwrap();
+    std::fs::write(&b, "id,city\n3,Tromsø\n").unwrap();
+    let (code, out, err) = run(&[
+        "upload",
+        "--data-dir",
+        data,
+        a.to_str().unwrap(),
+        b.to_str().unwrap(),
+        "--one-version",
+        "--wait",
+        "--json",
+    ])
+    .await;
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 1, "one upload: {out}");
+    let result: serde_json::Value = serde_json::from_str(lines[0]).unwrap();
+    assert_eq!(result["status"], "registered", "{result}");
+    assert_eq!(result["row_count"], 3, "{result}");
+    let id = result["dataset_id"].as_str().unwrap().to_owned();
+    let upload = result["upload_id"].as_str().unwrap().to_owned();
+
+    let show = |when: &'static str| {
+        let (data, id, upload) = (data.to_owned(), id.clone(), upload.clone());
+        async move {
+            let (code, out, err) =
+                run(&["datasets", "--data-dir", &data, "show", &id, "--json"]).await;
+            assert_eq!(code, 0, "{when}: {err}");
+            let shown: serde_json::Value = serde_json::from_str(&out).unwrap();
+            assert_eq!(shown["row_count"], 3, "{when}: {shown}");
+            assert_eq!(shown["version"], 1, "{when}: {shown}");
+            let (code, out, err) = run(&["status", "--data-dir", &data, &upload, "--json"]).await;
+            assert_eq!(code, 0, "{when}: {err}");
+            let status: serde_json::Value = serde_json::from_str(&out).unwrap();
+            assert_eq!(status["filename"], "a.csv, b.csv", "{when}: {status}");
+            assert_eq!(status["status"], "registered", "{when}: {status}");
+            (shown, status)
+        }
+    };
+    let before = show("live").await;
+    let (code, _, err) = run(&["replay", "--data-dir", data]).await;
+    assert_eq!(code, 0, "{err}");
+    let after = show("after weir replay").await;
+    assert_eq!(before, after, "the rebuilt projections show the same");
+
+    // A second version whose second file has another schema: nothing registers.
+    let c = dir.path().join("c.csv");
+    let d = dir.path().join("d.csv");
+    std::fs::write(&c, "id,city\n4,Bodø\n").unwrap();
+    std::fs::write(&d, "id,town\n5,Alta\n").unwrap();
+    let (code, out, _) = run(&[
+        "upload",
+        "--data-dir",
+        data,
+        c.to_str().unwrap(),
+        d.to_str().unwrap(),
+        "--dataset",
+        &id,
+        "--one-version",
+        "--wait",
+    ])
+    .await;
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(
+            "c.csv + d.csv: failed at infer: d.csv: its schema differs from that of c.csv"
+        ),
+        "{out}"
+    );
+    let (code, out, err) = run(&["datasets", "--data-dir", data, "versions", &id, "--json"]).await;
+    assert_eq!(code, 0, "{err}");
+    let versions: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(versions.as_array().unwrap().len(), 1, "{versions}");
+
+    // Through the gateway it is refused before anything moves.
+    let (code, _, err) = run(&[
+        "upload",
+        a.to_str().unwrap(),
+        b.to_str().unwrap(),
+        "--one-version",
+        "--api",
+        "http://127.0.0.1:9",
+        "--token",
+        "t",
+    ])
+    .await;
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("--one-version") && err.contains("--api"),
+        "{err}"
+    );
+    signal(&up, "-TERM");
+    let status = tokio::time::timeout(Duration::from_secs(30), up.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+}

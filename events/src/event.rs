@@ -278,6 +278,84 @@ pub struct UploadReceived {
     /// written before options existed read as this struct; postcard always has it.)
     #[serde(default)]
     pub options: ReadOptions,
+    /// Further files of the same version (`weir upload a.csv b.csv --one-version`),
+    /// after the one named by `filename`, `size` and `parts`. Their parts continue the
+    /// numbering (file 2's first part follows file 1's last). They are converted
+    /// together and registered as one version, or the upload fails as a whole.
+    #[serde(default)]
+    pub more_files: Vec<UploadFile>,
+}
+
+/// One more file of an upload (see [`UploadReceived::more_files`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UploadFile {
+    pub filename: String,
+    /// Total bytes over the file's parts.
+    pub size: u64,
+    pub parts: Vec<PartManifest>,
+}
+
+impl UploadReceived {
+    /// Every file of the upload in order, as (file name, declared size, parts): the
+    /// first one, then `more_files`.
+    pub fn files(&self) -> impl Iterator<Item = (&str, u64, &[PartManifest])> {
+        std::iter::once((self.filename.as_str(), self.size, self.parts.as_slice())).chain(
+            self.more_files
+                .iter()
+                .map(|f| (f.filename.as_str(), f.size, f.parts.as_slice())),
+        )
+    }
+
+    /// Every part of every file.
+    pub fn all_parts(&self) -> impl Iterator<Item = &PartManifest> {
+        self.files().flat_map(|(_, _, parts)| parts)
+    }
+
+    /// Bytes over every file.
+    pub fn total_size(&self) -> u64 {
+        self.files().map(|(_, size, _)| size).sum()
+    }
+}
+
+/// `UploadReceived` as written before several files could make one version (wire
+/// variant 15). Decoding upgrades it to [`UploadReceived`] with no more files.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UploadReceivedV2 {
+    pub owner: Owner,
+    pub filename: String,
+    pub content_type: Option<String>,
+    pub format: Option<Format>,
+    pub label: Option<String>,
+    pub table_name: Option<String>,
+    pub size: u64,
+    pub parts: Vec<PartManifest>,
+    pub dataset: Option<DatasetId>,
+    #[serde(default)]
+    pub parent_version: Option<u32>,
+    #[serde(default)]
+    pub branch: Option<String>,
+    #[serde(default)]
+    pub options: ReadOptions,
+}
+
+impl From<UploadReceivedV2> for UploadReceived {
+    fn from(v: UploadReceivedV2) -> Self {
+        UploadReceived {
+            owner: v.owner,
+            filename: v.filename,
+            content_type: v.content_type,
+            format: v.format,
+            label: v.label,
+            table_name: v.table_name,
+            size: v.size,
+            parts: v.parts,
+            dataset: v.dataset,
+            parent_version: v.parent_version,
+            branch: v.branch,
+            options: v.options,
+            more_files: Vec::new(),
+        }
+    }
 }
 
 /// `UploadReceived` as written before read options existed (wire variant 0). Decoding
@@ -312,6 +390,7 @@ impl From<UploadReceivedV1> for UploadReceived {
             // The producer chose nothing; an upload received by an older weir and read
             // by this one gets today's defaults.
             options: ReadOptions::default(),
+            more_files: Vec::new(),
         }
     }
 }
@@ -323,6 +402,53 @@ pub struct PartsCombined {
     pub sha256: Sha256,
     /// The blob already existed (identical content uploaded before): stored once.
     pub deduplicated: bool,
+    /// The blobs of the upload's further files (`UploadReceived::more_files`), in
+    /// their order.
+    #[serde(default)]
+    pub more_blobs: Vec<CombinedBlob>,
+}
+
+/// One more file's content-addressed blob (see [`PartsCombined::more_blobs`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CombinedBlob {
+    pub blob: ObjectKey,
+    pub size: u64,
+    pub sha256: Sha256,
+    pub deduplicated: bool,
+}
+
+impl PartsCombined {
+    /// Every blob of the upload, in file order.
+    pub fn blobs(&self) -> impl Iterator<Item = &ObjectKey> {
+        std::iter::once(&self.blob).chain(self.more_blobs.iter().map(|b| &b.blob))
+    }
+
+    /// Bytes over every blob.
+    pub fn total_size(&self) -> u64 {
+        self.size + self.more_blobs.iter().map(|b| b.size).sum::<u64>()
+    }
+}
+
+/// `PartsCombined` as written before several files could make one version (wire
+/// variant 1). Decoding upgrades it to [`PartsCombined`] with no more blobs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartsCombinedV1 {
+    pub blob: ObjectKey,
+    pub size: u64,
+    pub sha256: Sha256,
+    pub deduplicated: bool,
+}
+
+impl From<PartsCombinedV1> for PartsCombined {
+    fn from(v: PartsCombinedV1) -> Self {
+        PartsCombined {
+            blob: v.blob,
+            size: v.size,
+            sha256: v.sha256,
+            deduplicated: v.deduplicated,
+            more_blobs: Vec::new(),
+        }
+    }
 }
 
 /// One column of an inferred or read schema.
@@ -895,7 +1021,8 @@ pub struct DatasetPurged {
 pub enum Event {
     /// Legacy encoding; [`Envelope::decode`](crate::Envelope::decode) upgrades it.
     UploadReceivedV1(UploadReceivedV1),
-    PartsCombined(PartsCombined),
+    /// Legacy encoding; [`Envelope::decode`](crate::Envelope::decode) upgrades it.
+    PartsCombinedV1(PartsCombinedV1),
     /// Legacy encoding; [`Envelope::decode`](crate::Envelope::decode) upgrades it.
     SchemaInferredV1(SchemaInferredV1),
     /// Legacy encoding; [`Envelope::decode`](crate::Envelope::decode) upgrades it.
@@ -913,7 +1040,8 @@ pub enum Event {
     DatasetRestored(DatasetRestored),
     TokenCreated(TokenCreated),
     TokenRevoked(TokenRevoked),
-    UploadReceived(UploadReceived),
+    /// Legacy encoding; [`Envelope::decode`](crate::Envelope::decode) upgrades it.
+    UploadReceivedV2(UploadReceivedV2),
     SchemaInferred(SchemaInferred),
     DatasetVersionReserved(DatasetVersionReserved),
     DatasetBadRowsChanged(DatasetBadRowsChanged),
@@ -926,6 +1054,8 @@ pub enum Event {
     DatasetAccessRevoked(DatasetAccessRevoked),
     ObjectDeleted(ObjectDeleted),
     DatasetPurged(DatasetPurged),
+    UploadReceived(UploadReceived),
+    PartsCombined(PartsCombined),
 }
 
 /// The kind of an event, as it appears in subjects and in the `Weir-Kind` header.
@@ -1057,8 +1187,10 @@ impl std::str::FromStr for EventKind {
 impl Event {
     pub fn kind(&self) -> EventKind {
         match self {
-            Self::UploadReceived(_) | Self::UploadReceivedV1(_) => EventKind::UploadReceived,
-            Self::PartsCombined(_) => EventKind::PartsCombined,
+            Self::UploadReceived(_) | Self::UploadReceivedV1(_) | Self::UploadReceivedV2(_) => {
+                EventKind::UploadReceived
+            }
+            Self::PartsCombined(_) | Self::PartsCombinedV1(_) => EventKind::PartsCombined,
             Self::SchemaInferred(_) | Self::SchemaInferredV1(_) => EventKind::SchemaInferred,
             Self::DatasetRegistered(_) | Self::DatasetRegisteredV1(_) => {
                 EventKind::DatasetRegistered
@@ -1095,6 +1227,7 @@ impl Event {
         match self {
             Self::UploadReceived(e) => e.dataset,
             Self::UploadReceivedV1(e) => e.dataset,
+            Self::UploadReceivedV2(e) => e.dataset,
             Self::SchemaInferredV1(e) => Some(e.dataset),
             Self::DatasetRegisteredV1(e) => Some(e.dataset),
             Self::SchemaInferred(e) => Some(e.dataset),
@@ -1102,6 +1235,7 @@ impl Event {
             Self::TableNameClaimed(e) => Some(e.dataset),
             Self::TableNameReleased(e) => Some(e.dataset),
             Self::PartsCombined(_)
+            | Self::PartsCombinedV1(_)
             | Self::Failed(_)
             | Self::UploadAborted(_)
             | Self::Compensated(_)
@@ -1133,6 +1267,8 @@ impl Event {
     pub fn upgrade(self) -> Self {
         match self {
             Self::UploadReceivedV1(v) => Self::UploadReceived(v.into()),
+            Self::UploadReceivedV2(v) => Self::UploadReceived(v.into()),
+            Self::PartsCombinedV1(v) => Self::PartsCombined(v.into()),
             Self::SchemaInferredV1(v) => Self::SchemaInferred(v.into()),
             Self::DatasetRegisteredV1(v) => Self::DatasetRegistered(v.into()),
             other => other,
@@ -1143,14 +1279,25 @@ impl Event {
     pub fn summary(&self) -> String {
         match self {
             Self::UploadReceivedV1(_)
+            | Self::UploadReceivedV2(_)
+            | Self::PartsCombinedV1(_)
             | Self::SchemaInferredV1(_)
             | Self::DatasetRegisteredV1(_) => self.clone().upgrade().summary(),
             Self::UploadReceived(e) => format!(
-                "owner={} file={:?} size={} parts={}{}{}{}",
+                "owner={} file={:?} size={} parts={}{}{}{}{}",
                 e.owner,
                 e.filename,
                 e.size,
                 e.parts.len(),
+                e.more_files
+                    .iter()
+                    .map(|f| format!(
+                        " file={:?} size={} parts={}",
+                        f.filename,
+                        f.size,
+                        f.parts.len()
+                    ))
+                    .collect::<String>(),
                 e.format
                     .map(|f| format!(" format={}", f.as_str()))
                     .unwrap_or_default(),
@@ -1161,10 +1308,19 @@ impl Event {
                 options_summary(e),
             ),
             Self::PartsCombined(e) => format!(
-                "blob={} size={}{}",
+                "blob={} size={}{}{}",
                 e.blob,
                 e.size,
-                if e.deduplicated { " deduplicated" } else { "" }
+                if e.deduplicated { " deduplicated" } else { "" },
+                e.more_blobs
+                    .iter()
+                    .map(|b| format!(
+                        " blob={} size={}{}",
+                        b.blob,
+                        b.size,
+                        if b.deduplicated { " deduplicated" } else { "" }
+                    ))
+                    .collect::<String>()
             ),
             Self::SchemaInferred(e) => format!(
                 "format={} dataset={} v{} rows={} columns={} problems={}{}{}",

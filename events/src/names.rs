@@ -113,6 +113,17 @@ impl ObjectKey {
         Self(format!("uploads/{upload}/combined"))
     }
 
+    /// Where the parts of an upload's file number `file` (1-based; 1 is
+    /// [`ObjectKey::staging`]) are concatenated before the result is moved to its
+    /// content address.
+    pub fn staging_of(upload: UploadId, file: usize) -> Self {
+        if file <= 1 {
+            Self::staging(upload)
+        } else {
+            Self(format!("uploads/{upload}/combined-{file}"))
+        }
+    }
+
     /// `blobs/sha256/<hash>`: combined content, stored once per distinct content.
     pub fn blob(hash: &Sha256) -> Self {
         Self(format!("blobs/sha256/{hash}"))

@@ -82,7 +82,7 @@ fn examples() -> Vec<Event> {
             ],
             dataset: None,
         }),
-        Event::PartsCombined(PartsCombined {
+        Event::PartsCombinedV1(PartsCombinedV1 {
             blob: ObjectKey::blob(&hash(3)),
             size: 300,
             sha256: hash(3),
@@ -176,7 +176,7 @@ fn examples() -> Vec<Event> {
             owner: owner(),
             token_id: "wt_ab12".into(),
         }),
-        Event::UploadReceived(UploadReceived {
+        Event::UploadReceivedV2(UploadReceivedV2 {
             owner: owner(),
             filename: "orders.csv".into(),
             content_type: Some("text/csv".into()),
@@ -292,6 +292,54 @@ fn examples() -> Vec<Event> {
         Event::DatasetPurged(DatasetPurged {
             reason: "deleted 2026-10-23T08:00:00Z; retention 30 days".into(),
         }),
+        Event::UploadReceived(UploadReceived {
+            owner: owner(),
+            filename: "orders.csv".into(),
+            content_type: Some("text/csv".into()),
+            format: Some(Format::Csv),
+            label: None,
+            table_name: Some("orders".into()),
+            size: 300,
+            parts: vec![PartManifest {
+                number: 1,
+                size: 300,
+                sha256: hash(1),
+            }],
+            dataset: Some(DATASET),
+            parent_version: Some(1),
+            branch: Some("dev".into()),
+            options: ReadOptions {
+                encoding: Some("latin1".into()),
+                bad_rows: Some(BadRows::Reject),
+                max_bad_rows: Some(MaxBadRows::Ppm(10_000)),
+                columns: vec![ColumnOverride {
+                    name: "amount".into(),
+                    data_type: "decimal(12,2)".into(),
+                }],
+                validator: None,
+            },
+            more_files: vec![UploadFile {
+                filename: "orders-2.csv".into(),
+                size: 120,
+                parts: vec![PartManifest {
+                    number: 2,
+                    size: 120,
+                    sha256: hash(4),
+                }],
+            }],
+        }),
+        Event::PartsCombined(PartsCombined {
+            blob: ObjectKey::blob(&hash(3)),
+            size: 300,
+            sha256: hash(3),
+            deduplicated: false,
+            more_blobs: vec![CombinedBlob {
+                blob: ObjectKey::blob(&hash(5)),
+                size: 120,
+                sha256: hash(5),
+                deduplicated: true,
+            }],
+        }),
     ]
 }
 
@@ -299,9 +347,11 @@ fn examples() -> Vec<Event> {
 /// replaced an earlier one (the legacy variant keeps the plain name).
 fn golden_name(event: &Event) -> String {
     match event {
-        Event::UploadReceived(_) | Event::SchemaInferred(_) | Event::DatasetRegistered(_) => {
-            format!("{}.v2", event.kind())
-        }
+        Event::UploadReceivedV2(_)
+        | Event::SchemaInferred(_)
+        | Event::DatasetRegistered(_)
+        | Event::PartsCombined(_) => format!("{}.v2", event.kind()),
+        Event::UploadReceived(_) => format!("{}.v3", event.kind()),
         other => other.kind().to_string(),
     }
 }
@@ -330,7 +380,8 @@ fn golden_path(event: &Event) -> PathBuf {
 #[test]
 fn examples_cover_every_kind_in_order() {
     // Wire order: the first 17 kinds, the two variants that replaced legacy ones, then
-    // the kinds added after them.
+    // the kinds added after them, then the variants that replaced `UploadReceived`
+    // (v2) and `PartsCombined` (v1) for uploads of several files.
     let kinds: Vec<_> = examples().iter().map(Event::kind).collect();
     assert_eq!(kinds[..17], EventKind::ALL[..17]);
     assert_eq!(
@@ -345,7 +396,11 @@ fn examples_cover_every_kind_in_order() {
             EventKind::DatasetSchemaPolicyChanged
         ]
     );
-    assert_eq!(kinds[23..], EventKind::ALL[20..]);
+    assert_eq!(kinds[23..kinds.len() - 2], EventKind::ALL[20..]);
+    assert_eq!(
+        kinds[kinds.len() - 2..],
+        [EventKind::UploadReceived, EventKind::PartsCombined]
+    );
 }
 
 #[test]
@@ -353,7 +408,11 @@ fn legacy_variants_decode_as_their_successors() {
     for event in examples() {
         let legacy = matches!(
             event,
-            Event::UploadReceivedV1(_) | Event::SchemaInferredV1(_) | Event::DatasetRegisteredV1(_)
+            Event::UploadReceivedV1(_)
+                | Event::UploadReceivedV2(_)
+                | Event::PartsCombinedV1(_)
+                | Event::SchemaInferredV1(_)
+                | Event::DatasetRegisteredV1(_)
         );
         let bytes = envelope(event.clone()).encode(DEFAULT_MAX_PAYLOAD).unwrap();
         let decoded = Envelope::decode(&bytes).unwrap().event;
@@ -361,7 +420,10 @@ fn legacy_variants_decode_as_their_successors() {
         if legacy {
             assert!(matches!(
                 decoded,
-                Event::UploadReceived(_) | Event::SchemaInferred(_) | Event::DatasetRegistered(_)
+                Event::UploadReceived(_)
+                    | Event::PartsCombined(_)
+                    | Event::SchemaInferred(_)
+                    | Event::DatasetRegistered(_)
             ));
             assert_eq!(decoded.summary(), event.summary());
         } else {

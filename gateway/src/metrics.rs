@@ -98,6 +98,9 @@ impl Metrics {
                 if !p.deduplicated {
                     *c.stored_bytes.entry("blob").or_default() += p.size;
                 }
+                for b in p.more_blobs.iter().filter(|b| !b.deduplicated) {
+                    *c.stored_bytes.entry("blob").or_default() += b.size;
+                }
                 *c.handled.entry("combiner").or_default() += 1;
                 finish(&mut c, "combine", Some("infer"));
             }

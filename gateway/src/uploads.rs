@@ -100,7 +100,11 @@ pub fn parse_upload(id: &str) -> Result<UploadId, ApiError> {
 /// multipart session, which the projection does not show before it completes).
 fn session_view(upload: UploadId, s: &Session) -> UploadView {
     let (filename, size, parts) = match (&s.received, &s.started) {
-        (Some(r), _) => (r.filename.clone(), r.size, r.parts.len() as u64),
+        (Some(r), _) => (
+            r.filename.clone(),
+            r.total_size(),
+            r.all_parts().count() as u64,
+        ),
         (None, Some((_, st))) => (st.filename.clone(), st.size, u64::from(st.part_count)),
         (None, None) => (String::new(), 0, 0),
     };
@@ -254,6 +258,7 @@ impl SingleShotQuery {
             parent_version: asked.parent_version,
             branch: None,
             options: asked.options,
+            more_files: Vec::new(),
         }
     }
 }
@@ -853,6 +858,7 @@ pub async fn complete(
         parent_version,
         branch: None,
         options,
+        more_files: Vec::new(),
     };
     // Caused by the session's start: a retried complete has the same message id.
     let envelope = Envelope::new(

@@ -283,6 +283,8 @@ pub(crate) fn needs(needs: &mut Needs, rec: &Recorded) {
         Event::UploadStarted(_)
         | Event::UploadReceived(_)
         | Event::UploadReceivedV1(_)
+        | Event::UploadReceivedV2(_)
+        | Event::PartsCombinedV1(_)
         | Event::SchemaInferredV1(_)
         | Event::DatasetRegisteredV1(_)
         | Event::PartsCombined(_)
@@ -506,7 +508,11 @@ impl Batch {
     pub(crate) fn apply(&mut self, rec: &Recorded) -> Result<(), Error> {
         if matches!(
             rec.envelope.event,
-            Event::UploadReceivedV1(_) | Event::SchemaInferredV1(_) | Event::DatasetRegisteredV1(_)
+            Event::UploadReceivedV1(_)
+                | Event::UploadReceivedV2(_)
+                | Event::PartsCombinedV1(_)
+                | Event::SchemaInferredV1(_)
+                | Event::DatasetRegisteredV1(_)
         ) {
             // Decoding upgrades legacy variants; one built by hand is folded the same.
             let mut upgraded = rec.clone();
@@ -535,6 +541,8 @@ impl Batch {
 
         match &env.event {
             Event::UploadReceivedV1(_)
+            | Event::UploadReceivedV2(_)
+            | Event::PartsCombinedV1(_)
             | Event::SchemaInferredV1(_)
             | Event::DatasetRegisteredV1(_) => {}
             Event::UploadStarted(e) => {
@@ -562,13 +570,18 @@ impl Batch {
                     }
                 };
                 row.owner = e.owner.to_string();
-                row.filename = e.filename.clone();
+                // Several files of one version: every name, in order.
+                row.filename = e
+                    .files()
+                    .map(|(name, _, _)| name)
+                    .collect::<Vec<_>>()
+                    .join(", ");
                 row.label = e.label.clone();
                 row.requested_table = e.table_name.clone();
                 row.content_type = e.content_type.clone();
                 row.declared_format = e.format.map(|f| f.as_str().to_owned());
-                row.size_bytes = int(e.size);
-                row.part_count = int(e.parts.len() as u64);
+                row.size_bytes = int(e.total_size());
+                row.part_count = int(e.all_parts().count() as u64);
                 row.target_dataset = target.clone();
                 row.status = "received".to_owned();
                 row.dataset_id = target;

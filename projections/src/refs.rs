@@ -69,7 +69,9 @@ pub(crate) fn needs(needs: &mut RefNeeds, rec: &Recorded) {
         Event::UploadStarted(_)
         | Event::UploadReceived(_)
         | Event::UploadReceivedV1(_)
+        | Event::UploadReceivedV2(_)
         | Event::PartsCombined(_)
+        | Event::PartsCombinedV1(_)
         | Event::SchemaInferred(_)
         | Event::SchemaInferredV1(_)
         | Event::Failed(_)
@@ -279,12 +281,22 @@ impl ObjectRefs {
 
     /// The key of `holder`'s reference in `role`, if it has one.
     fn key_in_role(&self, holder: &str, role: &str) -> Option<String> {
-        self.by_holder.get(holder)?.iter().find_map(|key| {
-            self.rows
-                .get(&(key.clone(), holder.to_owned()))
-                .filter(|r| r.role == role)
-                .map(|_| key.clone())
-        })
+        self.keys_in_role(holder, role).into_iter().next()
+    }
+
+    /// Every key `holder` references in `role`, in key order.
+    fn keys_in_role(&self, holder: &str, role: &str) -> Vec<String> {
+        let Some(keys) = self.by_holder.get(holder) else {
+            return Vec::new();
+        };
+        keys.iter()
+            .filter(|key| {
+                self.rows
+                    .get(&((*key).clone(), holder.to_owned()))
+                    .is_some_and(|r| r.role == role)
+            })
+            .cloned()
+            .collect()
     }
 
     /// Folds one event (current variants only: `apply.rs` upgrades legacy ones).
@@ -323,11 +335,13 @@ impl ObjectRefs {
                 let upload_id: Option<UploadId> = upload.parse().ok();
                 if let Some(id) = upload_id {
                     let o = origin(&holder, &e.owner, &upload, at, seq);
-                    for p in &e.parts {
+                    for p in e.all_parts() {
                         self.add(&ObjectKey::part(id, p.number), "part", &o);
                     }
-                    if e.parts.len() > 1 {
-                        self.add(&ObjectKey::staging(id), "staging", &o);
+                    for (i, (_, _, parts)) in e.files().enumerate() {
+                        if parts.len() > 1 {
+                            self.add(&ObjectKey::staging_of(id, i + 1), "staging", &o);
+                        }
                     }
                 }
             }
@@ -347,7 +361,9 @@ impl ObjectRefs {
                     at,
                     seq,
                 };
-                self.add(&e.blob, "blob", &o);
+                for blob in e.blobs() {
+                    self.add(blob, "blob", &o);
+                }
             }
             Event::SchemaInferred(e) => {
                 let o = Origin {
@@ -373,7 +389,8 @@ impl ObjectRefs {
                     at,
                     seq,
                 };
-                if let Some(blob) = self.key_in_role(&holder, "blob") {
+                // One blob per file (several for `--one-version`).
+                for blob in self.keys_in_role(&holder, "blob") {
                     self.add(&ObjectKey::from_stored(blob), "blob", &o);
                 }
                 self.add(&e.parquet, "parquet", &o);

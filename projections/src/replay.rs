@@ -172,6 +172,7 @@ mod tests {
                 parent_version: None,
                 branch: None,
                 options: Default::default(),
+                more_files: Vec::new(),
             }),
         )
     }

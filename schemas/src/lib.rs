@@ -16,6 +16,7 @@ mod input;
 mod json;
 mod json_fast;
 mod limits;
+mod many;
 mod names;
 mod parquet_in;
 mod parquet_pages;
@@ -36,6 +37,7 @@ use weir_events::{
 
 pub use error::{ConvertError, Location};
 pub use limits::Limits;
+pub use many::convert_many;
 pub use sniff::sniff;
 
 /// Bytes read from the start of the file to sniff its format.
@@ -248,14 +250,31 @@ fn validate_first(
     name: &str,
     opts: &ConvertOptions,
 ) -> Result<String, ConvertError> {
-    let report = validators::validate(input, file, name, opts.encoding.as_deref(), &opts.limits)?;
+    validate_all(&[(input, file)], name, opts)
+}
+
+/// As [`validate_first`] over several files with one validator: statistics over all
+/// of them, each problem naming its file (when there is more than one) and line.
+pub(crate) fn validate_all(
+    files: &[(&Path, &str)],
+    name: &str,
+    opts: &ConvertOptions,
+) -> Result<String, ConvertError> {
+    let report = validators::validate_files(files, name, opts.encoding.as_deref(), &opts.limits)?;
     if report.invalid > 0 {
+        // The error is located at the first file with an invalid record.
+        let file = report.first.first().map_or("", |(f, _, _)| f.as_str());
         let first: Vec<String> = report
             .first
             .iter()
-            .map(|(line, i)| {
+            .map(|(in_file, line, i)| {
                 format!(
-                    "line {line}{}: {} (hint: {})",
+                    "{}line {line}{}: {} (hint: {})",
+                    if files.len() > 1 {
+                        format!("{in_file}: ")
+                    } else {
+                        String::new()
+                    },
                     if i.field.is_empty() {
                         String::new()
                     } else {
@@ -328,7 +347,7 @@ impl Job<'_> {
 }
 
 /// Values (rows x columns) one Arrow batch holds at most; see [`Job::batch_rows`].
-const BATCH_CELLS: usize = 1 << 20;
+pub(crate) const BATCH_CELLS: usize = 1 << 20;
 
 /// What a format reader hands back.
 pub(crate) struct Written {

@@ -49,22 +49,51 @@ pub struct Report {
     pub validator: String,
     pub records: u64,
     pub invalid: u64,
-    /// The first 10 problems, with their lines.
-    pub first: Vec<(u64, Issue)>,
+    /// The first 10 problems, with their file and line.
+    pub first: Vec<(String, u64, Issue)>,
     pub statistics: serde_json::Value,
 }
 
-/// Runs validator `name` over every non-blank line of `path` (gzip/zstd and text
-/// encodings handled as for conversion).
-pub(crate) fn validate(
-    path: &Path,
-    file: &str,
+/// Runs one validator `name` over every non-blank line of each (path, file name) in
+/// turn (gzip/zstd and text encodings handled as for conversion): the statistics are over all of them, each problem names its file and line.
+pub(crate) fn validate_files(
+    files: &[(&Path, &str)],
     name: &str,
     encoding: Option<&str>,
     limits: &crate::Limits,
 ) -> Result<Report, ConvertError> {
+    let first_file = files.first().map_or("", |(_, f)| *f);
+    let mut validator = by_name(name).map_err(|e| ConvertError::unsupported(first_file, e))?;
+    let mut report = Report {
+        validator: name.to_owned(),
+        records: 0,
+        invalid: 0,
+        first: Vec::new(),
+        statistics: serde_json::Value::Null,
+    };
+    for (path, file) in files {
+        validate_one(
+            path,
+            file,
+            validator.as_mut(),
+            &mut report,
+            encoding,
+            limits,
+        )?;
+    }
+    report.statistics = validator.statistics();
+    Ok(report)
+}
+
+fn validate_one(
+    path: &Path,
+    file: &str,
+    validator: &mut dyn Validator,
+    report: &mut Report,
+    encoding: Option<&str>,
+    limits: &crate::Limits,
+) -> Result<(), ConvertError> {
     let max_record_bytes = limits.max_record_bytes;
-    let mut validator = by_name(name).map_err(|e| ConvertError::unsupported(file, e))?;
     let forced = match encoding {
         Some(label) => Some(crate::encoding::for_label(label, file)?),
         None => None,
@@ -83,13 +112,6 @@ pub(crate) fn validate(
         limits.max_inflation,
         &mut progress,
     )?;
-    let mut report = Report {
-        validator: name.to_owned(),
-        records: 0,
-        invalid: 0,
-        first: Vec::new(),
-        statistics: serde_json::Value::Null,
-    };
     let mut line = Vec::new();
     let mut number = 0u64;
     loop {
@@ -128,11 +150,10 @@ pub(crate) fn validate(
             report.invalid += 1;
             for issue in issues {
                 if report.first.len() < weir_events::MAX_ROW_PROBLEMS {
-                    report.first.push((number, issue));
+                    report.first.push((file.to_owned(), number, issue));
                 }
             }
         }
     }
-    report.statistics = validator.statistics();
-    Ok(report)
+    Ok(())
 }

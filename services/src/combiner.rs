@@ -3,12 +3,16 @@
 //! Checks each part's size and sha256 against the manifest and gives the whole file its
 //! content address (`blobs/sha256/<hash>`); identical content is stored once. A single
 //! part is read once to verify it and then linked to its address (no copy); several
-//! parts are streamed, in order, into one object that is then moved there. Parts are
-//! removed once `PartsCombined` is in the log.
+//! parts are streamed, in order, into one object that is then moved there. An upload
+//! of several files (`--one-version`) gets one blob per file, in one `PartsCombined`.
+//! Parts are removed once `PartsCombined` is in the log.
 
 use std::sync::Arc;
 
-use weir_events::{CompensationAction, Event, EventKind, ObjectKey, PartsCombined, Step};
+use weir_events::{
+    CombinedBlob, CompensationAction, Event, EventKind, ObjectKey, PartManifest, PartsCombined,
+    Step,
+};
 use weir_journal::Recorded;
 
 use crate::runtime::{Ctx, Service, StepError};
@@ -42,90 +46,34 @@ impl Service for Combiner {
                 "combiner got an event that is not UploadReceived".into(),
             ));
         };
-        let file = &received.filename;
-        let keys: Vec<ObjectKey> = received
-            .parts
-            .iter()
-            .map(|p| ObjectKey::part(upload, p.number))
-            .collect();
-        if let Some((i, p)) = received
-            .parts
-            .iter()
-            .enumerate()
-            .find(|(i, p)| p.number != *i as u32 + 1)
-        {
-            return Err(StepError::Permanent(format!(
-                "{file}: parts must be numbered 1, 2, 3 …; entry {} is part {}",
-                i + 1,
-                p.number
-            )));
-        }
-        let missing = |e| match e {
-            crate::store::StoreError::NotFound { key } => StepError::Permanent(format!(
-                "{file}: part {key} is missing from the object store (was it uploaded?)"
-            )),
-            other => other.into(),
-        };
-        let mismatch = |part: &weir_events::PartManifest, got: &Digested| {
-            StepError::Permanent(format!(
-                "{file}: part {} does not match its manifest: expected {} bytes with sha256 {}, found {} bytes with sha256 {}",
-                part.number, part.size, part.sha256, got.size, got.sha256
-            ))
-        };
-        let declared = |total: &Digested| {
-            StepError::Permanent(format!(
-                "{file}: parts add up to {} bytes but the upload declared {}",
-                total.size, received.size
-            ))
-        };
-        if let [part] = received.parts.as_slice() {
-            // One part is the whole file: verify it where it is (one read) and give it its
-            // content address by a link, not a copy. The part's name goes in `after`.
-            let got = ctx.store.digest(&keys[0]).await.map_err(missing)?;
-            if part.size != got.size || part.sha256 != got.sha256 {
-                return Err(mismatch(part, &got));
+        // Parts are numbered 1, 2, 3 … across all the files of the upload.
+        let mut next = 1u32;
+        let mut blobs = Vec::with_capacity(1 + received.more_files.len());
+        for (index, (file, size, parts)) in received.files().enumerate() {
+            if let Some((i, p)) = parts
+                .iter()
+                .enumerate()
+                .find(|(i, p)| p.number != next + *i as u32)
+            {
+                return Err(StepError::Permanent(format!(
+                    "{file}: parts must be numbered {next}, {} …; entry {} is part {}",
+                    next + 1,
+                    i + 1,
+                    p.number
+                )));
             }
-            if got.size != received.size {
-                return Err(declared(&got));
-            }
-            let blob = ObjectKey::blob(&got.sha256);
-            let linked = ctx.store.link_if_absent(&keys[0], &blob).await?;
-            return Ok(vec![Event::PartsCombined(PartsCombined {
-                blob,
-                size: got.size,
-                sha256: got.sha256,
-                deduplicated: !linked,
-            })]);
+            next += parts.len() as u32;
+            let staging = ObjectKey::staging_of(upload, index + 1);
+            blobs.push(combine_file(&ctx, upload, file, size, parts, &staging).await?);
         }
-        let staging = ObjectKey::staging(upload);
-        let mut seen: Vec<Digested> = Vec::with_capacity(keys.len());
-        let total = ctx
-            .store
-            .concat(&keys, &staging, |_, d| seen.push(d))
-            .await
-            .map_err(missing)?;
-        for (part, got) in received.parts.iter().zip(&seen) {
-            if part.size != got.size || part.sha256 != got.sha256 {
-                let _ = ctx.store.delete(&staging).await;
-                return Err(mismatch(part, got));
-            }
-        }
-        if total.size != received.size {
-            let _ = ctx.store.delete(&staging).await;
-            return Err(declared(&total));
-        }
-        let blob = ObjectKey::blob(&total.sha256);
-        let deduplicated = ctx.store.exists(&blob).await?.is_some();
-        if deduplicated {
-            ctx.store.delete(&staging).await?;
-        } else {
-            ctx.store.rename(&staging, &blob).await?;
-        }
+        let mut blobs = blobs.into_iter();
+        let first = blobs.next().expect("an upload has at least one file");
         Ok(vec![Event::PartsCombined(PartsCombined {
-            blob,
-            size: total.size,
-            sha256: total.sha256,
-            deduplicated,
+            blob: first.blob,
+            size: first.size,
+            sha256: first.sha256,
+            deduplicated: first.deduplicated,
+            more_blobs: blobs.collect(),
         })])
     }
 
@@ -139,8 +87,12 @@ impl Service for Combiner {
         state: UploadState,
     ) -> Result<Vec<CompensationAction>, StepError> {
         let count = remove_parts(&ctx, &state).await?;
-        if let Some(upload) = state.upload {
-            ctx.store.delete(&ObjectKey::staging(upload)).await?;
+        if let (Some(upload), Some((_, received))) = (state.upload, state.received.as_ref()) {
+            for file in 1..=received.files().count() {
+                ctx.store
+                    .delete(&ObjectKey::staging_of(upload, file))
+                    .await?;
+            }
         }
         Ok(vec![CompensationAction::PartsRemoved { count }])
     }
@@ -151,10 +103,95 @@ pub async fn remove_parts(ctx: &Ctx, state: &UploadState) -> Result<u32, StepErr
     let (Some(upload), Some((_, received))) = (state.upload, state.received.as_ref()) else {
         return Ok(0);
     };
-    for part in &received.parts {
+    let mut count = 0;
+    for part in received.all_parts() {
         ctx.store
             .delete(&ObjectKey::part(upload, part.number))
             .await?;
+        count += 1;
     }
-    Ok(received.parts.len() as u32)
+    Ok(count)
+}
+
+/// Verifies one file's parts against their manifest and gives the file its content
+/// address: a single part by a link (no copy), several by concatenating them into
+/// `staging` and moving the result.
+async fn combine_file(
+    ctx: &Ctx,
+    upload: weir_events::UploadId,
+    file: &str,
+    declared_size: u64,
+    parts: &[PartManifest],
+    staging: &ObjectKey,
+) -> Result<CombinedBlob, StepError> {
+    let keys: Vec<ObjectKey> = parts
+        .iter()
+        .map(|p| ObjectKey::part(upload, p.number))
+        .collect();
+    let missing = |e| match e {
+        crate::store::StoreError::NotFound { key } => StepError::Permanent(format!(
+            "{file}: part {key} is missing from the object store (was it uploaded?)"
+        )),
+        other => other.into(),
+    };
+    let mismatch = |part: &PartManifest, got: &Digested| {
+        StepError::Permanent(format!(
+            "{file}: part {} does not match its manifest: expected {} bytes with sha256 {}, found {} bytes with sha256 {}",
+            part.number, part.size, part.sha256, got.size, got.sha256
+        ))
+    };
+    let declared = |total: &Digested| {
+        StepError::Permanent(format!(
+            "{file}: parts add up to {} bytes but the upload declared {declared_size}",
+            total.size
+        ))
+    };
+    if let [part] = parts {
+        // One part is the whole file: verify it where it is (one read) and give it its
+        // content address by a link, not a copy. The part's name goes in `after`.
+        let got = ctx.store.digest(&keys[0]).await.map_err(missing)?;
+        if part.size != got.size || part.sha256 != got.sha256 {
+            return Err(mismatch(part, &got));
+        }
+        if got.size != declared_size {
+            return Err(declared(&got));
+        }
+        let blob = ObjectKey::blob(&got.sha256);
+        let linked = ctx.store.link_if_absent(&keys[0], &blob).await?;
+        return Ok(CombinedBlob {
+            blob,
+            size: got.size,
+            sha256: got.sha256,
+            deduplicated: !linked,
+        });
+    }
+    let mut seen: Vec<Digested> = Vec::with_capacity(keys.len());
+    let total = ctx
+        .store
+        .concat(&keys, staging, |_, d| seen.push(d))
+        .await
+        .map_err(missing)?;
+    for (part, got) in parts.iter().zip(&seen) {
+        if part.size != got.size || part.sha256 != got.sha256 {
+            let _ = ctx.store.delete(staging).await;
+            return Err(mismatch(part, got));
+        }
+    }
+    if total.size != declared_size {
+        let _ = ctx.store.delete(staging).await;
+        return Err(declared(&total));
+    }
+    let blob = ObjectKey::blob(&total.sha256);
+    let deduplicated = ctx.store.exists(&blob).await?.is_some();
+    if deduplicated {
+        ctx.store.delete(staging).await?;
+    } else {
+        ctx.store.rename(staging, &blob).await?;
+    }
+    Ok(CombinedBlob {
+        blob,
+        size: total.size,
+        sha256: total.sha256,
+        deduplicated,
+    })
 }

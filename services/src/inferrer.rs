@@ -1,7 +1,7 @@
 //! inferrer: `PartsCombined` → `SchemaInferred`.
 //!
-//! Sniffs the format, infers the schema, validates rows and converts the blob to
-//! Parquet at `datasets/<dataset>/v<k>/data.parquet` (a Parquet upload that needs no
+//! Sniffs the format, infers the schema, validates rows and converts the blob (the
+//! blobs, for an upload of several files) to Parquet at `datasets/<dataset>/v<k>/data.parquet` (a Parquet upload that needs no
 //! rewrite is served from its blob). A local store's blob is converted where it lies
 //! and the Parquet is moved into place, so the bytes are read once, by the conversion. The conversion itself lives in `weir-schemas`
 //! and runs on a blocking thread with bounded memory.
@@ -16,7 +16,7 @@ use weir_events::{
 use weir_journal::{AppendOutcome, Expect, Recorded};
 
 use crate::dataset::DatasetFacts;
-use weir_schemas::{ConvertOptions, convert};
+use weir_schemas::{ConvertOptions, convert_many};
 
 use crate::runtime::{Ctx, Service, StepError};
 use crate::state::UploadState;
@@ -154,15 +154,29 @@ impl Service for Inferrer {
         };
         let mut scratch = Scratch(vec![output_path.clone(), rejects_path.clone()]);
         // A local store's blob is read in place; anything else is streamed down first.
-        let input_path = match ctx.store.local_root() {
-            Some(root) => root.join(combined.blob.as_str()),
-            None => {
-                let path = ctx.work_dir.join(format!("{upload}.input"));
-                scratch.0.push(path.clone());
-                ctx.store.download(&combined.blob, &path).await?;
-                path
-            }
-        };
+        // An upload of several files (`--one-version`) has a blob for each.
+        if combined.more_blobs.len() != received.more_files.len() {
+            return Err(StepError::Permanent(format!(
+                "{}: the upload has {} files but {} blobs were combined",
+                received.filename,
+                1 + received.more_files.len(),
+                1 + combined.more_blobs.len()
+            )));
+        }
+        let names = received.files().map(|(name, _, _)| name.to_owned());
+        let mut inputs = Vec::with_capacity(1 + combined.more_blobs.len());
+        for (i, (blob, name)) in combined.blobs().zip(names).enumerate() {
+            let path = match ctx.store.local_root() {
+                Some(root) => root.join(blob.as_str()),
+                None => {
+                    let path = ctx.work_dir.join(format!("{upload}.{}.input", i + 1));
+                    scratch.0.push(path.clone());
+                    ctx.store.download(blob, &path).await?;
+                    path
+                }
+            };
+            inputs.push((path, name));
+        }
         // The producer's choice, else the dataset's default (a new version), else the
         // default for a named table (`fail`) or not (`reject`).
         let policy = received
@@ -189,7 +203,7 @@ impl Service for Inferrer {
             ..ConvertOptions::default()
         };
         // Big conversions use every core already; more than two at once only share them.
-        let _heavy = if combined.size >= HEAVY_BYTES {
+        let _heavy = if combined.total_size() >= HEAVY_BYTES {
             Some(
                 HEAVY
                     .acquire()
@@ -201,7 +215,7 @@ impl Service for Inferrer {
         };
         let out = output_path.clone();
         let converted =
-            tokio::task::spawn_blocking(move || convert(&input_path, &out, &options, &mut |_| {}))
+            tokio::task::spawn_blocking(move || convert_many(&inputs, &out, &options, &mut |_| {}))
                 .await
                 .map_err(|e| StepError::Permanent(format!("conversion crashed: {e}")))?
                 .map_err(|e| {

@@ -7,7 +7,7 @@ use std::path::Path;
 use futures::StreamExt;
 use weir_events::{
     Aggregate, DatasetRegistered, Envelope, Event, Failed, Format, ObjectKey, Owner, PartManifest,
-    Subject, UploadId, UploadReceived,
+    Subject, UploadFile, UploadId, UploadReceived,
 };
 use weir_journal::{AppendOutcome, Expect, Follow, Journal, Start};
 
@@ -77,63 +77,113 @@ pub async fn upload_file(
     store: &Store,
     path: &Path,
     request: &UploadRequest,
+    progress: impl FnMut(u64),
+) -> Result<UploadId, ProduceError> {
+    upload_files(
+        journal,
+        store,
+        &[(path, &request.filename)],
+        request,
+        progress,
+    )
+    .await
+}
+
+/// Writes each (path, file name) to the store in parts and appends one
+/// `UploadReceived` naming them all: the files of one version
+/// (`weir upload a.csv b.csv --one-version`), registered together or not at all.
+/// `request.filename` is not used; `progress` gets the bytes written so far over all
+/// the files.
+pub async fn upload_files(
+    journal: &Journal,
+    store: &Store,
+    files: &[(&Path, &str)],
+    request: &UploadRequest,
     mut progress: impl FnMut(u64),
 ) -> Result<UploadId, ProduceError> {
-    let shown = path.display().to_string();
-    let read_err = |source| ProduceError::Read {
-        path: shown.clone(),
-        source,
-    };
-    let filename =
-        weir_events::upload_filename(Some(&request.filename)).map_err(ProduceError::Filename)?;
-    let size = tokio::fs::metadata(path).await.map_err(read_err)?.len();
     let part_size = request.part_size.max(1) as u64;
-    if size.div_ceil(part_size) > MAX_PARTS as u64 {
-        return Err(ProduceError::TooManyParts {
-            path: shown,
-            size,
-            part_size: request.part_size,
-        });
+    let mut checked = Vec::with_capacity(files.len());
+    let mut needed = 0u64;
+    for (path, name) in files {
+        let shown = path.display().to_string();
+        let filename = weir_events::upload_filename(Some(name)).map_err(ProduceError::Filename)?;
+        let size = tokio::fs::metadata(path)
+            .await
+            .map_err(|source| ProduceError::Read {
+                path: shown.clone(),
+                source,
+            })?
+            .len();
+        needed += size.div_ceil(part_size).max(1);
+        if needed > MAX_PARTS as u64 {
+            return Err(ProduceError::TooManyParts {
+                path: shown,
+                size,
+                part_size: request.part_size,
+            });
+        }
+        checked.push((*path, filename, size));
     }
     let upload = UploadId::new();
-    let mut parts = Vec::new();
-    let mut written = 0u64;
-    // Each part is read once, hashed while it is written; an empty file is one empty part.
-    loop {
-        let end = written.saturating_add(part_size).min(size);
-        let number = parts.len() as u32 + 1;
-        // The part is written on a blocking thread; its byte count drives `progress`.
-        let counter = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let key = ObjectKey::part(upload, number);
-        let put = store.put_file_counted(path, written..end, &key, &counter);
-        tokio::pin!(put);
-        let mut tick = tokio::time::interval(std::time::Duration::from_millis(100));
-        let got = loop {
-            tokio::select! {
-                got = &mut put => break got?,
-                _ = tick.tick() => {
-                    progress(written + counter.load(std::sync::atomic::Ordering::Relaxed));
-                }
-            }
+    let mut manifests = Vec::with_capacity(files.len());
+    let mut number = 0u32;
+    let mut done = 0u64;
+    for (path, filename, size) in checked {
+        let shown = path.display().to_string();
+        let read_err = |source| ProduceError::Read {
+            path: shown.clone(),
+            source,
         };
-        if got.size != end - written {
-            return Err(read_err(std::io::Error::other(format!(
-                "the file changed while it was uploaded (part {number}: {} bytes instead of {})",
-                got.size,
-                end - written
-            ))));
+        let mut parts = Vec::new();
+        let mut written = 0u64;
+        // Each part is read once, hashed while it is written; an empty file is one empty
+        // part.
+        loop {
+            let end = written.saturating_add(part_size).min(size);
+            number += 1;
+            // The part is written on a blocking thread; its byte count drives `progress`.
+            let counter = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+            let key = ObjectKey::part(upload, number);
+            let put = store.put_file_counted(path, written..end, &key, &counter);
+            tokio::pin!(put);
+            let mut tick = tokio::time::interval(std::time::Duration::from_millis(100));
+            let got = loop {
+                tokio::select! {
+                    got = &mut put => break got?,
+                    _ = tick.tick() => {
+                        progress(done + written + counter.load(std::sync::atomic::Ordering::Relaxed));
+                    }
+                }
+            };
+            if got.size != end - written {
+                return Err(read_err(std::io::Error::other(format!(
+                    "the file changed while it was uploaded (part {number}: {} bytes instead of {})",
+                    got.size,
+                    end - written
+                ))));
+            }
+            parts.push(PartManifest {
+                number,
+                size: got.size,
+                sha256: got.sha256,
+            });
+            written = end;
+            progress(done + written);
+            if written >= size {
+                break;
+            }
         }
-        parts.push(PartManifest {
-            number,
-            size: got.size,
-            sha256: got.sha256,
+        done += written;
+        manifests.push(UploadFile {
+            filename,
+            size: written,
+            parts,
         });
-        written = end;
-        progress(written);
-        if written >= size {
-            break;
-        }
     }
+    let mut manifests = manifests.into_iter();
+    let first = manifests
+        .next()
+        .ok_or_else(|| ProduceError::Filename("an upload needs at least one file".to_owned()))?;
     let event = Envelope::new(
         Aggregate::Upload(upload),
         request.owner.clone(),
@@ -141,17 +191,18 @@ pub async fn upload_file(
         None,
         Event::UploadReceived(UploadReceived {
             owner: request.owner.clone(),
-            filename,
+            filename: first.filename,
             content_type: request.content_type.clone(),
             format: request.format,
             label: request.label.clone(),
             table_name: request.table_name.clone(),
-            size: written,
-            parts,
+            size: first.size,
+            parts: first.parts,
             dataset: request.dataset,
             parent_version: request.parent_version,
             branch: request.branch.clone(),
             options: request.options.clone(),
+            more_files: manifests.collect(),
         }),
     );
     match journal.append(&event, Expect::Empty).await? {

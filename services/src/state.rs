@@ -196,6 +196,7 @@ mod tests {
                     parent_version: None,
                     branch: None,
                     options: Default::default(),
+                    more_files: Vec::new(),
                 }),
             ),
         }
@@ -232,6 +233,7 @@ mod tests {
                     size: 0,
                     sha256: Sha256([1; 32]),
                     deduplicated: false,
+                    more_blobs: Vec::new(),
                 }),
             ),
         );

@@ -45,6 +45,7 @@ on_both!(a_blob_shared_by_two_datasets_goes_only_after_both_are_purged);
 on_both!(a_compensation_lost_between_failed_and_compensated_is_completed_once);
 on_both!(nothing_is_deleted_until_the_references_cover_the_whole_log);
 on_both!(an_object_no_event_names_goes_once_it_is_old_enough);
+on_both!(a_version_of_several_files_holds_every_blob_until_it_is_purged);
 
 fn postgres_base() -> String {
     std::env::var("WEIR_TEST_POSTGRES")
@@ -607,6 +608,7 @@ async fn a_compensation_lost_between_failed_and_compensated_is_completed_once(po
             parent_version: None,
             branch: None,
             options: Default::default(),
+            more_files: Vec::new(),
         }),
     );
     let seq = match sys.journal.append(&received, Expect::Empty).await.unwrap() {
@@ -820,6 +822,89 @@ async fn an_object_no_event_names_goes_once_it_is_old_enough(postgres: bool) {
             assert_eq!(e.correlation_id, never_appended);
         }
     }
+    sys.assert_rebuild_equals_live().await;
+    sys.stop().await;
+}
+
+/// Issue 10.1 with 10.4: a version made of several files (`--one-version`) references
+/// the blob of each; they are all kept while it lives and all deleted, as events, once
+/// it is purged; the references rebuild from the log.
+async fn a_version_of_several_files_holds_every_blob_until_it_is_purged(postgres: bool) {
+    let sys = System::start(postgres, true).await;
+    let (a, b) = (csv("north", 20), csv("south", 30));
+    let paths: Vec<std::path::PathBuf> = [("north.csv", &a), ("south.csv", &b)]
+        .iter()
+        .map(|(name, bytes)| {
+            let path = sys.dir.path().join(name);
+            std::fs::write(&path, bytes).unwrap();
+            path
+        })
+        .collect();
+    let request = UploadRequest {
+        owner: "acme".parse().unwrap(),
+        filename: String::new(),
+        label: None,
+        table_name: None,
+        format: None,
+        content_type: None,
+        // Several parts each: the staging objects are referenced too.
+        part_size: 256,
+        options: ReadOptions::default(),
+        dataset: None,
+        parent_version: None,
+        branch: None,
+    };
+    let named = [
+        (paths[0].as_path(), "north.csv"),
+        (paths[1].as_path(), "south.csv"),
+    ];
+    let upload = producer::upload_files(&sys.journal, &sys.store, &named, &request, |_| {})
+        .await
+        .unwrap();
+    let end = tokio::time::timeout(
+        Duration::from_secs(60),
+        producer::wait(&sys.journal, upload),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let Terminal::Registered(r) = end else {
+        panic!("{end:?}")
+    };
+    assert_eq!(r.statistics.rows, 50);
+    let blobs = [ObjectKey::blob(&sha(&a)), ObjectKey::blob(&sha(&b))];
+    sys.projected().await;
+    let holder = format!("dataset:{}", r.dataset);
+    for key in blobs.iter().chain([&r.parquet]) {
+        assert!(sys.exists(key).await, "{key}");
+        let refs = retention::refs_of(&sys.db, key.as_str()).await.unwrap();
+        assert!(
+            refs.iter().any(|r| r.holder == holder && r.live),
+            "{key}: {refs:?}"
+        );
+    }
+    // A year on, nothing is deleted while the dataset lives.
+    sys.clock.advance(365 * DAY);
+    let s = sys.janitor.sweep().await.unwrap();
+    assert!(s.deleted.is_empty(), "{s:?}");
+
+    sys.on_dataset(
+        r.dataset,
+        Event::DatasetDeleted(DatasetDeleted { reason: None }),
+    )
+    .await;
+    sys.clock.advance(30 * DAY + Duration::from_secs(600));
+    let s = sys.janitor.sweep().await.unwrap();
+    assert_eq!(s.purged, [r.dataset], "{s:?}");
+    let deleted: BTreeSet<ObjectKey> = s.deleted.iter().cloned().collect();
+    assert_eq!(
+        deleted,
+        BTreeSet::from([blobs[0].clone(), blobs[1].clone(), r.parquet.clone()])
+    );
+    for key in blobs.iter().chain([&r.parquet]) {
+        assert!(!sys.exists(key).await, "{key}");
+    }
+    assert_eq!(sys.deleted_keys().await.len(), 3);
     sys.assert_rebuild_equals_live().await;
     sys.stop().await;
 }

@@ -241,6 +241,7 @@ async fn append_one_part(
             parent_version: None,
             branch: None,
             options,
+            more_files: Vec::new(),
         }),
     );
     journal.append(&env, Expect::Empty).await.unwrap();
@@ -1339,4 +1340,276 @@ async fn hostile_file_names_never_reach_an_object_key_or_a_raw_log_line() {
             "a forged log line: {line}"
         );
     }
+}
+
+impl System {
+    /// One upload of several files (`--one-version`), each `part_size` bytes a part.
+    async fn upload_files(
+        &self,
+        files: &[(&str, &[u8])],
+        dataset: Option<DatasetId>,
+        table: Option<&str>,
+        options: ReadOptions,
+        part_size: usize,
+    ) -> (UploadId, Terminal) {
+        let paths: Vec<PathBuf> = files.iter().map(|(n, b)| self.file(n, b)).collect();
+        let named: Vec<(&Path, &str)> = paths
+            .iter()
+            .zip(files)
+            .map(|(p, (n, _))| (p.as_path(), *n))
+            .collect();
+        let request = UploadRequest {
+            owner: "acme".parse().unwrap(),
+            filename: String::new(),
+            label: None,
+            table_name: table.map(str::to_owned),
+            format: None,
+            content_type: None,
+            part_size,
+            options,
+            dataset,
+            parent_version: None,
+            branch: None,
+        };
+        let upload = producer::upload_files(&self.journal, &self.store, &named, &request, |_| {})
+            .await
+            .unwrap();
+        let end = tokio::time::timeout(
+            std::time::Duration::from_secs(60),
+            producer::wait(&self.journal, upload),
+        )
+        .await
+        .expect("upload reached no terminal event within 60 s")
+        .unwrap();
+        (upload, end)
+    }
+
+    async fn history(&self, upload: UploadId) -> Vec<Event> {
+        self.journal
+            .history(&Aggregate::Upload(upload))
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.envelope.event)
+            .collect()
+    }
+}
+
+/// Issue 10.1: `weir upload a.csv b.csv --one-version`. The files register together as
+/// one version (one Parquet with every row, in file order), or, when one of them does
+/// not fit, the upload fails as a whole naming that file, and no version is created.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_files_make_one_version_or_none() {
+    let sys = System::start().await;
+    // A new dataset from two files; parts of 5 bytes, so each file is several parts
+    // and the part numbers run on across files.
+    let (u1, end) = sys
+        .upload_files(
+            &[
+                ("jan.csv", b"id,v\n1,2\n3,4\n"),
+                ("feb.csv", b"id,v\n5,6\n"),
+            ],
+            None,
+            Some("sales"),
+            ReadOptions::default(),
+            5,
+        )
+        .await;
+    let Terminal::Registered(r1) = end else {
+        panic!("{end:?}")
+    };
+    assert_eq!((r1.version, r1.statistics.rows), (1, 3));
+    assert_eq!(
+        cells(&sys.parquet(&r1.parquet)),
+        [["1", "2"], ["3", "4"], ["5", "6"]]
+    );
+    let history = sys.history(u1).await;
+    let Some(Event::UploadReceived(received)) = history.first() else {
+        panic!("{history:?}")
+    };
+    assert_eq!(received.filename, "jan.csv");
+    assert_eq!(received.more_files.len(), 1);
+    assert_eq!(received.more_files[0].filename, "feb.csv");
+    let numbers: Vec<u32> = received.all_parts().map(|p| p.number).collect();
+    assert_eq!(numbers, (1..=numbers.len() as u32).collect::<Vec<_>>());
+    assert!(received.more_files[0].parts.len() > 1);
+    let combined = history
+        .iter()
+        .find_map(|e| match e {
+            Event::PartsCombined(p) => Some(p.clone()),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(combined.more_blobs.len(), 1);
+    for blob in combined.blobs() {
+        assert!(sys.store.exists(blob).await.unwrap().is_some(), "{blob}");
+    }
+    // Every part and staging object of both files is gone once combined.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let left = sys.store.list(&format!("uploads/{u1}/")).await.unwrap();
+        if left.is_empty() {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "left: {left:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+
+    // A second version of that dataset from two more files.
+    let d = r1.dataset;
+    let (_, end) = sys
+        .upload_files(
+            &[
+                ("mar.csv", b"id,v\n7,8\n"),
+                ("apr.csv", b"id,v\n9,10\n11,12\n"),
+            ],
+            Some(d),
+            None,
+            ReadOptions::default(),
+            8 << 20,
+        )
+        .await;
+    let Terminal::Registered(r2) = end else {
+        panic!("{end:?}")
+    };
+    assert_eq!((r2.dataset, r2.version, r2.parent_version), (d, 2, Some(1)));
+    assert_eq!(r2.statistics.rows, 3);
+    assert_eq!(
+        cells(&sys.parquet(&r2.parquet)),
+        [["7", "8"], ["9", "10"], ["11", "12"]]
+    );
+
+    // The second file's schema differs: the upload fails at infer naming it and the
+    // difference; nothing registers.
+    let (u3, end) = sys
+        .upload_files(
+            &[("may.csv", b"id,v\n1,2\n"), ("jun.csv", b"id,w\n1,x\n")],
+            Some(d),
+            None,
+            ReadOptions::default(),
+            8 << 20,
+        )
+        .await;
+    let Terminal::Failed(f) = end else {
+        panic!("{end:?}")
+    };
+    assert_eq!(f.step, Step::Infer);
+    assert!(
+        f.reason
+            .starts_with("jun.csv: its schema differs from that of may.csv")
+            && f.reason.contains("added w (Utf8)")
+            && f.reason.contains("removed v (Int64)"),
+        "{}",
+        f.reason
+    );
+    assert!(
+        !sys.history(u3)
+            .await
+            .iter()
+            .any(|e| matches!(e, Event::DatasetRegistered(_))),
+    );
+
+    // A bad row in the second file under `fail`: the error names that file and line.
+    let (_, end) = sys
+        .upload_files(
+            &[("jul.csv", b"id,v\n1,2\n"), ("aug.csv", b"id,v\n1,2\n3\n")],
+            None,
+            Some("strict"),
+            ReadOptions::default(),
+            8 << 20,
+        )
+        .await;
+    let Terminal::Failed(f) = end else {
+        panic!("{end:?}")
+    };
+    assert!(f.reason.starts_with("aug.csv: line 3"), "{}", f.reason);
+
+    // Under `reject`, the bad rows of both files go to one rejects file, each entry
+    // naming its file and line; every row is accounted for.
+    let (u5, end) = sys
+        .upload_files(
+            &[
+                ("sep.csv", b"id,v\n1,2\n3\n"),
+                ("oct.csv", b"id,v\n4\n5,6\n"),
+            ],
+            None,
+            None,
+            ReadOptions {
+                bad_rows: Some(BadRows::Reject),
+                ..Default::default()
+            },
+            8 << 20,
+        )
+        .await;
+    let Terminal::Registered(r5) = end else {
+        panic!("{end:?}")
+    };
+    assert_eq!(r5.statistics.rows, 2);
+    let inferred = sys
+        .history(u5)
+        .await
+        .into_iter()
+        .find_map(|e| match e {
+            Event::SchemaInferred(s) => Some(s),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(
+        (
+            inferred.quality.rows_read,
+            inferred.quality.rejected,
+            inferred.problem_count
+        ),
+        (4, 2, 2)
+    );
+    let messages: Vec<(u64, &str)> = inferred
+        .problems
+        .iter()
+        .map(|p| (p.line, p.message.split(':').next().unwrap()))
+        .collect();
+    assert_eq!(messages, [(3, "sep.csv"), (2, "oct.csv")]);
+    let rejects = std::fs::read_to_string(
+        sys.store
+            .local_root()
+            .unwrap()
+            .join(inferred.quality.rejects.unwrap().as_str()),
+    )
+    .unwrap();
+    let entries: Vec<(String, u64)> = rejects
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            (
+                v["file"].as_str().unwrap().to_owned(),
+                v["line"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        entries,
+        [("sep.csv".to_owned(), 3), ("oct.csv".to_owned(), 2)]
+    );
+
+    // Files of two formats are refused as one version.
+    let (_, end) = sys
+        .upload_files(
+            &[
+                ("nov.csv", b"id,v\n1,2\n"),
+                ("dec.ndjson", b"{\"id\":1,\"v\":2}\n"),
+            ],
+            None,
+            None,
+            ReadOptions::default(),
+            8 << 20,
+        )
+        .await;
+    let Terminal::Failed(f) = end else {
+        panic!("{end:?}")
+    };
+    assert!(
+        f.reason.contains("dec.ndjson") && f.reason.contains("share one format"),
+        "{}",
+        f.reason
+    );
+    sys.stop().await;
 }

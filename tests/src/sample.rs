@@ -32,6 +32,7 @@ pub fn upload_received(upload: UploadId, filename: &str) -> Envelope {
             parent_version: None,
             branch: None,
             options: Default::default(),
+            more_files: Vec::new(),
         }),
     )
 }
@@ -45,6 +46,7 @@ pub fn parts_combined(upload: UploadId, cause: EventId, tag: u8) -> Envelope {
             size: 1,
             sha256: Sha256([tag; 32]),
             deduplicated: false,
+            more_blobs: Vec::new(),
         }),
     )
 }

@@ -356,6 +356,7 @@ impl Chain {
             parent_version: None,
             branch: None,
             options: Default::default(),
+            more_files: Vec::new(),
         });
         self.up(event)
     }
@@ -367,6 +368,7 @@ impl Chain {
             size,
             sha256: hash,
             deduplicated,
+            more_blobs: Vec::new(),
         });
         self.up(event)
     }
