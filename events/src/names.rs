@@ -124,6 +124,15 @@ impl ObjectKey {
         }
     }
 
+    /// `parquet/sha256/converting`: a name no content hash takes. A conversion writes
+    /// its Parquet and rejects into staged siblings of it (`…#<pid><n>`), in the folder
+    /// converted Parquet lives in, so no folder is made per upload and the finished
+    /// file is moved to its content address by a rename; one a crash left is an
+    /// object no event names, which the janitor removes once `orphan` has passed.
+    pub fn converting() -> Self {
+        Self("parquet/sha256/converting".to_owned())
+    }
+
     /// `blobs/sha256/<hash>`: combined content, stored once per distinct content.
     pub fn blob(hash: &Sha256) -> Self {
         Self(format!("blobs/sha256/{hash}"))

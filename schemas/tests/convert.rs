@@ -1192,3 +1192,67 @@ fn the_conversation_validator_checks_and_counts() {
         .unwrap_or_default();
     assert!(msg.contains("unknown validator \"nope\""), "{msg}");
 }
+
+/// Several files of one version: one validator over all of them (statistics over
+/// every record, an invalid record named by its file and line), rows in file order.
+#[test]
+fn several_files_are_validated_together_and_written_as_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        (path, name.to_owned())
+    };
+    let turn = |id: &str| {
+        format!(
+            "{{\"conversation_id\": \"{id}\", \"turns\": [{{\"role\": \"user\", \"content\": \"q {id}\"}}, {{\"role\": \"assistant\", \"content\": \"a\"}}]}}\n"
+        )
+    };
+    let inputs = [
+        write("one.jsonl", &(turn("c1") + &turn("c2"))),
+        write("two.jsonl", &turn("c3")),
+    ];
+    let opts = ConvertOptions {
+        validator: Some("conversation-jsonl".into()),
+        ..options("one.jsonl")
+    };
+    let out = dir.path().join("out.parquet");
+    let converted = weir_schemas::convert_many(&inputs, &out, &opts, &mut |_| {}).unwrap();
+    assert_eq!(converted.statistics.rows, 3);
+    assert_eq!(converted.format, Format::Ndjson);
+    let v: serde_json::Value =
+        serde_json::from_str(converted.validation.as_deref().expect("a report")).unwrap();
+    assert_eq!(v["statistics"]["conversations"], 3, "{v}");
+    assert_eq!(v["records"], 3, "{v}");
+    let file = std::fs::File::open(&out).unwrap();
+    let ids: Vec<String> =
+        parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+            .unwrap()
+            .build()
+            .unwrap()
+            .flat_map(|b| {
+                let b = b.unwrap();
+                let col = b.column_by_name("conversation_id").unwrap().clone();
+                (0..b.num_rows())
+                    .map(|i| arrow::util::display::array_value_to_string(&col, i).unwrap())
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+    assert_eq!(ids, ["c1", "c2", "c3"]);
+
+    let bad = [
+        write("ok.jsonl", &turn("c1")),
+        write(
+            "bad.jsonl",
+            &(turn("c2") + "{\"conversation_id\": \"c3\", \"turns\": []}\n"),
+        ),
+    ];
+    let msg = weir_schemas::convert_many(&bad, &out, &opts, &mut |_| {})
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(
+        msg.starts_with("bad.jsonl: validator conversation-jsonl: 1 of 3 records are invalid; bad.jsonl: line 2, field \"turns\": empty"),
+        "{msg}"
+    );
+}

@@ -1,10 +1,12 @@
 //! inferrer: `PartsCombined` → `SchemaInferred`.
 //!
 //! Sniffs the format, infers the schema, validates rows and converts the blob (the
-//! blobs, for an upload of several files) to Parquet at `datasets/<dataset>/v<k>/data.parquet` (a Parquet upload that needs no
-//! rewrite is served from its blob). A local store's blob is converted where it lies
-//! and the Parquet is moved into place, so the bytes are read once, by the conversion. The conversion itself lives in `weir-schemas`
-//! and runs on a blocking thread with bounded memory.
+//! blobs, for an upload of several files) to Parquet, stored by the hash of its content
+//! at `parquet/sha256/<hash>` (a Parquet upload that needs no rewrite is served from
+//! its blob); rejects go to `datasets/<dataset>/v<k>/rejects.ndjson`. A local store's
+//! blob is converted where it lies and the Parquet is moved into place, so the bytes
+//! are read once, by the conversion. The conversion itself lives in `weir-schemas` and
+//! runs on a blocking thread with bounded memory.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -139,16 +141,17 @@ impl Service for Inferrer {
             }
         };
 
-        let key = ObjectKey::parquet(dataset, version);
-        // The Parquet is written beside where it will live (a local store) or into the
-        // work dir, then moved into place; whatever is left is removed however the step
-        // ends.
-        let output_path = match ctx.store.staging_file(&key).await? {
+        // Staged in the folder of converted Parquet (see `ObjectKey::converting`): the
+        // Parquet is stored by its hash, and the rejects are moved to their version's
+        // folder only when there are some, so nothing is made under `datasets/` for a
+        // version without rejects. Whatever is left is removed however the step ends.
+        let staging = ObjectKey::converting();
+        let output_path = match ctx.store.staging_file(&staging).await? {
             Some(path) => path,
             None => ctx.work_dir.join(format!("{upload}.parquet")),
         };
         let rejects_key = ObjectKey::rejects(dataset, version);
-        let rejects_path = match ctx.store.staging_file(&rejects_key).await? {
+        let rejects_path = match ctx.store.staging_file(&staging).await? {
             Some(path) => path,
             None => ctx.work_dir.join(format!("{upload}.rejects.ndjson")),
         };

@@ -1419,6 +1419,9 @@ async fn several_files_make_one_version_or_none() {
         panic!("{end:?}")
     };
     assert_eq!((r1.version, r1.statistics.rows), (1, 3));
+    // The conversion was staged beside the converted Parquet: nothing was made under
+    // datasets/ for a version without rejects.
+    assert!(!sys.store.local_root().unwrap().join("datasets").exists());
     assert_eq!(
         cells(&sys.parquet(&r1.parquet)),
         [["1", "2"], ["3", "4"], ["5", "6"]]
