@@ -121,6 +121,20 @@ async fn swap(db: &Db) -> Result<Swap, Error> {
             .await?;
         }
     }
+    // The indexes the replay made with its tables keep their shadow names through the
+    // renames; give them the live ones, which the next replay's shadow set needs free.
+    for ((shadow, _), (live, create)) in Tables::Shadow
+        .write_indexes()
+        .into_iter()
+        .zip(Tables::Live.write_indexes())
+    {
+        let sql = match db.backend() {
+            Backend::Postgres => format!("ALTER INDEX {shadow} RENAME TO {live}"),
+            // SQLite cannot rename an index: made again under its live name.
+            Backend::Sqlite => format!("DROP INDEX {shadow}; {create}"),
+        };
+        sqlx::raw_sql(AssertSqlSafe(sql)).execute(&mut *tx).await?;
+    }
     for index in Tables::Live.index_sql() {
         sqlx::raw_sql(AssertSqlSafe(index))
             .execute(&mut *tx)

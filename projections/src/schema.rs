@@ -99,21 +99,53 @@ impl Tables {
         })
     }
 
-    /// Every statement of the migrations except the secondary indexes: what a replay
-    /// builds its shadow tables with, so that rows go in without index upkeep.
+    /// Every statement of the migrations except the secondary indexes that only
+    /// readers use: what a replay builds its shadow tables with, so that rows go in
+    /// without index upkeep. An index the projector itself reads by while it writes
+    /// ([`WRITE_INDEXES`]) is made with its table.
     pub(crate) fn table_sql(self) -> Vec<String> {
-        self.statements().filter(|s| !is_index(s)).collect()
+        self.statements().filter(|s| !deferred_index(s)).collect()
     }
 
-    /// The migrations' `CREATE INDEX` statements: built once the rows are in.
+    /// The migrations' other `CREATE INDEX` statements: built once the rows are in.
     pub(crate) fn index_sql(self) -> Vec<String> {
-        self.statements().filter(|s| is_index(s)).collect()
+        self.statements().filter(|s| deferred_index(s)).collect()
+    }
+
+    /// The [`WRITE_INDEXES`] of this set, (name, statement): made with a replay's
+    /// tables, so the swap gives them their live names.
+    pub(crate) fn write_indexes(self) -> Vec<(String, String)> {
+        self.statements()
+            .filter(|s| is_index(s) && !deferred_index(s))
+            .map(|s| (index_name(&s).unwrap_or_default().to_owned(), s))
+            .collect()
     }
 }
+
+/// The name a `CREATE INDEX name ON …` statement gives.
+fn index_name(statement: &str) -> Option<&str> {
+    statement.split_whitespace().nth(2)
+}
+
+/// Secondary indexes the projector reads by while it folds a batch; without them a
+/// replay's shadow tables would be scanned whole for every batch (quadratic in the
+/// log): the object references of a batch's uploads and datasets are loaded by holder.
+const WRITE_INDEXES: &[&str] = &["object_refs{s}_holder_idx"];
 
 fn is_index(statement: &str) -> bool {
     let upper = statement.to_ascii_uppercase();
     upper.starts_with("CREATE INDEX") || upper.starts_with("CREATE UNIQUE INDEX")
+}
+
+/// A secondary index built after a replay's rows are in (not one of [`WRITE_INDEXES`]).
+fn deferred_index(statement: &str) -> bool {
+    is_index(statement)
+        && !WRITE_INDEXES.iter().any(|name| {
+            [Tables::Live, Tables::Shadow].iter().any(|t| {
+                let name = name.replace(MARKER, t.suffix());
+                index_name(statement).is_some_and(|n| n.eq_ignore_ascii_case(&name))
+            })
+        })
 }
 
 /// The migrator for the live tables.
@@ -171,9 +203,22 @@ mod tests {
                 .count(),
             TABLES.len()
         );
-        assert_eq!(indexes.len(), all.matches("CREATE INDEX").count());
+        let with_tables: Vec<&String> = tables
+            .iter()
+            .filter(|s| s.contains("CREATE INDEX"))
+            .collect();
+        assert_eq!(
+            indexes.len() + with_tables.len(),
+            all.matches("CREATE INDEX").count()
+        );
         assert!(indexes.len() >= 7);
         assert!(indexes.iter().all(|s| s.contains("_new")));
-        assert!(tables.iter().all(|s| !s.contains("CREATE INDEX")));
+        // The projector loads object references by holder while it writes.
+        assert_eq!(with_tables.len(), 1);
+        assert!(with_tables[0].starts_with("CREATE INDEX object_refs_new_holder_idx"));
+        assert_eq!(
+            Tables::Live.write_indexes()[0].0,
+            "object_refs_holder_idx"
+        );
     }
 }

@@ -180,14 +180,18 @@ impl System {
         let upload = producer::upload_file(&self.journal, &self.store, &path, &request, |_| {})
             .await
             .unwrap();
-        let end = tokio::time::timeout(
+        (upload, self.end_of(upload).await)
+    }
+
+    /// How `upload` ended (at most 60 s from now).
+    async fn end_of(&self, upload: UploadId) -> Terminal {
+        tokio::time::timeout(
             Duration::from_secs(60),
             producer::wait(&self.journal, upload),
         )
         .await
         .expect("no terminal event within 60 s")
-        .unwrap();
-        (upload, end)
+        .unwrap()
     }
 
     async fn registered(&self, name: &str, bytes: &[u8]) -> DatasetRegistered {
@@ -861,13 +865,7 @@ async fn a_version_of_several_files_holds_every_blob_until_it_is_purged(postgres
     let upload = producer::upload_files(&sys.journal, &sys.store, &named, &request, |_| {})
         .await
         .unwrap();
-    let end = tokio::time::timeout(
-        Duration::from_secs(60),
-        producer::wait(&sys.journal, upload),
-    )
-    .await
-    .unwrap()
-    .unwrap();
+    let end = sys.end_of(upload).await;
     let Terminal::Registered(r) = end else {
         panic!("{end:?}")
     };

@@ -162,14 +162,18 @@ impl System {
         let upload = producer::upload_file(&self.journal, &self.store, path, &request, |_| {})
             .await
             .unwrap();
-        let end = tokio::time::timeout(
+        (upload, self.end_of(upload).await)
+    }
+
+    /// How `upload` ended (at most 60 s from now).
+    async fn end_of(&self, upload: UploadId) -> Terminal {
+        tokio::time::timeout(
             std::time::Duration::from_secs(60),
             producer::wait(&self.journal, upload),
         )
         .await
         .expect("upload reached no terminal event within 60 s")
-        .unwrap();
-        (upload, end)
+        .unwrap()
     }
 
     async fn registered(&self, path: &Path) -> DatasetRegistered {
@@ -1374,14 +1378,7 @@ impl System {
         let upload = producer::upload_files(&self.journal, &self.store, &named, &request, |_| {})
             .await
             .unwrap();
-        let end = tokio::time::timeout(
-            std::time::Duration::from_secs(60),
-            producer::wait(&self.journal, upload),
-        )
-        .await
-        .expect("upload reached no terminal event within 60 s")
-        .unwrap();
-        (upload, end)
+        (upload, self.end_of(upload).await)
     }
 
     async fn history(&self, upload: UploadId) -> Vec<Event> {
