@@ -123,14 +123,15 @@ async fn a_store_write_failure_is_retried_then_failed_and_leaves_no_partial_data
         let passwords = nats.passwords().unwrap().clone();
         let sys = Pipeline::start(&nats.url(), &passwords, 1).await;
         let files = sys.files(2);
-        // A plain file where the store keeps datasets: every write under it fails.
-        let datasets = sys.store_dir().join("datasets");
-        std::fs::write(&datasets, "in the way").unwrap();
+        // A plain file where the store keeps converted Parquet (and where conversions
+        // are staged): every write under it fails.
+        let converted = sys.store_dir().join("parquet");
+        std::fs::write(&converted, "in the way").unwrap();
         let (bad, end) = upload(&sys, &files[0]).await;
-        let f = failed_after_retries(&sys, bad, end, "datasets").await;
-        assert_eq!(std::fs::read(&datasets).unwrap(), b"in the way");
+        let f = failed_after_retries(&sys, bad, end, "parquet").await;
+        assert_eq!(std::fs::read(&converted).unwrap(), b"in the way");
         // The fault gone, the next upload registers.
-        std::fs::remove_file(&datasets).unwrap();
+        std::fs::remove_file(&converted).unwrap();
         let (good, end) = upload(&sys, &files[1]).await;
         assert!(matches!(end, Terminal::Registered(_)), "{end:?}");
         let store_dir = sys.store_dir();

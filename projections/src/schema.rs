@@ -216,9 +216,6 @@ mod tests {
         // The projector loads object references by holder while it writes.
         assert_eq!(with_tables.len(), 1);
         assert!(with_tables[0].starts_with("CREATE INDEX object_refs_new_holder_idx"));
-        assert_eq!(
-            Tables::Live.write_indexes()[0].0,
-            "object_refs_holder_idx"
-        );
+        assert_eq!(Tables::Live.write_indexes()[0].0, "object_refs_holder_idx");
     }
 }
