@@ -2,7 +2,9 @@
 //! atomically while the live tables keep serving, and a point-in-time build into a
 //! separate database.
 //!
-//! The shadow tables are filled without their secondary indexes. The swap is one
+//! The shadow tables are filled without their secondary indexes, except the ones the
+//! projector reads by while it writes (`schema::WRITE_INDEXES`, renamed to their live
+//! names by the swap). The swap is one
 //! transaction: it drops every live table, renames its shadow table into its place and
 //! builds the indexes under their live names, so no row is copied and each index is
 //! built once, from sorted data. SQLite and Postgres both run DDL inside transactions,
