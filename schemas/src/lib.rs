@@ -179,7 +179,7 @@ fn convert_inner(
         None => None,
     };
     let validation = match &opts.validator {
-        Some(name) => Some(validate_first(input, file, name, opts)?),
+        Some(name) => Some(validate_all(&[(input, file)], name, opts)?),
         None => None,
     };
     let head = input::read_head(input, file, HEAD_BYTES)?;
@@ -242,19 +242,9 @@ fn convert_inner(
     })
 }
 
-/// Runs validator `name` over the input; the report as JSON, or an error listing the
-/// first invalid records.
-fn validate_first(
-    input: &Path,
-    file: &str,
-    name: &str,
-    opts: &ConvertOptions,
-) -> Result<String, ConvertError> {
-    validate_all(&[(input, file)], name, opts)
-}
-
-/// As [`validate_first`] over several files with one validator: statistics over all
-/// of them, each problem naming its file (when there is more than one) and line.
+/// Runs validator `name` over the files with one validator; the report as JSON
+/// (statistics over all of them), or an error listing the first invalid records, each
+/// naming its file (when there is more than one) and line.
 pub(crate) fn validate_all(
     files: &[(&Path, &str)],
     name: &str,
@@ -322,28 +312,39 @@ impl Job<'_> {
     /// the file is wide, so one batch holds at most [`BATCH_CELLS`] values (10,000
     /// columns: 100 rows a batch, not 65,536).
     pub fn batch_rows(&self, columns: usize) -> usize {
-        (BATCH_CELLS / columns.max(1)).clamp(1, self.opts.batch_rows.max(1))
+        batch_rows(columns, self.opts.batch_rows)
     }
 
-    /// Threads that encode the Parquet columns side by side: none for inputs under
-    /// `OWN_THREAD_FROM_BYTES` (the reading thread encodes each batch itself: a small
-    /// file is one batch, so a writer thread would only wait, and starting it costs
-    /// more than encoding a few KB); one (the sink's own, beside the reader) under
-    /// `PARALLEL_FROM_BYTES`, where more threads cost more than they save; else one
-    /// per core up to four.
+    /// Threads that encode the Parquet columns side by side; see [`encoders`].
     pub fn encoders(&self) -> usize {
-        const OWN_THREAD_FROM_BYTES: u64 = 1 << 20;
-        const PARALLEL_FROM_BYTES: u64 = 8 << 20;
         let size = std::fs::metadata(self.input).map_or(0, |m| m.len());
-        // A compressed file's size says little about what it holds.
-        if size < OWN_THREAD_FROM_BYTES && self.compression == Compression::None {
-            return 0;
-        }
-        if size < PARALLEL_FROM_BYTES {
-            return 1;
-        }
-        std::thread::available_parallelism().map_or(1, |n| n.get().min(4))
+        encoders(size, self.compression)
     }
+}
+
+/// Rows per Arrow batch for `columns` columns: at most `max`, fewer when the rows are
+/// wide, so one batch holds at most [`BATCH_CELLS`] values.
+pub(crate) fn batch_rows(columns: usize, max: usize) -> usize {
+    (BATCH_CELLS / columns.max(1)).clamp(1, max.max(1))
+}
+
+/// Threads that encode the Parquet columns of `size` bytes of input side by side: none
+/// under `OWN_THREAD_FROM_BYTES` (the reading thread encodes each batch itself: a small
+/// file is one batch, so a writer thread would only wait, and starting it costs more
+/// than encoding a few KB); one (the sink's own, beside the reader) under
+/// `PARALLEL_FROM_BYTES`, where more threads cost more than they save; else one per
+/// core up to four.
+pub(crate) fn encoders(size: u64, compression: Compression) -> usize {
+    const OWN_THREAD_FROM_BYTES: u64 = 1 << 20;
+    const PARALLEL_FROM_BYTES: u64 = 8 << 20;
+    // A compressed file's size says little about what it holds.
+    if size < OWN_THREAD_FROM_BYTES && compression == Compression::None {
+        return 0;
+    }
+    if size < PARALLEL_FROM_BYTES {
+        return 1;
+    }
+    std::thread::available_parallelism().map_or(1, |n| n.get().min(4))
 }
 
 /// Values (rows x columns) one Arrow batch holds at most; see [`Job::batch_rows`].

@@ -150,13 +150,17 @@ fn many(
         .iter()
         .map(|(p, _)| std::fs::metadata(p).map_or(0, |m| m.len()))
         .sum();
-    let encoders = if total < (1 << 20) {
-        0
-    } else {
-        std::thread::available_parallelism().map_or(1, |n| n.get().min(4))
-    };
-    let mut sink = Sink::create(output, arrow_schema.clone(), encoders)?;
-    let batch_rows = (crate::BATCH_CELLS / schema.fields.len().max(1)).clamp(1, opts.batch_rows);
+    let compressed = parts
+        .iter()
+        .map(|(c, _, _)| c.compression)
+        .find(|c| *c != weir_events::Compression::None)
+        .unwrap_or(weir_events::Compression::None);
+    let mut sink = Sink::create(
+        output,
+        arrow_schema.clone(),
+        crate::encoders(total, compressed),
+    )?;
+    let batch_rows = crate::batch_rows(schema.fields.len(), opts.batch_rows);
     for ((_, rows, _), (_, name)) in parts.iter().zip(inputs) {
         let file = File::open(rows).map_err(|e| ConvertError::io(name, e))?;
         let reader = ParquetRecordBatchReaderBuilder::try_new(file)

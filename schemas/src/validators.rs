@@ -55,7 +55,8 @@ pub struct Report {
 }
 
 /// Runs one validator `name` over every non-blank line of each (path, file name) in
-/// turn (gzip/zstd and text encodings handled as for conversion): the statistics are over all of them, each problem names its file and line.
+/// turn (gzip/zstd and text encodings handled as for conversion): the statistics are
+/// over all of them, each problem names its file and line.
 pub(crate) fn validate_files(
     files: &[(&Path, &str)],
     name: &str,

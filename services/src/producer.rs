@@ -126,57 +126,18 @@ pub async fn upload_files(
     }
     let upload = UploadId::new();
     let mut manifests = Vec::with_capacity(files.len());
-    let mut number = 0u32;
+    let mut next = 1u32;
     let mut done = 0u64;
     for (path, filename, size) in checked {
-        let shown = path.display().to_string();
-        let read_err = |source| ProduceError::Read {
-            path: shown.clone(),
-            source,
-        };
-        let mut parts = Vec::new();
-        let mut written = 0u64;
-        // Each part is read once, hashed while it is written; an empty file is one empty
-        // part.
-        loop {
-            let end = written.saturating_add(part_size).min(size);
-            number += 1;
-            // The part is written on a blocking thread; its byte count drives `progress`.
-            let counter = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-            let key = ObjectKey::part(upload, number);
-            let put = store.put_file_counted(path, written..end, &key, &counter);
-            tokio::pin!(put);
-            let mut tick = tokio::time::interval(std::time::Duration::from_millis(100));
-            let got = loop {
-                tokio::select! {
-                    got = &mut put => break got?,
-                    _ = tick.tick() => {
-                        progress(done + written + counter.load(std::sync::atomic::Ordering::Relaxed));
-                    }
-                }
-            };
-            if got.size != end - written {
-                return Err(read_err(std::io::Error::other(format!(
-                    "the file changed while it was uploaded (part {number}: {} bytes instead of {})",
-                    got.size,
-                    end - written
-                ))));
-            }
-            parts.push(PartManifest {
-                number,
-                size: got.size,
-                sha256: got.sha256,
-            });
-            written = end;
-            progress(done + written);
-            if written >= size {
-                break;
-            }
-        }
-        done += written;
+        let parts = write_parts(store, upload, path, size, part_size, next, &mut |n| {
+            progress(done + n)
+        })
+        .await?;
+        next += parts.len() as u32;
+        done += size;
         manifests.push(UploadFile {
             filename,
-            size: written,
+            size,
             parts,
         });
     }
@@ -208,6 +169,60 @@ pub async fn upload_files(
     match journal.append(&event, Expect::Empty).await? {
         AppendOutcome::Appended { .. } => Ok(upload),
         AppendOutcome::WrongLastSequence => Err(ProduceError::Exists(upload)),
+    }
+}
+
+/// Writes `path` (`size` bytes) to the store as parts of `part_size` bytes numbered
+/// from `first`, each read once and hashed while it is written (an empty file is one
+/// empty part); `progress` gets the bytes of this file written so far.
+async fn write_parts(
+    store: &Store,
+    upload: UploadId,
+    path: &Path,
+    size: u64,
+    part_size: u64,
+    first: u32,
+    progress: &mut impl FnMut(u64),
+) -> Result<Vec<PartManifest>, ProduceError> {
+    let mut parts = Vec::new();
+    let mut written = 0u64;
+    loop {
+        let end = written.saturating_add(part_size).min(size);
+        let number = first + parts.len() as u32;
+        // The part is written on a blocking thread; its byte count drives `progress`.
+        let counter = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let key = ObjectKey::part(upload, number);
+        let put = store.put_file_counted(path, written..end, &key, &counter);
+        tokio::pin!(put);
+        let mut tick = tokio::time::interval(std::time::Duration::from_millis(100));
+        let got = loop {
+            tokio::select! {
+                got = &mut put => break got?,
+                _ = tick.tick() => {
+                    progress(written + counter.load(std::sync::atomic::Ordering::Relaxed));
+                }
+            }
+        };
+        if got.size != end - written {
+            return Err(ProduceError::Read {
+                path: path.display().to_string(),
+                source: std::io::Error::other(format!(
+                    "the file changed while it was uploaded (part {number}: {} bytes instead of {})",
+                    got.size,
+                    end - written
+                )),
+            });
+        }
+        parts.push(PartManifest {
+            number,
+            size: got.size,
+            sha256: got.sha256,
+        });
+        written = end;
+        progress(written);
+        if written >= size {
+            return Ok(parts);
+        }
     }
 }
 
