@@ -250,10 +250,17 @@ async fn projector_killed_mid_batch_20_times_ends_like_an_uninterrupted_one(kind
         let task = tokio::spawn(async move { projector.catch_up(&journal).await });
         // The test runs on one thread: the projector is stopped at its next await
         // after applying `point`, inside the open batch transaction.
-        progress
+        let reached = progress
             .wait_for(|p| p.applying.is_some_and(|s| s >= point))
             .await
-            .expect("projector reaches the kill point");
+            .is_ok();
+        if !reached {
+            // The projector ended before the kill point: say how.
+            panic!(
+                "projector ended before the kill point {point} (checkpoint {checkpoint}, last {last}): {:?}",
+                task.await
+            );
+        }
         task.abort();
         match task.await {
             Err(e) if e.is_cancelled() => kills += 1,
