@@ -474,11 +474,13 @@ impl Batch {
         let (put, _) = self.uploads.changed();
         sql.write(conn, &put).await?;
 
-        let steps: Vec<&StepRow> = self
+        // In key order, as `Keyed::changed` gives the other tables' rows.
+        let mut steps: Vec<&StepRow> = self
             .steps_dirty
             .iter()
             .flat_map(|id| self.steps.get(id).into_iter().flat_map(|s| &s.rows))
             .collect();
+        steps.sort_unstable_by(|a, b| (&a.upload_id, &a.step).cmp(&(&b.upload_id, &b.step)));
         sql.write(conn, &steps).await?;
 
         let (put, _) = self.datasets.changed();

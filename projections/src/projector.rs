@@ -521,9 +521,15 @@ impl Drop for Inflight {
 }
 
 impl Inflight {
-    /// Waits for the write; a panic in it is re-raised here.
+    /// Waits for the write; a panic in it is re-raised here. The batch's images are
+    /// freed on a blocking thread: hundreds of thousands of small allocations, which
+    /// would otherwise hold up the next batch's write.
     async fn finish(mut self) -> Result<Batch, Error> {
-        match (&mut self.write).await {
+        let written = (&mut self.write).await;
+        // The write task's own reference went with its future: this is the last one.
+        let rows = std::mem::take(&mut self.rows);
+        tokio::task::spawn_blocking(move || drop(rows));
+        match written {
             Ok(result) => result,
             Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
             // Only `Drop` aborts it, and then nobody waits: follow again to be safe.

@@ -119,7 +119,9 @@ fn removed_key(action: &CompensationAction) -> Option<&ObjectKey> {
 pub(crate) struct ObjectRefs {
     rows: Keyed<(String, String), RefRow>,
     by_holder: HashMap<String, BTreeSet<String>>,
-    by_key: HashMap<String, BTreeSet<String>>,
+    /// Made when an event first needs it (an object deleted: rare beside the
+    /// references every upload makes), then kept up to date.
+    by_key: Option<HashMap<String, BTreeSet<String>>>,
 }
 
 /// Where a new reference comes from.
@@ -134,14 +136,43 @@ struct Origin<'a> {
 
 impl ObjectRefs {
     fn index(&mut self, key: &str, holder: &str) {
-        self.by_holder
-            .entry(holder.to_owned())
-            .or_default()
-            .insert(key.to_owned());
-        self.by_key
-            .entry(key.to_owned())
-            .or_default()
-            .insert(holder.to_owned());
+        match self.by_holder.get_mut(holder) {
+            Some(keys) => {
+                if !keys.contains(key) {
+                    keys.insert(key.to_owned());
+                }
+            }
+            None => {
+                self.by_holder
+                    .insert(holder.to_owned(), BTreeSet::from([key.to_owned()]));
+            }
+        }
+        if let Some(by_key) = &mut self.by_key {
+            by_key
+                .entry(key.to_owned())
+                .or_default()
+                .insert(holder.to_owned());
+        }
+    }
+
+    /// The holders of `key`'s references held, in order.
+    fn holders_of(&mut self, key: &str) -> Vec<String> {
+        let by_key = self.by_key.get_or_insert_with(|| {
+            let mut by_key: HashMap<String, BTreeSet<String>> = HashMap::new();
+            for (holder, keys) in &self.by_holder {
+                for key in keys {
+                    by_key
+                        .entry(key.clone())
+                        .or_default()
+                        .insert(holder.clone());
+                }
+            }
+            by_key
+        });
+        by_key
+            .get(key)
+            .map(|h| h.iter().cloned().collect())
+            .unwrap_or_default()
     }
 
     /// The rows `needs` names as they stand before the batch: from the database,
@@ -250,12 +281,7 @@ impl ObjectRefs {
 
     /// Marks the object deleted on every reference of this life of the key.
     fn deleted_key(&mut self, key: &str, at: i64, seq: i64) {
-        let holders: Vec<String> = self
-            .by_key
-            .get(key)
-            .map(|h| h.iter().cloned().collect())
-            .unwrap_or_default();
-        for holder in holders {
+        for holder in self.holders_of(key) {
             self.deleted((key.to_owned(), holder), at, seq);
         }
     }

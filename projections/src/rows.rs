@@ -258,13 +258,10 @@ row_image!(RefRow, "object_refs", key = ["object_key", "holder"], {
 });
 
 /// Rows of one table keyed in memory: `None` is a row known to be absent (never there,
-/// or deleted by this batch). Only rows marked dirty are written back, in the order
-/// they were first marked.
+/// or deleted by this batch). Only rows marked dirty are written back, in key order.
 #[derive(Debug)]
 pub(crate) struct Keyed<K, R> {
     rows: HashMap<K, Slot<R>>,
-    /// Each dirty key once (a key is cloned when first marked, not on every change).
-    dirty: Vec<K>,
 }
 
 #[derive(Debug)]
@@ -277,7 +274,6 @@ impl<K, R> Default for Keyed<K, R> {
     fn default() -> Self {
         Self {
             rows: HashMap::new(),
-            dirty: Vec::new(),
         }
     }
 }
@@ -298,10 +294,7 @@ impl<K: Eq + Hash + Clone, R> Keyed<K, R> {
     pub fn get_mut(&mut self, key: &K) -> Option<&mut R> {
         let slot = self.rows.get_mut(key)?;
         let row = slot.row.as_mut()?;
-        if !slot.dirty {
-            slot.dirty = true;
-            self.dirty.push(key.clone());
-        }
+        slot.dirty = true;
         Some(row)
     }
 
@@ -309,13 +302,9 @@ impl<K: Eq + Hash + Clone, R> Keyed<K, R> {
         match self.rows.get_mut(&key) {
             Some(slot) => {
                 slot.row = Some(row);
-                if !slot.dirty {
-                    slot.dirty = true;
-                    self.dirty.push(key);
-                }
+                slot.dirty = true;
             }
             None => {
-                self.dirty.push(key.clone());
                 self.rows.insert(
                     key,
                     Slot {
@@ -332,10 +321,7 @@ impl<K: Eq + Hash + Clone, R> Keyed<K, R> {
             && slot.row.is_some()
         {
             slot.row = None;
-            if !slot.dirty {
-                slot.dirty = true;
-                self.dirty.push(key.clone());
-            }
+            slot.dirty = true;
         }
     }
 
@@ -351,11 +337,24 @@ impl<K: Eq + Hash + Clone, R> Keyed<K, R> {
         self.rows.insert(key, Slot { row, dirty: false });
     }
 
-    /// The dirty keys once each, split into rows to upsert and keys to delete.
-    pub fn changed(&self) -> (Vec<&R>, Vec<&K>) {
-        let (mut put, mut gone) = (Vec::with_capacity(self.dirty.len()), Vec::new());
-        for key in &self.dirty {
-            match self.rows.get(key).and_then(|slot| slot.row.as_ref()) {
+    /// The dirty keys once each, in key order, split into rows to upsert and keys to
+    /// delete. Key order is the primary key's order: a batch's rows then go into each
+    /// B-tree from left to right, touching every page once, instead of all over it
+    /// (object keys are content hashes, so the order they are made in is random).
+    pub fn changed(&self) -> (Vec<&R>, Vec<&K>)
+    where
+        K: Ord,
+    {
+        let mut dirty: Vec<(&K, Option<&R>)> = self
+            .rows
+            .iter()
+            .filter(|(_, slot)| slot.dirty)
+            .map(|(key, slot)| (key, slot.row.as_ref()))
+            .collect();
+        dirty.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        let (mut put, mut gone) = (Vec::with_capacity(dirty.len()), Vec::new());
+        for (key, row) in dirty {
+            match row {
                 Some(row) => put.push(row),
                 None => gone.push(key),
             }
