@@ -286,21 +286,9 @@ impl Db {
     /// SQL for it. The live set is created by [`Db::connect`] instead.
     pub(crate) async fn create_set(&self, set: Tables) -> Result<(), Error> {
         let mut tx = self.begin_write().await?;
-        let statements: Vec<String> = match set {
+        let statements = match set {
             // Rows go in first; the indexes are built by the swap (`replay.rs`).
-            Tables::Shadow => set
-                .table_sql()
-                .into_iter()
-                .map(|sql| match self.backend {
-                    // Unlogged: no WAL for every row and index entry of a rebuild;
-                    // [`Db::set_logged`] writes each table to the WAL once, whole,
-                    // before the swap. A Postgres crash empties unlogged tables: the
-                    // replay's next batch then finds no checkpoint row and the replay
-                    // fails (run it again); the live tables are not touched.
-                    Backend::Postgres => sql.replacen("CREATE TABLE", "CREATE UNLOGGED TABLE", 1),
-                    Backend::Sqlite => sql,
-                })
-                .collect(),
+            Tables::Shadow => set.table_sql(),
             Tables::Live => set.migration_sql().collect(),
         };
         for sql in statements {
@@ -309,21 +297,6 @@ impl Db {
                 .await?;
         }
         tx.commit().await?;
-        Ok(())
-    }
-
-    /// Postgres: makes the tables of `set` (the shadow set, created unlogged) crash-safe
-    /// again, each written to the WAL once. Nothing to do on SQLite.
-    pub(crate) async fn set_logged(&self, set: Tables) -> Result<(), Error> {
-        if self.backend != Backend::Postgres {
-            return Ok(());
-        }
-        for table in crate::schema::TABLES {
-            let sql = format!("ALTER TABLE {} SET LOGGED", set.table(table));
-            sqlx::query(sqlx::AssertSqlSafe(sql))
-                .execute(&self.pool)
-                .await?;
-        }
         Ok(())
     }
 

@@ -57,11 +57,6 @@ async fn replay_into_shadow(journal: &Journal, db: &Db) -> Result<ReplayReport, 
     let shadow = Projector::for_tables(db.clone(), Tables::Shadow);
     for attempt in 1..=SWAP_ATTEMPTS {
         shadow.catch_up(journal).await?;
-        if attempt == 1 {
-            // Outside the swap's transaction, so that the live tables stay readable
-            // while the rows are written to the WAL.
-            db.set_logged(Tables::Shadow).await?;
-        }
         match swap(db).await? {
             Swap::Done(seq) => {
                 tracing::info!(seq, attempt, "replayed projections swapped in");
