@@ -155,7 +155,7 @@ impl ObjectRefs {
         }
     }
 
-    /// The holders of `key`'s references held, in order.
+    /// The holders of references to `key`, in order (the index is built on first use).
     fn holders_of(&mut self, key: &str) -> Vec<String> {
         let by_key = self.by_key.get_or_insert_with(|| {
             let mut by_key: HashMap<String, BTreeSet<String>> = HashMap::new();
