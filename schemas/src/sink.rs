@@ -74,6 +74,7 @@ impl Inline {
                 &self.schema,
                 &self.dictionary,
                 first,
+                true,
                 output,
             )?);
         }
@@ -219,7 +220,7 @@ fn write_all(
     let pq = |e: ParquetError| ConvertError::from_write(&output, e);
     // The writer's settings can wait for the first batch, which some of them depend on.
     let first = rx.recv().ok();
-    let (writer, stats) = open_writer(file, &schema, &dictionary, first.as_ref(), &output)?;
+    let (writer, stats) = open_writer(file, &schema, &dictionary, first.as_ref(), false, &output)?;
     let batches = first.into_iter().chain(rx);
     if encoders > 1 {
         return write_parallel(writer, &schema, stats, &output, batches, encoders);
@@ -235,12 +236,15 @@ fn write_all(
 
 /// The Parquet writer with weir's settings for `schema`: zstd, bounded row groups, and
 /// no dictionary (with a delta encoding) for the columns `dictionary` names, some of
-/// which are told by the `first` batch's values.
+/// which are told by the `first` batch's values. For a `small` file (one encoded on
+/// the reading thread, see [`crate::encoders`]), the top-level columns whose values in
+/// the first batch take under [`TINY_COLUMN_BYTES`] are stored uncompressed.
 fn open_writer(
     file: File,
     schema: &SchemaRef,
     dictionary: &Dictionary,
     first: Option<&RecordBatch>,
+    small: bool,
     output: &str,
 ) -> Result<(ArrowWriter<File>, StatsBuilder), ConvertError> {
     let pq = |e: ParquetError| ConvertError::from_write(output, e);
@@ -261,6 +265,11 @@ fn open_writer(
         .set_compression(PqCompression::ZSTD(level))
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
         .set_max_row_group_bytes(Some(ROW_GROUP_BYTES));
+    if let (true, Some(batch)) = (small, first) {
+        for path in tiny_columns(batch) {
+            props = props.set_column_compression(path, PqCompression::UNCOMPRESSED);
+        }
+    }
     for (path, data_type) in plain {
         props = props.set_column_dictionary_enabled(path.clone(), false);
         // Without a dictionary, the delta encodings hand zstd far fewer bytes than plain
@@ -280,6 +289,32 @@ fn open_writer(
     let stats = StatsBuilder::new(schema);
     let writer = ArrowWriter::try_new(file, schema.clone(), Some(props.build())).map_err(pq)?;
     Ok((writer, stats))
+}
+
+/// A top-level column of a small file whose values take fewer bytes than this in
+/// memory is written without compression. zstd saves at most a few hundred bytes on
+/// it, and each compressed column chunk costs a zstd compression context and an
+/// (unused, on writes) decompression context, made anew by the Parquet writer for
+/// every chunk: four `cpuid` instructions, each a trap to the hypervisor on a virtual
+/// machine (6.7 µs apiece on the benchmark's VM: more than encoding the column).
+const TINY_COLUMN_BYTES: usize = 4096;
+
+/// The top-level, non-nested columns of `batch` whose values take under
+/// [`TINY_COLUMN_BYTES`].
+fn tiny_columns(batch: &RecordBatch) -> Vec<ColumnPath> {
+    batch
+        .schema()
+        .fields()
+        .iter()
+        .zip(batch.columns())
+        .filter(|(f, _)| !f.data_type().is_nested())
+        .filter(|(_, c)| {
+            c.to_data()
+                .get_slice_memory_size()
+                .is_ok_and(|n| n < TINY_COLUMN_BYTES)
+        })
+        .map(|(f, _)| ColumnPath::from(f.name().as_str()))
+        .collect()
 }
 
 /// Values looked at per column to tell whether a dictionary pays.

@@ -1256,3 +1256,65 @@ fn several_files_are_validated_together_and_written_as_one() {
         "{msg}"
     );
 }
+
+/// Each column chunk's codec in the Parquet at `path`, by column name.
+fn codecs(path: &std::path::Path) -> Vec<(String, parquet::basic::Compression)> {
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    let reader = SerializedFileReader::new(std::fs::File::open(path).unwrap()).unwrap();
+    let meta = reader.metadata();
+    let mut out = Vec::new();
+    for group in meta.row_groups() {
+        for c in group.columns() {
+            out.push((c.column_path().string(), c.compression()));
+        }
+    }
+    out
+}
+
+#[test]
+fn a_small_file_stores_its_tiny_columns_uncompressed_and_the_rest_with_zstd() {
+    use parquet::basic::Compression as Pq;
+    let dir = tempfile::tempdir().unwrap();
+    // 100 rows: `id` takes 800 bytes as Int64, `note` about 7 KB of text.
+    let mut text = String::from("id,note\n");
+    for i in 0..100 {
+        text.push_str(&format!(
+            "{i},{}\n",
+            "a note that repeats itself ".repeat(2)
+        ));
+    }
+    let (input, output) = (
+        dir.path().join("small.csv"),
+        dir.path().join("small.parquet"),
+    );
+    std::fs::write(&input, &text).unwrap();
+    let converted =
+        weir_schemas::convert(&input, &output, &options("small.csv"), &mut |_| {}).unwrap();
+    assert_eq!(converted.statistics.rows, 100);
+    let got = codecs(&output);
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert_eq!(got[0], ("id".to_owned(), Pq::UNCOMPRESSED), "{got:?}");
+    assert!(
+        matches!(got[1], (ref n, Pq::ZSTD(_)) if n == "note"),
+        "{got:?}"
+    );
+    // Every value reads back, whichever way its column was stored.
+    let back = rows(
+        &run("small.csv", text.as_bytes(), &options("small.csv"))
+            .unwrap()
+            .batches,
+    );
+    assert_eq!(back.len(), 100);
+    assert!(back[99].starts_with("99 | \"a note"), "{}", back[99]);
+
+    // A file past the small-file size compresses every column, tiny or not.
+    let mut big = String::from("id,flag\n");
+    for i in 0..200_000 {
+        big.push_str(&format!("{i},{}\n", i % 2 == 0));
+    }
+    let (input, output) = (dir.path().join("big.csv"), dir.path().join("big.parquet"));
+    std::fs::write(&input, &big).unwrap();
+    weir_schemas::convert(&input, &output, &options("big.csv"), &mut |_| {}).unwrap();
+    let got = codecs(&output);
+    assert!(got.iter().all(|(_, c)| matches!(c, Pq::ZSTD(_))), "{got:?}");
+}
