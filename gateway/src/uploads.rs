@@ -908,13 +908,15 @@ pub async fn abort(
             "upload {upload} is already {t}"
         )));
     }
-    let prefix = ObjectKey::upload_prefix(upload);
-    let parts: Vec<String> = state
+    // Parts lie flat under uploads/ (and, for an upload opened before that, in its
+    // own folder): list both, keep this upload's.
+    let parts: Vec<ObjectKey> = state
         .store()
-        .list(prefix.as_str())
+        .list("uploads/")
         .await?
         .into_iter()
-        .filter(|k| k.contains("/parts/"))
+        .map(ObjectKey::from_stored)
+        .filter(|k| k.part_number(upload).is_some())
         .collect();
     let envelope = Envelope::new(
         Aggregate::Upload(upload),
@@ -938,11 +940,8 @@ pub async fn abort(
             )));
         }
     };
-    let number = |k: &str| k.rsplit('/').next().and_then(|n| n.parse::<u32>().ok());
     for key in &parts {
-        if let Some(n) = number(key) {
-            state.store().delete(&ObjectKey::part(upload, n)).await?;
-        }
+        state.store().delete(key).await?;
     }
     Ok(Json(current_view(&state, upload, seq).await?))
 }

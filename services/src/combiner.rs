@@ -98,7 +98,9 @@ impl Service for Combiner {
     }
 }
 
-/// Deletes the upload's parts (idempotent); returns how many the manifest lists.
+/// Deletes the upload's parts (idempotent); returns how many the manifest lists. A
+/// part read from its [`ObjectKey::legacy_part`] name is left to the janitor, which
+/// removes objects under `uploads/` that no event names.
 pub async fn remove_parts(ctx: &Ctx, state: &UploadState) -> Result<u32, StepError> {
     let (Some(upload), Some((_, received))) = (state.upload, state.received.as_ref()) else {
         return Ok(0);
@@ -149,7 +151,20 @@ async fn combine_file(
     if let [part] = parts {
         // One part is the whole file: verify it where it is (one read) and give it its
         // content address by a link, not a copy. The part's name goes in `after`.
-        let got = ctx.store.digest(&keys[0]).await.map_err(missing)?;
+        let (key, got) = match ctx.store.digest(&keys[0]).await {
+            Err(crate::store::StoreError::NotFound { key }) => {
+                // An upload in flight when parts became flat has its part in its folder.
+                let legacy = ObjectKey::legacy_part(upload, part.number);
+                match ctx.store.digest(&legacy).await {
+                    Ok(got) => (legacy, got),
+                    Err(crate::store::StoreError::NotFound { .. }) => {
+                        return Err(missing(crate::store::StoreError::NotFound { key }));
+                    }
+                    Err(other) => return Err(other.into()),
+                }
+            }
+            got => (keys[0].clone(), got.map_err(missing)?),
+        };
         if part.size != got.size || part.sha256 != got.sha256 {
             return Err(mismatch(part, &got));
         }
@@ -157,13 +172,21 @@ async fn combine_file(
             return Err(declared(&got));
         }
         let blob = ObjectKey::blob(&got.sha256);
-        let linked = ctx.store.link_if_absent(&keys[0], &blob).await?;
+        let linked = ctx.store.link_if_absent(&key, &blob).await?;
         return Ok(CombinedBlob {
             blob,
             size: got.size,
             sha256: got.sha256,
             deduplicated: !linked,
         });
+    }
+    // An upload in flight when parts became flat has some parts in its folder.
+    let mut keys = keys;
+    for (key, part) in keys.iter_mut().zip(parts) {
+        let legacy = ObjectKey::legacy_part(upload, part.number);
+        if ctx.store.exists(key).await?.is_none() && ctx.store.exists(&legacy).await?.is_some() {
+            *key = legacy;
+        }
     }
     let mut seen: Vec<Digested> = Vec::with_capacity(keys.len());
     let total = ctx

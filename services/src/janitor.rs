@@ -471,12 +471,7 @@ impl Janitor {
             let key = ObjectKey::from_stored(key);
             // weir's own act: no owner asked for it. Under uploads/ the key names the
             // upload it was meant for.
-            let upload = key
-                .as_str()
-                .strip_prefix("uploads/")
-                .and_then(|rest| rest.split('/').next())
-                .and_then(|id| id.parse::<UploadId>().ok())
-                .unwrap_or(NO_UPLOAD);
+            let upload = key.staged_for().unwrap_or(NO_UPLOAD);
             let reason = format!(
                 "no event names it: last written {written}, kept {} (written by a step or producer that stopped before recording it)",
                 show_duration(grace)
@@ -503,14 +498,14 @@ impl Janitor {
         let Event::UploadStarted(started) = &last.envelope.event else {
             return Ok(false);
         };
-        let prefix = ObjectKey::upload_prefix(upload);
-        let parts: Vec<String> = self
+        let parts: Vec<ObjectKey> = self
             .ctx
             .store
-            .list(prefix.as_str())
+            .list("uploads/")
             .await?
             .into_iter()
-            .filter(|k| k.contains("/parts/"))
+            .map(ObjectKey::from_stored)
+            .filter(|k| k.part_number(upload).is_some())
             .collect();
         let env = Envelope::new(
             Aggregate::Upload(upload),
@@ -530,8 +525,8 @@ impl Janitor {
             AppendOutcome::Appended { .. } => {}
             AppendOutcome::WrongLastSequence => return Ok(false),
         }
-        for key in parts {
-            self.ctx.store.delete(&ObjectKey::from_stored(key)).await?;
+        for key in &parts {
+            self.ctx.store.delete(key).await?;
         }
         Ok(true)
     }

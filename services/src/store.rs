@@ -725,6 +725,7 @@ mod tests {
             "datasets/data_1/v1/data.parquet",
             "datasets/data_1/v1/data.parquet#4242000000000001",
             "uploads/u/parts/00001 copy%",
+            "uploads/upld_x.00001",
         ] {
             let path = super::StorePath::from(key);
             assert_eq!(super::key_of(&path), key, "{path}");
