@@ -11,7 +11,11 @@ use crate::names::{ObjectKey, TableName};
 use crate::subject::Subject;
 
 /// The envelope layout version. Bump it only together with a decoder for the old one.
-pub const SCHEMA_VERSION: u16 = 1;
+///
+/// 2: the bytes are those of 1; what changed is where the parts and staging objects an
+/// event names lie ([`crate::PartLayout`]): flat under `uploads/` from 2 on, in a
+/// folder per upload in 1.
+pub const SCHEMA_VERSION: u16 = 2;
 
 /// nats-server's default `max_payload`; the real limit comes from the server's INFO.
 pub const DEFAULT_MAX_PAYLOAD: usize = 1024 * 1024;

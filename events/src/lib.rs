@@ -16,7 +16,7 @@ pub use envelope::{
 pub use event::*;
 pub use ids::{DatasetId, EventId, IdError, Owner, OwnerError, UploadId};
 pub use names::{
-    MAX_FILENAME_BYTES, ObjectKey, Sha256, TableName, TableNameError, upload_filename,
+    MAX_FILENAME_BYTES, ObjectKey, PartLayout, Sha256, TableName, TableNameError, upload_filename,
 };
 pub use stream::{KIND_HEADER, SCHEMA_HEADER, StreamSpec};
 pub use subject::Subject;

@@ -105,11 +105,10 @@ impl ObjectKey {
         Self(format!("uploads/{upload}.{number:05}"))
     }
 
-    /// `uploads/<upload>/parts/<n>`: where a part lay before parts were flat. The
-    /// combiner still reads a part from here when an upload was in flight across the
-    /// change; the janitor removes what is left here like any object no event names.
+    /// `uploads/<upload>/parts/<n>`: where a part lay before parts were flat (events
+    /// of schema version 1; see [`PartLayout`]).
     pub fn legacy_part(upload: UploadId, number: u32) -> Self {
-        Self(format!("uploads/{upload}/parts/{number:05}"))
+        PartLayout::Folder.part(upload, number)
     }
 
     /// The part number of this key when it is one of `upload`'s parts, in either
@@ -243,6 +242,51 @@ impl ObjectKey {
             }
         }
         out
+    }
+}
+
+/// Where an upload's parts and staging objects lie, told by the schema version of the
+/// event that names them: an event's meaning stays what it was when it was appended,
+/// so a log recorded before parts were flat still projects to the keys its parts had.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum PartLayout {
+    /// `uploads/<upload>/parts/<n>`, `uploads/<upload>/combined[-<file>]` (schema
+    /// version 1).
+    Folder,
+    /// `uploads/<upload>.<n>`, `uploads/<upload>.combined[-<file>]` (schema version 2
+    /// on): no folder per upload.
+    #[default]
+    Flat,
+}
+
+impl PartLayout {
+    /// The first schema version whose events name flat parts.
+    pub const FLAT_SINCE: u16 = 2;
+
+    /// The layout of the parts an event of `schema_version` names.
+    pub fn of(schema_version: u16) -> Self {
+        if schema_version < Self::FLAT_SINCE {
+            Self::Folder
+        } else {
+            Self::Flat
+        }
+    }
+
+    /// Part `number` of `upload`.
+    pub fn part(self, upload: UploadId, number: u32) -> ObjectKey {
+        match self {
+            Self::Folder => ObjectKey(format!("uploads/{upload}/parts/{number:05}")),
+            Self::Flat => ObjectKey::part(upload, number),
+        }
+    }
+
+    /// Where the parts of `upload`'s file number `file` (1-based) are concatenated.
+    pub fn staging_of(self, upload: UploadId, file: usize) -> ObjectKey {
+        match (self, file <= 1) {
+            (Self::Folder, true) => ObjectKey(format!("uploads/{upload}/combined")),
+            (Self::Folder, false) => ObjectKey(format!("uploads/{upload}/combined-{file}")),
+            (Self::Flat, _) => ObjectKey::staging_of(upload, file),
+        }
     }
 }
 
@@ -560,6 +604,23 @@ mod tests {
             ObjectKey::staging_of(up, 2).as_str(),
             "uploads/upld_00000000000000000000000001.combined-2"
         );
+        assert_eq!(PartLayout::of(1), PartLayout::Folder);
+        assert_eq!(PartLayout::of(2), PartLayout::Flat);
+        assert_eq!(
+            PartLayout::Folder.staging_of(up, 1).as_str(),
+            "uploads/upld_00000000000000000000000001/combined"
+        );
+        assert_eq!(
+            PartLayout::Folder.staging_of(up, 2).as_str(),
+            "uploads/upld_00000000000000000000000001/combined-2"
+        );
+        assert_eq!(PartLayout::Flat.part(up, 3), ObjectKey::part(up, 3));
+        for key in [
+            PartLayout::Folder.staging_of(up, 1),
+            PartLayout::Folder.staging_of(up, 2),
+        ] {
+            assert_eq!(key.staged_for(), Some(up), "{key}");
+        }
         let h = Sha256([0xab; 32]);
         assert_eq!(
             ObjectKey::blob(&h).as_str(),

@@ -19,7 +19,9 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use weir_events::{Aggregate, CompensationAction, Envelope, Event, ObjectKey, Owner, UploadId};
+use weir_events::{
+    Aggregate, CompensationAction, Envelope, Event, ObjectKey, Owner, PartLayout, UploadId,
+};
 use weir_journal::Recorded;
 
 use crate::Error;
@@ -347,13 +349,15 @@ impl ObjectRefs {
                 seq,
             }
         }
+        // Parts lie where they did when the event was appended.
+        let layout = PartLayout::of(env.schema_version);
         match &env.event {
             Event::UploadStarted(e) => {
                 let upload_id: Option<UploadId> = upload.parse().ok();
                 if let Some(id) = upload_id {
                     let o = origin(&holder, &e.owner, &upload, at, seq);
                     for n in 1..=e.part_count {
-                        self.add(&ObjectKey::part(id, n), "part", &o);
+                        self.add(&layout.part(id, n), "part", &o);
                     }
                 }
             }
@@ -362,11 +366,11 @@ impl ObjectRefs {
                 if let Some(id) = upload_id {
                     let o = origin(&holder, &e.owner, &upload, at, seq);
                     for p in e.all_parts() {
-                        self.add(&ObjectKey::part(id, p.number), "part", &o);
+                        self.add(&layout.part(id, p.number), "part", &o);
                     }
                     for (i, (_, _, parts)) in e.files().enumerate() {
                         if parts.len() > 1 {
-                            self.add(&ObjectKey::staging_of(id, i + 1), "staging", &o);
+                            self.add(&layout.staging_of(id, i + 1), "staging", &o);
                         }
                     }
                 }

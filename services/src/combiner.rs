@@ -10,8 +10,8 @@
 use std::sync::Arc;
 
 use weir_events::{
-    CombinedBlob, CompensationAction, Event, EventKind, ObjectKey, PartManifest, PartsCombined,
-    Step,
+    CombinedBlob, CompensationAction, Event, EventKind, ObjectKey, PartLayout, PartManifest,
+    PartsCombined, Step,
 };
 use weir_journal::Recorded;
 
@@ -46,6 +46,8 @@ impl Service for Combiner {
                 "combiner got an event that is not UploadReceived".into(),
             ));
         };
+        // Parts lie where they did when `UploadReceived` was appended.
+        let layout = PartLayout::of(input.envelope.schema_version);
         // Parts are numbered 1, 2, 3 … across all the files of the upload.
         let mut next = 1u32;
         let mut blobs = Vec::with_capacity(1 + received.more_files.len());
@@ -63,8 +65,8 @@ impl Service for Combiner {
                 )));
             }
             next += parts.len() as u32;
-            let staging = ObjectKey::staging_of(upload, index + 1);
-            blobs.push(combine_file(&ctx, upload, file, size, parts, &staging).await?);
+            let staging = layout.staging_of(upload, index + 1);
+            blobs.push(combine_file(&ctx, upload, layout, file, size, parts, &staging).await?);
         }
         let mut blobs = blobs.into_iter();
         let first = blobs.next().expect("an upload has at least one file");
@@ -90,7 +92,7 @@ impl Service for Combiner {
         if let (Some(upload), Some((_, received))) = (state.upload, state.received.as_ref()) {
             for file in 1..=received.files().count() {
                 ctx.store
-                    .delete(&ObjectKey::staging_of(upload, file))
+                    .delete(&state.parts.staging_of(upload, file))
                     .await?;
             }
         }
@@ -99,8 +101,8 @@ impl Service for Combiner {
 }
 
 /// Deletes the upload's parts (idempotent); returns how many the manifest lists. A
-/// part read from its [`ObjectKey::legacy_part`] name is left to the janitor, which
-/// removes objects under `uploads/` that no event names.
+/// flat part's folder twin (see `combine_file`) is left to the janitor, which removes
+/// objects under `uploads/` that no event names.
 pub async fn remove_parts(ctx: &Ctx, state: &UploadState) -> Result<u32, StepError> {
     let (Some(upload), Some((_, received))) = (state.upload, state.received.as_ref()) else {
         return Ok(0);
@@ -108,7 +110,7 @@ pub async fn remove_parts(ctx: &Ctx, state: &UploadState) -> Result<u32, StepErr
     let mut count = 0;
     for part in received.all_parts() {
         ctx.store
-            .delete(&ObjectKey::part(upload, part.number))
+            .delete(&state.parts.part(upload, part.number))
             .await?;
         count += 1;
     }
@@ -121,6 +123,7 @@ pub async fn remove_parts(ctx: &Ctx, state: &UploadState) -> Result<u32, StepErr
 async fn combine_file(
     ctx: &Ctx,
     upload: weir_events::UploadId,
+    layout: PartLayout,
     file: &str,
     declared_size: u64,
     parts: &[PartManifest],
@@ -128,7 +131,7 @@ async fn combine_file(
 ) -> Result<CombinedBlob, StepError> {
     let keys: Vec<ObjectKey> = parts
         .iter()
-        .map(|p| ObjectKey::part(upload, p.number))
+        .map(|p| layout.part(upload, p.number))
         .collect();
     let missing = |e| match e {
         crate::store::StoreError::NotFound { key } => StepError::Permanent(format!(
@@ -152,9 +155,10 @@ async fn combine_file(
         // One part is the whole file: verify it where it is (one read) and give it its
         // content address by a link, not a copy. The part's name goes in `after`.
         let (key, got) = match ctx.store.digest(&keys[0]).await {
-            Err(crate::store::StoreError::NotFound { key }) => {
-                // An upload in flight when parts became flat has its part in its folder.
-                let legacy = ObjectKey::legacy_part(upload, part.number);
+            Err(crate::store::StoreError::NotFound { key }) if layout == PartLayout::Flat => {
+                // A part written into its folder by a producer or gateway from before
+                // parts were flat, named by an event from after.
+                let legacy = PartLayout::Folder.part(upload, part.number);
                 match ctx.store.digest(&legacy).await {
                     Ok(got) => (legacy, got),
                     Err(crate::store::StoreError::NotFound { .. }) => {
@@ -180,11 +184,15 @@ async fn combine_file(
             deduplicated: !linked,
         });
     }
-    // An upload in flight when parts became flat has some parts in its folder.
+    // Parts written into their folder by a producer or gateway from before parts were
+    // flat, named by an event from after.
     let mut keys = keys;
     for (key, part) in keys.iter_mut().zip(parts) {
-        let legacy = ObjectKey::legacy_part(upload, part.number);
-        if ctx.store.exists(key).await?.is_none() && ctx.store.exists(&legacy).await?.is_some() {
+        let legacy = PartLayout::Folder.part(upload, part.number);
+        if layout == PartLayout::Flat
+            && ctx.store.exists(key).await?.is_none()
+            && ctx.store.exists(&legacy).await?.is_some()
+        {
             *key = legacy;
         }
     }

@@ -5,8 +5,8 @@ use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, MutexGuard};
 use weir_events::{
-    CompensationAction, DatasetRegistered, Envelope, Event, EventId, Failed, PartsCombined,
-    SchemaInferred, UploadId, UploadReceived,
+    CompensationAction, DatasetRegistered, Envelope, Event, EventId, Failed, PartLayout,
+    PartsCombined, SchemaInferred, UploadId, UploadReceived,
 };
 
 use weir_journal::Recorded;
@@ -15,6 +15,8 @@ use weir_journal::Recorded;
 pub struct UploadState {
     pub upload: Option<UploadId>,
     pub received: Option<(EventId, UploadReceived)>,
+    /// Where the parts `received` names lie (by its event's schema version).
+    pub parts: PartLayout,
     pub combined: Option<PartsCombined>,
     pub inferred: Option<SchemaInferred>,
     pub registered: Option<DatasetRegistered>,
@@ -48,7 +50,10 @@ impl UploadState {
         self.last_event = Some(envelope.event_id);
         self.upload = Some(envelope.correlation_id);
         match &envelope.event {
-            Event::UploadReceived(e) => self.received = Some((envelope.event_id, e.clone())),
+            Event::UploadReceived(e) => {
+                self.received = Some((envelope.event_id, e.clone()));
+                self.parts = PartLayout::of(envelope.schema_version);
+            }
             Event::PartsCombined(e) => self.combined = Some(e.clone()),
             Event::SchemaInferred(e) => self.inferred = Some(e.clone()),
             Event::DatasetRegistered(e) => self.registered = Some(e.clone()),

@@ -227,16 +227,26 @@ async fn append_one_part(
         size,
         sha256,
     };
-    append_parts(journal, upload, filename, vec![part], options).await;
+    append_parts(
+        journal,
+        upload,
+        filename,
+        vec![part],
+        options,
+        SCHEMA_VERSION,
+    )
+    .await;
 }
 
-/// Appends `UploadReceived` for one file of these parts.
+/// Appends `UploadReceived` for one file of these parts, in an envelope of
+/// `schema_version`.
 async fn append_parts(
     journal: &Journal,
     upload: UploadId,
     filename: &str,
     parts: Vec<PartManifest>,
     options: ReadOptions,
+    schema_version: u16,
 ) {
     let owner: Owner = "acme".parse().unwrap();
     let env = Envelope::new(
@@ -260,6 +270,10 @@ async fn append_parts(
             more_files: Vec::new(),
         }),
     );
+    let env = Envelope {
+        schema_version,
+        ..env
+    };
     journal.append(&env, Expect::Empty).await.unwrap();
 }
 
@@ -628,16 +642,22 @@ async fn parts_written_in_the_old_folder_layout_are_still_combined() {
             (size, sha256)
         }
     };
-    // One part, in the upload's folder as before parts were flat.
+    // One part in the upload's folder, named by an event of schema version 1 (before
+    // parts were flat).
     let one = UploadId::new();
     let (size, sha256) = put(ObjectKey::legacy_part(one, 1), "a,b\n1,2\n3,4\n").await;
-    append_one_part(
+    let part = PartManifest {
+        number: 1,
+        size,
+        sha256,
+    };
+    append_parts(
         &sys.journal,
         one,
         "one.csv",
-        size,
-        sha256,
+        vec![part],
         Default::default(),
+        1,
     )
     .await;
     // Two parts: the first written before the change, the second after.
@@ -656,7 +676,9 @@ async fn parts_written_in_the_old_folder_layout_are_still_combined() {
             sha256: h2,
         },
     ];
-    append_parts(&sys.journal, two, "two.csv", parts, Default::default()).await;
+    // Named by an event of this version: the first part is found in its folder.
+    let v = SCHEMA_VERSION;
+    append_parts(&sys.journal, two, "two.csv", parts, Default::default(), v).await;
     for (upload, rows) in [(one, 2), (two, 2)] {
         let end = producer::wait(&sys.journal, upload).await.unwrap();
         let Terminal::Registered(r) = end else {
