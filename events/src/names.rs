@@ -105,14 +105,8 @@ impl ObjectKey {
         Self(format!("uploads/{upload}.{number:05}"))
     }
 
-    /// `uploads/<upload>/parts/<n>`: where a part lay before parts were flat (events
-    /// of schema version 1; see [`PartLayout`]).
-    pub fn legacy_part(upload: UploadId, number: u32) -> Self {
-        PartLayout::Folder.part(upload, number)
-    }
-
     /// The part number of this key when it is one of `upload`'s parts, in either
-    /// layout ([`ObjectKey::part`], [`ObjectKey::legacy_part`]).
+    /// [`PartLayout`].
     pub fn part_number(&self, upload: UploadId) -> Option<u32> {
         let rest = self.0.strip_prefix("uploads/")?;
         let id = upload.to_string();
@@ -120,10 +114,12 @@ impl ObjectKey {
         let number = rest
             .strip_prefix('.')
             .or_else(|| rest.strip_prefix("/parts/"))?;
-        if number.is_empty() || !number.bytes().all(|b| b.is_ascii_digit()) {
-            return None;
-        }
-        number.parse().ok()
+        // Digits only: `parse` would also take a sign.
+        number
+            .bytes()
+            .all(|b| b.is_ascii_digit())
+            .then(|| number.parse().ok())
+            .flatten()
     }
 
     /// The upload a part or staging object under `uploads/` was written for, in either
@@ -587,11 +583,11 @@ mod tests {
             "uploads/upld_00000000000000000000000001.00003"
         );
         assert_eq!(
-            ObjectKey::legacy_part(up, 3).as_str(),
+            PartLayout::Folder.part(up, 3).as_str(),
             "uploads/upld_00000000000000000000000001/parts/00003"
         );
         let other = UploadId::from_u128(2);
-        for key in [ObjectKey::part(up, 3), ObjectKey::legacy_part(up, 3)] {
+        for key in [ObjectKey::part(up, 3), PartLayout::Folder.part(up, 3)] {
             assert_eq!(key.part_number(up), Some(3), "{key}");
             assert_eq!(key.part_number(other), None, "{key}");
             assert_eq!(key.staged_for(), Some(up), "{key}");

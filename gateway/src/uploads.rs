@@ -908,16 +908,7 @@ pub async fn abort(
             "upload {upload} is already {t}"
         )));
     }
-    // Parts lie flat under uploads/ (and, for an upload opened before that, in its
-    // own folder): list both, keep this upload's.
-    let parts: Vec<ObjectKey> = state
-        .store()
-        .list("uploads/")
-        .await?
-        .into_iter()
-        .map(ObjectKey::from_stored)
-        .filter(|k| k.part_number(upload).is_some())
-        .collect();
+    let parts = state.store().list_parts(upload).await?;
     let envelope = Envelope::new(
         Aggregate::Upload(upload),
         owner,

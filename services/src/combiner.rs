@@ -117,6 +117,22 @@ pub async fn remove_parts(ctx: &Ctx, state: &UploadState) -> Result<u32, StepErr
     Ok(count)
 }
 
+/// The folder key of part `number` when a flat-layout event names the part but only
+/// that key holds it: written by a producer or gateway from before parts were flat,
+/// named by an event from after.
+async fn folder_twin(
+    ctx: &Ctx,
+    upload: weir_events::UploadId,
+    layout: PartLayout,
+    number: u32,
+) -> Result<Option<ObjectKey>, StepError> {
+    if layout != PartLayout::Flat {
+        return Ok(None);
+    }
+    let twin = PartLayout::Folder.part(upload, number);
+    Ok(ctx.store.exists(&twin).await?.map(|_| twin))
+}
+
 /// Verifies one file's parts against their manifest and gives the file its content
 /// address: a single part by a link (no copy), several by concatenating them into
 /// `staging` and moving the result.
@@ -155,16 +171,13 @@ async fn combine_file(
         // One part is the whole file: verify it where it is (one read) and give it its
         // content address by a link, not a copy. The part's name goes in `after`.
         let (key, got) = match ctx.store.digest(&keys[0]).await {
-            Err(crate::store::StoreError::NotFound { key }) if layout == PartLayout::Flat => {
-                // A part written into its folder by a producer or gateway from before
-                // parts were flat, named by an event from after.
-                let legacy = PartLayout::Folder.part(upload, part.number);
-                match ctx.store.digest(&legacy).await {
-                    Ok(got) => (legacy, got),
-                    Err(crate::store::StoreError::NotFound { .. }) => {
-                        return Err(missing(crate::store::StoreError::NotFound { key }));
+            Err(crate::store::StoreError::NotFound { key }) => {
+                match folder_twin(ctx, upload, layout, part.number).await? {
+                    Some(twin) => {
+                        let got = ctx.store.digest(&twin).await.map_err(missing)?;
+                        (twin, got)
                     }
-                    Err(other) => return Err(other.into()),
+                    None => return Err(missing(crate::store::StoreError::NotFound { key })),
                 }
             }
             got => (keys[0].clone(), got.map_err(missing)?),
@@ -184,16 +197,12 @@ async fn combine_file(
             deduplicated: !linked,
         });
     }
-    // Parts written into their folder by a producer or gateway from before parts were
-    // flat, named by an event from after.
     let mut keys = keys;
     for (key, part) in keys.iter_mut().zip(parts) {
-        let legacy = PartLayout::Folder.part(upload, part.number);
-        if layout == PartLayout::Flat
-            && ctx.store.exists(key).await?.is_none()
-            && ctx.store.exists(&legacy).await?.is_some()
+        if ctx.store.exists(key).await?.is_none()
+            && let Some(twin) = folder_twin(ctx, upload, layout, part.number).await?
         {
-            *key = legacy;
+            *key = twin;
         }
     }
     let mut seen: Vec<Digested> = Vec::with_capacity(keys.len());

@@ -498,15 +498,7 @@ impl Janitor {
         let Event::UploadStarted(started) = &last.envelope.event else {
             return Ok(false);
         };
-        let parts: Vec<ObjectKey> = self
-            .ctx
-            .store
-            .list("uploads/")
-            .await?
-            .into_iter()
-            .map(ObjectKey::from_stored)
-            .filter(|k| k.part_number(upload).is_some())
-            .collect();
+        let parts = self.ctx.store.list_parts(upload).await?;
         let env = Envelope::new(
             Aggregate::Upload(upload),
             started.owner.clone(),

@@ -11,7 +11,7 @@ use object_store::path::Path as StorePath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
 use sha2::{Digest, Sha256 as Hasher};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use weir_events::{ObjectKey, Sha256};
+use weir_events::{ObjectKey, Sha256, UploadId};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -548,6 +548,19 @@ impl Store {
         let written = self.upload_file(from, key).await?;
         let _ = tokio::fs::remove_file(from).await;
         Ok(written.size)
+    }
+
+    /// The parts of `upload` that are in the store, in either layout (flat, or in the
+    /// upload's folder: see `PartLayout`). Parts lie flat, so this lists all of
+    /// `uploads/`: it is for aborts, not for a step's hot path.
+    pub async fn list_parts(&self, upload: UploadId) -> Result<Vec<ObjectKey>, StoreError> {
+        Ok(self
+            .list("uploads/")
+            .await?
+            .into_iter()
+            .map(ObjectKey::from_stored)
+            .filter(|k| k.part_number(upload).is_some())
+            .collect())
     }
 
     /// Keys under `prefix`.

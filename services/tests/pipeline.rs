@@ -645,7 +645,7 @@ async fn parts_written_in_the_old_folder_layout_are_still_combined() {
     // One part in the upload's folder, named by an event of schema version 1 (before
     // parts were flat).
     let one = UploadId::new();
-    let (size, sha256) = put(ObjectKey::legacy_part(one, 1), "a,b\n1,2\n3,4\n").await;
+    let (size, sha256) = put(PartLayout::Folder.part(one, 1), "a,b\n1,2\n3,4\n").await;
     let part = PartManifest {
         number: 1,
         size,
@@ -662,7 +662,7 @@ async fn parts_written_in_the_old_folder_layout_are_still_combined() {
     .await;
     // Two parts: the first written before the change, the second after.
     let two = UploadId::new();
-    let (s1, h1) = put(ObjectKey::legacy_part(two, 1), "a,b\n5,6\n").await;
+    let (s1, h1) = put(PartLayout::Folder.part(two, 1), "a,b\n5,6\n").await;
     let (s2, h2) = put(ObjectKey::part(two, 2), "7,8\n").await;
     let parts = vec![
         PartManifest {
