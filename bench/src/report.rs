@@ -187,6 +187,10 @@ impl Report {
             if let Some(r) = p.big_overhead_ratio {
                 k.insert("pipeline.big_overhead_ratio".into(), r);
             }
+            if let Some(b) = &p.big {
+                k.insert("pipeline.big_upload_seconds".into(), b.upload_seconds);
+                k.insert("pipeline.big_copy_seconds".into(), b.copy_seconds);
+            }
         }
         k
     }
@@ -368,12 +372,12 @@ impl Report {
             let _ = writeln!(s);
             let _ = writeln!(
                 s,
-                "| one CSV | total s | conversion alone s | overhead | upload s | combine s | infer s | register s |"
+                "| one CSV | total s | conversion alone s | overhead | upload s | combine s | infer s | register s | plain copy s |"
             );
-            let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|---:|");
+            let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|---:|---:|");
             let _ = writeln!(
                 s,
-                "| {:.0} MB | {:.1} | {:.1} | {:+.0} % | {:.1} | {:.1} | {:.1} | {:.2} |",
+                "| {:.0} MB | {:.1} | {:.1} | {:+.0} % | {:.1} | {:.1} | {:.1} | {:.2} | {:.1} |",
                 b.input_bytes as f64 / 1e6,
                 b.total_seconds,
                 b.conversion_seconds,
@@ -381,7 +385,8 @@ impl Report {
                 b.upload_seconds,
                 b.combine_seconds,
                 b.infer_seconds,
-                b.register_seconds
+                b.register_seconds,
+                b.copy_seconds
             );
         }
         s
