@@ -2,7 +2,9 @@
 //!
 //! Checks each part's size and sha256 against the manifest and gives the whole file its
 //! content address (`blobs/sha256/<hash>`); identical content is stored once. A single
-//! part is read once to verify it and then linked to its address (no copy); several
+//! part is verified by the digest weir recorded when it wrote the part, while the file
+//! is unchanged since (`Store::digest_as_written`; otherwise it is read once), and then
+//! linked to its address (no copy); several
 //! parts are streamed, in order, into one object that is then moved there. An upload
 //! of several files (`--one-version`) gets one blob per file, in one `PartsCombined`.
 //! Parts are removed once `PartsCombined` is in the log.
@@ -168,13 +170,14 @@ async fn combine_file(
         ))
     };
     if let [part] = parts {
-        // One part is the whole file: verify it where it is (one read) and give it its
-        // content address by a link, not a copy. The part's name goes in `after`.
-        let (key, got) = match ctx.store.digest(&keys[0]).await {
+        // One part is the whole file: verify it where it is (by the digest recorded
+        // when it was written, or one read) and give it its content address by a link,
+        // not a copy. The part's name goes in `after`.
+        let (key, got) = match ctx.store.digest_as_written(&keys[0]).await {
             Err(crate::store::StoreError::NotFound { key }) => {
                 match folder_twin(ctx, upload, layout, part.number).await? {
                     Some(twin) => {
-                        let got = ctx.store.digest(&twin).await.map_err(missing)?;
+                        let got = ctx.store.digest_as_written(&twin).await.map_err(missing)?;
                         (twin, got)
                     }
                     None => return Err(missing(crate::store::StoreError::NotFound { key })),

@@ -457,6 +457,31 @@ impl Store {
         })
     }
 
+    /// Size and sha256 of the object at `key` as weir wrote it: on a local store, the
+    /// digest [`Store::put_file`] recorded beside the bytes it hashed while writing them
+    /// (an extended attribute of the file), trusted only while the file's size and
+    /// modification time are still those it had then; otherwise, and on a remote store,
+    /// the object is read and hashed like [`Store::digest`]. A gigabyte checked this way
+    /// is not read again. What the recorded digest cannot see is a change that keeps
+    /// both the size and the modification time: someone with write access to the store
+    /// resetting the time on purpose (who could as well change the object after any
+    /// check), or rewriting the file within the file clock's tick of weir's write (a
+    /// few ms on kernels without multigrain timestamps; parts are not written twice).
+    pub async fn digest_as_written(&self, key: &ObjectKey) -> Result<Digested, StoreError> {
+        if let Some(path) = self.local_file(key) {
+            let recorded = tokio::task::spawn_blocking(move || recorded_digest(&path))
+                .await
+                .map_err(|e| StoreError::Local {
+                    path: key.to_string(),
+                    source: std::io::Error::other(e),
+                })?;
+            if let Some(digested) = recorded {
+                return Ok(digested);
+            }
+        }
+        self.digest(key).await
+    }
+
     /// Makes the object at `from` also available at `to` unless `to` exists; returns
     /// whether it did. No bytes move on a local store (a hard link: both names share
     /// the immutable file) nor on S3 (a server-side copy).
@@ -626,6 +651,88 @@ fn staged_path(to: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
+/// The extended attribute holding the digest of a local object weir wrote:
+/// `<size> <modification time, ns since the epoch> <sha256 hex>`.
+#[cfg(target_os = "linux")]
+const DIGEST_XATTR: &std::ffi::CStr = c"user.weir.digest";
+
+fn modified_ns(meta: &std::fs::Metadata) -> Option<u128> {
+    let modified = meta.modified().ok()?;
+    Some(
+        modified
+            .duration_since(std::time::UNIX_EPOCH)
+            .ok()?
+            .as_nanos(),
+    )
+}
+
+/// Records `digested`, the digest of everything just written to `file`, on the file
+/// with its size and modification time (see [`Store::digest_as_written`]). Where the
+/// file system keeps no user extended attributes nothing is recorded, and the object
+/// is read again when it is checked.
+fn record_digest(file: &std::fs::File, digested: &Digested) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        let Ok(meta) = file.metadata() else { return };
+        let Some(modified) = modified_ns(&meta) else {
+            return;
+        };
+        let value = format!("{} {modified} {}", meta.len(), digested.sha256);
+        // SAFETY: the descriptor is open for the call; name and value are valid for
+        // their lengths (the name is NUL-terminated).
+        let rc = unsafe {
+            libc::fsetxattr(
+                file.as_raw_fd(),
+                DIGEST_XATTR.as_ptr(),
+                value.as_ptr().cast(),
+                value.len(),
+                0,
+            )
+        };
+        if rc != 0 {
+            tracing::debug!(
+                error = %std::io::Error::last_os_error(),
+                "the object's digest was not recorded; it will be read to be checked"
+            );
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (file, digested);
+}
+
+/// The digest [`record_digest`] left on the file at `path`, if the file still has the
+/// size and modification time it had then.
+fn recorded_digest(path: &Path) -> Option<Digested> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        let file = std::fs::File::open(path).ok()?;
+        let mut buf = [0u8; 128];
+        // SAFETY: the descriptor is open for the call; `buf` is writable for its length.
+        let n = unsafe {
+            libc::fgetxattr(
+                file.as_raw_fd(),
+                DIGEST_XATTR.as_ptr(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+            )
+        };
+        let text = std::str::from_utf8(buf.get(..usize::try_from(n).ok()?)?).ok()?;
+        let mut fields = text.split(' ');
+        let size: u64 = fields.next()?.parse().ok()?;
+        let modified: u128 = fields.next()?.parse().ok()?;
+        let sha256: Sha256 = fields.next()?.parse().ok()?;
+        let meta = file.metadata().ok()?;
+        (meta.len() == size && modified_ns(&meta)? == modified).then_some(Digested { size, sha256 })
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = path;
+        None
+    }
+}
+
 /// The sha256 of a local file (blocking: call it on a blocking thread).
 pub fn sha256_file(path: &Path) -> std::io::Result<Sha256> {
     Ok(hash_reader(std::fs::File::open(path)?)?.sha256)
@@ -658,6 +765,7 @@ fn copy_hashing(
         written.fetch_add(chunk.len() as u64, std::sync::atomic::Ordering::Relaxed);
         Ok(())
     })?;
+    record_digest(&dst, &digested);
     drop(dst);
     std::fs::rename(staged, to)?;
     Ok(digested)
@@ -783,6 +891,56 @@ mod tests {
             let on_disk = std::fs::read(store.local_root().unwrap().join(key.as_str())).unwrap();
             assert_eq!(on_disk, &data[10..], "{len}");
         }
+    }
+
+    #[tokio::test]
+    async fn the_digest_recorded_at_writing_holds_until_the_file_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::local(&dir.path().join("objects")).unwrap();
+        let key = ObjectKey::part(UploadId::new(), 1);
+        let data = bytes(2 * LOCAL_CHUNK + 5);
+        let file = dir.path().join("in");
+        std::fs::write(&file, &data).unwrap();
+        let put = store
+            .put_file(&file, 0..data.len() as u64, &key)
+            .await
+            .unwrap();
+        let path = store.local_root().unwrap().join(key.as_str());
+        // Recorded while written (where the file system keeps user attributes: this
+        // one must, or the combiner reads every part again).
+        assert_eq!(super::recorded_digest(&path), Some(put));
+        assert_eq!(store.digest_as_written(&key).await.unwrap(), put);
+        // The same size, other bytes, written in place: the record no longer holds,
+        // and the digest is the file's own.
+        let mut other = data.clone();
+        other[7] ^= 0xff;
+        // Past the file clock's tick (a few ms where the kernel has no multigrain
+        // timestamps), as any later change would be.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::write(&path, &other).unwrap();
+        assert_eq!(super::recorded_digest(&path), None);
+        let now = store.digest_as_written(&key).await.unwrap();
+        assert_eq!(now.sha256, sha(&other));
+        assert_ne!(now.sha256, put.sha256);
+        // An object written without a record (put_bytes) is read.
+        let plain = ObjectKey::part(UploadId::new(), 1);
+        store
+            .put_bytes(&plain, bytes::Bytes::from_static(b"x\n1\n"))
+            .await
+            .unwrap();
+        let plain_path = store.local_root().unwrap().join(plain.as_str());
+        assert_eq!(super::recorded_digest(&plain_path), None);
+        assert_eq!(
+            store.digest_as_written(&plain).await.unwrap().sha256,
+            sha(b"x\n1\n")
+        );
+        // A missing object is still not found.
+        assert!(matches!(
+            store
+                .digest_as_written(&ObjectKey::part(UploadId::new(), 1))
+                .await,
+            Err(super::StoreError::NotFound { .. })
+        ));
     }
 
     #[tokio::test]
