@@ -656,6 +656,7 @@ fn staged_path(to: &Path) -> PathBuf {
 #[cfg(target_os = "linux")]
 const DIGEST_XATTR: &std::ffi::CStr = c"user.weir.digest";
 
+#[cfg(target_os = "linux")]
 fn modified_ns(meta: &std::fs::Metadata) -> Option<u128> {
     let modified = meta.modified().ok()?;
     Some(
