@@ -113,7 +113,11 @@ async fn handle(state: &AppState, payload: &[u8]) -> Result<UploadId, String> {
                 .rename(&incoming, &part)
                 .await
                 .map_err(|e| format!("key: {e}"))?;
-            let d = store.digest(&part).await.map_err(|e| e.to_string())?;
+            // Read once here; the combiner checks the manifest against this record.
+            let d = store
+                .digest_and_record(&part)
+                .await
+                .map_err(|e| e.to_string())?;
             let name = key.rsplit('/').next().unwrap_or("upload").to_owned();
             (d.size, d.sha256, name)
         }

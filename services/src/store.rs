@@ -482,6 +482,43 @@ impl Store {
         self.digest(key).await
     }
 
+    /// [`Store::digest`], and on a local store the digest is recorded on the file as
+    /// [`Store::put_file`] records it (when the file's size and modification time did
+    /// not change while it was read), so that [`Store::digest_as_written`] need not read
+    /// it again. For an object weir did not write itself (a file put in the store by
+    /// other means), read once where it is taken in.
+    pub async fn digest_and_record(&self, key: &ObjectKey) -> Result<Digested, StoreError> {
+        let Some(path) = self.local_file(key) else {
+            return self.digest(key).await;
+        };
+        let shown = key.to_string();
+        tokio::task::spawn_blocking(move || {
+            let local = |source| StoreError::Local {
+                path: path.display().to_string(),
+                source,
+            };
+            let file = match std::fs::File::open(&path) {
+                Ok(file) => file,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    return Err(StoreError::NotFound { key: shown });
+                }
+                Err(e) => return Err(local(e)),
+            };
+            let before = file.metadata().map_err(local)?;
+            let digested = hash_reader(&file).map_err(local)?;
+            let after = file.metadata().map_err(local)?;
+            if before.len() == after.len() && before.modified().ok() == after.modified().ok() {
+                record_digest(&file, &digested);
+            }
+            Ok(digested)
+        })
+        .await
+        .map_err(|e| StoreError::Local {
+            path: key.to_string(),
+            source: std::io::Error::other(e),
+        })?
+    }
+
     /// Makes the object at `from` also available at `to` unless `to` exists; returns
     /// whether it did. No bytes move on a local store (a hard link: both names share
     /// the immutable file) nor on S3 (a server-side copy).
@@ -935,13 +972,28 @@ mod tests {
             store.digest_as_written(&plain).await.unwrap().sha256,
             sha(b"x\n1\n")
         );
+        // A file weir did not write: digested where it is taken in, recorded then.
+        let taken = ObjectKey::part(UploadId::new(), 1);
+        let taken_path = store.local_root().unwrap().join(taken.as_str());
+        std::fs::write(&taken_path, b"y\n2\n").unwrap();
+        assert_eq!(super::recorded_digest(&taken_path), None);
+        let d = store.digest_and_record(&taken).await.unwrap();
+        assert_eq!(d.sha256, sha(b"y\n2\n"));
+        assert_eq!(super::recorded_digest(&taken_path), Some(d));
         // A missing object is still not found.
-        assert!(matches!(
+        for missing in [
             store
                 .digest_as_written(&ObjectKey::part(UploadId::new(), 1))
                 .await,
-            Err(super::StoreError::NotFound { .. })
-        ));
+            store
+                .digest_and_record(&ObjectKey::part(UploadId::new(), 1))
+                .await,
+        ] {
+            assert!(
+                matches!(missing, Err(super::StoreError::NotFound { .. })),
+                "{missing:?}"
+            );
+        }
     }
 
     #[tokio::test]
