@@ -123,14 +123,28 @@ pub async fn run(
         Err(e) => checks.push(check("database", Err(format!("{db_url}: {e}")))),
     }
     match store {
-        Some(store) => checks.push(check(
-            "object store",
-            store
-                .probe()
-                .await
-                .map(|()| format!("{} (written, read back, deleted)", store.location("")))
-                .map_err(|e| e.to_string()),
-        )),
+        Some(store) => {
+            let records = match store.records_digests().await {
+                Some(true) => "; digests recorded as objects are written",
+                Some(false) => {
+                    "; no digests recorded (the file system keeps no user extended attributes): each one-part upload is read again to be verified"
+                }
+                None => "",
+            };
+            checks.push(check(
+                "object store",
+                store
+                    .probe()
+                    .await
+                    .map(|()| {
+                        format!(
+                            "{} (written, read back, deleted{records})",
+                            store.location("")
+                        )
+                    })
+                    .map_err(|e| e.to_string()),
+            ))
+        }
         None => checks.push(check("object store", Err("not configured".into()))),
     }
     let healthy = checks.iter().all(|c| c.ok);

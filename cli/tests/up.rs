@@ -641,6 +641,11 @@ async fn up_upload_show_and_a_clean_shutdown() {
         assert!(out.contains(part), "no {part} line: {out}");
     }
     assert!(out.trim_end().ends_with("healthy"), "{out}");
+    // The store under the test's temp dir keeps the digests the combiner trusts.
+    assert!(
+        out.contains("digests recorded as objects are written"),
+        "{out}"
+    );
     let (code, out, _) = run(&["doctor", "--data-dir", data, "--json"]).await;
     assert_eq!(code, 0);
     let report: serde_json::Value = serde_json::from_str(&out).unwrap();

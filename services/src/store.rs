@@ -185,6 +185,29 @@ impl Store {
         Ok(())
     }
 
+    /// Whether objects written to this store get their digest recorded
+    /// ([`Store::digest_as_written`]): a local store on a file system that keeps user
+    /// extended attributes. Without it the combiner reads every one-part upload again
+    /// to verify it. `None` for a remote store (objects are read to be verified there).
+    pub async fn records_digests(&self) -> Option<bool> {
+        let root = self.local_root()?.to_path_buf();
+        let probe = tokio::task::spawn_blocking(move || {
+            let path = staged_path(&root.join(".digest-probe"));
+            let recorded = std::fs::File::create(&path).ok().map(|file| {
+                let empty = Digested {
+                    size: 0,
+                    sha256: Sha256(Hasher::digest(b"").into()),
+                };
+                record_digest(&file, &empty);
+                drop(file);
+                recorded_digest(&path) == Some(empty)
+            });
+            let _ = std::fs::remove_file(&path);
+            recorded
+        });
+        probe.await.ok().flatten()
+    }
+
     /// Writes, reads back and deletes a small object: the store works end to end.
     pub async fn probe(&self) -> Result<(), StoreError> {
         let key = ObjectKey::probe(weir_events::UploadId::new());
@@ -980,6 +1003,8 @@ mod tests {
         let d = store.digest_and_record(&taken).await.unwrap();
         assert_eq!(d.sha256, sha(b"y\n2\n"));
         assert_eq!(super::recorded_digest(&taken_path), Some(d));
+        // This file system keeps the records, and says so.
+        assert_eq!(store.records_digests().await, Some(true));
         // A missing object is still not found.
         for missing in [
             store
