@@ -440,20 +440,44 @@ impl Store {
 
     /// Size and sha256 of the object at `key`, read once and nowhere copied.
     pub async fn digest(&self, key: &ObjectKey) -> Result<Digested, StoreError> {
+        self.read_digest(key, false).await
+    }
+
+    /// [`Store::digest`], and on a local store the digest is recorded on the file as
+    /// [`Store::put_file`] records it (when the file's size and modification time did
+    /// not change while it was read), so that [`Store::digest_as_written`] need not read
+    /// it again. For an object weir did not write itself (a file put in the store by
+    /// other means), read once where it is taken in.
+    pub async fn digest_and_record(&self, key: &ObjectKey) -> Result<Digested, StoreError> {
+        self.read_digest(key, true).await
+    }
+
+    /// Reads and hashes the object at `key`; `record`: see [`Store::digest_and_record`].
+    async fn read_digest(&self, key: &ObjectKey, record: bool) -> Result<Digested, StoreError> {
         if let Some(path) = self.local_file(key) {
             let shown = key.to_string();
-            return tokio::task::spawn_blocking(move || match std::fs::File::open(&path) {
-                Ok(file) => hash_reader(file).map_err(|source| StoreError::Local {
+            return tokio::task::spawn_blocking(move || {
+                let local = |source| StoreError::Local {
                     path: path.display().to_string(),
                     source,
-                }),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    Err(StoreError::NotFound { key: shown })
+                };
+                let file = match std::fs::File::open(&path) {
+                    Ok(file) => file,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                        return Err(StoreError::NotFound { key: shown });
+                    }
+                    Err(e) => return Err(local(e)),
+                };
+                if !record {
+                    return hash_reader(&file).map_err(local);
                 }
-                Err(source) => Err(StoreError::Local {
-                    path: path.display().to_string(),
-                    source,
-                }),
+                let before = file.metadata().map_err(local)?;
+                let digested = hash_reader(&file).map_err(local)?;
+                let after = file.metadata().map_err(local)?;
+                if before.len() == after.len() && before.modified().ok() == after.modified().ok() {
+                    record_digest(&file, &digested);
+                }
+                Ok(digested)
             })
             .await
             .map_err(|e| StoreError::Local {
@@ -503,43 +527,6 @@ impl Store {
             }
         }
         self.digest(key).await
-    }
-
-    /// [`Store::digest`], and on a local store the digest is recorded on the file as
-    /// [`Store::put_file`] records it (when the file's size and modification time did
-    /// not change while it was read), so that [`Store::digest_as_written`] need not read
-    /// it again. For an object weir did not write itself (a file put in the store by
-    /// other means), read once where it is taken in.
-    pub async fn digest_and_record(&self, key: &ObjectKey) -> Result<Digested, StoreError> {
-        let Some(path) = self.local_file(key) else {
-            return self.digest(key).await;
-        };
-        let shown = key.to_string();
-        tokio::task::spawn_blocking(move || {
-            let local = |source| StoreError::Local {
-                path: path.display().to_string(),
-                source,
-            };
-            let file = match std::fs::File::open(&path) {
-                Ok(file) => file,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    return Err(StoreError::NotFound { key: shown });
-                }
-                Err(e) => return Err(local(e)),
-            };
-            let before = file.metadata().map_err(local)?;
-            let digested = hash_reader(&file).map_err(local)?;
-            let after = file.metadata().map_err(local)?;
-            if before.len() == after.len() && before.modified().ok() == after.modified().ok() {
-                record_digest(&file, &digested);
-            }
-            Ok(digested)
-        })
-        .await
-        .map_err(|e| StoreError::Local {
-            path: key.to_string(),
-            source: std::io::Error::other(e),
-        })?
     }
 
     /// Makes the object at `from` also available at `to` unless `to` exists; returns
@@ -736,10 +723,11 @@ fn record_digest(file: &std::fs::File, digested: &Digested) {
     {
         use std::os::fd::AsRawFd;
         let Ok(meta) = file.metadata() else { return };
-        let Some(modified) = modified_ns(&meta) else {
+        // A file that is not (or no longer) the bytes hashed gets no record.
+        let Some(modified) = modified_ns(&meta).filter(|_| meta.len() == digested.size) else {
             return;
         };
-        let value = format!("{} {modified} {}", meta.len(), digested.sha256);
+        let value = format!("{} {modified} {}", digested.size, digested.sha256);
         // SAFETY: the descriptor is open for the call; name and value are valid for
         // their lengths (the name is NUL-terminated).
         let rc = unsafe {
