@@ -182,8 +182,13 @@ async fn project(
 
 /// User + system CPU seconds of this process so far (Linux `/proc/self/stat`, in clock
 /// ticks of 1/100 s); NaN where that cannot be read.
-fn cpu_seconds() -> f64 {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+pub(crate) fn cpu_seconds() -> f64 {
+    cpu_seconds_of("self")
+}
+
+/// [`cpu_seconds`] of the process `pid` (`"self"` or a number), e.g. the nats-server child.
+pub(crate) fn cpu_seconds_of(pid: &str) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
         return f64::NAN;
     };
     // Fields after the command name, which is in parentheses and may hold spaces:

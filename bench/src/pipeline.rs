@@ -168,6 +168,15 @@ impl Nats {
         .with_context(|| format!("connecting as {}", role.user()))
     }
 
+    /// CPU seconds the nats-server has used so far (one node; NaN for a cluster,
+    /// whose nodes are not counted).
+    pub fn cpu_seconds(&self) -> f64 {
+        match &self.server {
+            Server::One(s) => crate::events::cpu_seconds_of(&s.pid().to_string()),
+            Server::Cluster(_) => f64::NAN,
+        }
+    }
+
     pub fn stop(self) {
         match self.server {
             Server::One(s) => s.stop(),
@@ -204,6 +213,11 @@ pub struct PipelineFigures {
     /// (`upload_file`: part written, `UploadReceived` appended, client clock), then
     /// received → combined, combined → inferred, inferred → registered (server clock).
     pub small_stages_ms: Vec<Stage>,
+    /// CPU ms per small upload during that run: weir's process (the services, the
+    /// producer and the benchmark's tracker of the log) and the nats-server (NaN for a
+    /// cluster).
+    pub small_cpu_ms: f64,
+    pub small_nats_cpu_ms: f64,
     pub big: Option<BigFile>,
 }
 
@@ -406,6 +420,7 @@ pub async fn run(
         args.window
     );
     let t = Instant::now();
+    let (cpu, nats_cpu) = (crate::events::cpu_seconds(), nats.cpu_seconds());
     let cap = args.pipeline_seconds;
     let uploads: Vec<Result<(UploadId, f64)>> = futures::stream::iter(files.iter())
         .take_while(|_| futures::future::ready(cap.is_none_or(|c| t.elapsed().as_secs_f64() < c)))
@@ -424,6 +439,8 @@ pub async fn run(
         .collect()
         .await;
     let small_seconds = t.elapsed().as_secs_f64();
+    let cpu = crate::events::cpu_seconds() - cpu;
+    let nats_cpu = nats.cpu_seconds() - nats_cpu;
     fill(&journal, &tracker).await?;
     let mut latencies = Vec::new();
     let mut stages: [Vec<f64>; 4] = Default::default();
@@ -496,6 +513,13 @@ pub async fn run(
     eprintln!(
         "bench: pipeline: {registered} registered, {failed} failed in {small_seconds:.1} s = {:.0}/s; p50 {:.1} ms, p99 {:.1} ms",
         figures_small.0, figures_small.1, figures_small.2
+    );
+    // CPU per upload: less moved by a busy or drifting machine than the rate, so two
+    // builds compare on it even when their rates overlap.
+    let per_upload = |seconds: f64| seconds * 1000.0 / attempted.max(1) as f64;
+    let (small_cpu_ms, small_nats_cpu_ms) = (per_upload(cpu), per_upload(nats_cpu));
+    eprintln!(
+        "bench: pipeline: CPU per upload: {small_cpu_ms:.2} ms in weir's process (services, producer, tracker), {small_nats_cpu_ms:.2} ms in nats-server"
     );
 
     // One big CSV: the conversion benchmark's file.
@@ -603,6 +627,8 @@ pub async fn run(
         small_p99_ms: figures_small.2,
         big_overhead_ratio: Some(big.total_seconds / big.conversion_seconds),
         small_stages_ms,
+        small_cpu_ms,
+        small_nats_cpu_ms,
         big: Some(big),
     })
 }

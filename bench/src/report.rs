@@ -184,6 +184,11 @@ impl Report {
             k.insert("pipeline.small_uploads_per_s".into(), p.small_uploads_per_s);
             k.insert("pipeline.small_p50_ms".into(), p.p50_ms);
             k.insert("pipeline.small_p99_ms".into(), p.small_p99_ms);
+            k.insert("pipeline.small_cpu_ms_per_upload".into(), p.small_cpu_ms);
+            k.insert(
+                "pipeline.small_nats_cpu_ms_per_upload".into(),
+                p.small_nats_cpu_ms,
+            );
             if let Some(r) = p.big_overhead_ratio {
                 k.insert("pipeline.big_overhead_ratio".into(), r);
             }
@@ -347,12 +352,15 @@ impl Report {
         let _ = writeln!(s);
         let _ = writeln!(
             s,
-            "| small files (1–10 KB) | uploaded | in flight | registered | failed | producer errors | seconds | uploads/s | p50 ms | p99 ms | max ms |"
+            "| small files (1–10 KB) | uploaded | in flight | registered | failed | producer errors | seconds | uploads/s | p50 ms | p99 ms | max ms | CPU ms/upload weir | CPU ms/upload nats-server |"
         );
-        let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} | {} | {} | {:.1} | {:.0} | {:.1} | {:.1} | {:.1} |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        );
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} | {} | {:.1} | {:.0} | {:.1} | {:.1} | {:.1} | {:.2} | {:.2} |",
             p.files,
             p.attempted,
             p.window,
@@ -363,7 +371,9 @@ impl Report {
             p.uploads_per_s,
             p.p50_ms,
             p.p99_ms,
-            p.max_ms
+            p.max_ms,
+            p.small_cpu_ms,
+            p.small_nats_cpu_ms
         );
         if let Some(e) = &p.first_producer_error {
             let _ = writeln!(s, "\nfirst producer error: {e}");
