@@ -135,6 +135,29 @@ async fn folder_twin(
     Ok(ctx.store.exists(&twin).await?.map(|_| twin))
 }
 
+fn missing(file: &str, e: crate::store::StoreError) -> StepError {
+    match e {
+        crate::store::StoreError::NotFound { key } => StepError::Permanent(format!(
+            "{file}: part {key} is missing from the object store (was it uploaded?)"
+        )),
+        other => other.into(),
+    }
+}
+
+fn mismatch(file: &str, part: &PartManifest, got: &Digested) -> StepError {
+    StepError::Permanent(format!(
+        "{file}: part {} does not match its manifest: expected {} bytes with sha256 {}, found {} bytes with sha256 {}",
+        part.number, part.size, part.sha256, got.size, got.sha256
+    ))
+}
+
+fn declared(file: &str, declared_size: u64, total: &Digested) -> StepError {
+    StepError::Permanent(format!(
+        "{file}: parts add up to {} bytes but the upload declared {declared_size}",
+        total.size
+    ))
+}
+
 /// Verifies one file's parts against their manifest and gives the file its content
 /// address: a single part by a link (no copy), several by concatenating them into
 /// `staging` and moving the result.
@@ -151,48 +174,36 @@ async fn combine_file(
         .iter()
         .map(|p| layout.part(upload, p.number))
         .collect();
-    let missing = |e| match e {
-        crate::store::StoreError::NotFound { key } => StepError::Permanent(format!(
-            "{file}: part {key} is missing from the object store (was it uploaded?)"
-        )),
-        other => other.into(),
-    };
-    let mismatch = |part: &PartManifest, got: &Digested| {
-        StepError::Permanent(format!(
-            "{file}: part {} does not match its manifest: expected {} bytes with sha256 {}, found {} bytes with sha256 {}",
-            part.number, part.size, part.sha256, got.size, got.sha256
-        ))
-    };
-    let declared = |total: &Digested| {
-        StepError::Permanent(format!(
-            "{file}: parts add up to {} bytes but the upload declared {declared_size}",
-            total.size
-        ))
-    };
     if let [part] = parts {
         // One part is the whole file: verify it where it is (by the digest recorded
         // when it was written, or one read) and give it its content address by a link,
-        // not a copy. The part's name goes in `after`.
-        let (key, got) = match ctx.store.digest_as_written(&keys[0]).await {
+        // not a copy. The part's name goes in `after`. The checks against the manifest
+        // run between the digest and the link, inside the store's one call.
+        let check = {
+            let (part, file) = (part.clone(), file.to_owned());
+            move |got: &Digested| -> Result<ObjectKey, StepError> {
+                if part.size != got.size || part.sha256 != got.sha256 {
+                    return Err(mismatch(&file, &part, got));
+                }
+                if got.size != declared_size {
+                    return Err(declared(&file, declared_size, got));
+                }
+                Ok(ObjectKey::blob(&got.sha256))
+            }
+        };
+        let (got, blob, linked) = match ctx.store.digest_then_link(&keys[0], check.clone()).await {
             Err(crate::store::StoreError::NotFound { key }) => {
                 match folder_twin(ctx, upload, layout, part.number).await? {
-                    Some(twin) => {
-                        let got = ctx.store.digest_as_written(&twin).await.map_err(missing)?;
-                        (twin, got)
-                    }
-                    None => return Err(missing(crate::store::StoreError::NotFound { key })),
+                    Some(twin) => ctx
+                        .store
+                        .digest_then_link(&twin, check)
+                        .await
+                        .map_err(|e| missing(file, e))??,
+                    None => return Err(missing(file, crate::store::StoreError::NotFound { key })),
                 }
             }
-            got => (keys[0].clone(), got.map_err(missing)?),
+            got => got.map_err(|e| missing(file, e))??,
         };
-        if part.size != got.size || part.sha256 != got.sha256 {
-            return Err(mismatch(part, &got));
-        }
-        if got.size != declared_size {
-            return Err(declared(&got));
-        }
-        let blob = ObjectKey::blob(&got.sha256);
-        let linked = ctx.store.link_if_absent(&key, &blob).await?;
         return Ok(CombinedBlob {
             blob,
             size: got.size,
@@ -213,16 +224,16 @@ async fn combine_file(
         .store
         .concat(&keys, staging, |_, d| seen.push(d))
         .await
-        .map_err(missing)?;
+        .map_err(|e| missing(file, e))?;
     for (part, got) in parts.iter().zip(&seen) {
         if part.size != got.size || part.sha256 != got.sha256 {
             let _ = ctx.store.delete(staging).await;
-            return Err(mismatch(part, got));
+            return Err(mismatch(file, part, got));
         }
     }
     if total.size != declared_size {
         let _ = ctx.store.delete(staging).await;
-        return Err(declared(&total));
+        return Err(declared(file, declared_size, &total));
     }
     let blob = ObjectKey::blob(&total.sha256);
     let deduplicated = ctx.store.exists(&blob).await?.is_some();

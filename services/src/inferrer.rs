@@ -104,6 +104,14 @@ pub const HEAVY_BYTES: u64 = 32 << 20;
 /// Slots for big conversions in this process: two, one per core of a small machine.
 pub static HEAVY: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
 
+/// What the blocking half of the step hands back: the conversion, the Parquet's key
+/// and, when it was moved into a local store, its size; the rejects' size when moved.
+struct Converting {
+    converted: weir_schemas::Converted,
+    parquet: Option<(ObjectKey, Option<u64>)>,
+    rejects_moved: Option<u64>,
+}
+
 /// Scratch files of one step, removed however the step ends (a file already moved
 /// into the store is simply not there any more).
 struct Scratch(Vec<PathBuf>);
@@ -146,15 +154,15 @@ impl Service for Inferrer {
         // folder only when there are some, so nothing is made under `datasets/` for a
         // version without rejects. Whatever is left is removed however the step ends.
         let staging = ObjectKey::converting();
-        let output_path = match ctx.store.staging_file(&staging).await? {
-            Some(path) => path,
-            None => ctx.work_dir.join(format!("{upload}.parquet")),
-        };
+        let output_path = ctx
+            .store
+            .staging_path(&staging)
+            .unwrap_or_else(|| ctx.work_dir.join(format!("{upload}.parquet")));
         let rejects_key = ObjectKey::rejects(dataset, version);
-        let rejects_path = match ctx.store.staging_file(&staging).await? {
-            Some(path) => path,
-            None => ctx.work_dir.join(format!("{upload}.rejects.ndjson")),
-        };
+        let rejects_path = ctx
+            .store
+            .staging_path(&staging)
+            .unwrap_or_else(|| ctx.work_dir.join(format!("{upload}.rejects.ndjson")));
         let mut scratch = Scratch(vec![output_path.clone(), rejects_path.clone()]);
         // A local store's blob is read in place; anything else is streamed down first.
         // An upload of several files (`--one-version`) has a blob for each.
@@ -216,42 +224,85 @@ impl Service for Inferrer {
         } else {
             None
         };
-        let out = output_path.clone();
-        let converted =
-            tokio::task::spawn_blocking(move || convert_many(&inputs, &out, &options, &mut |_| {}))
-                .await
-                .map_err(|e| StepError::Permanent(format!("conversion crashed: {e}")))?
-                .map_err(|e| {
-                    if e.is_permanent() {
-                        StepError::Permanent(e.to_string())
-                    } else {
-                        StepError::Transient(e.to_string())
-                    }
-                })?;
-
-        let (parquet, parquet_size) = if converted.rewritten {
+        // The file work of the step in one blocking call: the staging folder, the
+        // conversion, the Parquet's hash and, on a local store, the moves into place. A
+        // small file's step costs less than each hand-over to a blocking thread would.
+        let (store, out, rejects_out) =
+            (ctx.store.clone(), output_path.clone(), rejects_path.clone());
+        let rejects_at = rejects_key.clone();
+        let done = tokio::task::spawn_blocking(move || -> Result<Converting, StepError> {
+            let local = |what: &str, e: std::io::Error| {
+                StepError::Transient(format!("{what} {}: {e}", out.display()))
+            };
+            crate::store::ensure_parent(&out).map_err(|e| local("making the folder of", e))?;
+            crate::store::ensure_parent(&rejects_out)
+                .map_err(|e| local("making the folder of", e))?;
+            let converted = convert_many(&inputs, &out, &options, &mut |_| {}).map_err(|e| {
+                if e.is_permanent() {
+                    StepError::Permanent(e.to_string())
+                } else {
+                    StepError::Transient(e.to_string())
+                }
+            })?;
             // Content-addressed: identical input and options give identical bytes, which
-            // are stored once; the object references say who holds them.
-            let path = output_path.clone();
-            let digest = tokio::task::spawn_blocking(move || crate::store::sha256_file(&path))
-                .await
-                .map_err(|e| StepError::Transient(format!("hashing the Parquet file: {e}")))?
-                .map_err(|e| StepError::Transient(format!("hashing the Parquet file: {e}")))?;
-            let key = ObjectKey::converted(&digest);
-            // Written even when the key exists (the same bytes, a rename on a local
-            // store): a copy the janitor removed a moment ago is back before this
-            // upload's events reference it.
-            let size = ctx.store.put_moved(&output_path, &key).await?;
-            (key, size)
-        } else {
-            (combined.blob.clone(), combined.size)
+            // are stored once; the object references say who holds them. Moved even
+            // when the key exists (the same bytes, a rename on a local store): a copy
+            // the janitor removed a moment ago is back before this upload's events
+            // reference it.
+            let parquet = if converted.rewritten {
+                let digest = crate::store::sha256_file(&out)
+                    .map_err(|e| local("hashing the Parquet file", e))?;
+                let key = ObjectKey::converted(&digest);
+                let moved = store
+                    .move_in(&out, &key)
+                    .map_err(|e| local("storing the Parquet file", e))?;
+                Some((key, moved))
+            } else {
+                None
+            };
+            let rejects_moved = if converted.rejects_entries > 0 {
+                store
+                    .move_in(&rejects_out, &rejects_at)
+                    .map_err(|e| local("storing the rejects", e))?
+            } else {
+                None
+            };
+            Ok(Converting {
+                converted,
+                parquet,
+                rejects_moved,
+            })
+        })
+        .await
+        .map_err(|e| StepError::Permanent(format!("conversion crashed: {e}")))??;
+        let Converting {
+            converted,
+            parquet,
+            rejects_moved,
+        } = done;
+
+        let (parquet, parquet_size) = match parquet {
+            Some((key, Some(size))) => (key, size),
+            // A remote store (or another file system): streamed up.
+            Some((key, None)) => {
+                let size = ctx.store.put_moved(&output_path, &key).await?;
+                (key, size)
+            }
+            None => (combined.blob.clone(), combined.size),
         };
         let rejects = if converted.rejects_entries > 0 {
-            ctx.store.put_moved(&rejects_path, &rejects_key).await?;
+            if rejects_moved.is_none() {
+                ctx.store.put_moved(&rejects_path, &rejects_key).await?;
+            }
             Some(rejects_key)
         } else {
             None
         };
+        // Whatever was moved into the store is no longer scratch.
+        scratch.0.retain(|p| {
+            !((p == &output_path && converted.rewritten)
+                || (p == &rejects_path && converted.rejects_entries > 0))
+        });
         Ok(vec![Event::SchemaInferred(SchemaInferred {
             format: converted.format,
             compression: converted.compression,

@@ -529,6 +529,69 @@ impl Store {
         self.digest(key).await
     }
 
+    /// [`Store::digest_as_written`] of `key`, then, when `accept` takes the digest and
+    /// names a key for it, [`Store::link_if_absent`] of the object to that key (whether
+    /// it linked is the last field). On a local store both run in one blocking call: a
+    /// small upload's combine step costs less than each hand-over would. `Ok(Err(e))`:
+    /// `accept` refused the digest and nothing was linked.
+    pub async fn digest_then_link<E: Send + 'static>(
+        &self,
+        key: &ObjectKey,
+        accept: impl FnOnce(&Digested) -> Result<ObjectKey, E> + Send + 'static,
+    ) -> Result<Result<(Digested, ObjectKey, bool), E>, StoreError> {
+        let Some(root) = self.local_root() else {
+            let got = self.digest_as_written(key).await?;
+            let to = match accept(&got) {
+                Ok(to) => to,
+                Err(e) => return Ok(Err(e)),
+            };
+            let linked = self.link_if_absent(key, &to).await?;
+            return Ok(Ok((got, to, linked)));
+        };
+        let shown = key.to_string();
+        let path = root.join(key.as_str());
+        tokio::task::spawn_blocking(move || {
+            let local = |path: &Path| {
+                let path = path.display().to_string();
+                move |source| StoreError::Local { path, source }
+            };
+            let got = match recorded_digest(&path) {
+                Some(got) => got,
+                None => match std::fs::File::open(&path) {
+                    Ok(file) => hash_reader(&file).map_err(local(&path))?,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                        return Err(StoreError::NotFound { key: shown });
+                    }
+                    Err(e) => return Err(local(&path)(e)),
+                },
+            };
+            let to = match accept(&got) {
+                Ok(to) => to,
+                Err(e) => return Ok(Err(e)),
+            };
+            let target = root.join(to.as_str());
+            let linked = match std::fs::hard_link(&path, &target) {
+                Ok(()) => true,
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => false,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    ensure_parent(&target).map_err(local(&target))?;
+                    match std::fs::hard_link(&path, &target) {
+                        Ok(()) => true,
+                        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => false,
+                        Err(e) => return Err(local(&target)(e)),
+                    }
+                }
+                Err(e) => return Err(local(&target)(e)),
+            };
+            Ok(Ok((got, to, linked)))
+        })
+        .await
+        .map_err(|e| StoreError::Local {
+            path: key.to_string(),
+            source: std::io::Error::other(e),
+        })?
+    }
+
     /// Makes the object at `from` also available at `to` unless `to` exists; returns
     /// whether it did. No bytes move on a local store (a hard link: both names share
     /// the immutable file) nor on S3 (a server-side copy).
@@ -566,17 +629,15 @@ impl Store {
     /// object will be on a local store (so the move is a rename in one directory and no
     /// scratch directory is made); `None` for a remote store.
     pub async fn staging_file(&self, key: &ObjectKey) -> Result<Option<PathBuf>, StoreError> {
-        let Some(to) = self.local_file(key) else {
+        let Some(staged) = self.staging_path(key) else {
             return Ok(None);
         };
         tokio::task::spawn_blocking(move || {
-            if let Some(dir) = to.parent() {
-                std::fs::create_dir_all(dir).map_err(|source| StoreError::Local {
-                    path: dir.display().to_string(),
-                    source,
-                })?;
-            }
-            Ok(Some(staged_path(&to)))
+            ensure_parent(&staged).map_err(|source| StoreError::Local {
+                path: staged.display().to_string(),
+                source,
+            })?;
+            Ok(Some(staged))
         })
         .await
         .map_err(|e| StoreError::Local {
@@ -585,34 +646,29 @@ impl Store {
         })?
     }
 
+    /// [`Store::staging_file`] without making its folder: for a step that does its file
+    /// work in one blocking call (small files pay more for each hand-over to a blocking
+    /// thread than for the work), which makes it with [`ensure_parent`] there.
+    pub fn staging_path(&self, key: &ObjectKey) -> Option<PathBuf> {
+        self.local_file(key).map(|to| staged_path(&to))
+    }
+
     /// Stores the local file `from` (which this call consumes) at `key`: moved into
     /// place when the store is a local directory on the same file system, else
     /// streamed up. Returns its size.
     pub async fn put_moved(&self, from: &Path, key: &ObjectKey) -> Result<u64, StoreError> {
-        if let Some(to) = self.local_file(key) {
-            let from_owned = from.to_path_buf();
-            let moved = tokio::task::spawn_blocking(move || -> std::io::Result<Option<u64>> {
-                let size = std::fs::metadata(&from_owned)?.len();
-                if let Some(dir) = to.parent()
-                    && !dir.is_dir()
-                {
-                    std::fs::create_dir_all(dir)?;
-                }
-                match std::fs::rename(&from_owned, &to) {
-                    Ok(()) => Ok(Some(size)),
-                    // Another file system (EXDEV) and the like: copy instead.
-                    Err(_) => Ok(None),
-                }
-            })
-            .await
-            .map_err(|e| StoreError::Local {
-                path: from.display().to_string(),
-                source: std::io::Error::other(e),
-            })?
-            .map_err(|source| StoreError::Local {
-                path: from.display().to_string(),
-                source,
-            })?;
+        if self.local_root().is_some() {
+            let (store, from_owned, to) = (self.clone(), from.to_path_buf(), key.clone());
+            let moved = tokio::task::spawn_blocking(move || store.move_in(&from_owned, &to))
+                .await
+                .map_err(|e| StoreError::Local {
+                    path: from.display().to_string(),
+                    source: std::io::Error::other(e),
+                })?
+                .map_err(|source| StoreError::Local {
+                    path: from.display().to_string(),
+                    source,
+                })?;
             if let Some(size) = moved {
                 return Ok(size);
             }
@@ -620,6 +676,22 @@ impl Store {
         let written = self.upload_file(from, key).await?;
         let _ = tokio::fs::remove_file(from).await;
         Ok(written.size)
+    }
+
+    /// The local half of [`Store::put_moved`], blocking: renames `from` to `key`'s file
+    /// and returns its size; `None` when the store is remote or the rename cannot be
+    /// done (another file system), where the caller streams it up instead.
+    pub fn move_in(&self, from: &Path, key: &ObjectKey) -> std::io::Result<Option<u64>> {
+        let Some(to) = self.local_file(key) else {
+            return Ok(None);
+        };
+        let size = std::fs::metadata(from)?.len();
+        ensure_parent(&to)?;
+        match std::fs::rename(from, &to) {
+            Ok(()) => Ok(Some(size)),
+            // Another file system (EXDEV) and the like: copy instead.
+            Err(_) => Ok(None),
+        }
     }
 
     /// The parts of `upload` that are in the store, in either layout (flat, or in the
@@ -690,6 +762,14 @@ const LOCAL_CHUNK: usize = 4 * 1024 * 1024;
 /// A sibling of `to` to write into before the rename: unique (the pid, then a counter
 /// of fixed width), never an object key, and left out of listings like the store's
 /// own staged files (`#` and digits only).
+/// Makes the folder `path` goes in unless it is there (one `stat` when it is).
+pub fn ensure_parent(path: &Path) -> std::io::Result<()> {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() && !dir.is_dir() => std::fs::create_dir_all(dir),
+        _ => Ok(()),
+    }
+}
+
 fn staged_path(to: &Path) -> PathBuf {
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -805,9 +885,7 @@ fn copy_hashing(
     let mut src = std::fs::File::open(from)?;
     src.seek(std::io::SeekFrom::Start(range.start))?;
     let mut src = src.take(range.end.saturating_sub(range.start));
-    if let Some(dir) = to.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
+    ensure_parent(to)?;
     let mut dst = std::fs::File::create(staged)?;
     let digested = pipe_hashing(&mut src, |chunk| {
         dst.write_all(chunk)?;
