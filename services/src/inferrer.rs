@@ -231,12 +231,13 @@ impl Service for Inferrer {
             (ctx.store.clone(), output_path.clone(), rejects_path.clone());
         let rejects_at = rejects_key.clone();
         let done = tokio::task::spawn_blocking(move || -> Result<Converting, StepError> {
-            let local = |what: &str, e: std::io::Error| {
-                StepError::Transient(format!("{what} {}: {e}", out.display()))
+            let local = |what: &str, path: &std::path::Path, e: std::io::Error| {
+                StepError::Transient(format!("{what} {}: {e}", path.display()))
             };
-            crate::store::ensure_parent(&out).map_err(|e| local("making the folder of", e))?;
-            crate::store::ensure_parent(&rejects_out)
-                .map_err(|e| local("making the folder of", e))?;
+            for path in [&out, &rejects_out] {
+                crate::store::ensure_parent(path)
+                    .map_err(|e| local("making the folder of", path, e))?;
+            }
             let converted = convert_many(&inputs, &out, &options, &mut |_| {}).map_err(|e| {
                 if e.is_permanent() {
                     StepError::Permanent(e.to_string())
@@ -251,11 +252,11 @@ impl Service for Inferrer {
             // reference it.
             let parquet = if converted.rewritten {
                 let digest = crate::store::sha256_file(&out)
-                    .map_err(|e| local("hashing the Parquet file", e))?;
+                    .map_err(|e| local("hashing the Parquet file", &out, e))?;
                 let key = ObjectKey::converted(&digest);
                 let moved = store
                     .move_in(&out, &key)
-                    .map_err(|e| local("storing the Parquet file", e))?;
+                    .map_err(|e| local("storing the Parquet file", &out, e))?;
                 Some((key, moved))
             } else {
                 None
@@ -263,7 +264,7 @@ impl Service for Inferrer {
             let rejects_moved = if converted.rejects_entries > 0 {
                 store
                     .move_in(&rejects_out, &rejects_at)
-                    .map_err(|e| local("storing the rejects", e))?
+                    .map_err(|e| local("storing the rejects", &rejects_out, e))?
             } else {
                 None
             };

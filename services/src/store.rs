@@ -1088,6 +1088,76 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn digest_then_link_checks_before_it_links_and_links_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::local(&dir.path().join("objects")).unwrap();
+        let root = store.local_root().unwrap();
+        let file = dir.path().join("in");
+        let data = b"a,b\n1,2\n3,4\n";
+        std::fs::write(&file, data).unwrap();
+        let to_blob =
+            |d: &super::Digested| -> Result<ObjectKey, String> { Ok(ObjectKey::blob(&d.sha256)) };
+        // Written with its digest recorded: checked, then linked (the blob's folder is
+        // made on the way); the same again finds the blob there.
+        let part = ObjectKey::part(UploadId::new(), 1);
+        store
+            .put_file(&file, 0..data.len() as u64, &part)
+            .await
+            .unwrap();
+        let (got, blob, linked) = store
+            .digest_then_link(&part, to_blob)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(got.sha256, sha(data));
+        assert_eq!(got.size, data.len() as u64);
+        assert_eq!(blob, ObjectKey::blob(&sha(data)));
+        assert!(linked);
+        assert_eq!(std::fs::read(root.join(blob.as_str())).unwrap(), data);
+        let again = ObjectKey::part(UploadId::new(), 1);
+        store
+            .put_file(&file, 0..data.len() as u64, &again)
+            .await
+            .unwrap();
+        let (_, _, linked) = store
+            .digest_then_link(&again, to_blob)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(!linked, "the blob was there: deduplicated");
+        // Without a record (put_bytes) the object is read; a refused digest links
+        // nothing and hands the refusal back.
+        let other = ObjectKey::part(UploadId::new(), 1);
+        store
+            .put_bytes(&other, bytes::Bytes::from_static(b"x\n9\n"))
+            .await
+            .unwrap();
+        let refused = store
+            .digest_then_link(&other, |d: &super::Digested| -> Result<ObjectKey, String> {
+                Err(format!("{} bytes, not what the manifest says", d.size))
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            refused,
+            Err("4 bytes, not what the manifest says".to_owned())
+        );
+        assert!(
+            !root
+                .join(ObjectKey::blob(&sha(b"x\n9\n")).as_str())
+                .exists()
+        );
+        // A missing part is not found, and nothing is linked.
+        let missing = store
+            .digest_then_link(&ObjectKey::part(UploadId::new(), 1), to_blob)
+            .await;
+        assert!(
+            matches!(missing, Err(super::StoreError::NotFound { .. })),
+            "{missing:?}"
+        );
+    }
+
+    #[tokio::test]
     async fn a_link_is_made_once_and_a_missing_object_is_not_found() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::local(&dir.path().join("objects")).unwrap();
