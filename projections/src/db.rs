@@ -481,6 +481,9 @@ mod migration_tests {
             .unwrap();
         assert_eq!(mode, "wal");
         let header = std::fs::read(&path).unwrap();
-        assert_eq!(u16::from_be_bytes([header[16], header[17]]) as u64, SQLITE_PAGE_BYTES);
+        assert_eq!(
+            u16::from_be_bytes([header[16], header[17]]) as u64,
+            SQLITE_PAGE_BYTES
+        );
     }
 }
