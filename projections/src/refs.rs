@@ -11,7 +11,11 @@
 //!   ends the rest (`registered`, `failed`, `aborted`).
 //! - A dataset holds, from each registration, that version's blob, Parquet and
 //!   rejects, until it is purged (`DatasetPurged` → `purged`). Versions of one dataset
-//!   sharing an object are one reference.
+//!   sharing an object are one reference. The registration hands the upload's
+//!   references over: the upload's rows for the objects the dataset now holds are
+//!   removed, not ended (a live reference of the dataset decides everything they
+//!   would, and a rebuild writes two rows per upload fewer); what the version did not
+//!   take (its parts, a Parquet it did not register) ends as `registered`.
 //! - An object is marked deleted on every reference it had when `ObjectDeleted` names
 //!   it, when a compensation says it removed it, or when an abort says its parts were
 //!   removed. A reference made later (the same content uploaded again) is a new life
@@ -157,6 +161,17 @@ impl ObjectRefs {
         }
     }
 
+    fn unindex(&mut self, key: &str, holder: &str) {
+        if let Some(keys) = self.by_holder.get_mut(holder) {
+            keys.remove(key);
+        }
+        if let Some(by_key) = &mut self.by_key
+            && let Some(holders) = by_key.get_mut(key)
+        {
+            holders.remove(holder);
+        }
+    }
+
     /// The holders of references to `key`, in order (the index is built on first use).
     fn holders_of(&mut self, key: &str) -> Vec<String> {
         let by_key = self.by_key.get_or_insert_with(|| {
@@ -178,9 +193,9 @@ impl ObjectRefs {
     }
 
     /// The rows `needs` names as they stand before the batch: from the database,
-    /// overlaid with the images `after` (the previous batch, maybe not committed yet)
-    /// holds for the same holders and keys. Rows are never deleted, so the overlay is
-    /// complete: a row that batch did not touch reads the same from the database.
+    /// overlaid with what `after` (the previous batch, maybe not committed yet) knows of
+    /// the same holders and keys, the rows it removed included. A row that batch did not
+    /// touch reads the same from the database.
     pub(crate) async fn load(
         sql: &Sql,
         conn: &mut Conn<'_>,
@@ -198,10 +213,14 @@ impl ObjectRefs {
                 .loaded((row.object_key.clone(), row.holder.clone()), Some(row));
         }
         if let Some(after) = after {
-            for (k, row) in after.rows.images() {
-                if needs.holders.contains(&row.holder) || needs.keys.contains(&row.object_key) {
-                    refs.index(&row.object_key, &row.holder);
-                    refs.rows.loaded(k.clone(), Some(row.clone()));
+            for (k, row) in after.rows.known() {
+                let (key, holder) = k;
+                if needs.holders.contains(holder) || needs.keys.contains(key) {
+                    match row {
+                        Some(_) => refs.index(key, holder),
+                        None => refs.unindex(key, holder),
+                    }
+                    refs.rows.loaded(k.clone(), row.cloned());
                 }
             }
         }
@@ -209,8 +228,26 @@ impl ObjectRefs {
     }
 
     pub(crate) async fn write(&self, sql: &Sql, conn: &mut Conn<'_>) -> Result<(), Error> {
-        let (put, _) = self.rows.changed();
+        let (put, gone) = self.rows.changed();
+        sql.delete_keys::<RefRow, _>(conn, &gone).await?;
         sql.write(conn, &put).await
+    }
+
+    /// At registration the dataset holds what the upload held and the version keeps:
+    /// the upload's own rows for those objects are removed (the dataset's live row
+    /// says all they would); the rest of the upload's references end as `registered`.
+    fn hand_over(&mut self, upload: &str, dataset: &str, at: i64, seq: i64) {
+        for key in self.keys_of(upload) {
+            let held = self
+                .rows
+                .get(&(key.clone(), dataset.to_owned()))
+                .is_some_and(|r| r.live == 1);
+            if held {
+                self.rows.remove(&(key.clone(), upload.to_owned()));
+                self.unindex(&key, upload);
+            }
+        }
+        self.end(upload, |_| true, ended::REGISTERED, at, seq);
     }
 
     /// A live reference from `origin.holder` to `key`; one that exists stays as it is,
@@ -427,7 +464,7 @@ impl ObjectRefs {
                 if let Some(rejects) = self.key_in_role(&holder, "rejects") {
                     self.add(&ObjectKey::from_stored(rejects), "rejects", &o);
                 }
-                self.end(&holder, |_| true, ended::REGISTERED, at, seq);
+                self.hand_over(&holder, &o.holder, at, seq);
             }
             Event::Failed(_) => self.end(&holder, |_| true, ended::FAILED, at, seq),
             Event::UploadAborted(e) => {

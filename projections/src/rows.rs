@@ -258,7 +258,8 @@ row_image!(RefRow, "object_refs", key = ["object_key", "holder"], {
 });
 
 /// Rows of one table keyed in memory: `None` is a row known to be absent (never there,
-/// or deleted by this batch). Only rows marked dirty are written back, in key order.
+/// or deleted by this batch). Only rows marked dirty are written back, in key order; a
+/// row made and removed within the batch is not written at all.
 #[derive(Debug)]
 pub(crate) struct Keyed<K, R> {
     rows: HashMap<K, Slot<R>>,
@@ -268,6 +269,9 @@ pub(crate) struct Keyed<K, R> {
 struct Slot<R> {
     row: Option<R>,
     dirty: bool,
+    /// The database may hold the key when the batch commits (the batch started with a
+    /// row for it): removing it then takes a `DELETE`, otherwise nothing.
+    stored: bool,
 }
 
 impl<K, R> Default for Keyed<K, R> {
@@ -310,6 +314,7 @@ impl<K: Eq + Hash + Clone, R> Keyed<K, R> {
                     Slot {
                         row: Some(row),
                         dirty: true,
+                        stored: false,
                     },
                 );
             }
@@ -321,20 +326,26 @@ impl<K: Eq + Hash + Clone, R> Keyed<K, R> {
             && slot.row.is_some()
         {
             slot.row = None;
-            slot.dirty = true;
+            slot.dirty = slot.stored;
         }
     }
 
-    /// Every row image held, in no particular order.
-    pub fn images(&self) -> impl Iterator<Item = (&K, &R)> {
-        self.rows
-            .iter()
-            .filter_map(|(k, slot)| slot.row.as_ref().map(|r| (k, r)))
+    /// Every key known, with its image or `None` for a row known to be absent.
+    pub fn known(&self) -> impl Iterator<Item = (&K, Option<&R>)> {
+        self.rows.iter().map(|(k, slot)| (k, slot.row.as_ref()))
     }
 
     /// Records what the database holds for `key` before the batch.
     pub fn loaded(&mut self, key: K, row: Option<R>) {
-        self.rows.insert(key, Slot { row, dirty: false });
+        let stored = row.is_some();
+        self.rows.insert(
+            key,
+            Slot {
+                row,
+                dirty: false,
+                stored,
+            },
+        );
     }
 
     /// The dirty keys once each, in key order, split into rows to upsert and keys to

@@ -88,6 +88,23 @@ async fn references_fold_the_same_whatever_the_batches(kind: Kind) {
             }),
         ));
     }
+    // Registered under another Parquet than the one inferred (say, converted again): the
+    // inferred file is not the dataset's and stays the upload's, ended at registration.
+    let mut e = Chain::new("acme", "e.csv", None);
+    let mut chain_e = e.happy(&cols, 10);
+    let e_registered = match &chain_e[4].event {
+        Event::DatasetRegistered(r) => r.clone(),
+        other => panic!("{other:?}"),
+    };
+    let e_parquet = ObjectKey::parquet(e.dataset, 2);
+    chain_e[4] = with_event(
+        &chain_e[4],
+        Event::DatasetRegistered(weir_events::DatasetRegistered {
+            parquet: e_parquet.clone(),
+            ..e_registered
+        }),
+    );
+    events.extend(chain_e);
     let last = log.append_all(&events).await;
 
     let first = TestDb::new(kind).await;
@@ -123,17 +140,40 @@ async fn references_fold_the_same_whatever_the_batches(kind: Kind) {
         format!("dataset:{}", a.dataset),
         format!("dataset:{}", b.dataset),
     );
-    // The shared blob: held live by the second dataset, the first's reference purged.
+    // The shared blob: held live by the second dataset, the first's reference purged;
+    // the uploads handed theirs over at registration.
     let blob = retention::refs_of(db, shared.blob.as_str()).await.unwrap();
-    assert_eq!(blob.len(), 4, "{blob:?}");
-    assert_eq!(row(&blob, &ha).ended_by.as_deref(), Some("registered"));
-    assert_eq!(row(&blob, &hb).ended_by.as_deref(), Some("registered"));
+    assert_eq!(blob.len(), 2, "{blob:?}");
+    assert!(!blob.iter().any(|r| r.holder == ha || r.holder == hb));
     assert_eq!(row(&blob, &da).ended_by.as_deref(), Some("purged"));
     assert!(row(&blob, &db_).live && row(&blob, &db_).ended_at.is_none());
     assert!(blob.iter().all(|r| r.deleted_at.is_none()));
+    // What an upload keeps after registration: its parts and staging object, ended
+    // when combined; no blob or Parquet.
+    for held in [&ha, &hb] {
+        let left = retention::refs_held_by(db, held).await.unwrap();
+        assert!(left.iter().any(|r| r.role == "part"), "{left:?}");
+        assert!(
+            left.iter()
+                .all(|r| (r.role == "part" || r.role == "staging")
+                    && r.ended_by.as_deref() == Some("combined")),
+            "{left:?}"
+        );
+    }
+    let he = format!("upload:{}", e.upload);
+    let inferred = ObjectKey::parquet(e.dataset, 1);
+    let kept = retention::refs_of(db, inferred.as_str()).await.unwrap();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert_eq!(kept[0].holder, he);
+    assert_eq!(kept[0].ended_by.as_deref(), Some("registered"));
+    let registered = retention::refs_of(db, e_parquet.as_str()).await.unwrap();
+    assert_eq!(registered.len(), 1, "{registered:?}");
+    assert_eq!(registered[0].holder, format!("dataset:{}", e.dataset));
+    assert!(registered[0].live);
     // The purged dataset's Parquet: deleted on every reference.
     let parquet = retention::refs_of(db, a_parquet.as_str()).await.unwrap();
-    assert_eq!(parquet.len(), 2, "{parquet:?}");
+    assert_eq!(parquet.len(), 1, "{parquet:?}");
+    assert_eq!(parquet[0].holder, da);
     assert!(parquet.iter().all(|r| !r.live && r.deleted_at.is_some()));
     // Its rejects: purged, not yet deleted: the janitor's to do.
     let rejects = ObjectKey::rejects(a.dataset, 1);
