@@ -1,6 +1,7 @@
 //! The object references projection (`object_refs`): who holds each object, live or
 //! since when not and why, and its deletion, folded from a log with a shared blob, a
-//! purge, a failure, an abort and the janitor's deletions. The rows do not depend on
+//! purge, a failure, an abort, a registration under another Parquet than the inferred
+//! one and the janitor's deletions. The rows do not depend on
 //! where batches begin and end (batches of 1 to 1,000 events give the same tables),
 //! and SQLite and Postgres hold the same rows.
 
