@@ -120,7 +120,8 @@ fn removed_key(action: &CompensationAction) -> Option<&ObjectKey> {
     }
 }
 
-/// The reference rows of a batch, with an index by holder and by key.
+/// The reference rows of a batch, with an index by holder and by key. An index entry
+/// may outlive its row (removed at a hand-over): every reader looks the row up.
 #[derive(Debug, Default)]
 pub(crate) struct ObjectRefs {
     rows: Keyed<(String, String), RefRow>,
@@ -158,17 +159,6 @@ impl ObjectRefs {
                 .entry(key.to_owned())
                 .or_default()
                 .insert(holder.to_owned());
-        }
-    }
-
-    fn unindex(&mut self, key: &str, holder: &str) {
-        if let Some(keys) = self.by_holder.get_mut(holder) {
-            keys.remove(key);
-        }
-        if let Some(by_key) = &mut self.by_key
-            && let Some(holders) = by_key.get_mut(key)
-        {
-            holders.remove(holder);
         }
     }
 
@@ -216,9 +206,8 @@ impl ObjectRefs {
             for (k, row) in after.rows.known() {
                 let (key, holder) = k;
                 if needs.holders.contains(holder) || needs.keys.contains(key) {
-                    match row {
-                        Some(_) => refs.index(key, holder),
-                        None => refs.unindex(key, holder),
+                    if row.is_some() {
+                        refs.index(key, holder);
                     }
                     refs.rows.loaded(k.clone(), row.cloned());
                 }
@@ -238,13 +227,10 @@ impl ObjectRefs {
     /// says all they would); the rest of the upload's references end as `registered`.
     fn hand_over(&mut self, upload: &str, dataset: &str, at: i64, seq: i64) {
         for key in self.keys_of(upload) {
-            let held = self
-                .rows
-                .get(&(key.clone(), dataset.to_owned()))
-                .is_some_and(|r| r.live == 1);
-            if held {
-                self.rows.remove(&(key.clone(), upload.to_owned()));
-                self.unindex(&key, upload);
+            let mut k = (key, dataset.to_owned());
+            if self.rows.get(&k).is_some_and(|r| r.live == 1) {
+                k.1 = upload.to_owned();
+                self.rows.remove(&k);
             }
         }
         self.end(upload, |_| true, ended::REGISTERED, at, seq);
@@ -292,7 +278,7 @@ impl ObjectRefs {
         );
     }
 
-    /// The keys `holder` references, in order.
+    /// The keys `holder` references (or did, for a row removed this batch), in order.
     fn keys_of(&self, holder: &str) -> Vec<String> {
         self.by_holder
             .get(holder)
