@@ -109,10 +109,15 @@ macro_rules! prefixed_id {
 
         impl fmt::Display for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                let body = encode(self.0);
-                // encode only yields ASCII from ALPHABET.
-                let body = std::str::from_utf8(&body).map_err(|_| fmt::Error)?;
-                write!(f, "{}_{}", $prefix, body)
+                // One write of the whole text: `to_string` then allocates once, at
+                // the id's length (projections turn ids to text several times per
+                // event).
+                const PREFIX_LEN: usize = $prefix.len();
+                let mut text = [b'_'; PREFIX_LEN + 1 + ID_CHARS];
+                text[..PREFIX_LEN].copy_from_slice($prefix.as_bytes());
+                text[PREFIX_LEN + 1..].copy_from_slice(&encode(self.0));
+                // The prefix is ASCII and encode only yields ASCII from ALPHABET.
+                f.write_str(std::str::from_utf8(&text).map_err(|_| fmt::Error)?)
             }
         }
 

@@ -874,6 +874,15 @@ fn hash_reader(mut read: impl std::io::Read) -> std::io::Result<Digested> {
 }
 
 /// Copies `range` of `from` into `staged`, hashing on the way, then renames it to `to`.
+///
+/// An object of one chunk or less is read into memory, hashed and written here. A
+/// larger one is copied by the kernel, a chunk at a time (`std::io::copy` between two
+/// files is `copy_file_range` on Linux, and falls back to reading and writing where the
+/// file systems do not allow it), while another thread hashes each chunk read back
+/// from the new file. The bytes never pass through this process on their way to the
+/// store, which on a VM is several times faster than reading and writing them
+/// (BENCHMARKS.md, "Pipeline", round 12); reading back from the page cache is cheap,
+/// and the digest is of what the object holds even if the source changed meanwhile.
 fn copy_hashing(
     from: &Path,
     range: std::ops::Range<u64>,
@@ -882,20 +891,75 @@ fn copy_hashing(
     written: &std::sync::atomic::AtomicU64,
 ) -> std::io::Result<Digested> {
     use std::io::{Read, Seek, Write};
+    let len = range.end.saturating_sub(range.start);
     let mut src = std::fs::File::open(from)?;
     src.seek(std::io::SeekFrom::Start(range.start))?;
-    let mut src = src.take(range.end.saturating_sub(range.start));
+    let mut src = src.take(len);
     ensure_parent(to)?;
     let mut dst = std::fs::File::create(staged)?;
-    let digested = pipe_hashing(&mut src, |chunk| {
-        dst.write_all(chunk)?;
-        written.fetch_add(chunk.len() as u64, std::sync::atomic::Ordering::Relaxed);
-        Ok(())
-    })?;
+    let digested = if len <= LOCAL_CHUNK as u64 {
+        pipe_hashing(&mut src, |chunk| {
+            dst.write_all(chunk)?;
+            written.fetch_add(chunk.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            Ok(())
+        })?
+    } else {
+        copy_then_hash(&mut src, &mut dst, std::fs::File::open(staged)?, written)?
+    };
     record_digest(&dst, &digested);
     drop(dst);
     std::fs::rename(staged, to)?;
     Ok(digested)
+}
+
+/// Copies `src` to its end into `dst` in chunks, each by `std::io::copy` (the kernel,
+/// where it can), while another thread reads each chunk back through `written_back`
+/// (the same file, opened for reading) and hashes it.
+fn copy_then_hash(
+    src: &mut impl std::io::Read,
+    dst: &mut std::fs::File,
+    mut written_back: std::fs::File,
+    written: &std::sync::atomic::AtomicU64,
+) -> std::io::Result<Digested> {
+    use std::io::Read;
+    std::thread::scope(|scope| {
+        // Lengths of the chunks copied, in order; a few may wait to be hashed.
+        let (copied_tx, copied_rx) = std::sync::mpsc::sync_channel::<u64>(4);
+        let hasher = scope.spawn(move || -> std::io::Result<Digested> {
+            let mut hasher = Hasher::new();
+            let mut size = 0u64;
+            let mut buf = vec![0u8; LOCAL_CHUNK];
+            for n in copied_rx {
+                // A chunk is at most LOCAL_CHUNK bytes (see the copy below).
+                let chunk = &mut buf[..n as usize];
+                written_back.read_exact(chunk)?;
+                hasher.update(&*chunk);
+                size += n;
+            }
+            Ok(Digested {
+                size,
+                sha256: Sha256(hasher.finalize().into()),
+            })
+        });
+        let copied = loop {
+            match std::io::copy(&mut src.by_ref().take(LOCAL_CHUNK as u64), dst) {
+                Ok(0) => break Ok(()),
+                Ok(n) => {
+                    written.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+                    if copied_tx.send(n).is_err() {
+                        // The hasher stopped on an error, reported below.
+                        break Ok(());
+                    }
+                }
+                Err(e) => break Err(e),
+            }
+        };
+        drop(copied_tx);
+        let digested = hasher
+            .join()
+            .map_err(|_| std::io::Error::other("the hashing thread panicked"))?;
+        copied.and(digested)
+    })
 }
 
 /// Reads `src` to its end in chunks, giving each to `sink` while another thread
@@ -999,7 +1063,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::local(&dir.path().join("objects")).unwrap();
         let upload = UploadId::new();
-        for (n, len) in [0, 1, 5_000, LOCAL_CHUNK, 2 * LOCAL_CHUNK + 17]
+        // Up to one chunk: read, hashed and written in memory; above: copied by the
+        // kernel and hashed as read back, a last chunk of one byte included.
+        for (n, len) in [0, 1, 5_000, LOCAL_CHUNK, LOCAL_CHUNK + 1, 2 * LOCAL_CHUNK + 17]
             .into_iter()
             .enumerate()
         {
@@ -1007,12 +1073,18 @@ mod tests {
             let file = dir.path().join(format!("in{n}"));
             std::fs::write(&file, &data).unwrap();
             let key = ObjectKey::part(upload, n as u32 + 1);
+            let written = std::sync::Arc::default();
             // Skip the first ten bytes: parts are ranges of the file.
             let got = store
-                .put_file(&file, 10..(len as u64 + 10), &key)
+                .put_file_counted(&file, 10..(len as u64 + 10), &key, &written)
                 .await
                 .unwrap();
             assert_eq!(got.size, len as u64, "{len}");
+            assert_eq!(
+                written.load(std::sync::atomic::Ordering::Relaxed),
+                len as u64,
+                "progress counts every byte once: {len}"
+            );
             assert_eq!(got.sha256, sha(&data[10..]), "{len}");
             assert_eq!(store.digest(&key).await.unwrap(), got, "{len}");
             let on_disk = std::fs::read(store.local_root().unwrap().join(key.as_str())).unwrap();
