@@ -1065,9 +1065,16 @@ mod tests {
         let upload = UploadId::new();
         // Up to one chunk: read, hashed and written in memory; above: copied by the
         // kernel and hashed as read back, a last chunk of one byte included.
-        for (n, len) in [0, 1, 5_000, LOCAL_CHUNK, LOCAL_CHUNK + 1, 2 * LOCAL_CHUNK + 17]
-            .into_iter()
-            .enumerate()
+        for (n, len) in [
+            0,
+            1,
+            5_000,
+            LOCAL_CHUNK,
+            LOCAL_CHUNK + 1,
+            2 * LOCAL_CHUNK + 17,
+        ]
+        .into_iter()
+        .enumerate()
         {
             let data = bytes(len + 10);
             let file = dir.path().join(format!("in{n}"));
