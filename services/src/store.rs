@@ -253,13 +253,34 @@ impl Store {
 
     /// Streams the objects in `keys` one after another into a new object at `to`,
     /// hashing as it goes; calls `each` with every source's own size and digest.
-    /// Memory holds one chunk at a time whatever the sizes.
+    /// Memory holds one chunk at a time whatever the sizes. On a local store the
+    /// kernel copies the files and the result is hashed as read back (as in
+    /// [`Store::put_file`]).
     pub async fn concat(
         &self,
         keys: &[ObjectKey],
         to: &ObjectKey,
         mut each: impl FnMut(usize, Digested),
     ) -> Result<Digested, StoreError> {
+        if let (Some(to_path), Some(sources)) = (
+            self.local_file(to),
+            keys.iter()
+                .map(|k| self.local_file(k))
+                .collect::<Option<Vec<_>>>(),
+        ) {
+            let keys = keys.to_vec();
+            let (parts, total) =
+                tokio::task::spawn_blocking(move || concat_local(&keys, &sources, &to_path))
+                    .await
+                    .map_err(|e| StoreError::Local {
+                        path: to.to_string(),
+                        source: std::io::Error::other(e),
+                    })??;
+            for (i, part) in parts.into_iter().enumerate() {
+                each(i, part);
+            }
+            return Ok(total);
+        }
         let upload = self
             .inner
             .put_multipart(&Self::path(to))
@@ -904,7 +925,8 @@ fn copy_hashing(
             Ok(())
         })?
     } else {
-        copy_then_hash(&mut src, &mut dst, std::fs::File::open(staged)?, written)?
+        let written_back = std::fs::File::open(staged)?;
+        copy_then_hash(&mut [src], &mut dst, written_back, false, written)?.1
     };
     record_digest(&dst, &digested);
     drop(dst);
@@ -912,47 +934,129 @@ fn copy_hashing(
     Ok(digested)
 }
 
-/// Copies `src` to its end into `dst` in chunks, each by `std::io::copy` (the kernel,
-/// where it can), while another thread reads each chunk back through `written_back`
-/// (the same file, opened for reading) and hashes it.
-fn copy_then_hash(
-    src: &mut impl std::io::Read,
+/// The local store's [`Store::concat`]: the files `sources` (the objects `keys`) one
+/// after another into a new file at `to` (written beside it, then renamed), by the
+/// kernel where it can; returns each source's size and digest and the whole's. A
+/// missing source is `NotFound`, before anything is written.
+fn concat_local(
+    keys: &[ObjectKey],
+    sources: &[PathBuf],
+    to: &Path,
+) -> Result<(Vec<Digested>, Digested), StoreError> {
+    let local = |path: &Path| {
+        let path = path.display().to_string();
+        move |source| StoreError::Local { path, source }
+    };
+    let mut files = Vec::with_capacity(sources.len());
+    for (key, path) in keys.iter().zip(sources) {
+        match std::fs::File::open(path) {
+            Ok(file) => files.push(file),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(StoreError::NotFound {
+                    key: key.to_string(),
+                });
+            }
+            Err(e) => return Err(local(path)(e)),
+        }
+    }
+    let staged = staged_path(to);
+    let written = (|| {
+        ensure_parent(to)?;
+        let mut dst = std::fs::File::create(&staged)?;
+        let written_back = std::fs::File::open(&staged)?;
+        let digests = copy_then_hash(
+            &mut files,
+            &mut dst,
+            written_back,
+            true,
+            &std::sync::atomic::AtomicU64::new(0),
+        )?;
+        record_digest(&dst, &digests.1);
+        drop(dst);
+        std::fs::rename(&staged, to)?;
+        Ok(digests)
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&staged);
+    }
+    written.map_err(local(to))
+}
+
+/// What the copying thread tells the hashing one.
+enum Copied {
+    /// This many more bytes of the current source are in the file.
+    Chunk(u64),
+    /// The current source ended.
+    End,
+}
+
+/// Copies each of `sources` to its end into `dst`, one after the other, in chunks, each
+/// by `std::io::copy` (the kernel, where it can), while another thread reads each chunk
+/// back through `written_back` (the same file, opened for reading) and hashes it.
+/// Returns each source's size and digest when `per_source` asks for them (otherwise
+/// none: one hash of the whole, not two), and the whole's.
+fn copy_then_hash<R: std::io::Read>(
+    sources: &mut [R],
     dst: &mut std::fs::File,
     mut written_back: std::fs::File,
+    per_source: bool,
     written: &std::sync::atomic::AtomicU64,
-) -> std::io::Result<Digested> {
+) -> std::io::Result<(Vec<Digested>, Digested)> {
     use std::io::Read;
     std::thread::scope(|scope| {
-        // Lengths of the chunks copied, in order; a few may wait to be hashed.
-        let (copied_tx, copied_rx) = std::sync::mpsc::sync_channel::<u64>(4);
-        let hasher = scope.spawn(move || -> std::io::Result<Digested> {
-            let mut hasher = Hasher::new();
-            let mut size = 0u64;
+        // A few chunks may wait to be hashed.
+        let (copied_tx, copied_rx) = std::sync::mpsc::sync_channel::<Copied>(4);
+        let hasher = scope.spawn(move || -> std::io::Result<(Vec<Digested>, Digested)> {
+            let (mut whole, mut whole_size) = (Hasher::new(), 0u64);
+            let (mut part, mut part_size) = (Hasher::new(), 0u64);
+            let mut parts = Vec::new();
             let mut buf = vec![0u8; LOCAL_CHUNK];
-            for n in copied_rx {
-                // A chunk is at most LOCAL_CHUNK bytes (see the copy below).
-                let chunk = &mut buf[..n as usize];
-                written_back.read_exact(chunk)?;
-                hasher.update(&*chunk);
-                size += n;
+            for copied in copied_rx {
+                match copied {
+                    Copied::Chunk(n) => {
+                        // A chunk is at most LOCAL_CHUNK bytes (see the copy below).
+                        let chunk = &mut buf[..n as usize];
+                        written_back.read_exact(chunk)?;
+                        whole.update(&*chunk);
+                        whole_size += n;
+                        if per_source {
+                            part.update(&*chunk);
+                            part_size += n;
+                        }
+                    }
+                    Copied::End if per_source => parts.push(Digested {
+                        size: std::mem::take(&mut part_size),
+                        sha256: Sha256(std::mem::take(&mut part).finalize().into()),
+                    }),
+                    Copied::End => {}
+                }
             }
-            Ok(Digested {
-                size,
-                sha256: Sha256(hasher.finalize().into()),
-            })
+            let whole = Digested {
+                size: whole_size,
+                sha256: Sha256(whole.finalize().into()),
+            };
+            Ok((parts, whole))
         });
-        let copied = loop {
-            match std::io::copy(&mut src.by_ref().take(LOCAL_CHUNK as u64), dst) {
-                Ok(0) => break Ok(()),
-                Ok(n) => {
-                    written.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
-                    if copied_tx.send(n).is_err() {
-                        // The hasher stopped on an error, reported below.
-                        break Ok(());
+        let copied = 'copy: {
+            for src in sources.iter_mut() {
+                loop {
+                    match std::io::copy(&mut src.by_ref().take(LOCAL_CHUNK as u64), dst) {
+                        Ok(0) => break,
+                        Ok(n) => {
+                            written.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+                            if copied_tx.send(Copied::Chunk(n)).is_err() {
+                                // The hasher stopped on an error, reported below.
+                                break 'copy Ok(());
+                            }
+                        }
+                        Err(e) => break 'copy Err(e),
                     }
                 }
-                Err(e) => break Err(e),
+                if copied_tx.send(Copied::End).is_err() {
+                    break 'copy Ok(());
+                }
             }
+            Ok(())
         };
         drop(copied_tx);
         let digested = hasher
@@ -1097,6 +1201,59 @@ mod tests {
             let on_disk = std::fs::read(store.local_root().unwrap().join(key.as_str())).unwrap();
             assert_eq!(on_disk, &data[10..], "{len}");
         }
+    }
+
+    #[tokio::test]
+    async fn concatenated_parts_give_each_digest_and_the_whole_and_a_missing_one_is_not_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::local(&dir.path().join("objects")).unwrap();
+        let upload = UploadId::new();
+        // An empty part, one over a chunk (two copies of it), a small one.
+        let datas = [bytes(0), bytes(LOCAL_CHUNK + 3), bytes(5)];
+        let mut keys = Vec::new();
+        for (n, data) in datas.iter().enumerate() {
+            let key = ObjectKey::part(upload, n as u32 + 1);
+            store.put_bytes(&key, data.clone().into()).await.unwrap();
+            keys.push(key);
+        }
+        let to = ObjectKey::part(upload, 9);
+        let mut seen = Vec::new();
+        let total = store
+            .concat(&keys, &to, |i, d| seen.push((i, d)))
+            .await
+            .unwrap();
+        let whole = datas.concat();
+        assert_eq!(total.size, whole.len() as u64);
+        assert_eq!(total.sha256, sha(&whole));
+        assert_eq!(seen.len(), datas.len());
+        for ((i, got), data) in seen.iter().zip(&datas) {
+            assert_eq!(got.size, data.len() as u64, "part {i}");
+            assert_eq!(got.sha256, sha(data), "part {i}");
+        }
+        let root = store.local_root().unwrap();
+        assert_eq!(std::fs::read(root.join(to.as_str())).unwrap(), whole);
+        assert_eq!(store.digest(&to).await.unwrap(), total);
+
+        let missing = ObjectKey::part(upload, 7);
+        let to = ObjectKey::part(upload, 8);
+        let err = store
+            .concat(&[keys[1].clone(), missing.clone()], &to, |_, _| {})
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, super::StoreError::NotFound { key } if *key == missing.to_string()),
+            "{err}"
+        );
+        assert!(
+            store.exists(&to).await.unwrap().is_none(),
+            "nothing written"
+        );
+        let left: Vec<_> = std::fs::read_dir(root.join(to.as_str()).parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .filter(|name| name.to_string_lossy().contains('#'))
+            .collect();
+        assert!(left.is_empty(), "no staged file left: {left:?}");
     }
 
     #[tokio::test]
