@@ -926,7 +926,7 @@ fn copy_hashing(
         })?
     } else {
         let written_back = std::fs::File::open(staged)?;
-        copy_then_hash(&mut [src], &mut dst, written_back, false, written)?.1
+        copy_then_hash(&mut [src], &[false], &mut dst, written_back, written)?.1
     };
     record_digest(&dst, &digested);
     drop(dst);
@@ -959,22 +959,45 @@ fn concat_local(
             Err(e) => return Err(local(path)(e)),
         }
     }
+    // A part weir wrote carries the digest it had then (`Store::digest_as_written`):
+    // that part is not hashed again, only the whole is. Its record is read again after
+    // the copy, so a part changed meanwhile fails the step (to be retried) instead of
+    // passing under its old digest.
+    let recorded: Vec<Option<Digested>> = sources.iter().map(|p| recorded_digest(p)).collect();
+    let hash_each: Vec<bool> = recorded.iter().map(Option::is_none).collect();
     let staged = staged_path(to);
     let written = (|| {
         ensure_parent(to)?;
         let mut dst = std::fs::File::create(&staged)?;
         let written_back = std::fs::File::open(&staged)?;
-        let digests = copy_then_hash(
+        let (copied, whole) = copy_then_hash(
             &mut files,
+            &hash_each,
             &mut dst,
             written_back,
-            true,
             &std::sync::atomic::AtomicU64::new(0),
         )?;
-        record_digest(&dst, &digests.1);
+        let mut parts = Vec::with_capacity(copied.len());
+        for (((size, sha256), record), path) in copied.into_iter().zip(&recorded).zip(sources) {
+            parts.push(match (sha256, record) {
+                (Some(sha256), _) => Digested { size, sha256 },
+                (None, Some(record))
+                    if record.size == size && recorded_digest(path).as_ref() == Some(record) =>
+                {
+                    *record
+                }
+                (None, _) => {
+                    return Err(std::io::Error::other(format!(
+                        "{} changed while it was being concatenated",
+                        path.display()
+                    )));
+                }
+            });
+        }
+        record_digest(&dst, &whole);
         drop(dst);
         std::fs::rename(&staged, to)?;
-        Ok(digests)
+        Ok((parts, whole))
     })();
     if written.is_err() {
         let _ = std::fs::remove_file(&staged);
@@ -993,25 +1016,26 @@ enum Copied {
 /// Copies each of `sources` to its end into `dst`, one after the other, in chunks, each
 /// by `std::io::copy` (the kernel, where it can), while another thread reads each chunk
 /// back through `written_back` (the same file, opened for reading) and hashes it.
-/// Returns each source's size and digest when `per_source` asks for them (otherwise
-/// none: one hash of the whole, not two), and the whole's.
+/// Returns each source's size, with its own digest where `hash_each` asks for it (a
+/// source not asked for costs no second hash), and the whole's size and digest.
 fn copy_then_hash<R: std::io::Read>(
     sources: &mut [R],
+    hash_each: &[bool],
     dst: &mut std::fs::File,
     mut written_back: std::fs::File,
-    per_source: bool,
     written: &std::sync::atomic::AtomicU64,
-) -> std::io::Result<(Vec<Digested>, Digested)> {
+) -> std::io::Result<(Vec<(u64, Option<Sha256>)>, Digested)> {
     use std::io::Read;
     std::thread::scope(|scope| {
         // A few chunks may wait to be hashed.
         let (copied_tx, copied_rx) = std::sync::mpsc::sync_channel::<Copied>(4);
-        let hasher = scope.spawn(move || -> std::io::Result<(Vec<Digested>, Digested)> {
+        let hasher = scope.spawn(move || -> std::io::Result<_> {
             let (mut whole, mut whole_size) = (Hasher::new(), 0u64);
             let (mut part, mut part_size) = (Hasher::new(), 0u64);
-            let mut parts = Vec::new();
+            let mut parts = Vec::with_capacity(hash_each.len());
             let mut buf = vec![0u8; LOCAL_CHUNK];
             for copied in copied_rx {
+                let hash_this = hash_each.get(parts.len()).copied().unwrap_or(false);
                 match copied {
                     Copied::Chunk(n) => {
                         // A chunk is at most LOCAL_CHUNK bytes (see the copy below).
@@ -1019,16 +1043,16 @@ fn copy_then_hash<R: std::io::Read>(
                         written_back.read_exact(chunk)?;
                         whole.update(&*chunk);
                         whole_size += n;
-                        if per_source {
+                        part_size += n;
+                        if hash_this {
                             part.update(&*chunk);
-                            part_size += n;
                         }
                     }
-                    Copied::End if per_source => parts.push(Digested {
-                        size: std::mem::take(&mut part_size),
-                        sha256: Sha256(std::mem::take(&mut part).finalize().into()),
-                    }),
-                    Copied::End => {}
+                    Copied::End => {
+                        let digest = std::mem::take(&mut part).finalize();
+                        let size = std::mem::take(&mut part_size);
+                        parts.push((size, hash_this.then(|| Sha256(digest.into()))));
+                    }
                 }
             }
             let whole = Digested {
@@ -1233,6 +1257,38 @@ mod tests {
         let root = store.local_root().unwrap();
         assert_eq!(std::fs::read(root.join(to.as_str())).unwrap(), whole);
         assert_eq!(store.digest(&to).await.unwrap(), total);
+
+        // A part weir wrote carries its digest (where the file system keeps user
+        // attributes): reported as recorded, not hashed again; one changed since has
+        // lost its record and is hashed. Either way the digests are the bytes'.
+        let file = dir.path().join("in");
+        std::fs::write(&file, &datas[1]).unwrap();
+        let written = ObjectKey::part(upload, 5);
+        store
+            .put_file(&file, 0..datas[1].len() as u64, &written)
+            .await
+            .unwrap();
+        let changed = bytes(LOCAL_CHUNK + 3)
+            .into_iter()
+            .rev()
+            .collect::<Vec<u8>>();
+        for (round, expect) in [&datas[1], &changed].into_iter().enumerate() {
+            if round == 1 {
+                std::fs::write(root.join(written.as_str()), &changed).unwrap();
+            }
+            let to = ObjectKey::part(upload, 10 + round as u32);
+            let mut seen = Vec::new();
+            let total = store
+                .concat(&[written.clone(), keys[2].clone()], &to, |_, d| {
+                    seen.push(d)
+                })
+                .await
+                .unwrap();
+            assert_eq!(seen[0].sha256, sha(expect), "round {round}");
+            assert_eq!(seen[0].size, expect.len() as u64, "round {round}");
+            assert_eq!(seen[1].sha256, sha(&datas[2]), "round {round}");
+            assert_eq!(total.sha256, sha(&[expect.as_slice(), &datas[2]].concat()));
+        }
 
         let missing = ObjectKey::part(upload, 7);
         let to = ObjectKey::part(upload, 8);
