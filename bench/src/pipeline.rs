@@ -246,10 +246,21 @@ pub struct BigFile {
     pub register_seconds: f64,
     /// The upload's peer, timed right after the pipeline: `std::fs::copy` of the same
     /// file to a new file beside the store (no hashing, no sync). The producer's upload
-    /// is one such copy plus a SHA-256 on a second thread, so `upload_seconds` near this
-    /// figure means the upload runs at the speed this machine writes new files.
+    /// is one such copy plus a SHA-256 of the bytes read back, on a second thread, so
+    /// `upload_seconds` near this figure means the upload runs at the speed this
+    /// machine writes new files.
     pub copy_seconds: f64,
+    /// The same file uploaded again in parts of [`MULTIPART_PART_SIZE`]:
+    /// `UploadReceived` → `PartsCombined`, the combiner concatenating and hashing them
+    /// (the presigned multi-part path's step). The bytes are the first upload's, so the
+    /// blob is found already stored after the concatenation; the step's work is the
+    /// same.
+    pub multipart_parts: usize,
+    pub multipart_combine_seconds: f64,
 }
+
+/// Part size of the big file's multi-part upload.
+const MULTIPART_PART_SIZE: usize = 64 << 20;
 
 /// What the log said about one upload so far.
 #[derive(Default)]
@@ -590,7 +601,31 @@ pub async fn run(
             infer_seconds: ms(c, i) / 1000.0,
             register_seconds: ms(i, d) / 1000.0,
             copy_seconds,
+            multipart_parts: 0,
+            multipart_combine_seconds: f64::NAN,
         }
+    };
+    // The same file again, in parts: the combiner's concatenation.
+    let mut in_parts = request(&owner, big_path);
+    in_parts.part_size = MULTIPART_PART_SIZE;
+    let multipart_parts = input_bytes.div_ceil(MULTIPART_PART_SIZE as u64).max(1) as usize;
+    let again = upload_file(&journal, &store, big_path, &in_parts, |_| {}).await?;
+    terminal(&tracker, again).await;
+    fill(&journal, &tracker).await?;
+    let multipart_combine_seconds = {
+        let map = lock(&tracker);
+        let e = map
+            .get(&again)
+            .context("the multi-part upload was never seen")?;
+        let [Some(r), Some(c), ..] = e.at else {
+            bail!("the multi-part upload was not combined: {:?}", e.ok);
+        };
+        ms(r, c) / 1000.0
+    };
+    let big = BigFile {
+        multipart_parts,
+        multipart_combine_seconds,
+        ..big
     };
     eprintln!(
         "bench: pipeline: big file {:.1} s vs conversion alone {:.1} s ({:+.0} %); upload {:.1} s vs a plain copy {:.1} s",
@@ -599,6 +634,12 @@ pub async fn run(
         big.overhead_percent,
         big.upload_seconds,
         big.copy_seconds
+    );
+    eprintln!(
+        "bench: pipeline: the same file in {} parts of {} MiB: combined in {:.2} s",
+        big.multipart_parts,
+        MULTIPART_PART_SIZE >> 20,
+        big.multipart_combine_seconds
     );
 
     let _ = stop_tx.send(true);

@@ -195,6 +195,10 @@ impl Report {
             if let Some(b) = &p.big {
                 k.insert("pipeline.big_upload_seconds".into(), b.upload_seconds);
                 k.insert("pipeline.big_copy_seconds".into(), b.copy_seconds);
+                k.insert(
+                    "pipeline.big_multipart_combine_seconds".into(),
+                    b.multipart_combine_seconds,
+                );
             }
         }
         k
@@ -382,12 +386,12 @@ impl Report {
             let _ = writeln!(s);
             let _ = writeln!(
                 s,
-                "| one CSV | total s | conversion alone s | overhead | upload s | combine s | infer s | register s | plain copy s |"
+                "| one CSV | total s | conversion alone s | overhead | upload s | combine s | infer s | register s | plain copy s | combine s, in parts |"
             );
-            let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+            let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
             let _ = writeln!(
                 s,
-                "| {:.0} MB | {:.1} | {:.1} | {:+.0} % | {:.1} | {:.1} | {:.1} | {:.2} | {:.1} |",
+                "| {:.0} MB | {:.1} | {:.1} | {:+.0} % | {:.1} | {:.1} | {:.1} | {:.2} | {:.1} | {:.2} ({} parts) |",
                 b.input_bytes as f64 / 1e6,
                 b.total_seconds,
                 b.conversion_seconds,
@@ -396,7 +400,9 @@ impl Report {
                 b.combine_seconds,
                 b.infer_seconds,
                 b.register_seconds,
-                b.copy_seconds
+                b.copy_seconds,
+                b.multipart_combine_seconds,
+                b.multipart_parts
             );
         }
         s
