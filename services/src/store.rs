@@ -399,10 +399,6 @@ impl Store {
         key: &ObjectKey,
         written: &Arc<std::sync::atomic::AtomicU64>,
     ) -> Result<Digested, StoreError> {
-        let local = |path: &Path| {
-            let path = path.display().to_string();
-            move |source| StoreError::Local { path, source }
-        };
         if let Some(to) = self.local_file(key) {
             let source = from.to_path_buf();
             let counter = written.clone();
@@ -412,7 +408,7 @@ impl Store {
                 if written.is_err() {
                     let _ = std::fs::remove_file(&staged);
                 }
-                written.map_err(local(&to))
+                written.map_err(local_error(&to))
             })
             .await
             .map_err(|e| StoreError::Local {
@@ -421,10 +417,12 @@ impl Store {
             })?;
         }
         // Remote: stream it up in chunks, hashing as it goes.
-        let mut file = tokio::fs::File::open(from).await.map_err(local(from))?;
+        let mut file = tokio::fs::File::open(from)
+            .await
+            .map_err(local_error(from))?;
         tokio::io::AsyncSeekExt::seek(&mut file, std::io::SeekFrom::Start(range.start))
             .await
-            .map_err(local(from))?;
+            .map_err(local_error(from))?;
         let mut file = file.take(range.end.saturating_sub(range.start));
         let upload = self
             .inner
@@ -436,7 +434,7 @@ impl Store {
         let mut size = 0u64;
         let mut buf = vec![0u8; 1024 * 1024];
         loop {
-            let n = file.read(&mut buf).await.map_err(local(from))?;
+            let n = file.read(&mut buf).await.map_err(local_error(from))?;
             if n == 0 {
                 break;
             }
@@ -572,18 +570,14 @@ impl Store {
         let shown = key.to_string();
         let path = root.join(key.as_str());
         tokio::task::spawn_blocking(move || {
-            let local = |path: &Path| {
-                let path = path.display().to_string();
-                move |source| StoreError::Local { path, source }
-            };
             let got = match recorded_digest(&path) {
                 Some(got) => got,
                 None => match std::fs::File::open(&path) {
-                    Ok(file) => hash_reader(&file).map_err(local(&path))?,
+                    Ok(file) => hash_reader(&file).map_err(local_error(&path))?,
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                         return Err(StoreError::NotFound { key: shown });
                     }
-                    Err(e) => return Err(local(&path)(e)),
+                    Err(e) => return Err(local_error(&path)(e)),
                 },
             };
             let to = match accept(&got) {
@@ -595,14 +589,14 @@ impl Store {
                 Ok(()) => true,
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => false,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    ensure_parent(&target).map_err(local(&target))?;
+                    ensure_parent(&target).map_err(local_error(&target))?;
                     match std::fs::hard_link(&path, &target) {
                         Ok(()) => true,
                         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => false,
-                        Err(e) => return Err(local(&target)(e)),
+                        Err(e) => return Err(local_error(&target)(e)),
                     }
                 }
-                Err(e) => return Err(local(&target)(e)),
+                Err(e) => return Err(local_error(&target)(e)),
             };
             Ok(Ok((got, to, linked)))
         })
@@ -780,6 +774,12 @@ fn key_of(location: &StorePath) -> String {
 /// large object costs about one pass of whichever is slower.
 const LOCAL_CHUNK: usize = 4 * 1024 * 1024;
 
+/// A maker of [`StoreError::Local`] for an I/O error on `path`, for `map_err`.
+fn local_error(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + use<> {
+    let path = path.display().to_string();
+    move |source| StoreError::Local { path, source }
+}
+
 /// A sibling of `to` to write into before the rename: unique (the pid, then a counter
 /// of fixed width), never an object key, and left out of listings like the store's
 /// own staged files (`#` and digits only).
@@ -854,10 +854,14 @@ fn record_digest(file: &std::fs::File, digested: &Digested) {
 /// The digest [`record_digest`] left on the file at `path`, if the file still has the
 /// size and modification time it had then.
 fn recorded_digest(path: &Path) -> Option<Digested> {
+    recorded_digest_of(&std::fs::File::open(path).ok()?)
+}
+
+/// [`recorded_digest`] of a file already open.
+fn recorded_digest_of(file: &std::fs::File) -> Option<Digested> {
     #[cfg(target_os = "linux")]
     {
         use std::os::fd::AsRawFd;
-        let file = std::fs::File::open(path).ok()?;
         let mut buf = [0u8; 128];
         // SAFETY: the descriptor is open for the call; `buf` is writable for its length.
         let n = unsafe {
@@ -878,7 +882,7 @@ fn recorded_digest(path: &Path) -> Option<Digested> {
     }
     #[cfg(not(target_os = "linux"))]
     {
-        let _ = path;
+        let _ = file;
         None
     }
 }
@@ -943,10 +947,6 @@ fn concat_local(
     sources: &[PathBuf],
     to: &Path,
 ) -> Result<(Vec<Digested>, Digested), StoreError> {
-    let local = |path: &Path| {
-        let path = path.display().to_string();
-        move |source| StoreError::Local { path, source }
-    };
     let mut files = Vec::with_capacity(sources.len());
     for (key, path) in keys.iter().zip(sources) {
         match std::fs::File::open(path) {
@@ -956,14 +956,14 @@ fn concat_local(
                     key: key.to_string(),
                 });
             }
-            Err(e) => return Err(local(path)(e)),
+            Err(e) => return Err(local_error(path)(e)),
         }
     }
     // A part weir wrote carries the digest it had then (`Store::digest_as_written`):
     // that part is not hashed again, only the whole is. Its record is read again after
-    // the copy, so a part changed meanwhile fails the step (to be retried) instead of
-    // passing under its old digest.
-    let recorded: Vec<Option<Digested>> = sources.iter().map(|p| recorded_digest(p)).collect();
+    // the copy, from the same open file (the very file copied), so a part changed
+    // meanwhile fails the step (to be retried) instead of passing under its old digest.
+    let recorded: Vec<Option<Digested>> = files.iter().map(recorded_digest_of).collect();
     let hash_each: Vec<bool> = recorded.iter().map(Option::is_none).collect();
     let staged = staged_path(to);
     let written = (|| {
@@ -978,11 +978,15 @@ fn concat_local(
             &std::sync::atomic::AtomicU64::new(0),
         )?;
         let mut parts = Vec::with_capacity(copied.len());
-        for (((size, sha256), record), path) in copied.into_iter().zip(&recorded).zip(sources) {
+        let checked = copied
+            .into_iter()
+            .zip(&recorded)
+            .zip(files.iter().zip(sources));
+        for (((size, sha256), record), (file, path)) in checked {
             parts.push(match (sha256, record) {
                 (Some(sha256), _) => Digested { size, sha256 },
                 (None, Some(record))
-                    if record.size == size && recorded_digest(path).as_ref() == Some(record) =>
+                    if record.size == size && recorded_digest_of(file).as_ref() == Some(record) =>
                 {
                     *record
                 }
@@ -1002,7 +1006,7 @@ fn concat_local(
     if written.is_err() {
         let _ = std::fs::remove_file(&staged);
     }
-    written.map_err(local(to))
+    written.map_err(local_error(to))
 }
 
 /// What the copying thread tells the hashing one.
