@@ -33,6 +33,12 @@ pub struct EventFigures {
     pub in_flight: usize,
     pub append_seconds: f64,
     pub appends_per_s: f64,
+    /// The whole log read and decoded once, as the projector reads it, with nothing
+    /// applied: the ceiling a replay cannot pass on this machine.
+    pub read_seconds: f64,
+    pub read_events_per_s: f64,
+    /// CPU seconds of this process while reading (nats-server's not in it).
+    pub read_cpu_seconds: f64,
     pub projections: Vec<ProjectorFigures>,
 }
 
@@ -98,6 +104,12 @@ pub async fn run(args: &RunArgs, sizes: &Sizes) -> Result<EventFigures> {
         "bench: {events} conditional appends in {append_seconds:.2} s = {appends_per_s:.0}/s"
     );
 
+    let (read_seconds, read_cpu_seconds) = read_log(&journal, events).await?;
+    let read_events_per_s = events as f64 / read_seconds;
+    eprintln!(
+        "bench: the log read and decoded alone: {read_events_per_s:.0} events/s ({read_cpu_seconds:.2} CPU s in-process)"
+    );
+
     let mut projections = Vec::new();
     let sqlite = dir.join("projections.db");
     projections.push(project(&journal, "sqlite", &sqlite.display().to_string(), events).await?);
@@ -117,8 +129,39 @@ pub async fn run(args: &RunArgs, sizes: &Sizes) -> Result<EventFigures> {
         in_flight: IN_FLIGHT,
         append_seconds,
         appends_per_s,
+        read_seconds,
+        read_events_per_s,
+        read_cpu_seconds,
         projections,
     })
+}
+
+/// Follows the log from sequence 1 the way the projector does (`Journal::follow`:
+/// an ordered consumer, every event decoded) until `events` have arrived; returns the
+/// wall and CPU seconds.
+async fn read_log(journal: &Journal, events: u64) -> Result<(f64, f64)> {
+    let t = Instant::now();
+    let cpu = cpu_seconds();
+    let mut follow = std::pin::pin!(
+        journal
+            .follow(weir_journal::Follow {
+                filters: Vec::new(),
+                start: weir_journal::Start::All,
+            })
+            .await?
+    );
+    let mut seen = 0u64;
+    while seen < events {
+        let Some(item) = follow.next().await else {
+            bail!("the log ended after {seen} of {events} events");
+        };
+        let recorded = item?;
+        seen += 1;
+        if recorded.seq != seen {
+            bail!("read sequence {} where {seen} was expected", recorded.seq);
+        }
+    }
+    Ok((t.elapsed().as_secs_f64(), cpu_seconds() - cpu))
 }
 
 async fn project(

@@ -169,6 +169,7 @@ impl Report {
         }
         if let Some(e) = &self.events {
             k.insert("events.appends_per_s".into(), e.appends_per_s);
+            k.insert("events.read_eps".into(), e.read_events_per_s);
             for p in &e.projections {
                 k.insert(
                     format!("events.apply_{}_eps", p.database),
@@ -332,6 +333,11 @@ impl Report {
             s,
             "| conditional appends, {} in flight ({}) | {} | {:.2} | {:.0} |",
             e.in_flight, e.nats, e.events, e.append_seconds, e.appends_per_s
+        );
+        let _ = writeln!(
+            s,
+            "| the log read and decoded, nothing applied | {} | {:.2} | {:.0} |",
+            e.events, e.read_seconds, e.read_events_per_s
         );
         for p in &e.projections {
             let _ = writeln!(
