@@ -136,29 +136,34 @@ pub async fn run(args: &RunArgs, sizes: &Sizes) -> Result<EventFigures> {
     })
 }
 
-/// Follows the log from sequence 1 the way the projector does (`Journal::follow`:
-/// an ordered consumer, every event decoded) until `events` have arrived; returns the
-/// wall and CPU seconds.
+/// Follows the log from sequence 1 the way the projector does (`Journal::follow_chunks`:
+/// an ordered consumer, every event decoded, in chunks of what has arrived) until
+/// `events` have arrived; returns the wall and CPU seconds.
 async fn read_log(journal: &Journal, events: u64) -> Result<(f64, f64)> {
     let t = Instant::now();
     let cpu = cpu_seconds();
     let mut follow = std::pin::pin!(
         journal
-            .follow(weir_journal::Follow {
-                filters: Vec::new(),
-                start: weir_journal::Start::All,
-            })
+            .follow_chunks(
+                weir_journal::Follow {
+                    filters: Vec::new(),
+                    start: weir_journal::Start::All,
+                },
+                512,
+            )
             .await?
     );
     let mut seen = 0u64;
     while seen < events {
-        let Some(item) = follow.next().await else {
+        let Some(chunk) = follow.next().await else {
             bail!("the log ended after {seen} of {events} events");
         };
-        let recorded = item?;
-        seen += 1;
-        if recorded.seq != seen {
-            bail!("read sequence {} where {seen} was expected", recorded.seq);
+        for item in chunk {
+            let recorded = item?;
+            seen += 1;
+            if recorded.seq != seen {
+                bail!("read sequence {} where {seen} was expected", recorded.seq);
+            }
         }
     }
     Ok((t.elapsed().as_secs_f64(), cpu_seconds() - cpu))

@@ -97,10 +97,27 @@ impl Journal {
             .messages()
             .await
             .map_err(|e| ReadError::Nats(e.to_string()))?;
-        Ok(messages.map(|item| match item {
-            Ok(message) => decode(&message),
-            Err(e) => Err(ReadError::Nats(e.to_string())),
-        }))
+        Ok(messages.map(|item| decode_item(&item)))
+    }
+
+    /// Like [`follow`](Self::follow), in chunks: whatever has arrived when the
+    /// consumer is polled, up to `max` events at once, decoded in order. A reader that
+    /// goes through the log in bulk (the projector) hands events between tasks a chunk
+    /// at a time instead of one by one.
+    pub async fn follow_chunks(
+        &self,
+        follow: Follow,
+        max: usize,
+    ) -> Result<impl Stream<Item = Vec<Result<Recorded, ReadError>>> + Send + use<>, ReadError>
+    {
+        let consumer = self.ordered(&follow).await?;
+        let messages = consumer
+            .messages()
+            .await
+            .map_err(|e| ReadError::Nats(e.to_string()))?;
+        Ok(messages
+            .ready_chunks(max.max(1))
+            .map(|chunk| chunk.iter().map(decode_item).collect()))
     }
 
     /// Every event on `filter` stored so far, in order; returns when the consumer has
@@ -217,6 +234,18 @@ impl Journal {
             }
             Err(e) => Err(ReadError::Nats(e.to_string())),
         }
+    }
+}
+
+fn decode_item(
+    item: &Result<
+        async_nats::jetstream::Message,
+        async_nats::jetstream::consumer::pull::OrderedError,
+    >,
+) -> Result<Recorded, ReadError> {
+    match item {
+        Ok(message) => decode(message),
+        Err(e) => Err(ReadError::Nats(e.to_string())),
     }
 }
 

@@ -165,7 +165,11 @@ impl Projector {
         // time.
         let pipelined = self.db.pool().options().get_max_connections() > 1;
         'follow: while checkpoint < target {
-            let mut events = prefetch(self.follow_from(journal, checkpoint).await?);
+            let mut events = Prefetched::start(
+                journal
+                    .follow_chunks(Self::from_after(checkpoint), CHUNK)
+                    .await?,
+            );
             let mut inflight: Option<Inflight> = None;
             let mut read_to = checkpoint;
             loop {
@@ -176,7 +180,7 @@ impl Projector {
                 // A full batch, not just what happens to be buffered: every event up
                 // to `target` is in the stream, so waiting for the next one is bounded.
                 while read_to < target && batch.len() < self.batch_size {
-                    let rec = match events.recv().await {
+                    let rec = match events.next().await {
                         Some(Ok(rec)) => rec,
                         Some(Err(e)) => {
                             // Keep what came before it, then report.
@@ -353,12 +357,15 @@ impl Projector {
         checkpoint: u64,
     ) -> Result<impl futures::Stream<Item = Result<Recorded, ReadError>> + Send + use<>, Error>
     {
-        Ok(journal
-            .follow(Follow {
-                filters: Vec::new(),
-                start: Start::Sequence(checkpoint + 1),
-            })
-            .await?)
+        Ok(journal.follow(Self::from_after(checkpoint)).await?)
+    }
+
+    /// Every event after `checkpoint`.
+    fn from_after(checkpoint: u64) -> Follow {
+        Follow {
+            filters: Vec::new(),
+            start: Start::Sequence(checkpoint + 1),
+        }
     }
 
     /// Waits for a prepared batch's write and reports the new checkpoint.
@@ -565,22 +572,46 @@ async fn write_prepared(
     Ok(Batch::Committed(last.seq))
 }
 
-/// Reads and decodes `events` on a task of its own, up to a few batches ahead, so that
-/// the log is read while the previous batch is written. The task ends when the
-/// receiver is dropped.
-fn prefetch(
-    events: impl futures::Stream<Item = Result<Recorded, ReadError>> + Send + 'static,
-) -> tokio::sync::mpsc::Receiver<Result<Recorded, ReadError>> {
-    let (tx, rx) = tokio::sync::mpsc::channel(2 * DEFAULT_BATCH);
-    tokio::spawn(async move {
-        let mut events = std::pin::pin!(events);
-        while let Some(item) = events.next().await {
-            if tx.send(item).await.is_err() {
-                return;
+/// Events read from the log ahead of the batch being folded.
+const CHUNK: usize = 512;
+
+/// Reads and decodes the log on a task of its own, up to about two batches ahead, so
+/// that it is read while the previous batch is written; the events come over in
+/// chunks (what had arrived, up to [`CHUNK`]), so the two tasks meet once per chunk,
+/// not once per event. The task ends when this is dropped.
+struct Prefetched {
+    chunks: tokio::sync::mpsc::Receiver<Vec<Result<Recorded, ReadError>>>,
+    current: std::vec::IntoIter<Result<Recorded, ReadError>>,
+}
+
+impl Prefetched {
+    fn start(
+        chunks: impl futures::Stream<Item = Vec<Result<Recorded, ReadError>>> + Send + 'static,
+    ) -> Self {
+        let (tx, rx) = tokio::sync::mpsc::channel((2 * DEFAULT_BATCH).div_ceil(CHUNK));
+        tokio::spawn(async move {
+            let mut chunks = std::pin::pin!(chunks);
+            while let Some(chunk) = chunks.next().await {
+                if tx.send(chunk).await.is_err() {
+                    return;
+                }
             }
+        });
+        Self {
+            chunks: rx,
+            current: Vec::new().into_iter(),
         }
-    });
-    rx
+    }
+
+    /// The next event in order; `None` when the follow ended.
+    async fn next(&mut self) -> Option<Result<Recorded, ReadError>> {
+        loop {
+            if let Some(item) = self.current.next() {
+                return Some(item);
+            }
+            self.current = self.chunks.recv().await?.into_iter();
+        }
+    }
 }
 
 /// Runs a live projector on `db` until `shutdown` completes: what services start
