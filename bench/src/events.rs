@@ -187,6 +187,9 @@ async fn project(
     if reached != events {
         bail!("{name}: catch_up reached {reached}, expected {events}");
     }
+    eprintln!(
+        "bench: projector on {name}: applied in {apply_seconds:.2} s; reading every row for the comparison …"
+    );
     let applied = weir_projections::snapshot(&db, weir_projections::Tables::Live).await?;
     eprintln!("bench: projector on {name}: replaying …");
     let t = Instant::now();

@@ -45,14 +45,19 @@ fn upload_of(env: &Envelope) -> UploadId {
     }
 }
 
-/// `upload:upld_…`, `dataset:data_…` or `name:orders@acme`.
-pub(crate) fn aggregate_text(aggregate: &Aggregate) -> String {
-    match aggregate {
-        Aggregate::Upload(id) => format!("upload:{id}"),
-        Aggregate::Dataset(id) => format!("dataset:{id}"),
-        Aggregate::Name { owner, table } => format!("name:{table}@{owner}"),
-        Aggregate::Owner(owner) => format!("owner:{owner}"),
-        Aggregate::Object(key) => format!("object:{key}"),
+/// An aggregate as the audit names it: `upload:upld_…`, `dataset:data_…` or
+/// `name:orders@acme`.
+struct AggregateText<'a>(&'a Aggregate);
+
+impl std::fmt::Display for AggregateText<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Aggregate::Upload(id) => write!(f, "upload:{id}"),
+            Aggregate::Dataset(id) => write!(f, "dataset:{id}"),
+            Aggregate::Name { owner, table } => write!(f, "name:{table}@{owner}"),
+            Aggregate::Owner(owner) => write!(f, "owner:{owner}"),
+            Aggregate::Object(key) => write!(f, "object:{key}"),
+        }
     }
 }
 
@@ -526,19 +531,17 @@ impl Batch {
         let at = rec.stored_at.0;
         let upload = upload_of(env).to_string();
 
-        self.audit.push(AuditRow {
-            seq,
-            event_id: env.event_id.to_string(),
-            stored_at: at,
-            occurred_at: env.occurred_at.0,
-            kind: env.kind().as_str().to_owned(),
-            actor: env.actor.to_string(),
-            causation_id: env.causation_id.map(|c| c.to_string()),
-            correlation_id: env.correlation_id.to_string(),
-            aggregate: aggregate_text(&env.aggregate),
-            dataset_id: env.dataset().map(|d| d.to_string()),
-            summary: env.event.summary(),
-        });
+        self.audit.push(
+            AuditRow::new(seq, at, env.occurred_at.0)
+                .text(env.event_id)
+                .text(env.kind().as_str())
+                .text(&env.actor)
+                .opt(env.causation_id)
+                .text(env.correlation_id)
+                .text(AggregateText(&env.aggregate))
+                .opt(env.dataset())
+                .text(env.event.summary()),
+        );
         self.refs.apply(rec, at, seq);
 
         match &env.event {

@@ -199,19 +199,118 @@ row_image!(NotificationRow, "notifications", key = ["id"], {
     read_seq: Option<i64>,
 });
 
-row_image!(AuditRow, "audit", key = ["seq"], {
-    seq: i64,
-    event_id: String,
-    stored_at: i64,
-    occurred_at: i64,
-    kind: String,
-    actor: String,
-    causation_id: Option<String>,
-    correlation_id: String,
-    aggregate: String,
-    dataset_id: Option<String>,
-    summary: String,
-});
+/// One audit row per event: the most numerous image, so its eight texts share one
+/// allocation instead of one each (a batch of 16,384 events made and freed about
+/// 130,000 strings for them). Built with [`AuditRow::new`] and one `text` or `opt` per
+/// text column, in the columns' order.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct AuditRow {
+    pub seq: i64,
+    pub stored_at: i64,
+    pub occurred_at: i64,
+    /// event_id, kind, actor, causation_id, correlation_id, aggregate, dataset_id and
+    /// summary, one after the other.
+    texts: String,
+    /// Where each text ends in `texts`.
+    ends: [u32; AuditRow::TEXTS],
+    /// Bit `i` set: text `i` is NULL.
+    nulls: u8,
+    /// Texts written so far.
+    written: u8,
+}
+
+impl AuditRow {
+    const TEXTS: usize = 8;
+
+    pub fn new(seq: i64, stored_at: i64, occurred_at: i64) -> Self {
+        Self {
+            seq,
+            stored_at,
+            occurred_at,
+            texts: String::with_capacity(192),
+            ends: [0; Self::TEXTS],
+            nulls: 0,
+            written: 0,
+        }
+    }
+
+    /// The next text column, written by its `Display`.
+    pub fn text(mut self, value: impl std::fmt::Display) -> Self {
+        use std::fmt::Write as _;
+        let _ = write!(self.texts, "{value}");
+        self.end()
+    }
+
+    /// The next text column, NULL when `None`.
+    pub fn opt(mut self, value: Option<impl std::fmt::Display>) -> Self {
+        match value {
+            Some(v) => self.text(v),
+            None => {
+                self.nulls |= 1 << self.written;
+                self.end()
+            }
+        }
+    }
+
+    fn end(mut self) -> Self {
+        let i = usize::from(self.written);
+        assert!(i < Self::TEXTS, "an audit row has {} texts", Self::TEXTS);
+        self.ends[i] = u32::try_from(self.texts.len()).expect("an audit row under 4 GiB");
+        self.written += 1;
+        self
+    }
+
+    fn put_text<'a, S: ColumnSink<'a>>(&'a self, i: usize, out: &mut S) {
+        debug_assert_eq!(usize::from(self.written), Self::TEXTS, "every text written");
+        if self.nulls & (1 << i) != 0 {
+            out.null();
+        } else {
+            let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
+            out.text(&self.texts[start..self.ends[i] as usize]);
+        }
+    }
+}
+
+impl RowImage for AuditRow {
+    const TABLE: &'static str = "audit";
+    const COLUMNS: &'static [&'static str] = &[
+        "seq",
+        "event_id",
+        "stored_at",
+        "occurred_at",
+        "kind",
+        "actor",
+        "causation_id",
+        "correlation_id",
+        "aggregate",
+        "dataset_id",
+        "summary",
+    ];
+    const KEY: &'static [&'static str] = &["seq"];
+    const KINDS: &'static [Kind] = &[
+        Kind::Int,
+        Kind::Text,
+        Kind::Int,
+        Kind::Int,
+        Kind::Text,
+        Kind::Text,
+        Kind::Text,
+        Kind::Text,
+        Kind::Text,
+        Kind::Text,
+        Kind::Text,
+    ];
+
+    fn put_all<'a, S: ColumnSink<'a>>(&'a self, out: &mut S) {
+        out.int(self.seq);
+        self.put_text(0, out);
+        out.int(self.stored_at);
+        out.int(self.occurred_at);
+        for i in 1..Self::TEXTS {
+            self.put_text(i, out);
+        }
+    }
+}
 
 row_image!(TableNameRow, "table_names", key = ["owner", "table_name"], {
     owner: String,
