@@ -92,12 +92,7 @@ impl Journal {
         &self,
         follow: Follow,
     ) -> Result<impl Stream<Item = Result<Recorded, ReadError>> + Send + use<>, ReadError> {
-        let consumer = self.ordered(&follow).await?;
-        let messages = consumer
-            .messages()
-            .await
-            .map_err(|e| ReadError::Nats(e.to_string()))?;
-        Ok(messages.map(|item| decode_item(&item)))
+        Ok(self.messages(&follow).await?.map(|item| decode_item(&item)))
     }
 
     /// Like [`follow`](Self::follow), in chunks: whatever has arrived when the
@@ -110,14 +105,23 @@ impl Journal {
         max: usize,
     ) -> Result<impl Stream<Item = Vec<Result<Recorded, ReadError>>> + Send + use<>, ReadError>
     {
-        let consumer = self.ordered(&follow).await?;
-        let messages = consumer
-            .messages()
-            .await
-            .map_err(|e| ReadError::Nats(e.to_string()))?;
-        Ok(messages
+        Ok(self
+            .messages(&follow)
+            .await?
             .ready_chunks(max.max(1))
             .map(|chunk| chunk.iter().map(decode_item).collect()))
+    }
+
+    /// The raw messages of a new ordered consumer for `follow`.
+    async fn messages(
+        &self,
+        follow: &Follow,
+    ) -> Result<async_nats::jetstream::consumer::pull::Ordered, ReadError> {
+        self.ordered(follow)
+            .await?
+            .messages()
+            .await
+            .map_err(|e| ReadError::Nats(e.to_string()))
     }
 
     /// Every event on `filter` stored so far, in order; returns when the consumer has
