@@ -403,12 +403,7 @@ impl Store {
             let source = from.to_path_buf();
             let counter = written.clone();
             return tokio::task::spawn_blocking(move || -> Result<Digested, StoreError> {
-                let staged = staged_path(&to);
-                let written = copy_hashing(&source, range, &staged, &to, &counter);
-                if written.is_err() {
-                    let _ = std::fs::remove_file(&staged);
-                }
-                written.map_err(local_error(&to))
+                copy_hashing(&source, range, &to, &counter).map_err(local_error(&to))
             })
             .await
             .map_err(|e| StoreError::Local {
@@ -480,13 +475,7 @@ impl Store {
                     path: path.display().to_string(),
                     source,
                 };
-                let file = match std::fs::File::open(&path) {
-                    Ok(file) => file,
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                        return Err(StoreError::NotFound { key: shown });
-                    }
-                    Err(e) => return Err(local(e)),
-                };
+                let file = open_object(&path, shown)?;
                 if !record {
                     return hash_reader(&file).map_err(local);
                 }
@@ -572,13 +561,7 @@ impl Store {
         tokio::task::spawn_blocking(move || {
             let got = match recorded_digest(&path) {
                 Some(got) => got,
-                None => match std::fs::File::open(&path) {
-                    Ok(file) => hash_reader(&file).map_err(local_error(&path))?,
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                        return Err(StoreError::NotFound { key: shown });
-                    }
-                    Err(e) => return Err(local_error(&path)(e)),
-                },
+                None => hash_reader(&open_object(&path, shown)?).map_err(local_error(&path))?,
             };
             let to = match accept(&got) {
                 Ok(to) => to,
@@ -774,6 +757,17 @@ fn key_of(location: &StorePath) -> String {
 /// large object costs about one pass of whichever is slower.
 const LOCAL_CHUNK: usize = 4 * 1024 * 1024;
 
+/// Opens the local file of the object `key`: `NotFound` names the key when it is
+/// missing, any other error the file.
+fn open_object(path: &Path, key: impl std::fmt::Display) -> Result<std::fs::File, StoreError> {
+    std::fs::File::open(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => StoreError::NotFound {
+            key: key.to_string(),
+        },
+        _ => local_error(path)(e),
+    })
+}
+
 /// A maker of [`StoreError::Local`] for an I/O error on `path`, for `map_err`.
 fn local_error(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + use<> {
     let path = path.display().to_string();
@@ -898,7 +892,8 @@ fn hash_reader(mut read: impl std::io::Read) -> std::io::Result<Digested> {
     pipe_hashing(&mut read, |_| Ok(()))
 }
 
-/// Copies `range` of `from` into `staged`, hashing on the way, then renames it to `to`.
+/// Copies `range` of `from` into a new file at `to` (through [`write_staged`]),
+/// hashing on the way.
 ///
 /// An object of one chunk or less is read into memory, hashed and written here. A
 /// larger one is copied by the kernel, a chunk at a time (`std::io::copy` between two
@@ -911,7 +906,6 @@ fn hash_reader(mut read: impl std::io::Read) -> std::io::Result<Digested> {
 fn copy_hashing(
     from: &Path,
     range: std::ops::Range<u64>,
-    staged: &Path,
     to: &Path,
     written: &std::sync::atomic::AtomicU64,
 ) -> std::io::Result<Digested> {
@@ -920,22 +914,44 @@ fn copy_hashing(
     let mut src = std::fs::File::open(from)?;
     src.seek(std::io::SeekFrom::Start(range.start))?;
     let mut src = src.take(len);
-    ensure_parent(to)?;
-    let mut dst = std::fs::File::create(staged)?;
-    let digested = if len <= LOCAL_CHUNK as u64 {
-        pipe_hashing(&mut src, |chunk| {
-            dst.write_all(chunk)?;
-            written.fetch_add(chunk.len() as u64, std::sync::atomic::Ordering::Relaxed);
-            Ok(())
-        })?
-    } else {
-        let written_back = std::fs::File::open(staged)?;
-        copy_then_hash(&mut [src], &[false], &mut dst, written_back, written)?.1
-    };
-    record_digest(&dst, &digested);
-    drop(dst);
-    std::fs::rename(staged, to)?;
+    let ((), digested) = write_staged(to, |dst, staged| {
+        let digested = if len <= LOCAL_CHUNK as u64 {
+            pipe_hashing(&mut src, |chunk| {
+                dst.write_all(chunk)?;
+                written.fetch_add(chunk.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                Ok(())
+            })?
+        } else {
+            let written_back = std::fs::File::open(staged)?;
+            copy_then_hash(&mut [src], &[false], dst, written_back, written)?.1
+        };
+        Ok(((), digested))
+    })?;
     Ok(digested)
+}
+
+/// Makes a new file at `to` the way every local write does: `write` fills a staged
+/// sibling (given the open file and its path) and returns the digest of what it wrote,
+/// which is recorded on the file before it is renamed into place. On any error the
+/// staged file is removed and `to` is untouched.
+fn write_staged<T>(
+    to: &Path,
+    write: impl FnOnce(&mut std::fs::File, &Path) -> std::io::Result<(T, Digested)>,
+) -> std::io::Result<(T, Digested)> {
+    let staged = staged_path(to);
+    let written = (|| {
+        ensure_parent(to)?;
+        let mut dst = std::fs::File::create(&staged)?;
+        let (out, digested) = write(&mut dst, &staged)?;
+        record_digest(&dst, &digested);
+        drop(dst);
+        std::fs::rename(&staged, to)?;
+        Ok((out, digested))
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&staged);
+    }
+    written
 }
 
 /// The local store's [`Store::concat`]: the files `sources` (the objects `keys`) one
@@ -947,33 +963,23 @@ fn concat_local(
     sources: &[PathBuf],
     to: &Path,
 ) -> Result<(Vec<Digested>, Digested), StoreError> {
-    let mut files = Vec::with_capacity(sources.len());
-    for (key, path) in keys.iter().zip(sources) {
-        match std::fs::File::open(path) {
-            Ok(file) => files.push(file),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(StoreError::NotFound {
-                    key: key.to_string(),
-                });
-            }
-            Err(e) => return Err(local_error(path)(e)),
-        }
-    }
+    let mut files = keys
+        .iter()
+        .zip(sources)
+        .map(|(key, path)| open_object(path, key))
+        .collect::<Result<Vec<_>, _>>()?;
     // A part weir wrote carries the digest it had then (`Store::digest_as_written`):
     // that part is not hashed again, only the whole is. Its record is read again after
     // the copy, from the same open file (the very file copied), so a part changed
     // meanwhile fails the step (to be retried) instead of passing under its old digest.
     let recorded: Vec<Option<Digested>> = files.iter().map(recorded_digest_of).collect();
     let hash_each: Vec<bool> = recorded.iter().map(Option::is_none).collect();
-    let staged = staged_path(to);
-    let written = (|| {
-        ensure_parent(to)?;
-        let mut dst = std::fs::File::create(&staged)?;
-        let written_back = std::fs::File::open(&staged)?;
+    write_staged(to, |dst, staged| {
+        let written_back = std::fs::File::open(staged)?;
         let (copied, whole) = copy_then_hash(
             &mut files,
             &hash_each,
-            &mut dst,
+            dst,
             written_back,
             &std::sync::atomic::AtomicU64::new(0),
         )?;
@@ -998,15 +1004,9 @@ fn concat_local(
                 }
             });
         }
-        record_digest(&dst, &whole);
-        drop(dst);
-        std::fs::rename(&staged, to)?;
         Ok((parts, whole))
-    })();
-    if written.is_err() {
-        let _ = std::fs::remove_file(&staged);
-    }
-    written.map_err(local_error(to))
+    })
+    .map_err(local_error(to))
 }
 
 /// What the copying thread tells the hashing one.
