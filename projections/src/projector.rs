@@ -303,11 +303,11 @@ impl Projector {
         shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
     ) -> Result<Stopped, Error> {
         let mut checkpoint = self.reload().await?;
-        let stream = tokio::select! {
+        let chunks = tokio::select! {
             () = shutdown.as_mut() => return Ok(Stopped::Shutdown),
-            stream = self.follow_from(journal, checkpoint) => stream?,
+            chunks = journal.follow_chunks(Self::from_after(checkpoint), self.batch_size) => chunks?,
         };
-        let mut chunks = stream.ready_chunks(self.batch_size);
+        let mut chunks = std::pin::pin!(chunks);
         loop {
             let items = tokio::select! {
                 () = shutdown.as_mut() => return Ok(Stopped::Shutdown),
@@ -349,15 +349,6 @@ impl Projector {
             applying: None,
         });
         Ok(checkpoint)
-    }
-
-    async fn follow_from(
-        &self,
-        journal: &Journal,
-        checkpoint: u64,
-    ) -> Result<impl futures::Stream<Item = Result<Recorded, ReadError>> + Send + use<>, Error>
-    {
-        Ok(journal.follow(Self::from_after(checkpoint)).await?)
     }
 
     /// Every event after `checkpoint`.
