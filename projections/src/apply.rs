@@ -13,7 +13,7 @@
 //! writes the same rows whatever the batch boundaries. Nothing here commits: the
 //! projector runs it inside the transaction that also moves the checkpoint.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 
 use serde::Serialize;
 use weir_events::{Aggregate, Envelope, Event, EventId, Schema, Step, UploadId};
@@ -22,8 +22,8 @@ use weir_journal::Recorded;
 use crate::Error;
 use crate::db::Conn;
 use crate::rows::{
-    AuditRow, DatasetRow, GrantRow, Keyed, NotificationRow, Sql, StepRow, TableNameRow, TokenRow,
-    UploadRow, VersionRow,
+    AuditRow, DatasetRow, GrantRow, Keyed, NotificationRow, Sql, StepCells, TableNameRow,
+    TokenRow, UploadRow, VersionRow,
 };
 
 /// Counts and sizes are `u64` in events and BIGINT in SQL; nothing real comes near
@@ -268,7 +268,7 @@ fn to_json<T: Serialize>(value: &T) -> Result<String, Error> {
 /// The rows a batch of events starts from, by table.
 #[derive(Debug, Default)]
 pub(crate) struct Needs {
-    /// Upload ids: their `uploads` row and every `upload_steps` row.
+    /// Upload ids: their `uploads` row, step log included.
     uploads: BTreeSet<String>,
     datasets: BTreeSet<String>,
     notifications: BTreeSet<String>,
@@ -355,11 +355,8 @@ pub(crate) fn needs(needs: &mut Needs, rec: &Recorded) {
 /// The images of every row a batch touches, as the batch leaves them.
 #[derive(Debug, Default)]
 pub(crate) struct Batch {
+    /// Each upload's row, its step log included.
     uploads: Keyed<String, UploadRow>,
-    /// Every step row of each loaded upload (a handful each), in the order created.
-    steps: HashMap<String, Steps>,
-    /// Uploads whose steps changed, each once, in the order first changed.
-    steps_dirty: Vec<String>,
     datasets: Keyed<String, DatasetRow>,
     versions: Keyed<(String, i64), VersionRow>,
     notifications: Keyed<String, NotificationRow>,
@@ -383,37 +380,13 @@ impl Batch {
         after: Option<&Batch>,
     ) -> Result<Self, Error> {
         let mut batch = Batch::default();
-        let mut uploads: Vec<&String> = Vec::new();
-        for id in &needs.uploads {
-            match after.and_then(|a| Some((a.uploads.image(id)?, a.steps.get(id)?))) {
-                Some((row, steps)) => {
-                    batch.uploads.loaded(id.clone(), row.clone());
-                    batch
-                        .steps
-                        .insert(id.clone(), Steps::loaded(steps.rows.clone()));
-                }
-                None => {
-                    batch.uploads.loaded(id.clone(), None);
-                    batch.steps.insert(id.clone(), Steps::loaded(Vec::new()));
-                    uploads.push(id);
-                }
-            }
-        }
+        let uploads = from_cache(
+            &mut batch.uploads,
+            &needs.uploads,
+            after.map(|a| &a.uploads),
+        );
         for row in sql.load::<UploadRow, _>(conn, &["id"], &uploads).await? {
             batch.uploads.loaded(row.id.clone(), Some(row));
-        }
-        let mut steps = sql
-            .load::<StepRow, _>(conn, &["upload_id"], &uploads)
-            .await?;
-        // Creation order, so that a rebuild folds them the way they were made.
-        steps.sort_by_key(|s| s.start_seq);
-        for row in steps {
-            batch
-                .steps
-                .entry(row.upload_id.clone())
-                .or_insert_with(|| Steps::loaded(Vec::new()))
-                .rows
-                .push(row);
         }
         let datasets = from_cache(
             &mut batch.datasets,
@@ -478,15 +451,6 @@ impl Batch {
 
         let (put, _) = self.uploads.changed();
         sql.write(conn, &put).await?;
-
-        // In key order, as `Keyed::changed` gives the other tables' rows.
-        let mut steps: Vec<&StepRow> = self
-            .steps_dirty
-            .iter()
-            .flat_map(|id| self.steps.get(id).into_iter().flat_map(|s| &s.rows))
-            .collect();
-        steps.sort_unstable_by(|a, b| (&a.upload_id, &a.step).cmp(&(&b.upload_id, &b.step)));
-        sql.write(conn, &steps).await?;
 
         let (put, _) = self.datasets.changed();
         sql.write(conn, &put).await?;
@@ -560,7 +524,7 @@ impl Batch {
                     row.status = "receiving".to_owned();
                     self.uploads.put(upload.clone(), row);
                 }
-                self.start_step(&upload, Step::Upload, at, seq);
+                self.start_step(&upload, Step::Upload, at);
             }
             Event::UploadReceived(e) => {
                 // A multipart upload already has its row from UploadStarted; the
@@ -592,8 +556,8 @@ impl Batch {
                 row.dataset_id = target;
                 row.updated_at = at;
                 row.last_seq = seq;
-                self.end_step(&upload, Step::Upload, "ok", at, seq);
-                self.start_step(&upload, Step::Combine, at, seq);
+                self.end_step(&upload, Step::Upload, "ok", at);
+                self.start_step(&upload, Step::Combine, at);
             }
             Event::PartsCombined(e) => {
                 if let Some(row) = self.uploads.get_mut(&upload) {
@@ -603,8 +567,8 @@ impl Batch {
                     row.updated_at = at;
                     row.last_seq = seq;
                 }
-                self.end_step(&upload, Step::Combine, "ok", at, seq);
-                self.start_step(&upload, Step::Infer, at, seq);
+                self.end_step(&upload, Step::Combine, "ok", at);
+                self.start_step(&upload, Step::Infer, at);
             }
             Event::SchemaInferred(e) => {
                 if let Some(row) = self.uploads.get_mut(&upload) {
@@ -623,8 +587,8 @@ impl Batch {
                     row.updated_at = at;
                     row.last_seq = seq;
                 }
-                self.end_step(&upload, Step::Infer, "ok", at, seq);
-                self.start_step(&upload, Step::Register, at, seq);
+                self.end_step(&upload, Step::Infer, "ok", at);
+                self.start_step(&upload, Step::Register, at);
             }
             Event::DatasetRegistered(e) => {
                 let dataset = e.dataset.to_string();
@@ -643,7 +607,7 @@ impl Batch {
                     row.finished_at = Some(at);
                     row.last_seq = seq;
                 }
-                self.end_step(&upload, Step::Register, "ok", at, seq);
+                self.end_step(&upload, Step::Register, "ok", at);
                 // A version on a branch moves that branch's head, not the dataset's.
                 let branch_row = match &e.branch {
                     Some(branch) => self.datasets.get_mut(&dataset).map(|row| (branch, row)),
@@ -773,19 +737,15 @@ impl Batch {
                     row.finished_at = Some(at);
                     row.last_seq = seq;
                 }
-                self.close_open_steps(&upload, "failed", at, seq);
-                // A step that had no start (the upload step itself) still gets its row.
-                let steps = self.steps_of(&upload);
-                if !steps.iter().any(|s| s.step == e.step.as_str()) {
-                    steps.push(StepRow {
-                        upload_id: upload.clone(),
-                        step: e.step.as_str().to_owned(),
-                        started_at: at,
-                        ended_at: Some(at),
-                        outcome: Some("failed".to_owned()),
-                        start_seq: seq,
-                        end_seq: Some(seq),
-                    });
+                self.close_open_steps(&upload, "failed", at);
+                // A step that had no start (the upload step itself) still gets its log.
+                if let Some(row) = self.uploads.get_mut(&upload) {
+                    let cells = row.step(e.step);
+                    if cells.started_at.is_none() {
+                        *cells.started_at = Some(at);
+                        *cells.ended_at = Some(at);
+                        *cells.outcome = Some("failed".to_owned());
+                    }
                 }
                 let (owner, filename, dataset) = match self.uploads.get(&upload) {
                     Some(row) => (
@@ -819,7 +779,7 @@ impl Batch {
                     row.finished_at = Some(at);
                     row.last_seq = seq;
                 }
-                self.close_open_steps(&upload, "aborted", at, seq);
+                self.close_open_steps(&upload, "aborted", at);
             }
             // Compensations are facts about cleanup: the audit row is their whole view.
             Event::Compensated(_) => {}
@@ -992,52 +952,29 @@ impl Batch {
         }
     }
 
-    /// The upload's step rows, marked for writing.
-    fn steps_of(&mut self, upload: &str) -> &mut Vec<StepRow> {
-        // Looked up by `&str` first: the key is cloned only for a new upload.
-        if !self.steps.contains_key(upload) {
-            self.steps
-                .insert(upload.to_owned(), Steps::loaded(Vec::new()));
-        }
-        let steps = self.steps.get_mut(upload).expect("inserted above");
-        if !steps.dirty {
-            steps.dirty = true;
-            self.steps_dirty.push(upload.to_owned());
-        }
-        &mut steps.rows
-    }
-
-    fn start_step(&mut self, upload: &str, step: Step, at: i64, seq: i64) {
-        let steps = self.steps_of(upload);
-        if !steps.iter().any(|s| s.step == step.as_str()) {
-            steps.push(StepRow {
-                upload_id: upload.to_owned(),
-                step: step.as_str().to_owned(),
-                started_at: at,
-                ended_at: None,
-                outcome: None,
-                start_seq: seq,
-                end_seq: None,
-            });
-        }
-    }
-
-    fn end_step(&mut self, upload: &str, step: Step, outcome: &str, at: i64, seq: i64) {
-        for s in self.steps_of(upload) {
-            if s.step == step.as_str() && s.ended_at.is_none() {
-                s.ended_at = Some(at);
-                s.outcome = Some(outcome.to_owned());
-                s.end_seq = Some(seq);
+    /// Starts `step` in the upload's step log, unless it started before. The log is
+    /// part of the upload's row: an upload with no row has none.
+    fn start_step(&mut self, upload: &str, step: Step, at: i64) {
+        if let Some(row) = self.uploads.get_mut(upload) {
+            let cells = row.step(step);
+            if cells.started_at.is_none() {
+                *cells.started_at = Some(at);
             }
         }
     }
 
-    fn close_open_steps(&mut self, upload: &str, outcome: &str, at: i64, seq: i64) {
-        for s in self.steps_of(upload) {
-            if s.ended_at.is_none() {
-                s.ended_at = Some(at);
-                s.outcome = Some(outcome.to_owned());
-                s.end_seq = Some(seq);
+    /// Ends `step` with `outcome`, if it started and is still running.
+    fn end_step(&mut self, upload: &str, step: Step, outcome: &str, at: i64) {
+        if let Some(row) = self.uploads.get_mut(upload) {
+            end_cells(row.step(step), outcome, at);
+        }
+    }
+
+    /// Ends every step still running (a failure or an abort).
+    fn close_open_steps(&mut self, upload: &str, outcome: &str, at: i64) {
+        if let Some(row) = self.uploads.get_mut(upload) {
+            for step in STEPS {
+                end_cells(row.step(step), outcome, at);
             }
         }
     }
@@ -1062,16 +999,13 @@ impl Batch {
     }
 }
 
-/// One upload's step rows and whether the batch changed them.
-#[derive(Debug)]
-struct Steps {
-    rows: Vec<StepRow>,
-    dirty: bool,
-}
+/// The steps of an upload's log, in the order they run.
+const STEPS: [Step; 4] = [Step::Upload, Step::Combine, Step::Infer, Step::Register];
 
-impl Steps {
-    fn loaded(rows: Vec<StepRow>) -> Self {
-        Self { rows, dirty: false }
+fn end_cells(cells: StepCells<'_>, outcome: &str, at: i64) {
+    if cells.started_at.is_some() && cells.ended_at.is_none() {
+        *cells.ended_at = Some(at);
+        *cells.outcome = Some(outcome.to_owned());
     }
 }
 
@@ -1127,6 +1061,18 @@ impl UploadRow {
             finished_at: None,
             last_seq: seq,
             quality_json: None,
+            upload_started_at: None,
+            upload_ended_at: None,
+            upload_outcome: None,
+            combine_started_at: None,
+            combine_ended_at: None,
+            combine_outcome: None,
+            infer_started_at: None,
+            infer_ended_at: None,
+            infer_outcome: None,
+            register_started_at: None,
+            register_ended_at: None,
+            register_outcome: None,
         }
     }
 }

@@ -316,7 +316,7 @@ impl Db {
     /// Drops every table of `set` (used for the shadow set only).
     pub(crate) async fn drop_set(&self, set: Tables) -> Result<(), Error> {
         let mut tx = self.begin_write().await?;
-        for table in crate::schema::TABLES {
+        for table in crate::schema::TABLES.iter().chain(crate::schema::RETIRED) {
             let sql = format!("DROP TABLE IF EXISTS {}", set.table(table));
             sqlx::query(sqlx::AssertSqlSafe(sql))
                 .execute(&mut *tx)
@@ -438,6 +438,69 @@ mod migration_tests {
 
     use super::*;
     use crate::schema::TABLES;
+
+    /// A database projected before migration 0006 keeps its step log: each
+    /// `upload_steps` row becomes its upload's three columns, and the table goes.
+    #[tokio::test]
+    async fn the_step_log_moves_into_the_upload_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = dir.path().join("weir.db").display().to_string();
+        let old = Db::open(&url).await.unwrap();
+        crate::schema::migrator_through(5)
+            .run(old.pool())
+            .await
+            .unwrap();
+        for sql in [
+            "INSERT INTO uploads (id, owner, filename, size_bytes, part_count, status, \
+             received_at, updated_at, last_seq) \
+             VALUES ('upld_a', 'acme', 'a.csv', 3, 1, 'failed', 10, 40, 4)",
+            "INSERT INTO uploads (id, owner, filename, size_bytes, part_count, status, \
+             received_at, updated_at, last_seq) \
+             VALUES ('upld_b', 'acme', 'b.csv', 3, 1, 'received', 50, 50, 5)",
+            "INSERT INTO upload_steps VALUES ('upld_a', 'combine', 10, 20, 'ok', 1, 2)",
+            "INSERT INTO upload_steps VALUES ('upld_a', 'infer', 20, 40, 'failed', 2, 4)",
+            "INSERT INTO upload_steps VALUES ('upld_b', 'combine', 50, NULL, NULL, 5, NULL)",
+        ] {
+            sqlx::raw_sql(sql).execute(old.pool()).await.unwrap();
+        }
+        old.close().await;
+
+        let db = Db::connect(&url).await.unwrap();
+        let rows: Vec<(String, String, Option<String>, i64, Option<i64>)> = sqlx::query(
+            "SELECT upload_id, step, outcome, started_at_us, ended_at_us \
+             FROM v1_upload_steps ORDER BY upload_id, started_at_us",
+        )
+        .fetch_all(db.pool())
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r.get("upload_id"),
+                r.get("step"),
+                r.get("outcome"),
+                r.get("started_at_us"),
+                r.get("ended_at_us"),
+            )
+        })
+        .collect();
+        let own = |s: &str| s.to_owned();
+        assert_eq!(
+            rows,
+            [
+                (own("upld_a"), own("combine"), Some(own("ok")), 10, Some(20)),
+                (own("upld_a"), own("infer"), Some(own("failed")), 20, Some(40)),
+                (own("upld_b"), own("combine"), None, 50, None),
+            ]
+        );
+        let left: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM sqlite_master WHERE name = 'upload_steps'",
+        )
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+        assert_eq!(left, 0, "upload_steps is dropped");
+    }
 
     /// Connecting again finds the migrations applied (and their checksums unchanged),
     /// and the tables are exactly the ones `TABLES` lists.

@@ -305,13 +305,19 @@ fn get_json<T: serde::de::DeserializeOwned>(
     })
 }
 
+/// The steps of an upload's log in the order they run: the prefixes of their columns.
+const STEP_NAMES: [&str; 4] = ["upload", "combine", "infer", "register"];
+
 /// An upload's status and step log, `None` when no such upload was received.
 pub async fn upload_status(db: &Db, upload: UploadId) -> Result<Option<UploadStatus>, Error> {
     let id = upload.to_string();
     let Some(row) = sqlx::query(
         "SELECT id, owner, filename, label, requested_table, size_bytes, part_count, status, \
          dataset_id, version, table_name, failed_step, failure_reason, failure_attempts, \
-         failure_retryable, received_at, updated_at, finished_at, last_seq, quality_json \
+         failure_retryable, received_at, updated_at, finished_at, last_seq, quality_json, \
+         upload_started_at, upload_ended_at, upload_outcome, combine_started_at, \
+         combine_ended_at, combine_outcome, infer_started_at, infer_ended_at, infer_outcome, \
+         register_started_at, register_ended_at, register_outcome \
          FROM uploads WHERE id = $1",
     )
     .bind(&id)
@@ -320,26 +326,24 @@ pub async fn upload_status(db: &Db, upload: UploadId) -> Result<Option<UploadSta
     else {
         return Ok(None);
     };
-    let steps = sqlx::query(
-        "SELECT step, started_at, ended_at, outcome FROM upload_steps \
-         WHERE upload_id = $1 ORDER BY start_seq, step",
-    )
-    .bind(&id)
-    .fetch_all(db.pool())
-    .await?
-    .iter()
-    .map(|r| {
-        let started_at = get_ts(r, "started_at")?;
-        let ended_at = get_opt_ts(r, "ended_at")?;
-        Ok(StepLog {
-            step: r.try_get("step")?,
+    // The step log is three columns per step of the upload's row (migration 0006),
+    // listed in the order the steps started.
+    let mut steps = Vec::with_capacity(STEP_NAMES.len());
+    for step in STEP_NAMES {
+        let Some(started_at) = get_opt_ts(&row, &format!("{step}_started_at"))? else {
+            continue;
+        };
+        let ended_at = get_opt_ts(&row, &format!("{step}_ended_at"))?;
+        steps.push(StepLog {
+            step: step.to_owned(),
             started_at,
             ended_at,
-            outcome: r.try_get("outcome")?,
+            outcome: row.try_get(format!("{step}_outcome").as_str())?,
             duration_ms: ended_at.map(|e| unsigned(e.0 - started_at.0) / 1000),
-        })
-    })
-    .collect::<Result<Vec<_>, Error>>()?;
+        });
+    }
+    // Stable: steps that started at the same moment stay in their running order.
+    steps.sort_by_key(|s| s.started_at.0);
 
     let status: String = row.try_get("status")?;
     let phase = match status.as_str() {

@@ -14,6 +14,21 @@ use sqlx::AssertSqlSafe;
 
 use crate::db::Backend;
 
+/// `v1_upload_steps`' rows of one step, from its three columns of `uploads`.
+macro_rules! step_select {
+    ($step:literal) => {
+        concat!(
+            "SELECT id AS upload_id, CAST('", $step, "' AS TEXT) AS step, ",
+            $step, "_outcome AS outcome, ",
+            $step, "_started_at AS started_at_us, ",
+            $step, "_ended_at AS ended_at_us, ",
+            "CASE WHEN ", $step, "_ended_at IS NULL THEN NULL ELSE ",
+            $step, "_ended_at - ", $step, "_started_at END AS duration_us ",
+            "FROM uploads WHERE ", $step, "_started_at IS NOT NULL"
+        )
+    };
+}
+
 /// Every read view: name and its `SELECT`, in portable SQL.
 pub const READ_VIEWS: &[(&str, &str)] = &[
     (
@@ -44,12 +59,19 @@ pub const READ_VIEWS: &[(&str, &str)] = &[
          CASE WHEN finished_at IS NULL THEN NULL ELSE finished_at - received_at END \
          AS duration_us, quality_json FROM uploads",
     ),
+    // The step log is three columns per step of `uploads` (migration 0006): one
+    // `SELECT` per step, for the steps that started.
     (
         "v1_upload_steps",
-        "SELECT upload_id, step, outcome, started_at AS started_at_us, \
-         ended_at AS ended_at_us, \
-         CASE WHEN ended_at IS NULL THEN NULL ELSE ended_at - started_at END AS duration_us \
-         FROM upload_steps",
+        concat!(
+            step_select!("upload"),
+            " UNION ALL ",
+            step_select!("combine"),
+            " UNION ALL ",
+            step_select!("infer"),
+            " UNION ALL ",
+            step_select!("register"),
+        ),
     ),
     (
         "v1_notifications",

@@ -139,17 +139,61 @@ row_image!(UploadRow, "uploads", key = ["id"], {
     finished_at: Option<i64>,
     last_seq: i64,
     quality_json: Option<String>,
+    // The step log (migration 0006): when each step started and ended, and how.
+    upload_started_at: Option<i64>,
+    upload_ended_at: Option<i64>,
+    upload_outcome: Option<String>,
+    combine_started_at: Option<i64>,
+    combine_ended_at: Option<i64>,
+    combine_outcome: Option<String>,
+    infer_started_at: Option<i64>,
+    infer_ended_at: Option<i64>,
+    infer_outcome: Option<String>,
+    register_started_at: Option<i64>,
+    register_ended_at: Option<i64>,
+    register_outcome: Option<String>,
 });
 
-row_image!(StepRow, "upload_steps", key = ["upload_id", "step"], {
-    upload_id: String,
-    step: String,
-    started_at: i64,
-    ended_at: Option<i64>,
-    outcome: Option<String>,
-    start_seq: i64,
-    end_seq: Option<i64>,
-});
+/// One step's cells of an upload row: the step log, one run of each step per upload.
+pub(crate) struct StepCells<'a> {
+    pub started_at: &'a mut Option<i64>,
+    pub ended_at: &'a mut Option<i64>,
+    pub outcome: &'a mut Option<String>,
+}
+
+impl UploadRow {
+    /// The cells of `step`.
+    pub fn step(&mut self, step: weir_events::Step) -> StepCells<'_> {
+        use weir_events::Step;
+        let (started_at, ended_at, outcome) = match step {
+            Step::Upload => (
+                &mut self.upload_started_at,
+                &mut self.upload_ended_at,
+                &mut self.upload_outcome,
+            ),
+            Step::Combine => (
+                &mut self.combine_started_at,
+                &mut self.combine_ended_at,
+                &mut self.combine_outcome,
+            ),
+            Step::Infer => (
+                &mut self.infer_started_at,
+                &mut self.infer_ended_at,
+                &mut self.infer_outcome,
+            ),
+            Step::Register => (
+                &mut self.register_started_at,
+                &mut self.register_ended_at,
+                &mut self.register_outcome,
+            ),
+        };
+        StepCells {
+            started_at,
+            ended_at,
+            outcome,
+        }
+    }
+}
 
 row_image!(DatasetRow, "datasets", key = ["id"], {
     id: String,
@@ -394,7 +438,11 @@ impl<K: Eq + Hash + Clone, R> Keyed<K, R> {
     }
 
     /// The row to change in place, marking it for writing; `None` when absent.
-    pub fn get_mut(&mut self, key: &K) -> Option<&mut R> {
+    pub fn get_mut<Q>(&mut self, key: &Q) -> Option<&mut R>
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: Eq + Hash + ?Sized,
+    {
         let slot = self.rows.get_mut(key)?;
         let row = slot.row.as_mut()?;
         slot.dirty = true;
@@ -952,7 +1000,6 @@ mod tests {
         }
         for (table, want) in [
             names::<UploadRow>(),
-            names::<StepRow>(),
             names::<DatasetRow>(),
             names::<VersionRow>(),
             names::<NotificationRow>(),
