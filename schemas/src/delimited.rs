@@ -260,12 +260,13 @@ fn write_pass(
         sink.write(&finish_batch(job, &schema, &mut builders, &mut dropped)?)?;
     }
     let bad = bad.finish(rows_read)?;
-    let (statistics, parquet_size) = sink.finish()?;
+    let (statistics, parquet) = sink.finish()?;
     Ok(Pass::Done(Written {
         schema: crate::event_schema(&schema, resolved),
         statistics,
         problems: bad.problems,
-        parquet_size,
+        parquet_size: parquet.size,
+        parquet_sha256: Some(parquet.sha256),
         rows_read: Some(rows_read),
         rejected: bad.rejected,
         rejects_entries: bad.entries,

@@ -150,7 +150,7 @@ fn write_pass(
             .collect::<Vec<_>>(),
     ));
     let written = |sink: Sink, bad: Option<BadRowLog<'_>>| -> Result<Pass, ConvertError> {
-        let (statistics, parquet_size) = sink.finish()?;
+        let (statistics, parquet) = sink.finish()?;
         let (problems, rejected, rejects_entries) = match bad {
             Some(b) => (b.problems, b.rejected, b.entries),
             None => (Problems::default(), 0, 0),
@@ -160,7 +160,8 @@ fn write_pass(
             rows_read: Some(statistics.rows + rejected),
             statistics,
             problems,
-            parquet_size,
+            parquet_size: parquet.size,
+            parquet_sha256: Some(parquet.sha256),
             rejected,
             rejects_entries,
         }))

@@ -110,6 +110,9 @@ pub struct Converted {
     pub problem_count: u64,
     /// Size of the Parquet that is served: `output`, or the input when kept.
     pub parquet_size: u64,
+    /// The sha256 of `output` as it was written; `None` when it was not written (a
+    /// Parquet input kept as it is).
+    pub parquet_sha256: Option<weir_events::Sha256>,
     /// The encoding read (encoding_rs's name, `UTF-8`, `windows-1252`, …); empty for
     /// Parquet.
     pub encoding: String,
@@ -232,6 +235,7 @@ fn convert_inner(
         problem_count: written.problems.count,
         problems: written.problems.first,
         parquet_size: written.parquet_size,
+        parquet_sha256: written.parquet_sha256,
         encoding: if parquet {
             String::new()
         } else {
@@ -356,6 +360,8 @@ pub(crate) struct Written {
     pub statistics: Statistics,
     pub problems: Problems,
     pub parquet_size: u64,
+    /// The digest of the Parquet written (`None`: none was).
+    pub parquet_sha256: Option<weir_events::Sha256>,
     /// Data rows read, when it differs from the rows written (`None`: the same).
     pub rows_read: Option<u64>,
     pub rejected: u64,

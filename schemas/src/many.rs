@@ -181,7 +181,7 @@ fn many(
             sink.write(&batch)?;
         }
     }
-    let (statistics, parquet_size) = sink.finish()?;
+    let (statistics, parquet) = sink.finish()?;
 
     let rejects_entries = merge_rejects(&parts, inputs, opts.rejects.as_deref())?;
     let mut problems: Vec<RowProblem> = Vec::new();
@@ -210,7 +210,8 @@ fn many(
         statistics,
         problems,
         problem_count,
-        parquet_size,
+        parquet_size: parquet.size,
+        parquet_sha256: Some(parquet.sha256),
         encoding: encodings.join(", "),
         encoding_detected: parts.iter().all(|(c, _, _)| c.encoding_detected),
         rows_read,

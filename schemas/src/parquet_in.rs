@@ -177,9 +177,12 @@ pub(crate) fn convert(
             ),
         ));
     }
-    let (statistics, parquet_size) = match sink {
-        Some(sink) => sink.finish()?,
-        None => (stats.finish(), file_size),
+    let (statistics, parquet_size, parquet_sha256) = match sink {
+        Some(sink) => {
+            let (statistics, parquet) = sink.finish()?;
+            (statistics, parquet.size, Some(parquet.sha256))
+        }
+        None => (stats.finish(), file_size, None),
     };
     Ok((
         Written {
@@ -187,6 +190,7 @@ pub(crate) fn convert(
             statistics,
             problems: Problems::default(),
             parquet_size,
+            parquet_sha256,
             rows_read: None,
             rejected: 0,
             rejects_entries: 0,

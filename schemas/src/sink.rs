@@ -6,6 +6,7 @@
 //! which (with the writer's open row group) bounds memory.
 
 use std::fs::File;
+use std::io::Write;
 use std::path::Path;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::thread::JoinHandle;
@@ -26,7 +27,8 @@ use parquet::errors::ParquetError;
 use parquet::file::properties::WriterProperties;
 use parquet::file::writer::SerializedFileWriter;
 use parquet::schema::types::ColumnPath;
-use weir_events::Statistics;
+use sha2::Digest as _;
+use weir_events::{Sha256, Statistics};
 
 use crate::ConvertError;
 use crate::stats::StatsBuilder;
@@ -40,7 +42,44 @@ const ROW_GROUP_BYTES: usize = 128 << 20;
 /// absorbs jitter.
 const QUEUED: usize = 2;
 
-type Finished = Result<(Statistics, u64), ConvertError>;
+type Finished = Result<(Statistics, Output), ConvertError>;
+
+/// A closed Parquet file: its size, and the sha256 of its bytes taken as they were
+/// written, so the file is stored by its digest without being read again (a 1 GB
+/// CSV's Parquet is a third of a gigabyte).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Output {
+    pub size: u64,
+    pub sha256: Sha256,
+}
+
+/// The Parquet file, hashed as it is written. The Parquet writer writes its file once,
+/// front to back, and never seeks, so the digest is the file's.
+pub(crate) struct Hashed {
+    file: File,
+    hash: sha2::Sha256,
+}
+
+impl Hashed {
+    fn new(file: File) -> Self {
+        Self {
+            file,
+            hash: sha2::Sha256::new(),
+        }
+    }
+}
+
+impl Write for Hashed {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.file.write(buf)?;
+        self.hash.update(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
+    }
+}
 
 pub struct Sink {
     tx: Option<SyncSender<RecordBatch>>,
@@ -53,10 +92,10 @@ pub struct Sink {
 /// The writer of a sink without a thread of its own. The Parquet writer is opened on
 /// the first batch, whose values some of its settings depend on.
 struct Inline {
-    file: Option<File>,
+    file: Option<Hashed>,
     schema: SchemaRef,
     dictionary: Dictionary,
-    open: Option<(ArrowWriter<File>, StatsBuilder)>,
+    open: Option<(ArrowWriter<Hashed>, StatsBuilder)>,
 }
 
 impl Inline {
@@ -64,7 +103,7 @@ impl Inline {
         &mut self,
         first: Option<&RecordBatch>,
         output: &str,
-    ) -> Result<&mut (ArrowWriter<File>, StatsBuilder), ConvertError> {
+    ) -> Result<&mut (ArrowWriter<Hashed>, StatsBuilder), ConvertError> {
         if self.open.is_none() {
             let file = self.file.take().ok_or_else(|| {
                 ConvertError::unsupported(output, "the Parquet writer was already closed")
@@ -112,7 +151,7 @@ impl Sink {
         encoders: usize,
     ) -> Result<Self, ConvertError> {
         let output = path.display().to_string();
-        let file = File::create(path).map_err(|e| ConvertError::io(&output, e))?;
+        let file = Hashed::new(File::create(path).map_err(|e| ConvertError::io(&output, e))?);
         if encoders == 0 {
             return Ok(Sink {
                 tx: None,
@@ -167,8 +206,8 @@ impl Sink {
         })
     }
 
-    /// Closes the file; returns the statistics and the Parquet size in bytes.
-    pub fn finish(mut self) -> Result<(Statistics, u64), ConvertError> {
+    /// Closes the file; returns the statistics, the Parquet's size and its digest.
+    pub fn finish(mut self) -> Result<(Statistics, Output), ConvertError> {
         self.join()
     }
 
@@ -210,7 +249,7 @@ impl Drop for Sink {
 }
 
 fn write_all(
-    file: File,
+    file: Hashed,
     schema: SchemaRef,
     dictionary: Dictionary,
     output: String,
@@ -240,13 +279,13 @@ fn write_all(
 /// the reading thread, see [`crate::encoders`]), the top-level columns whose values in
 /// the first batch take under [`TINY_COLUMN_BYTES`] are stored uncompressed.
 fn open_writer(
-    file: File,
+    file: Hashed,
     schema: &SchemaRef,
     dictionary: &Dictionary,
     first: Option<&RecordBatch>,
     small: bool,
     output: &str,
-) -> Result<(ArrowWriter<File>, StatsBuilder), ConvertError> {
+) -> Result<(ArrowWriter<Hashed>, StatsBuilder), ConvertError> {
     let pq = |e: ParquetError| ConvertError::from_write(output, e);
     let plain: Vec<(ColumnPath, DataType)> = match dictionary {
         Dictionary::PlainFor(names) => names
@@ -382,13 +421,15 @@ fn mostly_distinct(array: &dyn Array) -> bool {
     count >= 100 && seen.len() * 2 > count
 }
 
-fn close(file: File, stats: StatsBuilder, output: &str) -> Finished {
+fn close(out: Hashed, stats: StatsBuilder, output: &str) -> Finished {
+    let Hashed { file, hash } = out;
     file.sync_all().map_err(|e| ConvertError::io(output, e))?;
     let size = file
         .metadata()
         .map_err(|e| ConvertError::io(output, e))?
         .len();
-    Ok((stats.finish(), size))
+    let sha256 = Sha256(hash.finalize().into());
+    Ok((stats.finish(), Output { size, sha256 }))
 }
 
 /// Work for one encoder thread.
@@ -416,7 +457,7 @@ struct Lane {
 /// `ArrowWriter` makes it: the writers are the ones it would use, with the same
 /// properties, appended in column order.
 fn write_parallel(
-    writer: ArrowWriter<File>,
+    writer: ArrowWriter<Hashed>,
     schema: &SchemaRef,
     mut stats: StatsBuilder,
     output: &str,
@@ -450,7 +491,7 @@ fn write_parallel(
             let mut rows = 0;
             let mut bytes = 0;
             let close_group = |lane_of: &mut Vec<usize>,
-                               file_writer: &mut SerializedFileWriter<File>|
+                               file_writer: &mut SerializedFileWriter<Hashed>|
              -> Result<(), ConvertError> {
                 for lane in &lanes {
                     lane.work.send(Work::Close).map_err(|_| stopped())?;
@@ -654,7 +695,15 @@ mod tests {
         for b in &input {
             sink.write(b).expect("writes");
         }
-        let (stats, _) = sink.finish().expect("finishes");
+        let (stats, out) = sink.finish().expect("finishes");
+        // The digest taken while writing is the file's.
+        let bytes = std::fs::read(&path).expect("reads back");
+        assert_eq!(out.size, bytes.len() as u64, "size with {encoders} encoders");
+        assert_eq!(
+            out.sha256,
+            Sha256(sha2::Sha256::digest(&bytes).into()),
+            "digest with {encoders} encoders"
+        );
         let file = File::open(&path).expect("opens");
         let builder = ParquetRecordBatchReaderBuilder::try_new(file).expect("reads");
         let groups = builder.metadata().num_row_groups();
@@ -671,6 +720,9 @@ mod tests {
         let (one, one_stats, one_groups) = write(1);
         let (two, two_stats, two_groups) = write(2);
         let (three, _, _) = write(3);
+        // No thread: the caller's own encodes (a small file's path).
+        let (inline, _, _) = write(0);
+        assert_eq!(one, inline);
         assert_eq!(one_groups, 3, "128Ki-row groups over 300,001 rows");
         assert_eq!(two_groups, one_groups);
         assert_eq!(one_stats, two_stats);

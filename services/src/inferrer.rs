@@ -251,8 +251,12 @@ impl Service for Inferrer {
             // the janitor removed a moment ago is back before this upload's events
             // reference it.
             let parquet = if converted.rewritten {
-                let digest = crate::store::sha256_file(&out)
-                    .map_err(|e| local("hashing the Parquet file", &out, e))?;
+                // Hashed as the conversion wrote it: the file is not read again.
+                let digest = match converted.parquet_sha256 {
+                    Some(digest) => digest,
+                    None => crate::store::sha256_file(&out)
+                        .map_err(|e| local("hashing the Parquet file", &out, e))?,
+                };
                 let key = ObjectKey::converted(&digest);
                 let moved = store
                     .move_in(&out, &key)
