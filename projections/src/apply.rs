@@ -22,8 +22,8 @@ use weir_journal::Recorded;
 use crate::Error;
 use crate::db::Conn;
 use crate::rows::{
-    AuditRow, DatasetRow, GrantRow, Keyed, NotificationRow, Sql, StepCells, TableNameRow,
-    TokenRow, UploadRow, VersionRow,
+    AuditRow, DatasetRow, GrantRow, Keyed, NotificationRow, Sql, StepCells, TableNameRow, TokenRow,
+    UploadRow, VersionRow,
 };
 
 /// Counts and sizes are `u64` in events and BIGINT in SQL; nothing real comes near

@@ -440,12 +440,37 @@ mod migration_tests {
     use crate::schema::TABLES;
 
     /// A database projected before migration 0006 keeps its step log: each
-    /// `upload_steps` row becomes its upload's three columns, and the table goes.
+    /// `upload_steps` row becomes its upload's three columns, and the table goes. On
+    /// SQLite, and on Postgres when the tests have one (`WEIR_TEST_POSTGRES`; required
+    /// with `WEIR_REQUIRE_POSTGRES`).
     #[tokio::test]
     async fn the_step_log_moves_into_the_upload_rows() {
         let dir = tempfile::tempdir().unwrap();
-        let url = dir.path().join("weir.db").display().to_string();
-        let old = Db::open(&url).await.unwrap();
+        steps_move_on(&dir.path().join("weir.db").display().to_string()).await;
+        let server = std::env::var("WEIR_TEST_POSTGRES").ok().or_else(|| {
+            std::env::var_os("WEIR_REQUIRE_POSTGRES")
+                .map(|_| "postgres://postgres@127.0.0.1:5432".to_owned())
+        });
+        if let Some(server) = server {
+            let name = format!("weir_t_steps_{}", std::process::id());
+            let admin = Db::open(&format!("{server}/postgres")).await.unwrap();
+            let create = format!("CREATE DATABASE {name}");
+            sqlx::raw_sql(sqlx::AssertSqlSafe(create))
+                .execute(admin.pool())
+                .await
+                .unwrap();
+            steps_move_on(&format!("{server}/{name}")).await;
+            let drop = format!("DROP DATABASE {name} WITH (FORCE)");
+            sqlx::raw_sql(sqlx::AssertSqlSafe(drop))
+                .execute(admin.pool())
+                .await
+                .unwrap();
+            admin.close().await;
+        }
+    }
+
+    async fn steps_move_on(url: &str) {
+        let old = Db::open(url).await.unwrap();
         crate::schema::migrator_through(5)
             .run(old.pool())
             .await
@@ -465,7 +490,7 @@ mod migration_tests {
         }
         old.close().await;
 
-        let db = Db::connect(&url).await.unwrap();
+        let db = Db::connect(url).await.unwrap();
         let rows: Vec<(String, String, Option<String>, i64, Option<i64>)> = sqlx::query(
             "SELECT upload_id, step, outcome, started_at_us, ended_at_us \
              FROM v1_upload_steps ORDER BY upload_id, started_at_us",
@@ -489,17 +514,29 @@ mod migration_tests {
             rows,
             [
                 (own("upld_a"), own("combine"), Some(own("ok")), 10, Some(20)),
-                (own("upld_a"), own("infer"), Some(own("failed")), 20, Some(40)),
+                (
+                    own("upld_a"),
+                    own("infer"),
+                    Some(own("failed")),
+                    20,
+                    Some(40)
+                ),
                 (own("upld_b"), own("combine"), None, 50, None),
-            ]
+            ],
+            "{url}"
         );
-        let left: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM sqlite_master WHERE name = 'upload_steps'",
-        )
-        .fetch_one(db.pool())
-        .await
-        .unwrap();
-        assert_eq!(left, 0, "upload_steps is dropped");
+        let tables = match db.backend() {
+            Backend::Sqlite => "SELECT COUNT(*) FROM sqlite_master WHERE name = 'upload_steps'",
+            Backend::Postgres => {
+                "SELECT COUNT(*) FROM information_schema.tables WHERE table_name = 'upload_steps'"
+            }
+        };
+        let left: i64 = sqlx::query_scalar(tables)
+            .fetch_one(db.pool())
+            .await
+            .unwrap();
+        assert_eq!(left, 0, "upload_steps is dropped ({url})");
+        db.close().await;
     }
 
     /// Connecting again finds the migrations applied (and their checksums unchanged),

@@ -18,13 +18,25 @@ use crate::db::Backend;
 macro_rules! step_select {
     ($step:literal) => {
         concat!(
-            "SELECT id AS upload_id, CAST('", $step, "' AS TEXT) AS step, ",
-            $step, "_outcome AS outcome, ",
-            $step, "_started_at AS started_at_us, ",
-            $step, "_ended_at AS ended_at_us, ",
-            "CASE WHEN ", $step, "_ended_at IS NULL THEN NULL ELSE ",
-            $step, "_ended_at - ", $step, "_started_at END AS duration_us ",
-            "FROM uploads WHERE ", $step, "_started_at IS NOT NULL"
+            "SELECT id AS upload_id, CAST('",
+            $step,
+            "' AS TEXT) AS step, ",
+            $step,
+            "_outcome AS outcome, ",
+            $step,
+            "_started_at AS started_at_us, ",
+            $step,
+            "_ended_at AS ended_at_us, ",
+            "CASE WHEN ",
+            $step,
+            "_ended_at IS NULL THEN NULL ELSE ",
+            $step,
+            "_ended_at - ",
+            $step,
+            "_started_at END AS duration_us ",
+            "FROM uploads WHERE ",
+            $step,
+            "_started_at IS NOT NULL"
         )
     };
 }

@@ -698,7 +698,11 @@ mod tests {
         let (stats, out) = sink.finish().expect("finishes");
         // The digest taken while writing is the file's.
         let bytes = std::fs::read(&path).expect("reads back");
-        assert_eq!(out.size, bytes.len() as u64, "size with {encoders} encoders");
+        assert_eq!(
+            out.size,
+            bytes.len() as u64,
+            "size with {encoders} encoders"
+        );
         assert_eq!(
             out.sha256,
             Sha256(sha2::Sha256::digest(&bytes).into()),
