@@ -21,9 +21,10 @@ use weir_journal::Recorded;
 
 use crate::Error;
 use crate::db::Conn;
+use crate::fresh::Written;
 use crate::rows::{
-    AuditRow, DatasetRow, GrantRow, Keyed, NotificationRow, Sql, StepCells, TableNameRow, TokenRow,
-    UploadRow, VersionRow,
+    AuditRow, DatasetRow, GrantRow, Keyed, NotificationRow, RowImage, Sql, StepCells, TableNameRow,
+    TokenRow, UploadRow, VersionRow,
 };
 
 /// Counts and sizes are `u64` in events and BIGINT in SQL; nothing real comes near
@@ -373,17 +374,22 @@ impl Batch {
     /// database. `after` is what lets a batch be prepared while the previous one is
     /// still being written: a row that batch did not touch reads the same from the
     /// database before and after its commit.
+    ///
+    /// `fresh`, for a build that started on empty tables, names the keys it has
+    /// written so far: any other key is not in the database and is not read.
     pub(crate) async fn load(
         sql: &Sql,
         conn: &mut Conn<'_>,
         needs: Needs,
         after: Option<&Batch>,
+        fresh: Option<&Written>,
     ) -> Result<Self, Error> {
         let mut batch = Batch::default();
         let uploads = from_cache(
             &mut batch.uploads,
             &needs.uploads,
             after.map(|a| &a.uploads),
+            fresh,
         );
         for row in sql.load::<UploadRow, _>(conn, &["id"], &uploads).await? {
             batch.uploads.loaded(row.id.clone(), Some(row));
@@ -392,6 +398,7 @@ impl Batch {
             &mut batch.datasets,
             &needs.datasets,
             after.map(|a| &a.datasets),
+            fresh,
         );
         for row in sql.load::<DatasetRow, _>(conn, &["id"], &datasets).await? {
             batch.datasets.loaded(row.id.clone(), Some(row));
@@ -400,6 +407,7 @@ impl Batch {
             &mut batch.notifications,
             &needs.notifications,
             after.map(|a| &a.notifications),
+            fresh,
         );
         for row in sql
             .load::<NotificationRow, _>(conn, &["id"], &notifications)
@@ -411,6 +419,7 @@ impl Batch {
             &mut batch.table_names,
             &needs.table_names,
             after.map(|a| &a.table_names),
+            fresh,
         );
         for row in sql
             .load::<TableNameRow, _>(conn, &["owner", "table_name"], &names)
@@ -420,7 +429,12 @@ impl Batch {
                 .table_names
                 .loaded((row.owner.clone(), row.table_name.clone()), Some(row));
         }
-        let tokens = from_cache(&mut batch.tokens, &needs.tokens, after.map(|a| &a.tokens));
+        let tokens = from_cache(
+            &mut batch.tokens,
+            &needs.tokens,
+            after.map(|a| &a.tokens),
+            fresh,
+        );
         for row in sql
             .load::<TokenRow, _>(conn, &["owner", "token_id"], &tokens)
             .await?
@@ -430,8 +444,14 @@ impl Batch {
                 .loaded((row.owner.clone(), row.token_id.clone()), Some(row));
         }
         batch.refs =
-            crate::refs::ObjectRefs::load(sql, conn, needs.refs, after.map(|a| &a.refs)).await?;
-        let grants = from_cache(&mut batch.grants, &needs.grants, after.map(|a| &a.grants));
+            crate::refs::ObjectRefs::load(sql, conn, needs.refs, after.map(|a| &a.refs), fresh)
+                .await?;
+        let grants = from_cache(
+            &mut batch.grants,
+            &needs.grants,
+            after.map(|a| &a.grants),
+            fresh,
+        );
         for row in sql
             .load::<GrantRow, _>(conn, &["dataset_id", "grantee"], &grants)
             .await?
@@ -441,6 +461,24 @@ impl Batch {
                 .loaded((row.dataset_id.clone(), row.grantee.clone()), Some(row));
         }
         Ok(batch)
+    }
+
+    /// Adds to `fresh` the key of every row this batch writes or deletes, before a
+    /// later batch is loaded.
+    pub(crate) fn record(&self, fresh: &mut Written) {
+        fn keys<K: Eq + std::hash::Hash + Clone, R: RowImage>(t: &Keyed<K, R>, w: &mut Written) {
+            for key in t.written_keys() {
+                w.insert(R::TABLE, key);
+            }
+        }
+        keys(&self.uploads, fresh);
+        keys(&self.datasets, fresh);
+        keys(&self.versions, fresh);
+        keys(&self.notifications, fresh);
+        keys(&self.table_names, fresh);
+        keys(&self.tokens, fresh);
+        keys(&self.grants, fresh);
+        self.refs.record(fresh);
     }
 
     /// Writes every row the batch changed, one statement per table (two where rows
@@ -1011,10 +1049,12 @@ fn end_cells(cells: StepCells<'_>, outcome: &str, at: i64) {
 
 /// Fills `into` with the images `after` holds for `keys` (marked as absent first), and
 /// returns the keys left to read from the database.
-fn from_cache<'k, K: Eq + std::hash::Hash + Clone, R: Clone>(
+/// returns the keys left to read from the database: those `fresh` does not rule out.
+fn from_cache<'k, K: Eq + std::hash::Hash + Clone, R: RowImage>(
     into: &mut Keyed<K, R>,
     keys: &'k BTreeSet<K>,
     after: Option<&Keyed<K, R>>,
+    fresh: Option<&Written>,
 ) -> Vec<&'k K> {
     let mut missing = Vec::new();
     for key in keys {
@@ -1022,7 +1062,9 @@ fn from_cache<'k, K: Eq + std::hash::Hash + Clone, R: Clone>(
             Some(row) => into.loaded(key.clone(), row.clone()),
             None => {
                 into.loaded(key.clone(), None);
-                missing.push(key);
+                if fresh.is_none_or(|w| w.may_hold(R::TABLE, key)) {
+                    missing.push(key);
+                }
             }
         }
     }

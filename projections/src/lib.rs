@@ -61,6 +61,7 @@
 
 pub mod apply;
 pub mod db;
+mod fresh;
 pub mod projector;
 pub mod query;
 pub mod read_views;

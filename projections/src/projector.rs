@@ -22,6 +22,7 @@ use weir_journal::{Follow, Journal, ReadError, Recorded, Start};
 use crate::Error;
 use crate::apply::{Batch as Rows, Needs, int, needs};
 use crate::db::{Conn, Db};
+use crate::fresh::Written;
 use crate::rows::Sql;
 use crate::schema::Tables;
 
@@ -164,6 +165,10 @@ impl Projector {
         // database that allows one connection (`:memory:`) is built one batch at a
         // time.
         let pipelined = self.db.pool().options().get_max_connections() > 1;
+        // Started on empty tables: what this build writes is all the database holds,
+        // so a batch reads only rows an earlier batch wrote (`fresh.rs`). Another
+        // writer moving the checkpoint ends that.
+        let mut fresh = (checkpoint == 0).then(Written::new);
         'follow: while checkpoint < target {
             let mut events = Prefetched::start(
                 journal
@@ -203,16 +208,22 @@ impl Projector {
                     batch.push(rec);
                 }
                 let prepared = match batch.last() {
-                    Some(_) if pipelined => Some(
-                        self.prepare(&batch, inflight.as_ref().map(|i| &*i.rows))
-                            .await?,
-                    ),
+                    Some(_) if pipelined => {
+                        let rows = self
+                            .prepare(&batch, inflight.as_ref().map(|i| &*i.rows), fresh.as_ref())
+                            .await?;
+                        if let Some(fresh) = &mut fresh {
+                            rows.record(fresh);
+                        }
+                        Some(rows)
+                    }
                     _ => None,
                 };
                 if let Some(previous) = inflight.take() {
                     match self.settle(previous).await? {
                         Batch::Committed(seq) => checkpoint = seq,
                         Batch::Moved => {
+                            fresh = None;
                             checkpoint = self.reload().await?;
                             continue 'follow;
                         }
@@ -237,6 +248,7 @@ impl Projector {
                         None => match self.commit(checkpoint, &batch).await? {
                             Batch::Committed(seq) => checkpoint = seq,
                             Batch::Moved => {
+                                fresh = None;
                                 checkpoint = self.reload().await?;
                                 continue 'follow;
                             }
@@ -248,6 +260,7 @@ impl Projector {
                         match self.settle(last).await? {
                             Batch::Committed(seq) => checkpoint = seq,
                             Batch::Moved => {
+                                fresh = None;
                                 checkpoint = self.reload().await?;
                                 continue 'follow;
                             }
@@ -381,14 +394,19 @@ impl Projector {
     /// Folds `batch` over the rows it starts from, outside any transaction: `after`
     /// (the images the batch before it leaves, while that one is still being written)
     /// for the rows it touched, the database for the rest.
-    async fn prepare(&self, batch: &[Recorded], after: Option<&Rows>) -> Result<Rows, Error> {
+    async fn prepare(
+        &self,
+        batch: &[Recorded],
+        after: Option<&Rows>,
+        fresh: Option<&Written>,
+    ) -> Result<Rows, Error> {
         let started = std::time::Instant::now();
         let mut wanted = Needs::default();
         for rec in batch {
             needs(&mut wanted, rec);
         }
         let mut conn = self.db.acquire_batch().await?;
-        let mut rows = Rows::load(&self.sql(), &mut conn.conn(), wanted, after).await?;
+        let mut rows = Rows::load(&self.sql(), &mut conn.conn(), wanted, after, fresh).await?;
         drop(conn);
         let loaded = started.elapsed();
         for rec in batch {
@@ -436,7 +454,7 @@ impl Projector {
                 needs(&mut wanted, rec);
             }
             let started = std::time::Instant::now();
-            let mut rows = Rows::load(&sql, &mut tx.conn(), wanted, None).await?;
+            let mut rows = Rows::load(&sql, &mut tx.conn(), wanted, None, None).await?;
             let loaded = started.elapsed();
             for rec in &batch {
                 rows.apply(rec)?;

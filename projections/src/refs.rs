@@ -30,6 +30,7 @@ use weir_journal::Recorded;
 
 use crate::Error;
 use crate::db::Conn;
+use crate::fresh::Written;
 use crate::rows::{Keyed, RefRow, Sql};
 
 /// Why a reference stopped being live (`ended_by`).
@@ -67,6 +68,11 @@ fn upload_of(env: &Envelope) -> String {
         _ => env.correlation_id.to_string(),
     }
 }
+
+/// What [`Written`] records of references: their holders and their objects, the two
+/// ways a batch reads them.
+const BY_HOLDER: &str = "object_refs.holder";
+const BY_KEY: &str = "object_refs.object_key";
 
 /// Adds to `needs` the reference rows `rec` reads or changes.
 pub(crate) fn needs(needs: &mut RefNeeds, rec: &Recorded) {
@@ -191,10 +197,17 @@ impl ObjectRefs {
         conn: &mut Conn<'_>,
         needs: RefNeeds,
         after: Option<&ObjectRefs>,
+        fresh: Option<&Written>,
     ) -> Result<Self, Error> {
         let mut refs = ObjectRefs::default();
-        let holders: Vec<&String> = needs.holders.iter().collect();
-        let keys: Vec<&String> = needs.keys.iter().collect();
+        // A build on empty tables reads only the holders and keys it has written.
+        let held = |what: &str, k: &String| fresh.is_none_or(|w| w.may_hold(what, k));
+        let holders: Vec<&String> = needs
+            .holders
+            .iter()
+            .filter(|h| held(BY_HOLDER, h))
+            .collect();
+        let keys: Vec<&String> = needs.keys.iter().filter(|k| held(BY_KEY, k)).collect();
         let mut rows = sql.load::<RefRow, _>(conn, &["holder"], &holders).await?;
         rows.extend(sql.load::<RefRow, _>(conn, &["object_key"], &keys).await?);
         for row in rows {
@@ -214,6 +227,15 @@ impl ObjectRefs {
             }
         }
         Ok(refs)
+    }
+
+    /// Adds the holder and the object of every reference this batch writes or
+    /// deletes to `fresh` (what [`ObjectRefs::load`] reads by).
+    pub(crate) fn record(&self, fresh: &mut Written) {
+        for (key, holder) in self.rows.written_keys() {
+            fresh.insert(BY_HOLDER, holder);
+            fresh.insert(BY_KEY, key);
+        }
     }
 
     pub(crate) async fn write(&self, sql: &Sql, conn: &mut Conn<'_>) -> Result<(), Error> {
