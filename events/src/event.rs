@@ -77,6 +77,9 @@ pub enum Step {
 }
 
 impl Step {
+    /// Every step, in the order an upload goes through them.
+    pub const ALL: [Step; 4] = [Step::Upload, Step::Combine, Step::Infer, Step::Register];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Upload => "upload",

@@ -472,8 +472,9 @@ impl Batch {
             }
         }
         keys(&self.uploads, fresh);
+        // Version rows are never read back (a registration writes its version whole),
+        // so they need no record.
         keys(&self.datasets, fresh);
-        keys(&self.versions, fresh);
         keys(&self.notifications, fresh);
         keys(&self.table_names, fresh);
         keys(&self.tokens, fresh);
@@ -777,14 +778,8 @@ impl Batch {
                 }
                 self.close_open_steps(&upload, "failed", at);
                 // A step that had no start (the upload step itself) still gets its log.
-                if let Some(row) = self.uploads.get_mut(&upload) {
-                    let cells = row.step(e.step);
-                    if cells.started_at.is_none() {
-                        *cells.started_at = Some(at);
-                        *cells.ended_at = Some(at);
-                        *cells.outcome = Some("failed".to_owned());
-                    }
-                }
+                self.start_step(&upload, e.step, at);
+                self.end_step(&upload, e.step, "failed", at);
                 let (owner, filename, dataset) = match self.uploads.get(&upload) {
                     Some(row) => (
                         row.owner.clone(),
@@ -1011,7 +1006,7 @@ impl Batch {
     /// Ends every step still running (a failure or an abort).
     fn close_open_steps(&mut self, upload: &str, outcome: &str, at: i64) {
         if let Some(row) = self.uploads.get_mut(upload) {
-            for step in STEPS {
+            for step in Step::ALL {
                 end_cells(row.step(step), outcome, at);
             }
         }
@@ -1037,9 +1032,6 @@ impl Batch {
     }
 }
 
-/// The steps of an upload's log, in the order they run.
-const STEPS: [Step; 4] = [Step::Upload, Step::Combine, Step::Infer, Step::Register];
-
 fn end_cells(cells: StepCells<'_>, outcome: &str, at: i64) {
     if cells.started_at.is_some() && cells.ended_at.is_none() {
         *cells.ended_at = Some(at);
@@ -1048,7 +1040,6 @@ fn end_cells(cells: StepCells<'_>, outcome: &str, at: i64) {
 }
 
 /// Fills `into` with the images `after` holds for `keys` (marked as absent first), and
-/// returns the keys left to read from the database.
 /// returns the keys left to read from the database: those `fresh` does not rule out.
 fn from_cache<'k, K: Eq + std::hash::Hash + Clone, R: RowImage>(
     into: &mut Keyed<K, R>,

@@ -6,7 +6,7 @@ use serde::Serialize;
 use sqlx::any::AnyRow;
 use sqlx::{AssertSqlSafe, Row};
 use weir_events::{
-    Access, AccessLevel, DatasetAction, DatasetId, Denied, Owner, Sha256, Timestamp, UploadId,
+    Access, AccessLevel, DatasetAction, DatasetId, Denied, Owner, Sha256, Step, Timestamp, UploadId,
 };
 
 use crate::Error;
@@ -305,9 +305,6 @@ fn get_json<T: serde::de::DeserializeOwned>(
     })
 }
 
-/// The steps of an upload's log in the order they run: the prefixes of their columns.
-const STEP_NAMES: [&str; 4] = ["upload", "combine", "infer", "register"];
-
 /// An upload's status and step log, `None` when no such upload was received.
 pub async fn upload_status(db: &Db, upload: UploadId) -> Result<Option<UploadStatus>, Error> {
     let id = upload.to_string();
@@ -328,8 +325,8 @@ pub async fn upload_status(db: &Db, upload: UploadId) -> Result<Option<UploadSta
     };
     // The step log is three columns per step of the upload's row (migration 0006),
     // listed in the order the steps started.
-    let mut steps = Vec::with_capacity(STEP_NAMES.len());
-    for step in STEP_NAMES {
+    let mut steps = Vec::with_capacity(Step::ALL.len());
+    for step in Step::ALL.map(Step::as_str) {
         let Some(started_at) = get_opt_ts(&row, &format!("{step}_started_at"))? else {
             continue;
         };

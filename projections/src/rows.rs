@@ -477,7 +477,6 @@ impl<K: Eq + Hash + Clone, R> Keyed<K, R> {
         }
     }
 
-    /// Every key known, with its image or `None` for a row known to be absent.
     /// The keys of the rows the batch writes or deletes.
     pub fn written_keys(&self) -> impl Iterator<Item = &K> {
         self.rows
@@ -486,6 +485,7 @@ impl<K: Eq + Hash + Clone, R> Keyed<K, R> {
             .map(|(k, _)| k)
     }
 
+    /// Every key known, with its image or `None` for a row known to be absent.
     pub fn known(&self) -> impl Iterator<Item = (&K, Option<&R>)> {
         self.rows.iter().map(|(k, slot)| (k, slot.row.as_ref()))
     }
