@@ -249,14 +249,9 @@ impl Service for Inferrer {
             // are stored once; the object references say who holds them. Moved even
             // when the key exists (the same bytes, a rename on a local store): a copy
             // the janitor removed a moment ago is back before this upload's events
-            // reference it.
-            let parquet = if converted.rewritten {
-                // Hashed as the conversion wrote it: the file is not read again.
-                let digest = match converted.parquet_sha256 {
-                    Some(digest) => digest,
-                    None => crate::store::sha256_file(&out)
-                        .map_err(|e| local("hashing the Parquet file", &out, e))?,
-                };
+            // reference it. The digest is the one taken as the conversion wrote the
+            // file (there is one exactly when it wrote a Parquet): no second read.
+            let parquet = if let Some(digest) = converted.parquet_sha256 {
                 let key = ObjectKey::converted(&digest);
                 let moved = store
                     .move_in(&out, &key)

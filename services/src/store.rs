@@ -881,11 +881,6 @@ fn recorded_digest_of(file: &std::fs::File) -> Option<Digested> {
     }
 }
 
-/// The sha256 of a local file (blocking: call it on a blocking thread).
-pub fn sha256_file(path: &Path) -> std::io::Result<Sha256> {
-    Ok(hash_reader(std::fs::File::open(path)?)?.sha256)
-}
-
 /// Hashes everything `read` yields; with more than one chunk, hashing runs on its own
 /// thread while the next chunk is read.
 fn hash_reader(mut read: impl std::io::Read) -> std::io::Result<Digested> {
